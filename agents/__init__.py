@@ -1,0 +1,1 @@
+"""Routers for routing-env: baselines, contextual bandits, PPO, and the online router service."""

@@ -71,6 +71,35 @@ class CostAwarePolicy(LearningPolicy, Protocol):
         ...
 
 
+@runtime_checkable
+class CascadePolicy(Protocol):
+    """A stop-or-escalate policy over a fixed chain of models (cheap first).
+
+    After the first ``s`` models of ``chain`` were called (``1 ≤ s < len(chain)``), the policy sees the query
+    features and the ``s`` signals those calls returned (never their quality) and decides to accept the last
+    answer or to call model ``s``.
+    """
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Model names in call order."""
+        ...
+
+    def stop_probabilities(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """``features (n, d)``, ``signals (n, s)`` → ``(n,) float64`` probability of accepting now."""
+        ...
+
+    def decide(self, features: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(stop (n,) bool, propensity (n,) float64)`` drawn with the policy's seeded RNG."""
+        ...
+
+    def update(self, features: np.ndarray, signals: np.ndarray, stop: np.ndarray, returns: np.ndarray) -> None:
+        """Learn from decisions taken after ``s = signals.shape[1]`` calls and the ``returns (n,)`` that followed
+        them (quality of the accepted answer minus the cost-weighted cost of the calls made after the decision).
+        """
+        ...
+
+
 # ---------------------------------------------------------------------- input checks shared by policies
 def check_features(features: np.ndarray | Sequence[Sequence[float]], n_features: int | None) -> np.ndarray:
     """Return ``features`` as a 2-D float array, refusing a wrong width or non-finite values.

@@ -49,6 +49,10 @@ class DataWarning(RoutingEnvWarning):
     """Something in the data is suspicious but usable (a model without outcomes, ignored columns...)."""
 
 
+class OPEWarning(RoutingEnvWarning):
+    """An off-policy estimate may be unreliable (support violation, tiny propensities, small effective sample)."""
+
+
 def warn(message: str, category: type[Warning] = DataWarning, stacklevel: int = 3) -> None:
     """Emit a routing-env warning attributed to the caller of the public function."""
     warnings.warn(message, category, stacklevel=stacklevel)

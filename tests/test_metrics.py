@@ -107,7 +107,7 @@ def test_evaluate_policy_refuses_bad_input(small: LoggedDataset) -> None:
         evaluate_policy(small, good, cost_weight=-1)
     with pytest.raises(ModelMismatchError, match="routes over models"):
         evaluate_policy(small, FixedProbs(("x", "y", "z", "w"), [1, 0, 0, 0]), 0.0)
-    with pytest.raises(ShapeError, match="rows must sum to 1; row 0 sums to 0.5"):
+    with pytest.raises(ShapeError, match=r"rows must sum to 1; row 0 sums to 0\.5"):
         evaluate_policy(small, FixedProbs(small.models, [0.5] + [0.0] * (small.n_models - 1)), 0.0)
     with pytest.raises(ShapeError, match=r"must have shape \(n, K\)"):
         evaluate_probabilities(small, np.ones((3, 2)) / 2)

@@ -16,6 +16,7 @@ Arrays are made read-only so that environments and policies can share them witho
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -542,7 +543,8 @@ class LoggedDataset:
             return first
 
         if S.PROMPT in columns:
-            kwargs["prompts"] = per_query(S.PROMPT)
+            prompts = per_query(S.PROMPT)
+            kwargs["prompts"] = np.array([None if _is_missing(p) else p for p in prompts], dtype=object)
         if S.TASK in columns:
             tasks = per_query(S.TASK)
             kwargs["tasks"] = np.array([None if pd.isna(t) else str(t) for t in tasks], dtype=object)
@@ -665,15 +667,9 @@ class LoggedDataset:
                 stored = json.loads(raw)
             frame = table.to_pandas()
         elif suffix == ".csv":
-            frame = pd.read_csv(path, dtype={S.QUERY_ID: str, S.MODEL: str, S.PROMPT: str, S.TASK: str})
+            frame = _read_csv(path)
         elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(
-                path,
-                lines=True,
-                dtype={S.QUERY_ID: str, S.MODEL: str},
-                convert_dates=False,
-                precise_float=True,
-            )
+            frame = _read_jsonl(path)
         else:
             raise SchemaError(f"cannot read {path}: expected a .parquet, .csv or .jsonl file, got {suffix!r}")
         sidecar = _sidecar(path)
@@ -841,9 +837,19 @@ class LoggedDataset:
         if by == "prompt" and self.prompts is None:
             raise ConfigurationError("split(by='prompt') needs prompts, and this dataset has none")
         use_prompt = self.prompts is not None and by in ("auto", "prompt")
-        keys = self.prompts if use_prompt else self.query_ids
-        assert keys is not None
-        group, _ = pd.factorize(pd.Series(keys).astype(str), sort=False)
+        if use_prompt:
+            assert self.prompts is not None
+            # A query without a prompt is its own group (its id stands in), never lumped with the others.
+            keys = np.array(
+                [
+                    "p:" + str(p) if p is not None else "q:" + str(q)
+                    for p, q in zip(self.prompts, self.query_ids)
+                ],
+                dtype=object,
+            )
+        else:
+            keys = np.array(["q:" + str(q) for q in self.query_ids], dtype=object)
+        group, _ = pd.factorize(keys, sort=False)
         n_groups = int(group.max()) + 1
         first = np.full(n_groups, -1, dtype=np.int64)
         first[group[::-1]] = np.arange(self.n_queries - 1, -1, -1)
@@ -874,8 +880,10 @@ class LoggedDataset:
         by mean reward is flagged in ``best_single``.
         """
         r = self.rewards(cost_weight)
-        with np.errstate(invalid="ignore"):
-            mean_q = np.nanmean(np.where(np.isnan(self.quality), np.nan, self.quality), axis=0)
+        with warnings.catch_warnings():
+            # A model without observed outcomes has a NaN mean; that is the answer, not a problem.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_q = np.nanmean(self.quality, axis=0)
             mean_r = np.nanmean(r, axis=0)
         oracle = self.oracle_actions(cost_weight, rewards=r)
         share = np.bincount(oracle, minlength=self.n_models) / max(self.n_queries, 1)
@@ -941,6 +949,47 @@ def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
             }
             fh.write(json.dumps(record, ensure_ascii=False))
             fh.write("\n")
+
+
+_TEXT_COLUMNS = (S.QUERY_ID, S.MODEL, S.PROMPT, S.TASK)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    # Text columns keep strings such as "NA" or "None" as text: only an empty field is missing (so an empty
+    # prompt reads back as missing). Numeric columns use pandas' usual missing markers.
+    header = pd.read_csv(path, nrows=0).columns
+    text = [c for c in header if c in _TEXT_COLUMNS]
+    na_values: dict[str, list[str]] = {c: [""] for c in text}
+    for c in header:
+        if c not in text:
+            na_values[c] = ["", "nan", "NaN", "NA", "<NA>", "null", "NULL", "None", "N/A", "n/a"]
+    return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=na_values)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    # json.loads keeps strings as strings and floats exact; pandas.read_json would coerce "123" prompts to numbers.
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SchemaError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise SchemaError(f"{path}:{lineno} must hold a JSON object, got {type(record).__name__}")
+            records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    for col in frame.columns:
+        if col not in _TEXT_COLUMNS and frame[col].dtype == object:
+            # A numeric column with missing values (None) comes back as object; make it numeric again.
+            values = frame[col]
+            if values.map(
+                lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            ).all():
+                frame[col] = pd.to_numeric(values)
+    return frame
 
 
 def _is_missing(value: Any) -> bool:

@@ -1,0 +1,337 @@
+"""`RoutingEnv` (``routing_env/Routing-v0``): pick one model per query, replaying logged outcomes exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from routing_env.data.dataset import CostScale, LoggedDataset
+from routing_env.envs._stream import QueryStream
+from routing_env.envs._tables import (
+    OutcomeImputer,
+    check_cost_weight,
+    check_nonnegative,
+    check_positive_int,
+    feature_bounds,
+    fixed_lambda_tables,
+    resolve_dataset,
+    resolve_models,
+    reward_tables,
+    scalar_lists,
+)
+from routing_env.errors import ConfigurationError
+
+_RESET_OPTIONS = frozenset({"query_index", "cost_weight"})
+
+
+class RoutingEnv(gym.Env[np.ndarray, int]):
+    """Route each query to one LLM and receive the logged outcome of that call.
+
+    ## Description
+
+    Replays logged query × model outcomes (a :class:`~routing_env.LoggedDataset`). Each step shows one query's
+    features; the agent picks a model and receives that model's logged quality minus the cost-weighted USD cost of
+    the call: exactly the reward of ``dataset.rewards(...)`` for that cell. With ``cost_weight_range`` the cost
+    weight λ is drawn per episode, and ``observe_cost_weight=True`` appends it to the observation, so one
+    λ-conditioned policy can serve the whole cost–quality frontier.
+
+    ## Action Space
+
+    ``Discrete(K)`` over ``models`` (default: all of the dataset's models, in its column order):
+    action ``j`` calls ``models[j]``.
+
+    ## Observation Space
+
+    ``Box(low, high, (d + e,), float32)``: the query's ``d`` features (bounds: their range in the dataset), then
+    (in this order, when enabled) the episode's cost weight λ ≥ 0 and the remaining budget as a fraction of
+    ``budget`` in [0, 1].
+
+    ## Rewards
+
+    ``quality − cost_weight · cost / cost_scale − latency_weight · latency_s`` of the logged call
+    (``cost_scale="max_mean"``: the mean cost of the dataset's most expensive model, resolved on the whole dataset
+    so a model subset sees the same rewards). A call refused for lack of budget yields 0.
+
+    ## Starting State
+
+    The first query of the episode, drawn without replacement from a pass over the data shuffled by the seed (a
+    new shuffle per pass), or pinned with ``reset(options={"query_index": i})``. ``options={"cost_weight": λ}``
+    fixes λ for that episode.
+
+    ## Episode End
+
+    Terminates after ``queries_per_episode`` queries, or earlier when the remaining budget cannot pay for any
+    model on the next query. There is no truncation.
+
+    ## Information
+
+    ``reset``: ``query_id``, ``query_index``, ``cost_weight``. ``step`` (about the query just answered):
+    ``query_id``, ``quality``, ``cost`` (USD), ``latency`` (s, NaN when not logged), ``oracle_action`` and
+    ``oracle_reward`` (best model of that query at this λ, ties to the cheaper), ``regret`` (oracle reward −
+    reward); ``cost_weight`` when λ varies by episode; ``imputed`` (the outcome came from the outcome model, not
+    the logs) when an outcome model is in use; with a budget ``refused``, ``budget_left`` (USD) and
+    ``budget_exhausted``.
+
+    ## Arguments
+
+    - ``dataset``: the logs; default the bundled sample (:func:`routing_env.data.load_sample`, cached per process).
+    - ``cost_weight``: λ ≥ 0 (default 0). ``cost_weight_range=(low, high)``: draw λ uniformly per episode.
+    - ``observe_cost_weight``: append λ to the observation.
+    - ``latency_weight``: reward per second of latency (needs latency in the data). ``cost_scale``: see Rewards.
+    - ``models``: route over this subset of the dataset's models, in this order.
+    - ``queries_per_episode``: queries per episode (default 1: a contextual bandit).
+    - ``budget``: USD per episode; the remaining fraction is observed and :meth:`action_masks` masks models the
+      budget cannot pay for on the current query (an unaffordable call is refused: no answer, no cost, reward 0).
+    - ``outcome_model``: needed for partial (bandit) logs; imputes the outcomes the logs lack
+      (:class:`routing_env.envs.OutcomeModel`). Without it partial data raises ``PartialInformationError``.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it per instance)
+
+    def __init__(
+        self,
+        dataset: LoggedDataset | None = None,
+        cost_weight: float = 0.0,
+        cost_weight_range: tuple[float, float] | None = None,
+        observe_cost_weight: bool = False,
+        latency_weight: float = 0.0,
+        cost_scale: CostScale = "max_mean",
+        models: Sequence[str] | None = None,
+        queries_per_episode: int = 1,
+        budget: float | None = None,
+        outcome_model: OutcomeImputer | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        ds, imputed = resolve_dataset(dataset, outcome_model)
+        self.dataset = ds
+        self.models = resolve_models(ds, models)
+        self._columns = tuple(ds.model_index(m) for m in self.models)
+        self.cost_weight, self.cost_weight_range = check_cost_weight(cost_weight, cost_weight_range)
+        self.observe_cost_weight = bool(observe_cost_weight)
+        self.latency_weight = check_nonnegative("latency_weight", latency_weight)
+        if self.latency_weight and ds.latency is None:
+            raise ConfigurationError(
+                f"latency_weight={latency_weight!r} needs latency_s in the data, and this dataset has none"
+            )
+        self.queries_per_episode = check_positive_int("queries_per_episode", queries_per_episode)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigurationError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.render_mode = render_mode
+
+        self._tables = reward_tables(ds, self._columns, self.latency_weight, cost_scale)
+        self.cost_scale = self._tables.cost_scale
+        self._fixed = (
+            None
+            if self.cost_weight_range is not None
+            else fixed_lambda_tables(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
+        )
+        self._lists = scalar_lists(ds)
+        # Bound once so that a step reads them without attribute chains.
+        self._fixed_rewards: list[list[float]] = [] if self._fixed is None else self._fixed.rewards
+        self._fixed_oracle: list[int] = [] if self._fixed is None else self._fixed.oracle_action
+        self._fixed_best: list[float] = [] if self._fixed is None else self._fixed.oracle_reward
+        self._imputed = imputed
+        self._imputed_rows: list[list[bool]] | None = (
+            None if imputed is None else imputed[:, list(self._columns)].tolist()
+        )
+
+        self.budget: float | None = None
+        if budget is not None:
+            b = check_nonnegative("budget", budget)
+            cheapest = np.nanmin(self._tables.cost, axis=1)
+            need = float(cheapest.max())
+            if b <= 0 or b < need:
+                raise ConfigurationError(
+                    f"budget must be a positive USD amount that pays for the cheapest of {list(self.models)} on "
+                    f"every query (≥ {need:.6g} USD), got {budget!r}"
+                )
+            self.budget = b
+        self._cheapest: list[float] | None = (
+            None if self.budget is None else np.nanmin(self._tables.cost, axis=1).tolist()
+        )
+
+        d = ds.n_features
+        self._n_extra = int(self.observe_cost_weight) + int(self.budget is not None)
+        if d + self._n_extra == 0:
+            raise ConfigurationError(
+                "the dataset has no features and nothing else is observed: give it features "
+                "(LoggedDataset.with_features) or set observe_cost_weight=True"
+            )
+        low, high = feature_bounds(ds, self._n_extra)
+        i = d
+        if self.observe_cost_weight:
+            # A per-episode override may leave the configured range, hence the wide upper bound.
+            low[i], high[i] = 0.0, np.finfo(np.float32).max
+            i += 1
+        if self.budget is not None:
+            low[i], high[i] = 0.0, 1.0
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Discrete(len(self.models))  # type: ignore[assignment]
+
+        self._stream = QueryStream(ds.n_queries, self.cost_weight_range)
+        self._k = len(self.models)
+        self._t = 0
+        self._q = 0
+        self._lam = self.cost_weight
+        self._left = 0.0 if self.budget is None else self.budget
+        self._done = True
+        self._varying = self.cost_weight_range is not None
+        # Per-query rewards and oracle when λ varies per episode (None when the fixed-λ tables serve).
+        self._row: list[float] = []
+        self._oracle = 0
+        self._oracle_reward = 0.0
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._stream.restart()
+        rng = self.np_random
+        pinned: int | None = None
+        lam_override: float | None = None
+        if options:
+            unknown = set(options) - _RESET_OPTIONS
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown reset options {sorted(unknown)}; expected some of {sorted(_RESET_OPTIONS)}"
+                )
+            if options.get("query_index") is not None:
+                qi = options["query_index"]
+                if isinstance(qi, bool) or not isinstance(qi, (int, np.integer)):
+                    raise ConfigurationError(f"options['query_index'] must be an int, got {qi!r}")
+                if not 0 <= qi < self.dataset.n_queries:
+                    raise ConfigurationError(
+                        f"options['query_index'] must be in [0, {self.dataset.n_queries}), got {qi}"
+                    )
+                pinned = int(qi)
+            if options.get("cost_weight") is not None:
+                lam_override = check_nonnegative("options['cost_weight']", options["cost_weight"])
+        lam = self._stream.episode_lambda(rng, self.cost_weight)
+        self._lam = lam if lam_override is None else lam_override
+        self._varying = self.cost_weight_range is not None or lam_override is not None
+        self._t = 0
+        self._left = 0.0 if self.budget is None else self.budget
+        self._load(pinned if pinned is not None else self._stream.next(rng))
+        self._done = False
+        return self._obs(), {
+            "query_id": self._lists.query_ids[self._q],
+            "query_index": self._q,
+            "cost_weight": self._lam,
+        }
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        # The common case (fixed λ, no budget, nothing appended to the features) is kept to plain list lookups:
+        # this method is the inner loop of every training run.
+        a = action if type(action) is int else int(action)
+        if not 0 <= a < self._k:
+            raise ConfigurationError(f"action must be an int in [0, {self._k}), got {action!r}")
+        if self._done:
+            raise ConfigurationError("step() called on a finished episode; call reset() first")
+        q = self._q
+        col = self._columns[a]
+        if self._varying:
+            r = self._row[a]
+            oracle, best = self._oracle, self._oracle_reward
+        else:
+            r = self._fixed_rewards[q][a]
+            oracle, best = self._fixed_oracle[q], self._fixed_best[q]
+        lists = self._lists
+        cost = lists.cost[q][col]
+        info = {
+            "query_id": lists.query_ids[q],
+            "quality": lists.quality[q][col],
+            "cost": cost,
+            "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
+            "oracle_action": oracle,
+            "oracle_reward": best,
+            "regret": best - r,
+        }
+        if self._imputed_rows is not None:
+            info["imputed"] = self._imputed_rows[q][a]
+        if self._varying:
+            info["cost_weight"] = self._lam
+        self._t += 1
+        terminated = self._t >= self.queries_per_episode
+        if self.budget is not None:
+            refused = cost > self._left
+            if refused:
+                r = 0.0
+            else:
+                self._left -= cost
+            info["refused"] = refused
+            info["budget_left"] = self._left
+            if not terminated:
+                self._load(self._stream.next(self.np_random))
+                assert self._cheapest is not None
+                terminated = self._cheapest[self._q] > self._left
+            info["budget_exhausted"] = terminated and self._t < self.queries_per_episode
+        elif not terminated:
+            stream = self._stream
+            if stream.pos < stream.n and not self._varying:
+                self._q = stream.order[stream.pos]
+                stream.pos += 1
+            else:
+                self._load(stream.next(self.np_random))
+        self._done = terminated
+        if self._n_extra:
+            return self._obs(), r, terminated, False, info
+        return self._lists.feature_rows[self._q].copy(), r, terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """``(K,) bool``: the models the remaining budget can pay for on the current query (all without budget)."""
+        if self.budget is None:
+            return np.ones(self._k, dtype=bool)
+        return np.asarray(self._tables.cost[self._q] <= self._left)
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        ds = self.dataset
+        text = f"query {self._lists.query_ids[self._q]} (index {self._q}), λ={self._lam:g}"
+        if ds.prompts is not None:
+            text += f": {ds.prompts[self._q]!s}"
+        if self.budget is not None:
+            text += f"; budget left {self._left:.6g} USD"
+        return text
+
+    # ------------------------------------------------------------------ evaluation helpers
+    @property
+    def query_index(self) -> int:
+        """Index (row of the dataset) of the current query."""
+        return self._q
+
+    def true_rewards(self) -> np.ndarray:
+        """``(K,) float64`` reward of every model on the current query at the episode's λ (for evaluation code)."""
+        return self._tables.rewards(self._lam, self._q)
+
+    # ------------------------------------------------------------------ internals
+    def _load(self, q: int) -> None:
+        self._q = q
+        if self._varying:
+            row = self._tables.rewards(self._lam, slice(q, q + 1))
+            oracle = int(self._tables.oracle(row, slice(q, q + 1))[0])
+            self._row = row[0].tolist()
+            self._oracle = oracle
+            self._oracle_reward = self._row[oracle]
+
+    def _obs(self) -> np.ndarray:
+        row = self._lists.feature_rows[self._q]
+        if not self._n_extra:
+            # A fresh array per call: users keep observations, and the dataset row must stay untouched.
+            return row.copy()
+        extra = []
+        if self.observe_cost_weight:
+            extra.append(self._lam)
+        if self.budget is not None:
+            extra.append(self._left / self.budget)
+        return np.concatenate((row, np.asarray(extra, dtype=np.float32)))

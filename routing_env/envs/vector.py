@@ -1,0 +1,331 @@
+"""`RoutingVectorEnv`: N copies of Routing-v0 stepped together with numpy, no Python loop per sub-env.
+
+``gym.make_vec("routing_env/Routing-v0", num_envs=N)`` builds it (``vectorization_mode="vector_entry_point"``).
+Sub-env ``i`` behaves exactly like ``RoutingEnv`` reset with seed ``seed + i``: each holds its own
+``np.random.Generator`` and draws the same per-pass blocks (a permutation of the queries, then the λ block) at the
+same moments, so N single envs and the vector env produce the same queries, λs and rewards (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from routing_env.data.dataset import CostScale, LoggedDataset
+from routing_env.envs._tables import OutcomeImputer
+from routing_env.envs.routing import RoutingEnv
+from routing_env.errors import ConfigurationError
+
+_STEP_KEYS = ("query_id", "quality", "cost", "latency", "oracle_action", "oracle_reward", "regret")
+
+
+class RoutingVectorEnv(VectorEnv):
+    """A numpy-batched vector of ``num_envs`` Routing-v0 environments.
+
+    Arguments are those of :class:`~routing_env.envs.RoutingEnv` plus ``num_envs`` and ``autoreset_mode``
+    (``"next_step"``, Gymnasium's default: the step after an episode ends resets that sub-env, ignores its action
+    and returns reward 0; or ``"same_step"``: the sub-env resets within the step that ended it, and the final
+    observation and step info go to ``infos["final_obs"]`` and ``infos["final_info"]``).
+
+    ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i`` (a list seeds each one); ``reset(options=...)`` takes
+    ``cost_weight`` (float or ``(N,)``) and ``query_index`` (``(N,)`` ints) like the single env.
+
+    Step infos are arrays of shape ``(N,)`` with a ``"_key"`` boolean mask of the sub-envs they describe (the
+    sub-envs that acted this step): the single env's step info keys.
+    :meth:`action_masks` returns ``(N, K)`` bool.
+
+    The dataset arrays are shared with every other env over the same dataset, never copied; per sub-env state is
+    a query position and one shuffled permutation of the query indices (``int32``), plus a λ block when λ is
+    sampled.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}  # noqa: RUF012  (Gymnasium declares it per instance)
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        dataset: LoggedDataset | None = None,
+        cost_weight: float = 0.0,
+        cost_weight_range: tuple[float, float] | None = None,
+        observe_cost_weight: bool = False,
+        latency_weight: float = 0.0,
+        cost_scale: CostScale = "max_mean",
+        models: Sequence[str] | None = None,
+        queries_per_episode: int = 1,
+        budget: float | None = None,
+        outcome_model: OutcomeImputer | None = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ConfigurationError(
+                f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}"
+            ) from None
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ConfigurationError(
+                f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}"
+            )
+        if render_mode is not None:
+            raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
+        # One template env validates the arguments and resolves the shared tables; it is never stepped.
+        self._template = env = RoutingEnv(
+            dataset=dataset,
+            cost_weight=cost_weight,
+            cost_weight_range=cost_weight_range,
+            observe_cost_weight=observe_cost_weight,
+            latency_weight=latency_weight,
+            cost_scale=cost_scale,
+            models=models,
+            queries_per_episode=queries_per_episode,
+            budget=budget,
+            outcome_model=outcome_model,
+        )
+        self.num_envs = n_envs = int(num_envs)
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.autoreset_mode = mode
+        self.dataset = env.dataset
+        self.models = env.models
+        self.cost_weight, self.cost_weight_range = env.cost_weight, env.cost_weight_range
+        self.observe_cost_weight = env.observe_cost_weight
+        self.queries_per_episode = env.queries_per_episode
+        self.budget = env.budget
+        self.cost_scale = env.cost_scale
+        self.single_observation_space = env.observation_space
+        self.single_action_space = env.action_space
+        self.observation_space = batch_space(env.observation_space, n_envs)
+        self.action_space = spaces.MultiDiscrete(np.full(n_envs, len(env.models)))
+
+        ds = env.dataset
+        self._n = ds.n_queries
+        self._k = len(env.models)
+        self._features = ds.features
+        self._query_ids = ds.query_ids
+        self._tables = env._tables
+        self._cost = env._tables.cost
+        cols = list(env._columns)
+        self._quality_cols = ds.quality[:, cols] if cols != list(range(ds.n_models)) else ds.quality
+        self._latency_cols = (
+            None
+            if ds.latency is None
+            else (ds.latency[:, cols] if cols != list(range(ds.n_models)) else ds.latency)
+        )
+        self._imputed_cols = None if env._imputed is None else env._imputed[:, cols]
+        self._fixed = env._fixed
+        self._cheapest = None if env.budget is None else np.nanmin(self._cost, axis=1)
+
+        self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(n_envs)]
+        self._order = np.zeros((n_envs, self._n), dtype=np.int32)
+        self._lam_block = None if self.cost_weight_range is None else np.zeros((n_envs, self._n))
+        self._pos = np.full(n_envs, self._n, dtype=np.int64)
+        self._q = np.zeros(n_envs, dtype=np.int64)
+        self._t = np.zeros(n_envs, dtype=np.int64)
+        self._lam = np.full(n_envs, self.cost_weight)
+        self._left = np.full(n_envs, 0.0 if self.budget is None else self.budget)
+        self._needs_reset = np.ones(n_envs, dtype=bool)
+        self._all = np.arange(n_envs)
+        self._varying = self.cost_weight_range is not None
+        self._started = False
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is not None:
+            seeds = [int(seed) + i for i in range(self.num_envs)] if np.isscalar(seed) else list(seed)  # type: ignore[arg-type]
+            if len(seeds) != self.num_envs:
+                raise ConfigurationError(
+                    f"seed must be an int or {self.num_envs} ints, got {len(seeds)} seeds"
+                )
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            self._pos[:] = self._n
+            self._np_random_seed = seeds[0]
+        pinned = lam_override = None
+        if options:
+            unknown = set(options) - {"query_index", "cost_weight"}
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown reset options {sorted(unknown)}; expected 'query_index' and/or 'cost_weight'"
+                )
+            if options.get("query_index") is not None:
+                pinned = np.broadcast_to(np.asarray(options["query_index"]), (self.num_envs,))
+                if pinned.dtype.kind not in "iu" or pinned.min() < 0 or pinned.max() >= self._n:
+                    raise ConfigurationError(
+                        f"options['query_index'] must be ints in [0, {self._n}), one per sub-env, got {options['query_index']!r}"
+                    )
+            if options.get("cost_weight") is not None:
+                lam_override = np.broadcast_to(
+                    np.asarray(options["cost_weight"], dtype=np.float64), (self.num_envs,)
+                )
+                if not (np.isfinite(lam_override).all() and (lam_override >= 0).all()):
+                    raise ConfigurationError(
+                        f"options['cost_weight'] must be ≥ 0, got {options['cost_weight']!r}"
+                    )
+        self._varying = self.cost_weight_range is not None or lam_override is not None
+        self._begin_episodes(self._all, pinned, lam_override)
+        self._started = True
+        return self._obs(), {"query_index": self._q.copy(), "cost_weight": self._lam.copy()}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise ConfigurationError("step() called before reset()")
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
+            raise ConfigurationError(
+                f"actions must be {self.num_envs} ints, got {a.dtype} array of shape {a.shape}"
+            )
+        if a.size and (a.min() < 0 or a.max() >= self._k):
+            raise ConfigurationError(f"actions must lie in [0, {self._k}), got values {a.min()}..{a.max()}")
+        a = a.astype(np.int64, copy=False)
+        next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
+        resetting = self._needs_reset if next_step else None
+        q = self._q
+        flat = q * self._k + a
+        if self._varying:
+            rows = self._tables.rewards(self._lam[:, None], q)
+            oracle = self._tables.oracle(rows, q)
+            reward = rows[self._all, a]
+            best = rows[self._all, oracle]
+        else:
+            assert self._fixed is not None
+            reward = self._fixed.rewards_array.take(flat)
+            oracle = self._fixed.oracle_array.take(q)
+            best = self._fixed.rewards_array.take(q * self._k + oracle)
+        cost = self._cost.take(flat)
+        info: dict[str, Any] = {
+            "query_id": self._query_ids.take(q),
+            "quality": self._quality_cols.take(flat),
+            "cost": cost,
+            "latency": (
+                np.full(self.num_envs, np.nan)
+                if self._latency_cols is None
+                else self._latency_cols.take(flat).astype(np.float64)
+            ),
+            "oracle_action": oracle,
+            "oracle_reward": best,
+            "regret": best - reward,
+        }
+        if self._imputed_cols is not None:
+            info["imputed"] = self._imputed_cols.take(flat)
+        if self._varying:
+            info["cost_weight"] = self._lam.copy()
+        self._t += 1
+        terminated = self._t >= self.queries_per_episode
+        if self.budget is not None:
+            refused = cost > self._left
+            reward = np.where(refused, 0.0, reward)
+            self._left = np.where(refused, self._left, self._left - cost)
+            info["refused"] = refused
+            info["budget_left"] = self._left.copy()
+        acted = None
+        if resetting is not None and resetting.any():
+            acted = ~resetting
+            reward = np.where(resetting, 0.0, reward)
+            terminated &= acted
+        cont = ~terminated if acted is None else (~terminated & acted)
+        idx = np.flatnonzero(cont)
+        if idx.size:
+            self._advance(idx)
+            if self.budget is not None:
+                assert self._cheapest is not None
+                exhausted = np.zeros(self.num_envs, dtype=bool)
+                exhausted[idx] = self._cheapest[self._q[idx]] > self._left[idx]
+                terminated |= exhausted
+                info["budget_exhausted"] = exhausted
+        elif self.budget is not None:
+            info["budget_exhausted"] = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        mask = np.ones(self.num_envs, dtype=bool) if acted is None else acted
+        mask.setflags(write=False)
+        for key in list(info):
+            info["_" + key] = mask
+        if next_step:
+            if acted is not None:
+                assert resetting is not None
+                self._begin_episodes(np.flatnonzero(resetting), None, None)
+            self._needs_reset = terminated.copy()
+            return self._obs(), reward, terminated, truncated, info
+        # Same-step autoreset: report the final observation and step info, then start the next episodes.
+        done = np.flatnonzero(terminated)
+        if done.size:
+            final_obs_batch = self._obs()
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in done:
+                final_obs[i] = final_obs_batch[i]
+            ended = np.zeros(self.num_envs, dtype=bool)
+            ended[done] = True
+            ended.setflags(write=False)
+            final_info = {k: v for k, v in info.items() if not k.startswith("_")}
+            final_info.update({"_" + k: ended for k in list(final_info)})
+            ongoing = ~ended
+            ongoing.setflags(write=False)
+            info = {k: (ongoing if k.startswith("_") else v) for k, v in info.items()}
+            info.update(
+                {"final_obs": final_obs, "_final_obs": ended, "final_info": final_info, "_final_info": ended}
+            )
+            self._begin_episodes(done, None, None)
+        return self._obs(), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, K) bool``: the models each sub-env's remaining budget can pay for on its current query."""
+        if self.budget is None:
+            return np.ones((self.num_envs, self._k), dtype=bool)
+        return np.asarray(self._cost[self._q] <= self._left[:, None])
+
+    # ------------------------------------------------------------------ internals
+    def _refill(self, idx: np.ndarray) -> None:
+        """New passes for the sub-envs in ``idx`` whose current pass is used up (same draws as QueryStream)."""
+        for i in idx[self._pos[idx] >= self._n]:
+            rng = self._rngs[i]
+            self._order[i] = rng.permutation(self._n)
+            if self._lam_block is not None:
+                assert self.cost_weight_range is not None
+                self._lam_block[i] = rng.uniform(
+                    self.cost_weight_range[0], self.cost_weight_range[1], size=self._n
+                )
+            self._pos[i] = 0
+
+    def _advance(self, idx: np.ndarray) -> None:
+        self._refill(idx)
+        pos = self._pos[idx]
+        self._q[idx] = self._order[idx, pos]
+        self._pos[idx] = pos + 1
+
+    def _begin_episodes(
+        self, idx: np.ndarray, pinned: np.ndarray | None, lam_override: np.ndarray | None
+    ) -> None:
+        if self._lam_block is not None:
+            self._refill(idx)
+            self._lam[idx] = self._lam_block[idx, self._pos[idx]]
+        elif lam_override is None:
+            self._lam[idx] = self.cost_weight
+        if lam_override is not None:
+            self._lam[idx] = lam_override[idx]
+        self._t[idx] = 0
+        if self.budget is not None:
+            self._left[idx] = self.budget
+        if pinned is not None:
+            self._q[idx] = pinned[idx]
+        else:
+            self._advance(idx)
+        self._needs_reset[idx] = False
+
+    def _obs(self) -> np.ndarray:
+        feats = self._features.take(self._q, axis=0)
+        extra = []
+        if self.observe_cost_weight:
+            extra.append(self._lam.astype(np.float32))
+        if self.budget is not None:
+            extra.append((self._left / self.budget).astype(np.float32))
+        if not extra:
+            return feats
+        return np.concatenate((feats, np.stack(extra, axis=1)), axis=1)

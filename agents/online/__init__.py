@@ -1,0 +1,41 @@
+"""The online router: route → decision id → (delayed) feedback → online update, durable on SQLite.
+
+- :class:`OnlineRouter` serves a policy (or a cascade policy), logs every decision with its propensity and learns
+  from feedback; :meth:`OnlineRouter.restore` resumes after a crash with a bit-identical policy.
+- :class:`DecisionStore` is the SQLite (WAL) log; ``export()`` gives the traffic in the canonical logged format.
+- :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
+  package does not import until the function is called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.router import Observation, OnlineRouter, RouterConfig
+from agents.online.store import Checkpoint, Decision, DecisionStore, Feedback, Step
+
+__all__ = [
+    "Checkpoint",
+    "Decision",
+    "DecisionConflictError",
+    "DecisionNotFoundError",
+    "DecisionStore",
+    "Feedback",
+    "Observation",
+    "OnlineRouter",
+    "RouterConfig",
+    "Step",
+    "create_app",
+]
+
+
+def create_app(router: OnlineRouter, **kwargs: Any) -> Any:
+    """Build the FastAPI app serving ``router``; see :func:`agents.online.app.create_app` for the options.
+
+    Raises:
+        ImportError: FastAPI, uvicorn or pydantic is missing (``pip install 'routing-env[serve]'``).
+    """
+    from agents.online.app import create_app as _create_app
+
+    return _create_app(router, **kwargs)

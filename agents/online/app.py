@@ -1,0 +1,509 @@
+"""The HTTP service of an :class:`~agents.online.OnlineRouter` (FastAPI; ``pip install 'routing-env[serve]'``).
+
+Endpoints (JSON unless noted):
+
+- ``POST /v1/route`` → a decision id, the model to call, its propensity and the full distribution;
+- ``POST /v1/feedback`` → applies the outcome (404 unknown id, 409 second feedback or expired decision);
+- ``POST /v1/decisions/{id}/observe`` → for cascades: ``accept`` or the next model to call;
+- ``GET /v1/decisions/{id}`` → the logged decision, its cascade steps and feedback;
+- ``GET /healthz``; ``GET /metrics`` (Prometheus text);
+- admin, behind ``Authorization: Bearer $ROUTING_ENV_API_TOKEN`` when that variable (or ``api_token``) is set:
+  ``POST /v1/policy`` (hot swap to a saved policy directory, never unpickled) and ``GET /v1/export``
+  (the store in the canonical logged format).
+
+Bad input is a 4xx with a message naming the field, never a 500: pydantic validates shapes, ranges and finiteness
+(NaN and ±inf are refused), the router checks the feature width and model names, and bodies above
+``max_body_bytes`` get 413 before they are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+try:
+    from fastapi import Depends, FastAPI, Header, Query, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "agents.online.create_app needs FastAPI, uvicorn and pydantic: pip install 'routing-env[serve]'"
+    ) from exc
+
+from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.router import OnlineRouter
+from routing_env.errors import ConfigurationError, RoutingEnvError
+
+log = logging.getLogger("routing_env.serve")
+
+TOKEN_ENV = "ROUTING_ENV_API_TOKEN"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+DecisionId = Annotated[str, Field(min_length=1, max_length=256)]
+NonNegative = Annotated[FiniteFloat, Field(ge=0)]
+
+
+# ---------------------------------------------------------------------------------------------------- schemas
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RouteRequest(_Body):
+    """Route one query: give its ``features`` (width of the policy) or its ``prompt`` (featurized server-side)."""
+
+    features: list[FiniteFloat] | None = Field(None, max_length=100_000, description="(d,) query features")
+    prompt: str | None = Field(None, max_length=200_000, description="query text")
+    request_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="idempotency key: the same id returns the same decision"
+    )
+    allowed_models: list[ModelName] | None = Field(
+        None, min_length=1, max_length=1024, description="route only among these models"
+    )
+    cost_weight: NonNegative | None = Field(None, description="λ for this request (cost-aware policies)")
+
+
+class RouteResponse(BaseModel):
+    decision_id: str
+    request_id: str | None
+    kind: Literal["route", "cascade"]
+    model: str = Field(description="the model to call")
+    action: int
+    propensity: float = Field(description="probability of `model` under the distribution sampled from")
+    probabilities: dict[str, float]
+    policy_version: str
+    created_at: float = Field(description="UNIX time, seconds")
+    max_calls: int
+
+
+class FeedbackRequest(_Body):
+    decision_id: DecisionId
+    quality: Annotated[FiniteFloat, Field(ge=0, le=1)] = Field(description="in [0, 1]")
+    cost: NonNegative | None = Field(None, description="USD")
+    latency_s: NonNegative | None = Field(None, description="seconds")
+
+
+class FeedbackResponse(BaseModel):
+    decision_id: str
+    seq: int = Field(description="apply order of this feedback")
+    reward: float
+    applied: bool = Field(description="the policy learned from it")
+    policy_version: str
+    received_at: float
+
+
+class ObserveRequest(_Body):
+    signal: FiniteFloat = Field(
+        description="confidence / self-verification / log-prob of the answer just received"
+    )
+    cost: NonNegative | None = Field(None, description="USD cost of that call")
+
+
+class ObserveResponse(BaseModel):
+    decision_id: str
+    step: int
+    action: Literal["accept", "call"]
+    model: str = Field(description="the model accepted, or the model to call next")
+    propensity: float
+    stop_probability: float
+    n_calls: int
+
+
+class StepView(BaseModel):
+    step: int
+    signal: float
+    cost: float | None
+    stop: bool
+    propensity: float
+    forced: bool
+
+
+class FeedbackView(BaseModel):
+    seq: int
+    source: Literal["client", "default"]
+    quality: float
+    cost: float
+    latency_s: float | None
+    reward: float
+    applied: bool
+    received_at: float
+
+
+class DecisionView(RouteResponse):
+    status: Literal["open", "closed", "expired"]
+    cost_weight: float
+    allowed_models: list[str] | None
+    prompt: str | None
+    features: list[float]
+    n_calls: int
+    steps: list[StepView]
+    feedback: FeedbackView | None
+
+
+class PolicySwapRequest(_Body):
+    path: str = Field(min_length=1, max_length=4096, description="a saved policy directory on the server")
+    version: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class PolicySwapResponse(BaseModel):
+    version: str
+    previous_version: str
+    kind: Literal["route", "cascade"]
+    models: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    policy_version: str
+    kind: Literal["route", "cascade"]
+    decisions: int
+    pending: int
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+
+
+# ---------------------------------------------------------------------------------------------------- middleware
+class BodyLimit:
+    """ASGI middleware: 413 for request bodies above ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _too_large(send, "invalid Content-Length header", 400)
+                    return
+                if declared > self.max_bytes:
+                    await _too_large(
+                        send, f"request body of {declared} bytes exceeds the {self.max_bytes}-byte limit"
+                    )
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(send, f"request body exceeds the {self.max_bytes}-byte limit")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, detail: str, status: int = 413) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------------------------------- the app
+def create_app(
+    router: OnlineRouter,
+    *,
+    api_token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    expire_interval_s: float | None = None,
+    policy_root: str | Path | None = None,
+    bench_endpoints: bool = False,
+) -> Any:
+    """Build the ASGI app serving ``router`` (run it with one uvicorn worker: the router lives in-process).
+
+    Args:
+        router: the :class:`OnlineRouter` to serve.
+        api_token: bearer token of the admin endpoints; default ``$ROUTING_ENV_API_TOKEN``; unset = open.
+        max_body_bytes: larger request bodies get 413.
+        expire_interval_s: how often to expire decisions past the router's ``feedback_timeout_s`` (default a
+            quarter of it, at most 5 s); ignored without a timeout.
+        policy_root: when set, ``POST /v1/policy`` only loads directories inside it.
+        bench_endpoints: add ``POST /v1/noop`` (does nothing; the reference of ``experiments/bench_server.py``).
+    """
+    if int(max_body_bytes) < 1024:
+        raise ConfigurationError(f"max_body_bytes must be ≥ 1024, got {max_body_bytes!r}")
+    token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
+    root = None if policy_root is None else Path(policy_root).resolve()
+    timeout = router.config.feedback_timeout_s
+    interval = None
+    if timeout is not None:
+        interval = float(expire_interval_s) if expire_interval_s is not None else min(timeout / 4, 5.0)
+        if interval <= 0:
+            raise ConfigurationError(f"expire_interval_s must be > 0, got {expire_interval_s!r}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if interval is not None:
+
+            def expire_loop() -> None:
+                while not stop.wait(interval):
+                    try:
+                        router.expire()
+                    except Exception:  # keep serving; the next round retries
+                        log.exception("expiring decisions failed")
+
+            thread = threading.Thread(target=expire_loop, name="routing-env-expire", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=5)
+
+    app = FastAPI(
+        title="routing-env online router",
+        version="1",
+        description="Route LLM queries with a learned policy, log decisions with propensities, learn from feedback.",
+        lifespan=lifespan,
+    )
+    app.state.router = router
+    errors: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorBody, "description": "unknown decision id"},
+        409: {"model": ErrorBody, "description": "decision already closed"},
+        422: {"model": ErrorBody, "description": "invalid request"},
+    }
+    admin_errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+        422: {"model": ErrorBody, "description": "invalid request"},
+    }
+
+    @app.exception_handler(DecisionNotFoundError)
+    async def not_found(_: Request, exc: DecisionNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(DecisionConflictError)
+    async def conflict(_: Request, exc: DecisionConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(RoutingEnvError)
+    async def invalid(_: Request, exc: RoutingEnvError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            from fastapi import HTTPException
+
+            raise HTTPException(
+                status_code=401,
+                detail=f"this endpoint needs 'Authorization: Bearer <token>' matching ${TOKEN_ENV}",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.post("/v1/route", response_model=RouteResponse, responses=errors, tags=["routing"])
+    async def route(body: RouteRequest) -> RouteResponse:
+        d = router.route(
+            body.features,
+            prompt=body.prompt,
+            request_id=body.request_id,
+            allowed_models=body.allowed_models,
+            cost_weight=body.cost_weight,
+        )
+        return RouteResponse(
+            decision_id=d.decision_id,
+            request_id=d.request_id,
+            kind=d.kind,
+            model=d.model,
+            action=d.action,
+            propensity=d.propensity,
+            probabilities={m: float(p) for m, p in zip(d.models, d.probabilities)},
+            policy_version=d.policy_version,
+            created_at=d.created_at,
+            max_calls=d.max_calls,
+        )
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=errors, tags=["routing"])
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        fb = router.feedback(body.decision_id, body.quality, cost=body.cost, latency_s=body.latency_s)
+        return FeedbackResponse(
+            decision_id=fb.decision_id,
+            seq=fb.seq,
+            reward=fb.reward,
+            applied=fb.applied,
+            policy_version=fb.policy_version,
+            received_at=fb.received_at,
+        )
+
+    @app.post(
+        "/v1/decisions/{decision_id}/observe",
+        response_model=ObserveResponse,
+        responses=errors,
+        tags=["routing"],
+    )
+    async def observe(decision_id: str, body: ObserveRequest) -> ObserveResponse:
+        ob = router.observe(decision_id, body.signal, cost=body.cost)
+        return ObserveResponse(
+            decision_id=ob.decision_id,
+            step=ob.step,
+            action=ob.action,
+            model=ob.model,
+            propensity=ob.propensity,
+            stop_probability=ob.stop_probability,
+            n_calls=ob.n_calls,
+        )
+
+    @app.get("/v1/decisions/{decision_id}", response_model=DecisionView, responses=errors, tags=["routing"])
+    async def get_decision(decision_id: str) -> DecisionView:
+        d = router.store.get_decision(decision_id)
+        fb = router.store.get_feedback(decision_id)
+        steps = router.store.steps(decision_id) if d.kind == "cascade" else []
+        return DecisionView(
+            decision_id=d.decision_id,
+            request_id=d.request_id,
+            kind=d.kind,
+            model=d.model,
+            action=d.action,
+            propensity=d.propensity,
+            probabilities={m: float(p) for m, p in zip(d.models, d.probabilities)},
+            policy_version=d.policy_version,
+            created_at=d.created_at,
+            max_calls=d.max_calls,
+            status=d.status,
+            cost_weight=d.cost_weight,
+            allowed_models=None if d.allowed_models is None else list(d.allowed_models),
+            prompt=d.prompt,
+            features=[float(v) for v in d.features],
+            n_calls=d.n_calls,
+            steps=[
+                StepView(
+                    step=s.step,
+                    signal=s.signal,
+                    cost=s.cost,
+                    stop=s.stop,
+                    propensity=s.propensity,
+                    forced=s.forced,
+                )
+                for s in steps
+            ],
+            feedback=None
+            if fb is None
+            else FeedbackView(
+                seq=fb.seq,
+                source=fb.source,
+                quality=fb.quality,
+                cost=fb.cost,
+                latency_s=fb.latency_s,
+                reward=fb.reward,
+                applied=fb.applied,
+                received_at=fb.received_at,
+            ),
+        )
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    async def healthz() -> Health:
+        st = router.stats()
+        return Health(
+            status="ok",
+            policy_version=st["policy_version"],
+            kind=st["policy_kind"],
+            decisions=st["decisions"],
+            pending=st["pending"],
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(router.prometheus(), media_type="text/plain; version=0.0.4")
+
+    @app.post(
+        "/v1/policy",
+        response_model=PolicySwapResponse,
+        responses=admin_errors,
+        dependencies=[Depends(require_admin)],
+        tags=["admin"],
+    )
+    def swap(body: PolicySwapRequest) -> PolicySwapResponse:
+        path = Path(body.path).resolve()
+        if root is not None and not path.is_relative_to(root):
+            raise ConfigurationError(f"path {body.path!r} is outside the policy root {str(root)!r}")
+        if not path.is_dir():
+            raise ConfigurationError(f"path {body.path!r} is not a saved policy directory on the server")
+        previous = router.version
+        version = router.swap_policy_dir(path, body.version)
+        return PolicySwapResponse(
+            version=version, previous_version=previous, kind=router.kind, models=list(router.models)
+        )
+
+    @app.get(
+        "/v1/export",
+        responses={**admin_errors, 200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+        dependencies=[Depends(require_admin)],
+        response_class=Response,
+        tags=["admin"],
+    )
+    def export(
+        format: Annotated[Literal["jsonl", "csv", "parquet"], Query()] = "jsonl",
+        include_default: Annotated[bool, Query()] = False,
+    ) -> Response:
+        ds = router.store.export(include_default=include_default)
+        media = {
+            "jsonl": "application/x-ndjson",
+            "csv": "text/csv",
+            "parquet": "application/vnd.apache.parquet",
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            path = ds.save(Path(tmp) / f"decisions.{format}")
+            content = path.read_bytes()
+        return Response(
+            content,
+            media_type=media[format],
+            headers={"Content-Disposition": f'attachment; filename="decisions.{format}"'},
+        )
+
+    if bench_endpoints:
+
+        @app.post("/v1/noop", tags=["operations"])
+        async def noop() -> dict[str, bool]:
+            return {"ok": True}
+
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
+    return app

@@ -1,0 +1,763 @@
+"""`DecisionStore`: the durable log of an online router, on SQLite in WAL mode (standard library only).
+
+Every decision, cascade step and feedback is one short transaction, committed before the router acknowledges it.
+The tables are the router's source of truth:
+
+- ``policies``: every policy version served (kind, model names, feature width);
+- ``decisions``: one row per ``route`` call. ``seq`` is the decision sequence number (it seeds the sampling RNG
+  of that decision), ``features`` the float32 vector the policy saw, ``probabilities`` the float64 distribution
+  over the version's models *actually sampled from* (after ``allowed_models`` renormalisation) and ``propensity``
+  the chosen model's probability under it;
+- ``steps``: the signals, per-call costs and stop/continue draws of cascade decisions;
+- ``feedback``: one row per closed decision, ``seq`` = the order in which feedback was applied to the policy
+  (replayed in that order after a restart), ``source`` = ``client`` or ``default`` (wait time expired);
+- ``checkpoints``: saved policy directories with the last feedback ``seq`` they include.
+
+``export()`` turns the logged traffic into the canonical format: a partial-information
+:class:`~routing_env.data.LoggedDataset` with ``logged_action`` and ``propensity``, where each decision only has
+the chosen model's row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from agents.online.errors import DecisionNotFoundError
+from routing_env.data import LoggedDataset
+from routing_env.errors import ConfigurationError
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS policies (
+    version TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    models TEXT NOT NULL,
+    n_features INTEGER
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY,
+    decision_id TEXT NOT NULL UNIQUE,
+    request_id TEXT UNIQUE,
+    created_at REAL NOT NULL,
+    policy_version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    features BLOB NOT NULL,
+    prompt TEXT,
+    model TEXT NOT NULL,
+    action INTEGER NOT NULL,
+    propensity REAL NOT NULL,
+    probabilities BLOB NOT NULL,
+    allowed TEXT,
+    cost_weight REAL NOT NULL,
+    status TEXT NOT NULL,
+    n_calls INTEGER NOT NULL,
+    max_calls INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_status ON decisions (status, created_at);
+CREATE TABLE IF NOT EXISTS steps (
+    decision_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    signal REAL NOT NULL,
+    cost REAL,
+    stop INTEGER NOT NULL,
+    propensity REAL NOT NULL,
+    forced INTEGER NOT NULL,
+    PRIMARY KEY (decision_id, step)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY,
+    decision_id TEXT NOT NULL UNIQUE,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    quality REAL NOT NULL,
+    cost REAL NOT NULL,
+    latency_s REAL,
+    reward REAL NOT NULL,
+    applied INTEGER NOT NULL,
+    policy_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    policy_version TEXT NOT NULL,
+    path TEXT NOT NULL,
+    last_feedback_seq INTEGER NOT NULL
+);
+"""
+
+_DECISION_COLUMNS = (
+    "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "
+    "propensity, probabilities, allowed, cost_weight, status, n_calls, max_calls"
+)
+
+
+# ---------------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Decision:
+    """One routing decision, as returned by :meth:`OnlineRouter.route` and stored by :class:`DecisionStore`.
+
+    Attributes:
+        decision_id: the id to send feedback for.
+        seq: decision sequence number in the store (seeds this decision's sampling RNG).
+        request_id: the caller's idempotency key, if given.
+        created_at: UNIX time (s) of the decision.
+        policy_version: version id of the policy that decided.
+        kind: ``"route"`` (one model) or ``"cascade"`` (call ``model`` first, then :meth:`OnlineRouter.observe`).
+        model: the model to call.
+        action: index of ``model`` in ``models``.
+        propensity: probability of ``model`` under ``probabilities`` (the distribution actually sampled from).
+        models: the K models of the policy version (a cascade's chain, in call order).
+        probabilities: ``(K,) float64`` distribution sampled from; 0 for models outside ``allowed_models``.
+        features: ``(d,) float32`` features the policy saw.
+        prompt: the prompt, when the features were computed from one.
+        allowed_models: the allowed subset the caller gave, or ``None``.
+        cost_weight: λ of this decision's reward ``quality − λ·cost/cost_scale``.
+        status: ``"open"`` (waiting for feedback), ``"closed"`` (feedback applied) or ``"expired"``
+            (no feedback within the wait time; the default reward, if any, was applied).
+        n_calls: models called so far (cascades; 1 for ``route``).
+        max_calls: models the cascade may call (its chain, cut at the first model outside ``allowed_models``).
+    """
+
+    decision_id: str
+    seq: int
+    request_id: str | None
+    created_at: float
+    policy_version: str
+    kind: Literal["route", "cascade"]
+    model: str
+    action: int
+    propensity: float
+    models: tuple[str, ...]
+    probabilities: np.ndarray
+    features: np.ndarray
+    prompt: str | None = None
+    allowed_models: tuple[str, ...] | None = None
+    cost_weight: float = 0.0
+    status: Literal["open", "closed", "expired"] = "open"
+    n_calls: int = 1
+    max_calls: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view (probabilities as ``{model: p}``; features as a list)."""
+        return {
+            "decision_id": self.decision_id,
+            "request_id": self.request_id,
+            "created_at": self.created_at,
+            "policy_version": self.policy_version,
+            "kind": self.kind,
+            "model": self.model,
+            "action": self.action,
+            "propensity": self.propensity,
+            "probabilities": {m: float(p) for m, p in zip(self.models, self.probabilities)},
+            "features": [float(v) for v in self.features],
+            "prompt": self.prompt,
+            "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
+            "cost_weight": self.cost_weight,
+            "status": self.status,
+            "n_calls": self.n_calls,
+            "max_calls": self.max_calls,
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cascade step: after call ``step`` (0-based) returned ``signal``, the policy drew ``stop``.
+
+    ``forced`` steps (the last model allowed was called) were not the policy's choice and are not learned from.
+    ``cost`` is the USD cost of that call when the gateway reported it.
+    """
+
+    decision_id: str
+    step: int
+    created_at: float
+    signal: float
+    cost: float | None
+    stop: bool
+    propensity: float
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The outcome of a decision, in the order it was applied (``seq``).
+
+    ``quality`` in [0, 1], ``cost`` USD (all calls of a cascade), ``reward`` = ``quality − λ·cost/cost_scale``,
+    ``source`` = ``"client"`` or ``"default"`` (applied when the wait time expired), ``applied`` = the policy
+    learned from it.
+    """
+
+    seq: int
+    decision_id: str
+    received_at: float
+    source: Literal["client", "default"]
+    quality: float
+    cost: float
+    latency_s: float | None
+    reward: float
+    applied: bool
+    policy_version: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved policy directory holding every feedback with ``seq ≤ last_feedback_seq``."""
+
+    id: int
+    created_at: float
+    policy_version: str
+    path: str
+    last_feedback_seq: int
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    version: str
+    created_at: float
+    kind: str
+    models: tuple[str, ...]
+    n_features: int | None
+
+
+@dataclass
+class StoreCounts:
+    """Aggregates for ``/metrics``: totals and per-model reward sums."""
+
+    decisions: int = 0
+    pending: int = 0
+    feedback: dict[str, int] = field(default_factory=dict)
+    decisions_by_model: dict[str, int] = field(default_factory=dict)
+    feedback_by_model: dict[str, int] = field(default_factory=dict)
+    reward_by_model: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------- the store
+class DecisionStore:
+    """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
+
+    Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
+    connection per thread, so readers never wait for the writer (WAL).
+
+    Args:
+        path: the database file (created with its tables when absent).
+        synchronous: SQLite's ``synchronous`` pragma. ``"NORMAL"`` (default) makes every commit durable against a
+            crash of the process (kill -9); ``"FULL"`` also against power loss, at the price of an fsync per write.
+        checkpoint_dir: where policy checkpoints go; default ``<path>.checkpoints/`` beside the database.
+        keep_checkpoints: how many policy checkpoint directories to keep on disk (the newest ones).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        checkpoint_dir: str | Path | None = None,
+        keep_checkpoints: int = 2,
+    ) -> None:
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError(
+                f"synchronous must be 'OFF', 'NORMAL', 'FULL' or 'EXTRA', got {synchronous!r}"
+            )
+        if int(keep_checkpoints) < 1:
+            raise ConfigurationError(f"keep_checkpoints must be ≥ 1, got {keep_checkpoints!r}")
+        self.path = Path(path)
+        if str(path) == ":memory:" or not str(path):
+            raise ConfigurationError(
+                f"path must be a database file (the store must survive restarts), got {str(path)!r}"
+            )
+        if self.path.is_dir():
+            raise ConfigurationError(f"path must be a database file, got the directory {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.synchronous = synchronous
+        self.checkpoint_dir = (
+            Path(checkpoint_dir) if checkpoint_dir is not None else Path(str(self.path) + ".checkpoints")
+        )
+        self.keep_checkpoints = int(keep_checkpoints)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        self._writer = self._connect()
+        with self._write_lock:
+            self._writer.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ connections
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise ConfigurationError(f"the decision store {self.path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run ``statements`` in one transaction and commit before returning."""
+        if self._closed:
+            raise ConfigurationError(f"the decision store {self.path} is closed")
+        with self._write_lock:
+            cur = self._writer.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    cur.execute(sql, params)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the writer connection (reader connections close with their threads)."""
+        if not self._closed:
+            self._closed = True
+            with self._write_lock:
+                self._writer.close()
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+
+    def __enter__(self) -> DecisionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DecisionStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    # ------------------------------------------------------------------ policies and checkpoints
+    def record_policy(
+        self, version: str, kind: str, models: Sequence[str], n_features: int | None, created_at: float
+    ) -> None:
+        """Register a policy version (a version id names one policy for the life of the store)."""
+        existing = self.policy_versions()
+        if version in existing:
+            prev = existing[version]
+            if prev.models != tuple(models) or prev.kind != kind:
+                raise ConfigurationError(
+                    f"policy version {version!r} is already recorded for a {prev.kind} over {list(prev.models)}; "
+                    "give the new policy a new version id"
+                )
+            return
+        self._write(
+            [
+                (
+                    "INSERT INTO policies (version, created_at, kind, models, n_features) VALUES (?, ?, ?, ?, ?)",
+                    (version, created_at, kind, json.dumps(list(models)), n_features),
+                )
+            ]
+        )
+
+    def policy_versions(self) -> dict[str, PolicyVersion]:
+        """Every version served, in order of registration."""
+        rows = self._reader().execute(
+            "SELECT version, created_at, kind, models, n_features FROM policies ORDER BY created_at, rowid"
+        )
+        return {
+            r[0]: PolicyVersion(r[0], float(r[1]), r[2], tuple(json.loads(r[3])), r[4])
+            for r in rows.fetchall()
+        }
+
+    def add_checkpoint(self, version: str, path: str | Path, last_feedback_seq: int) -> Checkpoint:
+        """Record a saved policy directory and delete checkpoints older than the ``keep_checkpoints`` newest."""
+        now = time.time()
+        self._write(
+            [
+                (
+                    "INSERT INTO checkpoints (created_at, policy_version, path, last_feedback_seq) VALUES (?, ?, ?, ?)",
+                    (now, version, str(path), int(last_feedback_seq)),
+                )
+            ]
+        )
+        rows = self._reader().execute("SELECT id, path FROM checkpoints ORDER BY id DESC").fetchall()
+        for _, old in rows[self.keep_checkpoints :]:
+            _remove_tree(Path(old))
+        ckpt = self.latest_checkpoint()
+        assert ckpt is not None
+        return ckpt
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint whose directory still exists, or ``None``."""
+        rows = self._reader().execute(
+            "SELECT id, created_at, policy_version, path, last_feedback_seq FROM checkpoints ORDER BY id DESC"
+        )
+        for r in rows.fetchall():
+            if Path(r[3]).is_dir():
+                return Checkpoint(int(r[0]), float(r[1]), r[2], r[3], int(r[4]))
+        return None
+
+    def checkpoint_path(self, version: str, last_feedback_seq: int) -> Path:
+        """Directory for a new checkpoint of ``version`` holding feedback up to ``last_feedback_seq``."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in version)
+        return self.checkpoint_dir / f"{last_feedback_seq:012d}-{safe}-{time.time_ns()}"
+
+    # ------------------------------------------------------------------ decisions
+    def insert_decision(self, d: Decision) -> None:
+        self._write(
+            [
+                (
+                    f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                    (
+                        d.seq,
+                        d.decision_id,
+                        d.request_id,
+                        d.created_at,
+                        d.policy_version,
+                        d.kind,
+                        np.asarray(d.features, dtype="<f4").tobytes(),
+                        d.prompt,
+                        d.model,
+                        d.action,
+                        d.propensity,
+                        np.asarray(d.probabilities, dtype="<f8").tobytes(),
+                        None if d.allowed_models is None else json.dumps(list(d.allowed_models)),
+                        d.cost_weight,
+                        d.status,
+                        d.n_calls,
+                        d.max_calls,
+                    ),
+                )
+            ]
+        )
+
+    def _decision_from_row(self, row: Sequence[Any]) -> Decision:
+        version = row[4]
+        models = self._models_of(version)
+        allowed = None if row[12] is None else tuple(json.loads(row[12]))
+        return Decision(
+            decision_id=row[1],
+            seq=int(row[0]),
+            request_id=row[2],
+            created_at=float(row[3]),
+            policy_version=version,
+            kind=row[5],
+            model=row[8],
+            action=int(row[9]),
+            propensity=float(row[10]),
+            models=models,
+            probabilities=np.frombuffer(row[11], dtype="<f8").copy(),
+            features=np.frombuffer(row[6], dtype="<f4").copy(),
+            prompt=row[7],
+            allowed_models=allowed,
+            cost_weight=float(row[13]),
+            status=row[14],
+            n_calls=int(row[15]),
+            max_calls=int(row[16]),
+        )
+
+    def _models_of(self, version: str) -> tuple[str, ...]:
+        cache: dict[str, tuple[str, ...]] | None = getattr(self._local, "models", None)
+        if cache is None:
+            cache = {}
+            self._local.models = cache
+        models = cache.get(version)
+        if models is None:
+            row = (
+                self._reader().execute("SELECT models FROM policies WHERE version = ?", (version,)).fetchone()
+            )
+            models = tuple(json.loads(row[0])) if row else ()
+            cache[version] = models
+        return models
+
+    def get_decision(self, decision_id: str) -> Decision:
+        """The decision with that id; :class:`DecisionNotFoundError` when the store never issued it."""
+        row = (
+            self._reader()
+            .execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (str(decision_id),))
+            .fetchone()
+        )
+        if row is None:
+            raise DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")
+        return self._decision_from_row(row)
+
+    def find_request(self, request_id: str) -> Decision | None:
+        """The decision made for the caller's ``request_id``, if any (retries get the same decision)."""
+        row = (
+            self._reader()
+            .execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE request_id = ?", (str(request_id),))
+            .fetchone()
+        )
+        return None if row is None else self._decision_from_row(row)
+
+    def decisions(self, status: str | None = None) -> list[Decision]:
+        """Every decision (or those with ``status``), in decision order."""
+        sql = f"SELECT {_DECISION_COLUMNS} FROM decisions"
+        params: tuple[Any, ...] = ()
+        if status is not None:
+            sql += " WHERE status = ?"
+            params = (status,)
+        rows = self._reader().execute(sql + " ORDER BY seq", params).fetchall()
+        return [self._decision_from_row(r) for r in rows]
+
+    def open_before(self, before: float) -> list[str]:
+        """Ids of open decisions created before UNIX time ``before`` (the wait time has expired)."""
+        rows = self._reader().execute(
+            "SELECT decision_id FROM decisions WHERE status = 'open' AND created_at < ? ORDER BY seq",
+            (before,),
+        )
+        return [r[0] for r in rows.fetchall()]
+
+    def max_decision_seq(self) -> int:
+        row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------ cascade steps
+    def insert_step(self, step: Step, n_calls: int, model: str, action: int) -> None:
+        """Record a cascade step with the decision's new number of calls and current model, in one transaction."""
+        self._write(
+            [
+                (
+                    "INSERT INTO steps (decision_id, step, created_at, signal, cost, stop, propensity, forced) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        step.decision_id,
+                        step.step,
+                        step.created_at,
+                        step.signal,
+                        step.cost,
+                        int(step.stop),
+                        step.propensity,
+                        int(step.forced),
+                    ),
+                ),
+                (
+                    "UPDATE decisions SET n_calls = ?, model = ?, action = ? WHERE decision_id = ?",
+                    (n_calls, model, action, step.decision_id),
+                ),
+            ]
+        )
+
+    def steps(self, decision_id: str) -> list[Step]:
+        rows = self._reader().execute(
+            "SELECT decision_id, step, created_at, signal, cost, stop, propensity, forced FROM steps "
+            "WHERE decision_id = ? ORDER BY step",
+            (decision_id,),
+        )
+        return [
+            Step(r[0], int(r[1]), float(r[2]), float(r[3]), r[4], bool(r[5]), float(r[6]), bool(r[7]))
+            for r in rows.fetchall()
+        ]
+
+    # ------------------------------------------------------------------ feedback
+    def insert_feedback(self, fb: Feedback, status: Literal["closed", "expired"]) -> None:
+        """Record feedback and close its decision, in one transaction."""
+        self._write(
+            [
+                (
+                    "INSERT INTO feedback (seq, decision_id, received_at, source, quality, cost, latency_s, reward, "
+                    "applied, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        fb.seq,
+                        fb.decision_id,
+                        fb.received_at,
+                        fb.source,
+                        fb.quality,
+                        fb.cost,
+                        fb.latency_s,
+                        fb.reward,
+                        int(fb.applied),
+                        fb.policy_version,
+                    ),
+                ),
+                ("UPDATE decisions SET status = ? WHERE decision_id = ?", (status, fb.decision_id)),
+            ]
+        )
+
+    def mark_expired(self, decision_id: str) -> None:
+        """Close a decision whose wait time expired without applying any reward."""
+        self._write([("UPDATE decisions SET status = 'expired' WHERE decision_id = ?", (decision_id,))])
+
+    def get_feedback(self, decision_id: str) -> Feedback | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq, decision_id, received_at, source, quality, cost, latency_s, reward, applied, "
+                "policy_version FROM feedback WHERE decision_id = ?",
+                (decision_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else _feedback_from_row(row)
+
+    def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
+        """Feedback with ``seq > after_seq`` in apply order, each with its decision (for replay and audits)."""
+        rows = self._reader().execute(
+            "SELECT f.seq, f.decision_id, f.received_at, f.source, f.quality, f.cost, f.latency_s, f.reward, "
+            f"f.applied, f.policy_version, {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))} "
+            "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
+            (int(after_seq),),
+        )
+        for r in rows.fetchall():
+            yield _feedback_from_row(r[:10]), self._decision_from_row(r[10:])
+
+    def max_feedback_seq(self) -> int:
+        row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------ aggregates
+    def counts(self) -> StoreCounts:
+        """Totals for monitoring, computed with a few aggregate queries."""
+        db = self._reader()
+        out = StoreCounts()
+        out.decisions = int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        out.pending = int(db.execute("SELECT COUNT(*) FROM decisions WHERE status = 'open'").fetchone()[0])
+        out.feedback = {
+            r[0]: int(r[1]) for r in db.execute("SELECT source, COUNT(*) FROM feedback GROUP BY source")
+        }
+        out.decisions_by_model = {
+            r[0]: int(r[1]) for r in db.execute("SELECT model, COUNT(*) FROM decisions GROUP BY model")
+        }
+        for model, n, total in db.execute(
+            "SELECT d.model, COUNT(*), SUM(f.reward) FROM feedback f JOIN decisions d "
+            "ON d.decision_id = f.decision_id GROUP BY d.model"
+        ):
+            out.feedback_by_model[model] = int(n)
+            out.reward_by_model[model] = float(total)
+        return out
+
+    # ------------------------------------------------------------------ export
+    def export(
+        self,
+        *,
+        versions: Sequence[str] | None = None,
+        include_default: bool = False,
+        models: Sequence[str] | None = None,
+    ) -> LoggedDataset:
+        """The logged traffic in the canonical format: a partial-information, bandit-logged dataset.
+
+        One query per ``route`` decision that received feedback (cascade decisions are excluded: their propensity
+        is over stop/continue draws, not over a single model). Only the chosen model's cell is observed:
+        ``quality`` and ``cost`` (USD) as reported, ``latency_s`` when reported; ``logged_action`` is the chosen
+        model and ``propensity`` its probability under the distribution the router sampled from.
+
+        Args:
+            versions: export only decisions of these policy versions (default: all).
+            include_default: also export decisions closed by the default reward after the wait time (their
+                quality was not observed, so they are excluded by default).
+            models: column order of the models; default the served versions' models in order of first use.
+
+        Raises:
+            ConfigurationError: nothing to export, or the selected decisions have different feature widths.
+        """
+        known = self.policy_versions()
+        if versions is not None:
+            unknown = [v for v in versions if v not in known]
+            if unknown:
+                raise ConfigurationError(f"versions {unknown} were never served; the store has {list(known)}")
+        sql = (
+            f"SELECT {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))}, "
+            "f.quality, f.cost, f.latency_s FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id "
+            "WHERE d.kind = 'route'"
+        )
+        params: list[Any] = []
+        if not include_default:
+            sql += " AND f.source = 'client'"
+        if versions is not None:
+            sql += f" AND d.policy_version IN ({', '.join('?' * len(versions))})"
+            params.extend(versions)
+        rows = self._reader().execute(sql + " ORDER BY d.seq", params).fetchall()
+        if not rows:
+            raise ConfigurationError(
+                f"nothing to export from {self.path}: no routed decision has feedback yet"
+                + ("" if versions is None else f" for versions {list(versions)}")
+            )
+        decisions = [self._decision_from_row(r[:17]) for r in rows]
+        if models is None:
+            order: list[str] = []
+            for v in dict.fromkeys(d.policy_version for d in decisions):
+                order.extend(m for m in known[v].models if m not in order)
+            models = order
+        names = tuple(str(m) for m in models)
+        col = {m: j for j, m in enumerate(names)}
+        missing = sorted({d.model for d in decisions} - set(col))
+        if missing:
+            raise ConfigurationError(f"models={list(names)} lacks the logged models {missing}")
+        widths: dict[int, set[str]] = {}
+        for d in decisions:
+            widths.setdefault(d.features.shape[0], set()).add(d.policy_version)
+        if len(widths) > 1:
+            detail = ", ".join(f"width {w}: versions {sorted(v)}" for w, v in sorted(widths.items()))
+            raise ConfigurationError(
+                f"the decisions have different feature widths ({detail}); pass versions=[...] to export one"
+            )
+        n, k = len(decisions), len(names)
+        quality = np.full((n, k), np.nan)
+        cost = np.full((n, k), np.nan)
+        latency = np.full((n, k), np.nan, dtype=np.float32)
+        action = np.array([col[d.model] for d in decisions], dtype=np.int64)
+        idx = np.arange(n)
+        quality[idx, action] = [r[17] for r in rows]
+        cost[idx, action] = [r[18] for r in rows]
+        lat = np.array([np.nan if r[19] is None else r[19] for r in rows], dtype=np.float32)
+        latency[idx, action] = lat
+        prompts = [d.prompt for d in decisions]
+        return LoggedDataset(
+            models=names,
+            query_ids=np.array([d.decision_id for d in decisions], dtype=object),
+            quality=quality,
+            cost=cost,
+            features=np.stack([d.features for d in decisions]).astype(np.float32),
+            latency=latency if np.isfinite(lat).any() else None,
+            prompts=np.array(prompts, dtype=object) if any(p is not None for p in prompts) else None,
+            logged_action=action,
+            propensity=np.array([d.propensity for d in decisions], dtype=np.float64),
+            meta={
+                "source": f"routing_env DecisionStore {self.path.name}",
+                "policy_versions": ",".join(dict.fromkeys(d.policy_version for d in decisions)),
+                "default_rewards": "included" if include_default else "excluded",
+            },
+        )
+
+    def export_bandit_feedback(
+        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
+    ) -> Any:
+        """The exported logs as a :class:`routing_env.ope.BanditFeedback` for off-policy evaluation.
+
+        ``cost_weight`` (λ) and ``cost_scale`` (USD, or ``"max_mean"``) define the reward the estimators score;
+        other keyword arguments go to :meth:`export`.
+        """
+        from routing_env.ope import BanditFeedback
+
+        return BanditFeedback.from_dataset(
+            self.export(**kwargs), cost_weight=cost_weight, cost_scale=cost_scale
+        )
+
+
+def _feedback_from_row(r: Sequence[Any]) -> Feedback:
+    return Feedback(
+        seq=int(r[0]),
+        decision_id=r[1],
+        received_at=float(r[2]),
+        source=r[3],
+        quality=float(r[4]),
+        cost=float(r[5]),
+        latency_s=None if r[6] is None else float(r[6]),
+        reward=float(r[7]),
+        applied=bool(r[8]),
+        policy_version=r[9],
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

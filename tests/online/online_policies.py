@@ -1,0 +1,131 @@
+"""Small policies for the online-router tests, with exactly known action distributions.
+
+``FixedPolicy`` routes with a fixed distribution (for checking propensities and renormalisation);
+``ThresholdCascade`` is a minimal learning cascade (stop when the signal beats a threshold learned from returns).
+Both save and load without pickle like every policy of the project, so the router can checkpoint them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routing_env.policy import read_policy_dir, register_policy, write_policy_dir
+
+
+@register_policy
+class FixedPolicy:
+    """Routes with the fixed distribution ``probs`` over ``models``; counts the updates it receives."""
+
+    def __init__(self, models: tuple[str, ...], probs: list[float], n_features: int = 3) -> None:
+        self.models = tuple(models)
+        self.probs = np.asarray(probs, dtype=np.float64)
+        self.n_features = n_features
+        self.updates: list[tuple[int, float]] = []
+
+    def action_probabilities(self, features: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(np.asarray(features))
+        return np.repeat(self.probs[None, :], x.shape[0], axis=0)
+
+    def update(self, features: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        self.updates.extend((int(a), float(r)) for a, r in zip(actions, rewards))
+
+    def save(self, path: str | Path) -> Path:
+        upd = np.array(self.updates, dtype=np.float64).reshape(-1, 2)
+        return write_policy_dir(
+            path,
+            type(self),
+            {"models": list(self.models), "probs": self.probs.tolist(), "n_features": self.n_features},
+            {"updates": upd},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> FixedPolicy:
+        _, config, arrays = read_policy_dir(path)
+        obj = cls(tuple(config["models"]), config["probs"], config["n_features"])
+        obj.updates = [(int(a), float(r)) for a, r in arrays["updates"]]
+        return obj
+
+
+@register_policy
+class ThresholdCascade:
+    """Accept when the last signal exceeds a per-step threshold; thresholds move with the observed returns.
+
+    ``stop_probabilities = sigmoid(sharpness · (signal_s − threshold_s))`` after ``s`` calls.
+    """
+
+    def __init__(
+        self, chain: tuple[str, ...], n_features: int = 3, lr: float = 0.1, sharpness: float = 4.0
+    ) -> None:
+        self._chain = tuple(chain)
+        self.n_features = n_features
+        self.lr = lr
+        self.sharpness = sharpness
+        self.threshold = np.full(len(chain) - 1, 0.5)
+        self.history: list[tuple[int, bool, float]] = []
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return self._chain
+
+    def stop_probabilities(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        s = np.atleast_2d(signals)
+        step = s.shape[1] - 1
+        return 1.0 / (1.0 + np.exp(-self.sharpness * (s[:, -1] - self.threshold[step])))
+
+    def decide(self, features: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.stop_probabilities(features, signals)
+        stop = p >= 0.5
+        return stop, np.where(stop, p, 1 - p)
+
+    def update(
+        self, features: np.ndarray, signals: np.ndarray, stop: np.ndarray, returns: np.ndarray
+    ) -> None:
+        step = np.atleast_2d(signals).shape[1] - 1
+        for st, r in zip(stop, returns):
+            # A good return after stopping lowers the bar; a poor one raises it.
+            self.threshold[step] += self.lr * (0.5 - float(r)) * (1 if st else -1)
+            self.history.append((step, bool(st), float(r)))
+
+    def save(self, path: str | Path) -> Path:
+        hist = np.array(self.history, dtype=np.float64).reshape(-1, 3)
+        return write_policy_dir(
+            path,
+            type(self),
+            {
+                "chain": list(self._chain),
+                "n_features": self.n_features,
+                "lr": self.lr,
+                "sharpness": self.sharpness,
+            },
+            {"threshold": self.threshold, "history": hist},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> ThresholdCascade:
+        _, config, arrays = read_policy_dir(path)
+        obj = cls(tuple(config["chain"]), config["n_features"], config["lr"], config["sharpness"])
+        obj.threshold = arrays["threshold"].copy()
+        obj.history = [(int(s), bool(st), float(r)) for s, st, r in arrays["history"]]
+        return obj
+
+
+def saved_state(policy: Any, path: Path) -> tuple[str, dict[str, np.ndarray]]:
+    """``(policy.json text, arrays)`` of ``policy`` saved to ``path`` — equal iff the states are bit-identical."""
+    policy.save(path)
+    text = (path / "policy.json").read_text()
+    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return text, arrays
+
+
+def assert_same_state(a: Any, b: Any, tmp: Path) -> None:
+    """Fail unless policies ``a`` and ``b`` save to identical JSON (incl. RNG state) and identical arrays."""
+    ta, aa = saved_state(a, tmp / "a")
+    tb, ab = saved_state(b, tmp / "b")
+    assert ta == tb
+    assert aa.keys() == ab.keys()
+    for k in aa:
+        assert aa[k].dtype == ab[k].dtype and np.array_equal(aa[k], ab[k]), k

@@ -1,0 +1,1050 @@
+"""Contextual bandits with disjoint ridge-regression arms: LinUCB, linear Thompson sampling, ε-greedy, softmax.
+
+Every bandit here keeps, per arm ``k`` (one arm per model), a ridge regression of the outcome on the query
+features ``x`` (plus a constant when ``fit_intercept``)::
+
+    A_k = ridge·I + Σ x xᵀ        θ_k = A_k⁻¹ Σ y x
+
+Single-row updates use the Sherman–Morrison identity on ``A_k⁻¹`` and the matching rank-one step on ``θ_k``; the
+exact sums ``A_k`` and ``Σ y x`` are accumulated on the side (rows are buffered and folded in in bulk) and
+``A_k⁻¹`` and ``θ_k`` are recomputed from them by a Cholesky factorisation every ``refresh_every`` single-row
+updates and after every bulk update, so rounding drift cannot build up over millions of updates.
+
+Two ways to learn:
+
+- **cost-aware** (``fit(dataset, cost_weight=…)`` or ``update_outcomes(features, actions, quality, cost)``): one
+  regression for quality and one for cost (USD) per arm, sharing ``A_k``. Arms are scored by
+  ``q̂ − cost_weight · ĉ / cost_scale``, so ``cost_weight`` (λ) can change at decision time without retraining —
+  set the attribute, or pass ``cost_weight=`` to :meth:`action_probabilities`.
+- **reward-only** (``update(features, actions, rewards)``): one regression of the scalar reward per arm.
+
+A bandit uses one of the two, fixed by its first ``fit``/``update``; mixing them raises
+:class:`~routing_env.errors.ConfigurationError`.
+
+Shapes: ``features (n, d)`` (a single ``(d,)`` vector is a batch of one), ``actions (n,)`` int indices into
+``models``, ``rewards``/``quality`` ``(n,)`` and ``cost (n,)`` USD. ``act`` returns ``(actions (n,) int64,
+propensities (n,) float64)``; ``action_probabilities`` returns ``(n, K) float64`` with rows summing to 1.
+
+Policies are not thread-safe: a server must serialise calls to one instance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from scipy import linalg as sla
+from scipy.linalg.blas import daxpy, dger
+from scipy.special import ndtr
+
+from routing_env.data.dataset import LoggedDataset
+from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
+from routing_env.policy import (
+    check_features,
+    check_models,
+    read_policy_dir,
+    register_policy,
+    write_policy_dir,
+)
+
+__all__ = [
+    "EpsilonGreedy",
+    "LinUCB",
+    "LinearThompsonSampling",
+    "SoftmaxBandit",
+    "greedy_probabilities",
+    "load_featurizer_dir",
+    "rng_from_state",
+    "rng_state",
+    "save_featurizer_dir",
+]
+
+Mode = Literal["none", "reward", "outcomes"]
+FEATURIZER_DIR = "featurizer"
+# Batches up to this size are learned row by row (rank-one updates); larger ones by an exact bulk solve.
+_SEQUENTIAL_MAX = 32
+# Rows of (K, n, p) work arrays per chunk in batched scoring, to bound memory.
+_CHUNK = 2048
+# Gauss–Hermite rule (probabilists') for Thompson-sampling propensities.
+_GH_NODES = 32
+_GH_Z, _GH_W = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+_GH_W = _GH_W / _GH_W.sum()
+_GH_ONE_Z = np.stack([np.ones_like(_GH_Z), _GH_Z])
+_GH_WD = _GH_W / ndtr(_GH_Z)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """JSON-able state of ``rng``'s bit generator (restored exactly by :func:`rng_from_state`)."""
+    return dict(rng.bit_generator.state)
+
+
+def rng_from_state(state: dict[str, Any]) -> np.random.Generator:
+    """A generator continuing exactly where the one whose :func:`rng_state` was saved stopped."""
+    name = state.get("bit_generator")
+    bitgen_cls = getattr(np.random, str(name), None)
+    if (
+        bitgen_cls is None
+        or not isinstance(bitgen_cls, type)
+        or not issubclass(bitgen_cls, np.random.BitGenerator)
+    ):
+        raise PolicyFormatError(f"unknown bit generator {name!r} in a saved RNG state")
+    bitgen = bitgen_cls()
+    bitgen.state = state
+    return np.random.Generator(bitgen)
+
+
+def greedy_probabilities(scores: np.ndarray) -> np.ndarray:
+    """``(n, K)`` one-hot of ``argmax(scores (n, K))``; exact ties share the mass (they are broken at random)."""
+    top = scores.max(axis=1, keepdims=True)
+    ties = (scores == top).astype(np.float64)
+    return ties / ties.sum(axis=1, keepdims=True)
+
+
+def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(n,) int64`` one draw per row of ``probs (n, K)`` (inverse-CDF with one uniform per row)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(probs.shape[0]) * cdf[:, -1]
+    actions = (cdf <= u[:, None]).sum(axis=1)
+    # Guard against u landing on the last cumulative value through rounding, or on a zero-probability column.
+    actions = np.minimum(actions, probs.shape[1] - 1)
+    bad = probs[np.arange(len(actions)), actions] <= 0
+    if bad.any():
+        actions[bad] = probs[bad].argmax(axis=1)
+    return actions.astype(np.int64)
+
+
+def save_featurizer_dir(featurizer: Any, root: Path) -> None:
+    """Save ``featurizer`` (anything with ``save(dir)``) under ``root/featurizer/``."""
+    if featurizer is None:
+        return
+    saver = getattr(featurizer, "save", None)
+    if saver is None:
+        raise ConfigurationError(
+            f"featurizer {type(featurizer).__name__} has no save(dir) method, so the policy cannot be saved with it"
+        )
+    saver(root / FEATURIZER_DIR)
+
+
+def load_featurizer_dir(root: Path) -> Any:
+    """The featurizer saved under ``root/featurizer/``, or ``None`` when the policy has none."""
+    if not (root / FEATURIZER_DIR).exists():
+        return None
+    try:
+        from routing_env.data import load_featurizer  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise PolicyFormatError(
+            f"{root} carries a featurizer, but routing_env.data.load_featurizer is unavailable: {exc}"
+        ) from None
+    return load_featurizer(root / FEATURIZER_DIR)
+
+
+def _check_models_arg(models: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(models, str):
+        raise ConfigurationError(f"models must be a sequence of model names, got the string {models!r}")
+    names = tuple(str(m) for m in models)
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"models must be unique, got {list(names)}")
+    return names
+
+
+def _finite(
+    name: str, value: float, low: float | None = None, high: float | None = None, *, strict: bool = False
+) -> float:
+    v = float(value)
+    ok = math.isfinite(v)
+    if ok and low is not None:
+        ok = v > low if strict else v >= low
+    if ok and high is not None:
+        ok = v <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if strict else f"≥ {low}")
+        hi = "" if high is None else f"≤ {high}"
+        raise ConfigurationError(
+            f"{name} must be a finite number {' and '.join(s for s in (lo, hi) if s)}, got {value!r}"
+        )
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- base class
+@dataclass(eq=False, kw_only=True)
+class _LinearBandit:
+    """Shared state and learning rule of the disjoint linear bandits (see the module docstring).
+
+    Hyperparameters (keyword only):
+        ridge: prior precision of each arm's weights (> 0); larger = more shrinkage and slower initial learning.
+        cost_weight: λ, quality points one ``cost_scale`` of USD is worth (≥ 0). Used by cost-aware learning only.
+        cost_scale: USD charged per unit of ``cost_weight``. ``None`` (default): :meth:`fit` uses the dataset's
+            ``resolve_cost_scale("max_mean")`` (the mean cost of its most expensive model); a bandit that only
+            learns online with ``update_outcomes`` then uses 1.0 USD.
+        fit_intercept: add a constant feature.
+        refresh_every: single-row updates between exact recomputations of ``A⁻¹`` and ``θ`` (1 … 65,536).
+        models: the K model names; needed before the first ``act``/``update`` when the bandit is not ``fit``.
+        seed: seed of the policy's random generator (exploration draws and tie-breaking).
+        featurizer: optional text featurizer (``transform(prompts) -> (n, d)``, ``save(dir)``) saved with the policy.
+    """
+
+    ridge: float = 1.0
+    cost_weight: float = 0.0
+    cost_scale: float | None = None
+    fit_intercept: bool = True
+    refresh_every: int = 4096
+    models: tuple[str, ...] = ()
+    seed: int | None = 0
+    featurizer: Any = field(default=None, repr=False)
+
+    n_features: int | None = field(default=None, init=False)
+    mode: Mode = field(default="none", init=False)
+    cost_scale_: float = field(default=1.0, init=False)
+    n_updates: int = field(default=0, init=False)
+
+    _kind_name: ClassVar[str] = "bandit"
+
+    def __post_init__(self) -> None:
+        self.ridge = _finite("ridge", self.ridge, 0.0, strict=True)
+        self.cost_weight = _finite("cost_weight", self.cost_weight, 0.0)
+        if self.cost_scale is not None:
+            self.cost_scale = _finite("cost_scale", self.cost_scale, 0.0, strict=True)
+            self.cost_scale_ = self.cost_scale
+        if not isinstance(self.refresh_every, (int, np.integer)) or not 1 <= int(self.refresh_every) <= 65536:
+            raise ConfigurationError(
+                f"refresh_every must be an int in [1, 65536], got {self.refresh_every!r}"
+            )
+        self.refresh_every = int(self.refresh_every)
+        if self.seed is not None and not isinstance(self.seed, (int, np.integer)):
+            raise ConfigurationError(f"seed must be an int or None, got {self.seed!r}")
+        self.models = _check_models_arg(self.models)
+        self._validate()
+        self._rng = np.random.default_rng(self.seed)
+        self._w_cached = math.nan
+        self._alloc_done = False
+
+    def _validate(self) -> None:
+        """Subclasses check their own hyperparameters here."""
+
+    # ------------------------------------------------------------------ sizing and state
+    @property
+    def n_models(self) -> int:
+        return len(self.models)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {
+            "ridge": self.ridge,
+            "cost_weight": self.cost_weight,
+            "cost_scale": self.cost_scale,
+            "fit_intercept": self.fit_intercept,
+            "refresh_every": self.refresh_every,
+            "seed": self.seed,
+        }
+
+    def _allocate(self, n_features: int) -> None:
+        if not self.models:
+            raise ConfigurationError(
+                f"{type(self).__name__} does not know its models yet: call fit(dataset) or construct it with "
+                "models=[...]"
+            )
+        k, d = len(self.models), int(n_features)
+        p = d + int(self.fit_intercept)
+        self.n_features = d
+        self._d, self._p = d, p
+        self._k, self._kp = k, k * p
+        eye = np.eye(p) * self.ridge
+        self._A = np.repeat(eye[None], k, axis=0)
+        # A⁻¹ of every arm and the score weights live in one (K·p + K, p) array, so that one matrix-vector
+        # product gives A⁻¹x for every arm and every arm's mean score: per-call overhead dominates at d ≈ 64.
+        self._stack = np.zeros((k * p + k, p))
+        self._Ainv = self._stack[: k * p].reshape(k, p, p)
+        self._Ainv[:] = np.eye(p) / self.ridge
+        self._teff = self._stack[k * p :]
+        self._bq = np.zeros((k, p))
+        self._bc = np.zeros((k, p))
+        # Reward-only (and not yet learning) bandits score with θ directly, so θ is the stacked weights.
+        self._tq = self._teff
+        self._tc = np.zeros((k, p))
+        self._w_cached = math.nan
+        self._counts = np.zeros(k, dtype=np.int64)
+        self._buf_x = np.zeros((self.refresh_every, p))
+        self._buf_a = np.zeros(self.refresh_every, dtype=np.int64)
+        self._buf_q = np.zeros(self.refresh_every)
+        self._buf_c = np.zeros(self.refresh_every)
+        self._buf_n = 0
+        self._x1 = np.ones(p)
+        self._coef = np.empty((k, 2))
+        self._alloc_done = True
+
+    def _ensure(self, width: int) -> None:
+        if not self._alloc_done:
+            self._allocate(width)
+
+    def _set_mode(self, mode: Mode) -> None:
+        if self.mode == mode:
+            return
+        if self.mode != "none":
+            if self.mode == "outcomes":
+                learned, call = (
+                    "quality and cost separately",
+                    "update_outcomes(features, actions, quality, cost)",
+                )
+            else:
+                learned, call = "scalar rewards", "update(features, actions, rewards)"
+            raise ConfigurationError(
+                f"{type(self).__name__} already learns {learned}; keep calling {call} "
+                "(one bandit cannot mix reward-only and cost-aware learning)"
+            )
+        self.mode = mode
+        if mode == "outcomes":
+            # Quality weights get their own array; the stacked weights become θ_q − (λ/scale)·θ_c.
+            self._tq = self._teff.copy()
+            self._w_cached = math.nan
+
+    def _weights(self, cost_weight: float | None = None) -> np.ndarray:
+        """``(K, p)`` score weights: θ_q − (λ/scale)·θ_c (cost-aware) or θ_r (reward-only)."""
+        if self.mode != "outcomes":
+            if cost_weight is not None and self.mode == "reward":
+                raise ConfigurationError(
+                    f"cost_weight={cost_weight!r} cannot apply: this bandit learned scalar rewards with update(); "
+                    "learn with fit() or update_outcomes() to change λ at decision time"
+                )
+            return self._teff
+        if cost_weight is not None:
+            w = _finite("cost_weight", cost_weight, 0.0) / self._scale()
+            return self._tq - w * self._tc
+        w = self.cost_weight / self._scale()
+        if w != self._w_cached:
+            # λ was changed on the instance: rebuild the cached score weights once.
+            _finite("cost_weight", self.cost_weight, 0.0)
+            np.subtract(self._tq, w * self._tc, out=self._teff)
+            self._w_cached = w
+        return self._teff
+
+    def _scale(self) -> float:
+        return self.cost_scale_
+
+    # ------------------------------------------------------------------ input handling
+    def _fast_row(self, features: Any) -> np.ndarray | None:
+        """The intercept-extended row buffer for a single ``(d,)`` or ``(1, d)`` float array, else ``None``."""
+        if type(features) is not np.ndarray or features.dtype.kind != "f":
+            return None
+        if not self._alloc_done:
+            return None
+        shape = features.shape
+        if shape == (self._d,):
+            row = features
+        elif shape == (1, self._d):
+            row = features[0]
+        else:
+            return None
+        if self.fit_intercept:
+            self._x1[: self._d] = row
+            return self._x1
+        return row
+
+    def _batch(self, features: Any) -> np.ndarray:
+        """``(n, p)`` float64 design rows for ``features (n, d)``."""
+        if self._alloc_done:
+            x = check_features(features, self._d)
+        else:
+            x = check_features(features, None)
+            self._ensure(x.shape[1])
+        if self.fit_intercept:
+            x = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+        return x
+
+    # ------------------------------------------------------------------ statistics
+    def _mean_var(
+        self, X1: np.ndarray, weights: np.ndarray, need_var: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, K)`` posterior mean score and ``xᵀA⁻¹x`` of every arm."""
+        mean = X1 @ weights.T
+        if not need_var:
+            return mean, mean
+        var = np.empty_like(mean)
+        for s in range(0, X1.shape[0], _CHUNK):
+            xs = X1[s : s + _CHUNK]
+            z = np.matmul(xs[None], self._Ainv)  # (K, m, p)
+            var[s : s + _CHUNK] = np.einsum("kmp,mp->mk", z, xs)
+        np.maximum(var, 0.0, out=var)
+        return mean, var
+
+    # ------------------------------------------------------------------ the policy interface
+    def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Choose a model per row: ``features (n, d)`` → ``(actions (n,) int64, propensities (n,) float64)``.
+
+        Draws come from the policy's seeded generator. A bandit that is neither fitted nor updated sizes itself
+        here (it needs ``models``).
+        """
+        x1 = self._fast_row(features)
+        if x1 is not None:
+            a, p = self._choose_one(x1)
+            return np.array([a], dtype=np.int64), np.array([p])
+        X1 = self._batch(features)
+        return self._choose_batch(X1)
+
+    def action_probabilities(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
+        """``(n, K) float64`` probability of each model per row of ``features (n, d)``; rows sum to 1.
+
+        ``cost_weight`` overrides λ for this call (cost-aware learning only).
+        """
+        X1 = self._batch(features)
+        return self._probabilities(X1, self._weights(cost_weight))
+
+    def update(self, features: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Learn scalar ``rewards (n,)`` of the chosen ``actions (n,)`` on ``features (n, d)``."""
+        x1 = self._fast_row(features)
+        if x1 is not None and self.mode == "reward":
+            a = _scalar_action(actions, self.n_models)
+            r = _scalar_value(rewards, "rewards")
+            self._update_one(x1, a, r, 0.0)
+            return
+        X1, acts, (r_arr,) = self._check_update(features, actions, (("rewards", rewards),))
+        self._set_mode("reward")
+        self._update_many(X1, acts, r_arr, np.zeros_like(r_arr))
+
+    def update_outcomes(
+        self, features: np.ndarray, actions: np.ndarray, quality: np.ndarray, cost: np.ndarray
+    ) -> None:
+        """Learn ``quality (n,)`` in [0, 1] and ``cost (n,)`` USD of the chosen ``actions (n,)`` separately."""
+        x1 = self._fast_row(features)
+        if x1 is not None and self.mode == "outcomes":
+            a = _scalar_action(actions, self.n_models)
+            q = _scalar_value(quality, "quality")
+            c = _scalar_value(cost, "cost")
+            if c < 0:
+                raise ConfigurationError(f"cost must be ≥ 0 USD, got {c!r}")
+            self._update_one(x1, a, q, c)
+            return
+        X1, acts, (q_arr, c_arr) = self._check_update(
+            features, actions, (("quality", quality), ("cost", cost))
+        )
+        if (c_arr < 0).any():
+            raise ConfigurationError(f"cost must be ≥ 0 USD, got {c_arr[c_arr < 0][0]!r}")
+        self._set_mode("outcomes")
+        self._update_many(X1, acts, q_arr, c_arr)
+
+    def _check_update(
+        self, features: Any, actions: Any, values: tuple[tuple[str, Any], ...]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        X1 = self._batch(features)
+        n = X1.shape[0]
+        acts = np.asarray(actions)
+        if acts.ndim == 0:
+            acts = acts[None]
+        if acts.shape != (n,):
+            raise ShapeError(f"actions must have shape ({n},) to match features, got {acts.shape}")
+        if acts.dtype.kind not in "iu" and not (acts.dtype.kind == "f" and np.all(acts == np.round(acts))):
+            raise ShapeError(f"actions must be integer model indices, got dtype {acts.dtype}")
+        acts = acts.astype(np.int64)
+        k = self.n_models
+        if ((acts < 0) | (acts >= k)).any():
+            raise ShapeError(f"actions must lie in [0, {k}), got {acts[(acts < 0) | (acts >= k)][0]}")
+        out = []
+        for name, v in values:
+            arr = np.asarray(v, dtype=np.float64)
+            if arr.ndim == 0:
+                arr = arr[None]
+            if arr.shape != (n,):
+                raise ShapeError(f"{name} must have shape ({n},) to match features, got {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ConfigurationError(f"{name} must be finite, got {arr[~np.isfinite(arr)][0]!r}")
+            out.append(arr)
+        return X1, acts, out
+
+    # ------------------------------------------------------------------ learning
+    def _update_one(self, x: np.ndarray, a: int, q: float, c: float) -> None:
+        """Rank-one update of arm ``a`` with design row ``x (p,)`` (already intercept-extended)."""
+        ainv = self._Ainv[a]
+        u = ainv @ x
+        den = 1.0 + float(x @ u)
+        tq = self._tq[a]
+        err_q = q - float(tq @ x)
+        if not (math.isfinite(den) and math.isfinite(err_q)):
+            raise ShapeError("features must be finite, got NaN or inf")
+        g = u * (1.0 / den)
+        # In-place BLAS rank-one updates: A⁻¹ ← A⁻¹ − u gᵀ (the transpose view is Fortran-ordered and the update
+        # is symmetric, so dger writes straight into the stored matrix) and θ ← θ + err·g.
+        dger(-1.0, u, g, a=ainv.T, overwrite_a=1)
+        daxpy(g, tq, a=err_q)
+        if self.mode == "outcomes":
+            tc = self._tc[a]
+            daxpy(g, tc, a=c - float(tc @ x))
+            w = self._w_cached
+            if w == w:  # not NaN: keep the cached score weights of this arm in step
+                np.subtract(tq, w * tc, out=self._teff[a])
+        i = self._buf_n
+        self._buf_x[i] = x
+        self._buf_a[i] = a
+        self._buf_q[i] = q
+        self._buf_c[i] = c
+        self._buf_n = i + 1
+        self.n_updates += 1
+        if self._buf_n == self.refresh_every:
+            self._flush(refresh=True)
+
+    def _update_many(self, X1: np.ndarray, acts: np.ndarray, q: np.ndarray, c: np.ndarray) -> None:
+        if X1.shape[0] <= _SEQUENTIAL_MAX:
+            for i in range(X1.shape[0]):
+                self._update_one(X1[i], int(acts[i]), float(q[i]), float(c[i]))
+            return
+        self._flush(refresh=False)
+        self._accumulate(X1, acts, q, c, np.ones(X1.shape[0]))
+        self.n_updates += X1.shape[0]
+
+    def _accumulate(
+        self, X1: np.ndarray, acts: np.ndarray, q: np.ndarray, c: np.ndarray, w: np.ndarray
+    ) -> None:
+        """Add weighted rows to the exact sums and recompute the touched arms exactly."""
+        touched = np.unique(acts)
+        for a in touched:
+            m = acts == a
+            xa = X1[m]
+            wa = w[m]
+            xw = xa * wa[:, None]
+            self._A[a] += xw.T @ xa
+            self._bq[a] += xw.T @ q[m]
+            self._bc[a] += xw.T @ c[m]
+            self._counts[a] += int(m.sum())
+        self._solve(touched)
+
+    def _flush(self, refresh: bool) -> None:
+        """Fold buffered single-row updates into the exact sums; with ``refresh``, recompute those arms."""
+        n = self._buf_n
+        if n == 0:
+            return
+        X = self._buf_x[:n]
+        acts = self._buf_a[:n]
+        touched = np.unique(acts)
+        self._counts += np.bincount(acts, minlength=self._k)
+        for a in touched:
+            m = acts == a
+            xa = X[m]
+            self._A[a] += xa.T @ xa
+            self._bq[a] += xa.T @ self._buf_q[:n][m]
+            self._bc[a] += xa.T @ self._buf_c[:n][m]
+        self._buf_n = 0
+        if refresh:
+            self._solve(touched)
+
+    def _solve(self, arms: np.ndarray) -> None:
+        eye = np.eye(self._p)
+        for a in arms:
+            factor = sla.cho_factor(self._A[a], lower=True, check_finite=False)
+            ainv = sla.cho_solve(factor, eye, check_finite=False)
+            self._Ainv[a] = 0.5 * (ainv + ainv.T)
+            self._tq[a] = sla.cho_solve(factor, self._bq[a], check_finite=False)
+            self._tc[a] = sla.cho_solve(factor, self._bc[a], check_finite=False)
+        if self.mode == "outcomes":
+            self._w_cached = math.nan
+
+    # ------------------------------------------------------------------ warm start
+    def fit(
+        self,
+        dataset: LoggedDataset,
+        cost_weight: float | None = None,
+        *,
+        featurizer: Any = None,
+        max_importance_weight: float | None = None,
+    ) -> _LinearBandit:
+        """Warm-start the per-arm quality and cost regressions from logged outcomes (resets learned state).
+
+        - Full-information logs: every (query, model) cell trains that model's arm.
+        - Bandit logs (``dataset.has_propensities`` and not full information): only the logged action's row
+          trains its arm, weighted by ``1/propensity`` (optionally clipped at ``max_importance_weight``) and
+          rescaled to average 1 per arm, which corrects the logging policy's covariate shift without inflating
+          the arm's effective sample size.
+        - Other partial logs: every observed cell, unweighted.
+
+        Args:
+            dataset: logs over the same models (order matters) as ``self.models`` when those were given.
+            cost_weight: λ to route with afterwards (default: keep ``self.cost_weight``).
+            featurizer: the featurizer that produced ``dataset.features``, saved with the policy.
+            max_importance_weight: clip of ``1/propensity`` (> 0) for bandit logs.
+
+        Returns:
+            ``self``.
+        """
+        if not isinstance(dataset, LoggedDataset):
+            raise ConfigurationError(f"fit expects a LoggedDataset, got {type(dataset).__name__}")
+        if self.models:
+            check_models(self.models, dataset.models)
+        if cost_weight is not None:
+            self.cost_weight = _finite("cost_weight", cost_weight, 0.0)
+        if featurizer is not None:
+            self.featurizer = featurizer
+        self.models = dataset.models
+        self._allocate(dataset.n_features)
+        self.mode = "none"
+        self._set_mode("outcomes")
+        self.n_updates = 0
+        self.cost_scale_ = (
+            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
+        )
+        X1 = self._batch(dataset.features)
+        n, k = dataset.n_queries, dataset.n_models
+        if dataset.is_full_information:
+            weight = np.ones((n, k))
+        elif dataset.has_propensities:
+            assert dataset.logged_action is not None and dataset.propensity is not None
+            iw = 1.0 / dataset.propensity
+            if max_importance_weight is not None:
+                iw = np.minimum(iw, _finite("max_importance_weight", max_importance_weight, 0.0, strict=True))
+            weight = np.zeros((n, k))
+            weight[np.arange(n), dataset.logged_action] = iw
+            for a in range(k):
+                m = weight[:, a] > 0
+                if m.any():
+                    weight[m, a] /= weight[m, a].mean()
+        else:
+            weight = dataset.observed.astype(np.float64)
+        quality = np.nan_to_num(dataset.quality)
+        cost = np.nan_to_num(dataset.cost)
+        rows, arms = np.nonzero(weight > 0)
+        self._accumulate(X1[rows], arms, quality[rows, arms], cost[rows, arms], weight[rows, arms])
+        return self
+
+    def fit_rewards(self, features: np.ndarray, rewards: np.ndarray) -> _LinearBandit:
+        """Warm-start reward-only learning (resets learned state) from ``rewards (n, K)`` of every model on
+        ``features (n, d)``; NaN marks a model whose reward on that row is unknown. Needs ``models``.
+        Returns ``self``."""
+        if not self.models:
+            raise ConfigurationError(f"{type(self).__name__}.fit_rewards needs models=[...] at construction")
+        x = check_features(features, None)
+        r = np.asarray(rewards, dtype=np.float64)
+        if r.shape != (x.shape[0], self.n_models):
+            raise ShapeError(
+                f"rewards must have shape (n, K) = ({x.shape[0]}, {self.n_models}), got {r.shape}"
+            )
+        if np.isinf(r).any():
+            raise ConfigurationError("rewards must be finite or NaN (unknown), got ±inf")
+        self._allocate(x.shape[1])
+        self.mode = "none"
+        self._set_mode("reward")
+        self.n_updates = 0
+        X1 = self._batch(x)
+        rows, arms = np.nonzero(~np.isnan(r))
+        self._accumulate(X1[rows], arms, r[rows, arms], np.zeros(rows.size), np.ones(rows.size))
+        return self
+
+    # ------------------------------------------------------------------ per-algorithm rules
+    def _choose_one(self, x1: np.ndarray) -> tuple[int, float]:
+        raise ConfigurationError(f"{type(self).__name__} does not define a choice rule")  # pragma: no cover
+
+    def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs = self._probabilities(X1, self._weights())
+        actions = sample_rows(probs, self._rng)
+        return actions, probs[np.arange(len(actions)), actions]
+
+    def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        raise ConfigurationError(f"{type(self).__name__} does not define probabilities")  # pragma: no cover
+
+    def _choose_one_checked(self, x1: np.ndarray) -> tuple[int, float]:
+        """Careful path of a single choice, taken when the fast path met a non-finite score."""
+        if not np.isfinite(x1).all():
+            raise ShapeError("features must be finite, got NaN or inf")
+        actions, props = self._choose_batch(x1[None])
+        return int(actions[0]), float(props[0])
+
+    def _argmax_tie(self, scores: np.ndarray) -> tuple[int, int]:
+        """Index of the best score, ties broken with the policy's generator, and the number of tied arms."""
+        a = int(scores.argmax())
+        top = scores[a]
+        if not math.isfinite(float(top)):
+            raise ShapeError("features must be finite, got NaN or inf")
+        n_ties = int(np.count_nonzero(scores == top))
+        if n_ties > 1:
+            a = int(self._rng.choice(np.flatnonzero(scores == top)))
+        return a, n_ties
+
+    # ------------------------------------------------------------------ convenience
+    def featurize(self, prompts: Sequence[str]) -> np.ndarray:
+        """``(n, d)`` features of ``prompts`` from the policy's featurizer."""
+        if self.featurizer is None:
+            raise ConfigurationError(f"{type(self).__name__} carries no featurizer; pass features instead")
+        return np.asarray(self.featurizer.transform(list(prompts)))
+
+    def estimates(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Posterior means per model for ``features (n, d)``: ``quality``/``cost`` (cost-aware) or ``reward``,
+        each ``(n, K)``, and ``width`` ``(n, K)`` = ``sqrt(xᵀA⁻¹x)``."""
+        X1 = self._batch(features)
+        if self.mode == "outcomes":
+            mq, var = self._mean_var(X1, self._tq)
+            return {"quality": mq, "cost": X1 @ self._tc.T, "width": np.sqrt(var)}
+        mr, var = self._mean_var(X1, self._tq)
+        return {"reward": mr, "width": np.sqrt(var)}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the policy to directory ``path`` (JSON + npz, no pickle) and return it.
+
+        Everything that determines future behaviour is saved — weights, exact sums, the pending buffer and the
+        generator state — so loading and replaying the same calls reproduces the same state bit for bit.
+        """
+        root = Path(path)
+        config: dict[str, Any] = {
+            "hyperparameters": self._hyperparameters(),
+            "models": list(self.models),
+            "n_features": self.n_features,
+            "mode": self.mode,
+            "cost_scale_": self.cost_scale_,
+            "n_updates": self.n_updates,
+            "rng_state": rng_state(self._rng),
+            "w_cached": None if math.isnan(self._w_cached) else self._w_cached,
+            "has_featurizer": self.featurizer is not None,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self._alloc_done:
+            n = self._buf_n
+            arrays = {
+                "A": self._A,
+                "Ainv": self._Ainv,
+                "bq": self._bq,
+                "bc": self._bc,
+                "tq": self._tq,
+                "tc": self._tc,
+                "teff": self._teff,
+                "counts": self._counts,
+                "buf_x": self._buf_x[:n],
+                "buf_a": self._buf_a[:n],
+                "buf_q": self._buf_q[:n],
+                "buf_c": self._buf_c[:n],
+            }
+        write_policy_dir(root, type(self), config, arrays)
+        save_featurizer_dir(self.featurizer, root)
+        return root
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Restore a policy written by :meth:`save` (also reachable through ``routing_env.policy.load_policy``)."""
+        root = Path(path)
+        kind, config, arrays = read_policy_dir(root)
+        expected = f"{cls.__module__}.{cls.__qualname__}"
+        if kind != expected:
+            raise PolicyFormatError(f"{root} holds a {kind!r}, not a {expected!r}")
+        try:
+            obj = cls(**config["hyperparameters"], models=tuple(config["models"]))
+            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
+            obj._rng = rng_from_state(config["rng_state"])
+            obj.cost_scale_ = float(config["cost_scale_"])
+            if config["n_features"] is not None:
+                obj._allocate(int(config["n_features"]))
+                obj.mode = config["mode"]
+                for name in ("A", "Ainv", "bq", "bc", "tq", "tc", "counts"):
+                    # In reward-only mode θ is the stacked score weights, so this also fills them.
+                    target = getattr(obj, "_" + name)
+                    if arrays[name].shape != target.shape:
+                        raise PolicyFormatError(
+                            f"array {name!r} has shape {arrays[name].shape}, expected {target.shape}"
+                        )
+                    target[...] = arrays[name]
+                if obj.mode == "outcomes":
+                    obj._tq = np.array(arrays["tq"], dtype=np.float64)
+                    obj._teff[...] = arrays["teff"]
+                n = int(arrays["buf_x"].shape[0])
+                obj._buf_x[:n] = arrays["buf_x"]
+                obj._buf_a[:n] = arrays["buf_a"]
+                obj._buf_q[:n] = arrays["buf_q"]
+                obj._buf_c[:n] = arrays["buf_c"]
+                obj._buf_n = n
+                w = config.get("w_cached")
+                obj._w_cached = math.nan if w is None else float(w)
+            obj.n_updates = int(config["n_updates"])
+        except (KeyError, TypeError) as exc:
+            raise PolicyFormatError(
+                f"{root} is not a valid {cls.__name__}: missing or bad entry {exc}"
+            ) from None
+        return obj
+
+
+def _scalar_action(actions: Any, k: int) -> int:
+    if isinstance(actions, np.ndarray):
+        if actions.shape not in ((1,), ()):
+            raise ShapeError(f"actions must have shape (1,) for one row of features, got {actions.shape}")
+        if actions.dtype.kind not in "iu":
+            raise ShapeError(f"actions must be integer model indices, got dtype {actions.dtype}")
+        a = int(actions.reshape(-1)[0])
+    elif isinstance(actions, (int, np.integer)) and not isinstance(actions, bool):
+        a = int(actions)
+    else:
+        raise ShapeError(f"actions must be an integer model index or an array of them, got {actions!r}")
+    if not 0 <= a < k:
+        raise ShapeError(f"actions must lie in [0, {k}), got {a}")
+    return a
+
+
+def _scalar_value(value: Any, name: str) -> float:
+    if isinstance(value, np.ndarray):
+        if value.shape not in ((1,), ()):
+            raise ShapeError(f"{name} must have shape (1,) for one row of features, got {value.shape}")
+        v = float(value.reshape(-1)[0])
+    else:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ShapeError(f"{name} must be a number or an array of shape (1,), got {value!r}") from None
+    if not math.isfinite(v):
+        raise ConfigurationError(f"{name} must be finite, got {v!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- algorithms
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class LinUCB(_LinearBandit):
+    """LinUCB with disjoint arms (Li et al., 2010), cost-aware.
+
+    Picks ``argmax_k  μ_k(x) + alpha·sqrt(xᵀA_k⁻¹x)`` where ``μ_k`` is the ridge estimate of the score
+    (``q̂ − λ·ĉ/cost_scale`` or the reward). Exact ties are broken by the seeded generator. With ``epsilon > 0``
+    a uniformly random model is taken with probability ``epsilon``.
+
+    Propensities: the argmax gets ``1/(number of tied arms)`` (``1`` without ties), mixed with ``epsilon/K`` when
+    ``epsilon > 0``; :meth:`action_probabilities` reports exactly the distribution :meth:`act` samples from.
+
+    Args:
+        alpha: width of the confidence bonus (≥ 0).
+        epsilon: share of uniformly random choices, in [0, 1].
+        (and the shared hyperparameters of the base class: ``ridge``, ``cost_weight``, ``cost_scale``,
+        ``fit_intercept``, ``refresh_every``, ``models``, ``seed``, ``featurizer``)
+
+    Example::
+
+        policy = LinUCB(alpha=1.0, seed=0).fit(train, cost_weight=0.3)
+        actions, propensities = policy.act(test.features)
+        policy.update_outcomes(x, actions, quality, cost)   # keeps learning online
+        policy.cost_weight = 0.6                             # a new budget, no retraining
+    """
+
+    alpha: float = 1.0
+    epsilon: float = 0.0
+
+    def _validate(self) -> None:
+        self.alpha = _finite("alpha", self.alpha, 0.0)
+        self.epsilon = _finite("epsilon", self.epsilon, 0.0, 1.0)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {**super()._hyperparameters(), "alpha": self.alpha, "epsilon": self.epsilon}
+
+    def _choose_one(self, x1: np.ndarray) -> tuple[int, float]:
+        if self.mode == "outcomes":
+            self._weights()  # refresh the stacked weights if λ changed
+        explore = self.epsilon > 0.0 and self._rng.random() < self.epsilon
+        kp = self._kp
+        v = self._stack @ x1  # A⁻¹x of every arm, then every arm's mean score
+        width = v[:kp].reshape(self._k, self._p) @ x1
+        np.sqrt(width, out=width)
+        if self.alpha != 1.0:
+            width *= self.alpha
+        width += v[kp:]
+        scores = width.tolist()
+        top = max(scores)
+        if not math.isfinite(top + sum(scores)):
+            return self._choose_one_checked(x1)
+        a = scores.index(top)
+        n_ties = scores.count(top)
+        if n_ties > 1:
+            a = int(self._rng.choice([j for j, s in enumerate(scores) if s == top]))
+        if not explore:
+            return a, self.epsilon / self._k + (1.0 - self.epsilon) / n_ties
+        b = int(self._rng.integers(self._k))
+        return b, self.epsilon / self._k + (1.0 - self.epsilon) * (1.0 / n_ties if scores[b] == top else 0.0)
+
+    def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, k = X1.shape[0], len(self.models)
+        mean, var = self._mean_var(X1, self._weights())
+        score = mean + self.alpha * np.sqrt(var)
+        if not np.isfinite(score).all():
+            raise ShapeError("features must be finite, got NaN or inf")
+        greedy = greedy_probabilities(score)
+        # Random tie-breaking: a uniform key per tied arm, take the largest.
+        keys = np.where(greedy > 0, self._rng.random((n, k)), -1.0)
+        actions = keys.argmax(axis=1)
+        if self.epsilon > 0:
+            explore = self._rng.random(n) < self.epsilon
+            actions = np.where(explore, self._rng.integers(k, size=n), actions)
+        probs = self.epsilon / k + (1.0 - self.epsilon) * greedy
+        actions = actions.astype(np.int64)
+        return actions, probs[np.arange(n), actions]
+
+    def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        mean, var = self._mean_var(X1, weights)
+        greedy = greedy_probabilities(mean + self.alpha * np.sqrt(var))
+        k = len(self.models)
+        return self.epsilon / k + (1.0 - self.epsilon) * greedy
+
+
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class LinearThompsonSampling(_LinearBandit):
+    """Linear Thompson sampling with disjoint arms (Agrawal & Goyal, 2013), cost-aware.
+
+    Each round draws ``θ̃_k ~ N(θ_k, posterior_scale²·A_k⁻¹)`` per arm and picks ``argmax_k θ̃_kᵀx``. Only
+    ``θ̃_kᵀx`` matters for one context, and it is ``N(μ_k, posterior_scale²·xᵀA_k⁻¹x)``, so that scalar is drawn
+    directly — the same distribution as sampling the weight vector, at the cost of one normal per arm.
+
+    Propensities: ``P(k) = E_z[Π_{j≠k} Φ((μ_k + σ_k z − μ_j)/σ_j)]``, the probability that arm ``k``'s draw is the
+    largest, computed by 32-node Gauss–Hermite quadrature (error below 1e-3 unless the arms' posterior widths
+    differ by orders of magnitude). :meth:`action_probabilities` normalises each row to sum to 1.
+
+    Args:
+        posterior_scale: ``v``, multiplies the posterior standard deviation (> 0).
+    """
+
+    posterior_scale: float = 0.5
+
+    def _validate(self) -> None:
+        self.posterior_scale = _finite("posterior_scale", self.posterior_scale, 0.0, strict=True)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {**super()._hyperparameters(), "posterior_scale": self.posterior_scale}
+
+    def _choose_one(self, x1: np.ndarray) -> tuple[int, float]:
+        if self.mode == "outcomes":
+            self._weights()  # refresh the stacked weights if λ changed
+        kp = self._kp
+        v = self._stack @ x1
+        sd = v[:kp].reshape(self._k, self._p) @ x1
+        np.sqrt(sd, out=sd)
+        sd *= self.posterior_scale
+        mu = v[kp:]
+        draw = self._rng.standard_normal(self._k)
+        draw *= sd
+        draw += mu
+        scores = draw.tolist()
+        top = max(scores)
+        if not math.isfinite(top + sum(scores)) or min(sd.tolist()) <= 0.0:
+            return self._choose_one_checked(x1)
+        a = scores.index(top)
+        # P(a wins) = E_z[Π_j Φ((μ_a − μ_j + σ_a z)/σ_j)] / Φ(z): the j = a factor is Φ(z), divided out through
+        # the precomputed weights.
+        # arg[j, g] = (μ_a − μ_j)/σ_j + z_g·σ_a/σ_j, as one (K, 2) @ (2, G) product.
+        coef = self._coef
+        np.subtract(mu[a], mu, out=coef[:, 0])
+        coef[:, 1] = sd[a]
+        coef /= sd[:, None]
+        return a, float(_GH_WD @ ndtr(coef @ _GH_ONE_Z).prod(axis=0))
+
+    def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, var = self._mean_var(X1, self._weights())
+        sd = self.posterior_scale * np.sqrt(var)
+        draw = mean + sd * self._rng.standard_normal(mean.shape)
+        if not np.isfinite(draw).all():
+            raise ShapeError("features must be finite, got NaN or inf")
+        actions = draw.argmax(axis=1).astype(np.int64)
+        props = np.array([_ts_probability(mean[i], sd[i], int(actions[i])) for i in range(len(actions))])
+        return actions, props
+
+    def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        mean, var = self._mean_var(X1, weights)
+        sd = self.posterior_scale * np.sqrt(var)
+        return _ts_probabilities(mean, sd)
+
+
+def _ts_probability(mu: np.ndarray, sd: np.ndarray, a: int) -> float:
+    """Probability that arm ``a``'s Gaussian draw ``N(mu_a, sd_a²)`` beats every other arm's (quadrature)."""
+    others = np.ones(mu.shape[0], dtype=bool)
+    others[a] = False
+    s_o = sd[others]
+    if s_o.size == 0:
+        return 1.0
+    if sd[a] <= 0.0 or (s_o <= 0.0).any():
+        # Degenerate (zero-width) arms: compare the means directly; ties share the mass.
+        return float(_ts_probabilities(mu[None], sd[None])[0, a])
+    arg = (mu[a] - mu[others] + sd[a] * _GH_Z[:, None]) / s_o
+    return float(_GH_W @ ndtr(arg).prod(axis=1))
+
+
+def _ts_probabilities(mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """``(n, K)`` win probabilities of independent Gaussian draws ``N(mu, sd²)``, rows normalised to sum to 1."""
+    n, k = mu.shape
+    out = np.empty((n, k))
+    tiny = 1e-300
+    for s in range(0, n, 256):
+        m = mu[s : s + 256]
+        d = np.maximum(sd[s : s + 256], tiny)
+        # arg[i, g, k, j] = (μ_k + σ_k z_g − μ_j) / σ_j; the j = k factor is set to 1.
+        arg = (
+            m[:, None, :, None] + d[:, None, :, None] * _GH_Z[None, :, None, None] - m[:, None, None, :]
+        ) / d[:, None, None, :]
+        idx = np.arange(k)
+        arg[:, :, idx, idx] = np.inf
+        out[s : s + 256] = np.einsum("g,igk->ik", _GH_W, ndtr(arg).prod(axis=3))
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class EpsilonGreedy(_LinearBandit):
+    """ε-greedy over the ridge estimates: the best estimated model, or with probability ``epsilon`` a uniform one.
+
+    Propensity of the greedy model: ``1 − ε + ε/K`` (ties share the greedy mass); of any other: ``ε/K``.
+
+    Args:
+        epsilon: exploration rate in [0, 1].
+    """
+
+    epsilon: float = 0.1
+
+    def _validate(self) -> None:
+        self.epsilon = _finite("epsilon", self.epsilon, 0.0, 1.0)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {**super()._hyperparameters(), "epsilon": self.epsilon}
+
+    def _choose_one(self, x1: np.ndarray) -> tuple[int, float]:
+        k = len(self.models)
+        explore = self.epsilon > 0.0 and self._rng.random() < self.epsilon
+        mean = self._weights() @ x1
+        a, n_ties = self._argmax_tie(mean)
+        greedy = mean == mean[a]
+        if explore:
+            a = int(self._rng.integers(k))
+        return a, self.epsilon / k + (1.0 - self.epsilon) * (1.0 / n_ties if greedy[a] else 0.0)
+
+    def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        mean, _ = self._mean_var(X1, weights, need_var=False)
+        if not np.isfinite(mean).all():
+            raise ShapeError("features must be finite, got NaN or inf")
+        k = len(self.models)
+        return self.epsilon / k + (1.0 - self.epsilon) * greedy_probabilities(mean)
+
+
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class SoftmaxBandit(_LinearBandit):
+    """Boltzmann exploration over the ridge estimates: ``P(k) ∝ exp(μ_k(x) / temperature)``.
+
+    Args:
+        temperature: in score units (quality points); > 0. Small = nearly greedy.
+    """
+
+    temperature: float = 0.05
+
+    def _validate(self) -> None:
+        self.temperature = _finite("temperature", self.temperature, 0.0, strict=True)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {**super()._hyperparameters(), "temperature": self.temperature}
+
+    def _choose_one(self, x1: np.ndarray) -> tuple[int, float]:
+        logits = self._weights() @ x1
+        logits /= self.temperature
+        top = float(logits.max())
+        if not math.isfinite(top):
+            raise ShapeError("features must be finite, got NaN or inf")
+        p = np.exp(logits - top)
+        cdf = np.cumsum(p)
+        a = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
+        a = min(a, len(p) - 1)
+        return a, float(p[a] / cdf[-1])
+
+    def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        mean, _ = self._mean_var(X1, weights, need_var=False)
+        if not np.isfinite(mean).all():
+            raise ShapeError("features must be finite, got NaN or inf")
+        z = mean / self.temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)

@@ -1,0 +1,298 @@
+"""Cascade-stop bandits: one contextual bandit per cascade stage deciding to accept the answer or escalate.
+
+A cascade calls the models of ``chain`` in order (cheap first). After ``s`` calls (``1 ≤ s < len(chain)``) the
+stage-``s`` bandit sees the query features and the ``s`` signals returned so far (never their quality) and picks
+arm 0 (**accept** the last answer) or arm 1 (**escalate** to ``chain[s]``). Each stage is a disjoint linear bandit
+from :mod:`agents.bandits` over the context ``[features, signals[:s]]`` that learns the **return** of each arm:
+the quality of the answer finally accepted minus ``cost_weight · (USD of the calls made after the decision) /
+cost_scale`` — the quantity the :class:`~routing_env.policy.CascadePolicy` protocol's ``update`` receives. It
+learns online on ``routing_env/Cascade-v0``'s chain mode (see :func:`agents.loop.run_cascade_online`) and behind
+the online router's observe step, with the same propensity and save/load rules as the routing bandits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from agents.bandits import (
+    EpsilonGreedy,
+    LinearThompsonSampling,
+    LinUCB,
+    _check_models_arg,
+    _finite,
+    _LinearBandit,
+    load_featurizer_dir,
+    save_featurizer_dir,
+)
+from agents.baselines import _check_chain_inputs, _resolve_chain, cascade_outcomes
+from routing_env.data.dataset import LoggedDataset
+from routing_env.errors import ConfigurationError, PartialInformationError, PolicyFormatError, ShapeError
+from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
+
+__all__ = ["ACCEPT", "ESCALATE", "CascadeBandit"]
+
+#: Arm 0 of every stage: accept the current answer.
+ACCEPT = 0
+#: Arm 1 of every stage: call the next model of the chain.
+ESCALATE = 1
+_ARMS = ("accept", "escalate")
+Algorithm = Literal["linucb", "thompson", "egreedy"]
+
+
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class CascadeBandit:
+    """Per-stage contextual bandits that stop or escalate a cascade (implements ``CascadePolicy``).
+
+    Args:
+        chain: model names in call order; default (on :meth:`fit`): cheapest to most expensive.
+        algorithm: ``"linucb"``, ``"thompson"`` or ``"egreedy"`` — the stage bandits' rule.
+        alpha: LinUCB bonus width (≥ 0). ``epsilon``: ε of ε-greedy, or LinUCB's ε-mixing, in [0, 1].
+        posterior_scale: Thompson sampling's ``v`` (> 0).
+        ridge: prior precision of each stage arm's weights (> 0).
+        use_features: include the query features in the stage contexts (else only the signals).
+        cost_weight: λ used by :meth:`fit` to compute returns from logs (≥ 0). Online, the returns passed to
+            :meth:`update` carry λ: the stage bandits learn rewards, so a new λ needs new returns.
+        cost_scale: USD per unit of λ for :meth:`fit`; ``None`` = the dataset's ``resolve_cost_scale("max_mean")``.
+        seed: seeds the stage bandits (each gets its own stream).
+        featurizer: optional featurizer saved with the policy.
+
+    Shapes: ``features (n, d)``, ``signals (n, s)`` with ``s`` the number of models called so far; ``stop (n,)``
+    bool; ``returns (n,)``; ``stop_probabilities`` → ``(n,)``.
+    """
+
+    chain: tuple[str, ...] = ()
+    algorithm: Algorithm = "linucb"
+    alpha: float = 0.5
+    epsilon: float = 0.0
+    posterior_scale: float = 0.3
+    ridge: float = 1.0
+    use_features: bool = True
+    cost_weight: float = 0.0
+    cost_scale: float | None = None
+    seed: int | None = 0
+    featurizer: Any = field(default=None, repr=False)
+
+    n_features: int | None = field(default=None, init=False)
+    cost_scale_: float = field(default=1.0, init=False)
+    learns_online: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.chain = _check_models_arg(self.chain)
+        if self.chain and len(self.chain) < 2:
+            raise ConfigurationError(f"a cascade needs at least two models, got chain {list(self.chain)}")
+        if self.algorithm not in ("linucb", "thompson", "egreedy"):
+            raise ConfigurationError(
+                f"algorithm must be 'linucb', 'thompson' or 'egreedy', got {self.algorithm!r}"
+            )
+        self.alpha = _finite("alpha", self.alpha, 0.0)
+        self.epsilon = _finite("epsilon", self.epsilon, 0.0, 1.0)
+        self.posterior_scale = _finite("posterior_scale", self.posterior_scale, 0.0, strict=True)
+        self.ridge = _finite("ridge", self.ridge, 0.0, strict=True)
+        self.cost_weight = _finite("cost_weight", self.cost_weight, 0.0)
+        if self.cost_scale is not None:
+            self.cost_scale = _finite("cost_scale", self.cost_scale, 0.0, strict=True)
+            self.cost_scale_ = self.cost_scale
+        if self.seed is not None and not isinstance(self.seed, (int, np.integer)):
+            raise ConfigurationError(f"seed must be an int or None, got {self.seed!r}")
+        self.stages: list[_LinearBandit] = []
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Same as :attr:`chain`."""
+        return self.chain
+
+    @property
+    def n_stages(self) -> int:
+        """Decision points: ``len(chain) − 1``."""
+        return max(len(self.chain) - 1, 0)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {
+            "chain": list(self.chain),
+            "algorithm": self.algorithm,
+            "alpha": self.alpha,
+            "epsilon": self.epsilon,
+            "posterior_scale": self.posterior_scale,
+            "ridge": self.ridge,
+            "use_features": self.use_features,
+            "cost_weight": self.cost_weight,
+            "cost_scale": self.cost_scale,
+            "seed": self.seed,
+        }
+
+    def _stage_seeds(self) -> list[int | None]:
+        if self.seed is None:
+            return [None] * self.n_stages
+        state = np.random.SeedSequence(int(self.seed)).generate_state(max(self.n_stages, 1), dtype=np.uint32)
+        return [int(s) for s in state[: self.n_stages]]
+
+    def _make_stages(self, n_features: int) -> None:
+        if not self.chain:
+            raise ConfigurationError("CascadeBandit has no chain: pass chain=[...] or call fit(dataset)")
+        self.n_features = int(n_features)
+        self.stages = []
+        for seed in self._stage_seeds():
+            common: dict[str, Any] = {"ridge": self.ridge, "models": _ARMS, "seed": seed}
+            stage: _LinearBandit
+            if self.algorithm == "linucb":
+                stage = LinUCB(alpha=self.alpha, epsilon=self.epsilon, **common)
+            elif self.algorithm == "thompson":
+                stage = LinearThompsonSampling(posterior_scale=self.posterior_scale, **common)
+            else:
+                stage = EpsilonGreedy(epsilon=self.epsilon, **common)
+            self.stages.append(stage)
+
+    def _context(self, features: Any, signals: Any) -> tuple[int, np.ndarray]:
+        if not self.chain:
+            raise ConfigurationError("CascadeBandit has no chain: pass chain=[...] or call fit(dataset)")
+        x, s = _check_chain_inputs(features, signals, self.n_stages, self.n_features)
+        if not self.stages:
+            self._make_stages(x.shape[1])
+        ctx = np.concatenate([x, s], axis=1) if self.use_features else s
+        return s.shape[1], ctx
+
+    # ------------------------------------------------------------------ CascadePolicy
+    def stop_probabilities(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """``(n,)`` probability of accepting after ``signals.shape[1]`` calls."""
+        stage, ctx = self._context(features, signals)
+        return self.stages[stage - 1].action_probabilities(ctx)[:, ACCEPT]
+
+    def decide(self, features: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(stop (n,) bool, propensity (n,) float64)`` of the decision taken, drawn with the stage's generator."""
+        stage, ctx = self._context(features, signals)
+        actions, props = self.stages[stage - 1].act(ctx)
+        return actions == ACCEPT, props
+
+    def update(
+        self, features: np.ndarray, signals: np.ndarray, stop: np.ndarray, returns: np.ndarray
+    ) -> None:
+        """Learn from decisions taken after ``signals.shape[1]`` calls and the ``returns (n,)`` that followed."""
+        stage, ctx = self._context(features, signals)
+        stop_arr = np.asarray(stop)
+        if stop_arr.ndim == 0:
+            stop_arr = stop_arr[None]
+        if stop_arr.shape != (ctx.shape[0],) or stop_arr.dtype != bool:
+            raise ShapeError(
+                f"stop must be a bool array of shape ({ctx.shape[0]},), got {stop_arr.dtype} {stop_arr.shape}"
+            )
+        actions = np.where(stop_arr, ACCEPT, ESCALATE).astype(np.int64)
+        self.stages[stage - 1].update(ctx, actions, returns)
+
+    # ------------------------------------------------------------------ warm start
+    def fit(
+        self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
+    ) -> CascadeBandit:
+        """Warm-start every stage from full-information logs with signals (resets learned state).
+
+        Backward induction: the last stage learns accept = quality of ``chain[-2]`` against escalate = quality of
+        ``chain[-1]`` minus its cost; each earlier stage learns escalate = the return of following the already
+        fitted later stages greedily. Both arms' returns are known on every query, so every stage sees both.
+        """
+        if not dataset.is_full_information:
+            raise PartialInformationError(
+                "warm-starting a cascade needs every model's outcome on every query"
+            )
+        if dataset.signal is None:
+            raise ConfigurationError("a cascade bandit needs per-call signals, and the dataset has no signal")
+        if cost_weight is not None:
+            self.cost_weight = _finite("cost_weight", cost_weight, 0.0)
+        if featurizer is not None:
+            self.featurizer = featurizer
+        self.chain = _resolve_chain(dataset, self.chain)
+        self.cost_scale_ = (
+            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
+        )
+        idx = [dataset.models.index(m) for m in self.chain]
+        x = np.asarray(dataset.features, dtype=np.float64)
+        sig = np.asarray(dataset.signal, dtype=np.float64)[:, idx]
+        q = dataset.quality[:, idx]
+        c = dataset.cost[:, idx] * (self.cost_weight / self.cost_scale_)
+        self._make_stages(dataset.n_features)
+        last = len(idx) - 1
+        value_next = q[:, last]  # return of the policy from "all models called"
+        for stage in range(last, 0, -1):
+            accept = q[:, stage - 1]
+            escalate = value_next - c[:, stage]
+            ctx = np.concatenate([x, sig[:, :stage]], axis=1) if self.use_features else sig[:, :stage]
+            bandit = self.stages[stage - 1]
+            bandit.fit_rewards(ctx, np.column_stack([accept, escalate]))
+            greedy_stop = bandit.action_probabilities(ctx)[:, ACCEPT] >= 0.5
+            value_next = np.where(greedy_stop, accept, escalate)
+        return self
+
+    def evaluate(self, dataset: LoggedDataset, cost_weight: float | None = None) -> dict[str, float]:
+        """Mean ``reward``, ``quality``, ``cost`` (USD) and mean ``calls`` of the greedy cascade on full logs."""
+        if not self.stages:
+            raise ConfigurationError("CascadeBandit is not fitted")
+        lam = self.cost_weight if cost_weight is None else _finite("cost_weight", cost_weight, 0.0)
+        idx = [dataset.models.index(m) for m in self.chain]
+        x = check_features(dataset.features, self.n_features)
+        sig = np.asarray(dataset.signal, dtype=np.float64)[:, idx] if dataset.signal is not None else None
+        if sig is None:
+            raise ConfigurationError(
+                "evaluating a cascade needs per-call signals, and the dataset has no signal"
+            )
+        n = dataset.n_queries
+        accept_stage = np.full(n, self.n_stages, dtype=np.int64)
+        open_ = np.ones(n, dtype=bool)
+        for stage in range(1, self.n_stages + 1):
+            rows = np.flatnonzero(open_)
+            if rows.size == 0:
+                break
+            p = self.stop_probabilities(x[rows], sig[rows, :stage])
+            stop = p >= 0.5
+            accept_stage[rows[stop]] = stage - 1
+            open_[rows[stop]] = False
+        out = cascade_outcomes(dataset, idx, accept_stage, lam, self.cost_scale_)
+        return {
+            "reward": float(out["reward"].mean()),
+            "quality": float(out["quality"].mean()),
+            "cost": float(out["cost"].mean()),
+            "calls": float((accept_stage + 1).mean()),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the policy to ``path`` (JSON + npz; each stage bandit in ``stage_<s>/``), no pickle."""
+        root = Path(path)
+        config = {
+            "hyperparameters": self._hyperparameters(),
+            "n_features": self.n_features,
+            "cost_scale_": self.cost_scale_,
+            "n_stage_dirs": len(self.stages),
+            "has_featurizer": self.featurizer is not None,
+        }
+        write_policy_dir(root, type(self), config, {})
+        for s, stage in enumerate(self.stages, start=1):
+            stage.save(root / f"stage_{s}")
+        save_featurizer_dir(self.featurizer, root)
+        return root
+
+    @classmethod
+    def load(cls, path: str | Path) -> CascadeBandit:
+        """Restore a policy written by :meth:`save`."""
+        root = Path(path)
+        kind, config, _ = read_policy_dir(root)
+        expected = f"{cls.__module__}.{cls.__qualname__}"
+        if kind != expected:
+            raise PolicyFormatError(f"{root} holds a {kind!r}, not a {expected!r}")
+        try:
+            obj = cls(**config["hyperparameters"])
+            obj.cost_scale_ = float(config["cost_scale_"])
+            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
+            n_stage_dirs = int(config["n_stage_dirs"])
+            if n_stage_dirs:
+                obj.n_features = int(config["n_features"])
+                stage_cls = {"linucb": LinUCB, "thompson": LinearThompsonSampling, "egreedy": EpsilonGreedy}[
+                    obj.algorithm
+                ]
+                obj.stages = [stage_cls.load(root / f"stage_{s}") for s in range(1, n_stage_dirs + 1)]
+        except (KeyError, TypeError) as exc:
+            raise PolicyFormatError(f"{root} is not a valid CascadeBandit: {exc!r}") from None
+        return obj

@@ -266,6 +266,36 @@ class BanditFeedback:
         return float(np.einsum("ij,ij->", dist, full) / self.n_rounds)
 
     # ------------------------------------------------------------------ builders
+    def to_dataset(self, feature_names: Sequence[str] | None = None) -> LoggedDataset:
+        """These logs as a partial-information :class:`LoggedDataset` (only the logged cell of each query is
+        observed), ready for :meth:`LoggedDataset.save` and :meth:`from_dataset`.
+
+        ``cost_scale``, ``cost_weight`` and the hidden outcomes are not part of the canonical format and are not
+        written; neither is ``position`` (keep the slot among the features, as ``load_open_bandit`` does).
+        Rounds without a cost get cost 0.
+        """
+        n, k = self.n_rounds, self.n_actions
+        rows = np.arange(n)
+        observed = np.zeros((n, k), dtype=bool)
+        observed[rows, self.action] = True
+        quality = np.full((n, k), np.nan)
+        cost = np.full((n, k), np.nan)
+        quality[rows, self.action] = self.quality
+        cost[rows, self.action] = 0.0 if self.cost is None else self.cost
+        qids = self.query_ids if self.query_ids is not None else np.array([str(i) for i in range(n)], dtype=object)
+        return LoggedDataset(
+            models=self.models,
+            query_ids=qids,
+            quality=quality,
+            cost=cost,
+            observed=observed,
+            features=self.features,
+            feature_names=None if feature_names is None else tuple(feature_names),
+            logged_action=self.action,
+            propensity=self.propensity,
+            meta={"source": "BanditFeedback.to_dataset"},
+        )
+
     @classmethod
     def from_dataset(
         cls,

@@ -61,6 +61,8 @@ class ConstantPolicy:
         return np.repeat(self.probs[None, :], x.shape[0], axis=0)
 
 
-def random_linear(models: tuple[str, ...], n_features: int, seed: int, **kwargs: float) -> LinearSoftmaxPolicy:
+def random_linear(
+    models: tuple[str, ...], n_features: int, seed: int, **kwargs: float
+) -> LinearSoftmaxPolicy:
     rng = np.random.default_rng(seed)
     return LinearSoftmaxPolicy(models, rng.normal(size=(n_features, len(models))), **kwargs)

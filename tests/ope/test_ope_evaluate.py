@@ -44,7 +44,16 @@ def test_table_has_one_row_per_estimator(data: LoggedDataset, log: BanditFeedbac
         warnings.simplefilter("error", OPEWarning)  # a healthy log/target pair raises no diagnostics
         table = estimate_policy_value(target, log, n_bootstrap=200, seed=0)
     assert list(table["estimator"]) == list(DEFAULT_ESTIMATORS)
-    for col in ("estimate", "std_error", "ci_low", "ci_high", "boot_std_error", "boot_ci_low", "boot_ci_high", "ess"):
+    for col in (
+        "estimate",
+        "std_error",
+        "ci_low",
+        "ci_high",
+        "boot_std_error",
+        "boot_ci_low",
+        "boot_ci_high",
+        "ess",
+    ):
         assert table[col].notna().all(), col
     assert (table["ci_low"] < table["estimate"]).all() and (table["estimate"] < table["ci_high"]).all()
     truth = log.true_value(target)
@@ -61,7 +70,9 @@ def test_table_has_one_row_per_estimator(data: LoggedDataset, log: BanditFeedbac
     assert diag.ok and 0 < diag.ess < log.n_rounds
 
 
-def test_same_seed_same_table_and_cost_weight_changes_rewards(data: LoggedDataset, log: BanditFeedback) -> None:
+def test_same_seed_same_table_and_cost_weight_changes_rewards(
+    data: LoggedDataset, log: BanditFeedback
+) -> None:
     target = random_linear(data.models, data.n_features, seed=9)
     a = estimate_policy_value(target, log, ["IPS", "DR"], n_bootstrap=50, seed=1)
     b = estimate_policy_value(target, log, ["IPS", "DR"], n_bootstrap=50, seed=1)
@@ -75,7 +86,9 @@ def test_same_seed_same_table_and_cost_weight_changes_rewards(data: LoggedDatase
 
 def test_array_target_and_estimator_instances(log: BanditFeedback) -> None:
     dist = np.eye(log.n_actions)[np.zeros(log.n_rounds, dtype=int)]
-    table = estimate_policy_value(dist, log, [IPS(name="IPS"), IPS(max_weight=2.0, name="IPS-clip2")], n_bootstrap=0)
+    table = estimate_policy_value(
+        dist, log, [IPS(name="IPS"), IPS(max_weight=2.0, name="IPS-clip2")], n_bootstrap=0
+    )
     assert list(table["estimator"]) == ["IPS", "IPS-clip2"]
     assert table["estimate"][1] <= table["estimate"][0] + 1e-12 or (log.rewards() < 0).any()
 

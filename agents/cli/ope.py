@@ -31,18 +31,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--log", required=True, help="bandit logs: a canonical file with propensities, or a dataset name")
+    p.add_argument(
+        "--log", required=True, help="bandit logs: a canonical file with propensities, or a dataset name"
+    )
     p.add_argument("--policy", required=True, help="directory of a saved policy (its save(path) output)")
-    p.add_argument("--cost-weight", type=float, default=0.0, help="λ of quality − λ·cost/cost_scale (default 0)")
+    p.add_argument(
+        "--cost-weight", type=float, default=0.0, help="λ of quality − λ·cost/cost_scale (default 0)"
+    )
     p.add_argument(
         "--estimators",
         default=",".join(DEFAULT_ESTIMATORS),
         help=f"comma-separated, from {', '.join(ESTIMATORS)} (default: %(default)s)",
     )
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap replicates, 0 to skip (default 1000)")
+    p.add_argument(
+        "--n-bootstrap", type=int, default=1000, help="bootstrap replicates, 0 to skip (default 1000)"
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="intervals cover 1 − alpha (default 0.05)")
     p.add_argument("--cost-scale", default="max_mean", help="USD per unit of cost weight, or 'max_mean'")
-    p.add_argument("--position-feature", default=None, help="feature column holding the slate position, if any")
+    p.add_argument(
+        "--position-feature", default=None, help="feature column holding the slate position, if any"
+    )
     p.add_argument("--root", default=None, help="folder of third-party datasets, for dataset names")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the reward-model folds")
     p.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
@@ -55,7 +63,9 @@ def _cost_scale(text: str) -> CostScale:
     try:
         return float(text)
     except ValueError:
-        raise ConfigurationError(f"--cost-scale must be 'max_mean' or a positive number, got {text!r}") from None
+        raise ConfigurationError(
+            f"--cost-scale must be 'max_mean' or a positive number, got {text!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -282,7 +282,11 @@ class BanditFeedback:
         cost = np.full((n, k), np.nan)
         quality[rows, self.action] = self.quality
         cost[rows, self.action] = 0.0 if self.cost is None else self.cost
-        qids = self.query_ids if self.query_ids is not None else np.array([str(i) for i in range(n)], dtype=object)
+        qids = (
+            self.query_ids
+            if self.query_ids is not None
+            else np.array([str(i) for i in range(n)], dtype=object)
+        )
         return LoggedDataset(
             models=self.models,
             query_ids=qids,

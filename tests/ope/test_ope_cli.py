@@ -29,7 +29,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, BanditF
 def test_cli_prints_the_table_and_writes_csv(
     saved: tuple[Path, Path, BanditFeedback], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log_path, policy_path, fb = saved
+    log_path, policy_path, _ = saved
     out_csv = tmp_path / "table.csv"
     code = main(
         [
@@ -63,7 +63,9 @@ def test_cli_prints_the_table_and_writes_csv(
     np.testing.assert_allclose(table["boot_ci_low"], expected["boot_ci_low"])
 
 
-def test_cli_errors_are_reported(saved: tuple[Path, Path, BanditFeedback], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_reported(
+    saved: tuple[Path, Path, BanditFeedback], capsys: pytest.CaptureFixture[str]
+) -> None:
     log_path, policy_path, _ = saved
     assert main(["ope", "--log", str(log_path), "--policy", str(policy_path), "--estimators", "XYZ"]) == 2
     assert "unknown estimator 'XYZ'" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from routing_env.data.dataset import CostScale, LoggedDataset
+from routing_env.data.schema import feature_names as schema_feature_names
 from routing_env.errors import ConfigurationError, PartialInformationError, SchemaError, ShapeError
 from routing_env.policy import Policy, check_features, check_models
 
@@ -294,7 +295,11 @@ class BanditFeedback:
             cost=cost,
             observed=observed,
             features=self.features,
-            feature_names=None if feature_names is None else tuple(feature_names),
+            feature_names=(
+                schema_feature_names(self.features.shape[1])
+                if feature_names is None
+                else tuple(feature_names)
+            ),
             logged_action=self.action,
             propensity=self.propensity,
             meta={"source": "BanditFeedback.to_dataset"},

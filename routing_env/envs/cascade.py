@@ -135,6 +135,9 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
     ) -> None:
         ds, imputed = resolve_dataset(dataset, outcome_model)
+        if imputed is not None and dataset is not None:
+            # The cost scale comes from the logged costs, not the imputed ones, so logged cells replay exactly.
+            cost_scale = dataset.resolve_cost_scale(cost_scale)
         self.dataset = ds
         if mode not in ("chain", "free"):
             raise ConfigurationError(f"mode must be 'chain' or 'free', got {mode!r}")

@@ -13,9 +13,10 @@ from routing_env.errors import ModelMismatchError, PartialInformationError, Shap
 
 
 def _default_regressor(seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.ensemble import RandomForestRegressor
 
-    return HistGradientBoostingRegressor(max_iter=100, early_stopping=False, random_state=seed)
+    # Single-threaded on purpose: fits are small, and thread pools oversubscribe shared CPUs badly.
+    return RandomForestRegressor(n_estimators=50, min_samples_leaf=5, n_jobs=1, random_state=seed)
 
 
 class OutcomeModel:
@@ -58,7 +59,7 @@ class OutcomeModel:
         Args:
             dataset: logs, possibly partial; every model needs at least one logged row.
             regressor: a scikit-learn regressor to clone per model and target; default
-                ``HistGradientBoostingRegressor(max_iter=100, random_state=seed)``. Models with fewer than
+                ``RandomForestRegressor(n_estimators=50, min_samples_leaf=5, random_state=seed)``. Models with fewer than
                 2 logged rows, and datasets without features, use the logged mean.
             seed: seed of the default regressor.
         """

@@ -111,6 +111,9 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
     ) -> None:
         ds, imputed = resolve_dataset(dataset, outcome_model)
+        if imputed is not None and dataset is not None:
+            # The cost scale comes from the logged costs, not the imputed ones, so logged cells replay exactly.
+            cost_scale = dataset.resolve_cost_scale(cost_scale)
         self.dataset = ds
         self.models = resolve_models(ds, models)
         self._columns = tuple(ds.model_index(m) for m in self.models)

@@ -22,7 +22,12 @@ from routing_env.envs._tables import OutcomeImputer
 from routing_env.envs.routing import RoutingEnv
 from routing_env.errors import ConfigurationError
 
-_STEP_KEYS = ("query_id", "quality", "cost", "latency", "oracle_action", "oracle_reward", "regret")
+_AUTORESET_MODES = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    AutoresetMode.NEXT_STEP: AutoresetMode.NEXT_STEP,
+    AutoresetMode.SAME_STEP: AutoresetMode.SAME_STEP,
+}
 
 
 class RoutingVectorEnv(VectorEnv):
@@ -65,15 +70,11 @@ class RoutingVectorEnv(VectorEnv):
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        try:
-            mode = AutoresetMode(autoreset_mode)
-        except ValueError:
+        mode = _AUTORESET_MODES.get(autoreset_mode)  # type: ignore[call-overload]
+        if mode is None:
             raise ConfigurationError(
-                f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}"
-            ) from None
-        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-            raise ConfigurationError(
-                f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}"
+                "autoreset_mode must be 'next_step' or 'same_step' (or the AutoresetMode members), "
+                f"got {autoreset_mode!r}"
             )
         if render_mode is not None:
             raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")

@@ -1,0 +1,48 @@
+"""Smoke runs of the OPE experiment and benchmark scripts with tiny sizes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_ope_accuracy_smoke(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        str(REPO / "experiments" / "ope_accuracy.py"),
+        "--datasets",
+        "sample",
+        "--no-obd",
+        "--n-seeds",
+        "2",
+        "--n-rounds",
+        "300",
+        "--n-bootstrap",
+        "20",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    assert "coverage at n = 300" in out
+    table = pd.read_csv(tmp_path / "ope_accuracy.csv")
+    assert set(table["logger"]) == {"uniform", "eps-greedy", "softmax"}
+    assert {"IPS", "SNIPS", "DR", "Replay"} <= set(table["estimator"])
+    assert table["runs"].min() == 2 and table["coverage_normal"].between(0, 1).all()
+    assert (tmp_path / "ope_accuracy.md").read_text().startswith("# Off-policy estimation accuracy")
+
+
+@pytest.mark.slow
+def test_bench_ope_smoke(tmp_path: Path) -> None:
+    out_csv = tmp_path / "bench.csv"
+    cmd = [sys.executable, str(REPO / "experiments" / "bench_ope.py"), "--n", "20000", "--repeats", "1"]
+    out = subprocess.run([*cmd, "--out", str(out_csv)], check=True, capture_output=True, text=True, cwd=REPO)
+    assert "DM+IPS+SNIPS+DR" in out.stdout
+    frame = pd.read_csv(out_csv)
+    assert (frame["ours_s"] > 0).all() and len(frame) == 4

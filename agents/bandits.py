@@ -162,8 +162,8 @@ def _finite(
     if ok and high is not None:
         ok = v <= high
     if not ok:
-        lo = "" if low is None else (f"> {low}" if strict else f"≥ {low}")
-        hi = "" if high is None else f"≤ {high}"
+        lo = "" if low is None else (f"> {low:g}" if strict else f"≥ {low:g}")
+        hi = "" if high is None else f"≤ {high:g}"
         raise ConfigurationError(
             f"{name} must be a finite number {' and '.join(s for s in (lo, hi) if s)}, got {value!r}"
         )

@@ -93,6 +93,7 @@ def diagnose(
     emit: bool = True,
     models: tuple[str, ...] | None = None,
     target_prob: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> Diagnostics:
     """Check a (log, target) pair and warn (:class:`~routing_env.errors.OPEWarning`) about what looks unreliable.
 
@@ -106,6 +107,7 @@ def diagnose(
         emit: emit the warnings (they are recorded in the result either way).
         models: model names, to name the unsupported actions in the message.
         target_prob: ``(n,)`` target probability of each logged action (at its position), when already computed.
+        weights: ``(n,)`` the unclipped importance weights ``target_prob / pscore``, when already computed.
     """
     th = thresholds or DiagnosticThresholds()
     a = np.asarray(action, dtype=np.int64)
@@ -116,12 +118,16 @@ def diagnose(
     pos = None if position is None else np.asarray(position, dtype=np.int64)
     flat = dist[rows, :, pos] if dist.ndim == 3 and pos is not None else dist
     k = flat.shape[1]
-    pi = flat[rows, a] if target_prob is None else np.asarray(target_prob, dtype=np.float64)
-    w = pi / p
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+    else:
+        pi = flat[rows, a] if target_prob is None else np.asarray(target_prob, dtype=np.float64)
+        w = pi / p
     s1, s2 = float(w.sum()), float(np.dot(w, w))
     ess = s1 * s1 / s2 if s2 > 0 else 0.0
     mean_w = s1 / n
-    se_w = float(w.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+    # Weights are O(1) around their mean, so the one-pass variance loses nothing to cancellation here.
+    se_w = math.sqrt(max(s2 - n * mean_w * mean_w, 0.0) / (n - 1) / n) if n > 1 else math.inf
     messages: list[str] = []
 
     # Support: only the (round, action) cells the logger cannot produce are read, so the common case of full

@@ -75,6 +75,9 @@ class Inputs(NamedTuple):
     dm: np.ndarray | None  # (n,) Σ_a π(a|x) q̂(x, a)
     action: np.ndarray  # (n,)
     position: np.ndarray | None  # (n,)
+    #: importance weights already computed for these inputs, keyed by (min_pscore, max_weight): estimators of
+    #: one table share them instead of dividing again.
+    cache: dict[tuple[float, float], np.ndarray]
 
 
 def prepare_inputs(
@@ -170,7 +173,7 @@ def prepare_inputs(
         dm = np.einsum("ij,ij->i", dist, q)
         if not np.isfinite(dm).all():
             raise SchemaError("estimated_rewards must be finite")
-    return Inputs(reward, pscore, pi_logged, q_logged, dm, action, pos)
+    return Inputs(reward, pscore, pi_logged, q_logged, dm, action, pos, {})
 
 
 def effective_sample_size(weights: np.ndarray | None, n: int) -> float:
@@ -237,7 +240,9 @@ class OffPolicyEstimator:
                 f"{self.label} needs estimated_rewards (n, K) from a reward model; fit one with "
                 "routing_env.ope.RewardModel().fit_predict(...)"
             )
-        return prepare_inputs(reward, action, pscore, action_dist, position, estimated_rewards)
+        # Estimators without a reward model skip the (n, K) work on estimated_rewards.
+        q = estimated_rewards if self.needs_reward_model else None
+        return prepare_inputs(reward, action, pscore, action_dist, position, q)
 
     def estimate_policy_value(
         self,
@@ -346,7 +351,14 @@ class _Weighted(OffPolicyEstimator):
             )
 
     def weights(self, inputs: Inputs) -> np.ndarray:
-        """``(n,)`` importance weights ``π(a|x) / max(pscore, min_pscore)``, clipped at ``max_weight``."""
+        """``(n,)`` importance weights ``π(a|x) / max(pscore, min_pscore)``, clipped at ``max_weight``.
+
+        The array is shared through ``inputs.cache``: callers must not modify it in place.
+        """
+        key = (float(self.min_pscore), float(self.max_weight))
+        cached = inputs.cache.get(key)
+        if cached is not None:
+            return cached
         p = inputs.pscore
         if self.min_pscore > 0:
             p = np.maximum(p, self.min_pscore)
@@ -360,6 +372,7 @@ class _Weighted(OffPolicyEstimator):
         w = inputs.pi_logged / p
         if math.isfinite(self.max_weight):
             w = np.minimum(w, self.max_weight)
+        inputs.cache[key] = w
         return w
 
 

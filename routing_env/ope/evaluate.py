@@ -124,6 +124,7 @@ def estimate_policy_value(
             n_positions=feedback.n_positions,
         )
     inputs = prepare_inputs(reward, feedback.action, feedback.propensity, dist, position, q)
+    all_terms: list[Terms] = [e.terms(inputs) for e in ests]
     diag = diagnose(
         feedback.action,
         feedback.propensity,
@@ -133,10 +134,14 @@ def estimate_policy_value(
         thresholds=thresholds,
         models=feedback.models,
         target_prob=inputs.pi_logged,
+        weights=inputs.cache.get((0.0, math.inf)),
     )
-    all_terms: list[Terms] = [e.terms(inputs) for e in ests]
+    ess_of: dict[int, float] = {}
     rows = []
     for est, terms in zip(ests, all_terms):
+        key = id(terms.weights)
+        if key not in ess_of:
+            ess_of[key] = effective_sample_size(terms.weights, n)
         value, influence = combine(terms)
         se, low, high = normal_interval(value, influence, alpha)
         rows.append(
@@ -149,7 +154,7 @@ def estimate_policy_value(
                 "boot_std_error": math.nan,
                 "boot_ci_low": math.nan,
                 "boot_ci_high": math.nan,
-                "ess": effective_sample_size(terms.weights, n),
+                "ess": ess_of[key],
                 "n_rounds": n,
                 "cost_weight": weight,
             }

@@ -116,6 +116,7 @@ def normal_interval(estimate: float, influence: np.ndarray, alpha: float) -> tup
     n = influence.shape[0]
     if n < 2 or not math.isfinite(estimate):
         return math.nan, math.nan, math.nan
-    se = float(influence.std(ddof=1) / math.sqrt(n))
+    centred = influence - float(influence.mean())
+    se = math.sqrt(float(np.dot(centred, centred)) / (n - 1) / n)
     z = NormalDist().inv_cdf(1 - alpha / 2)
     return se, estimate - z * se, estimate + z * se

@@ -135,7 +135,7 @@ def load_featurizer_dir(root: Path) -> Any:
     if not (root / FEATURIZER_DIR).exists():
         return None
     try:
-        from routing_env.data import load_featurizer  # type: ignore[attr-defined]
+        from routing_env.data import load_featurizer
     except ImportError as exc:
         raise PolicyFormatError(
             f"{root} carries a featurizer, but routing_env.data.load_featurizer is unavailable: {exc}"

@@ -641,6 +641,8 @@ class LogisticRouter(_PredictiveRouter):
 
         self._start_fit(dataset, cost_weight, featurizer)
         x = np.asarray(dataset.features, dtype=np.float64)
+        self.mean_: np.ndarray
+        self.scale_: np.ndarray
         self.mean_, self.scale_ = _standardize(x) if x.shape[1] else (np.zeros(0), np.ones(0))
         z = (x - self.mean_) / self.scale_
         k, d = dataset.n_models, x.shape[1]
@@ -926,7 +928,7 @@ class ThresholdCascade:
     least that stage's threshold τ_s (the last model's answer is always accepted).
 
     :meth:`fit` tunes the thresholds on full-information training logs with signals, for a given λ: coordinate
-    ascent over candidate thresholds (quantiles of each stage's signal, plus "always accept" and "always
+    ascent, last stage first, over candidate thresholds (quantiles of each stage's signal, plus "always accept" and "always
     escalate") maximising the mean reward ``quality of the accepted answer − λ·(USD of all calls)/cost_scale``.
     It does not learn online (``learns_online`` is ``False``; :meth:`update` raises).
 
@@ -1016,7 +1018,8 @@ class ThresholdCascade:
         best = value(taus)
         for _ in range(int(self.n_sweeps)):
             improved = False
-            for s in range(n_stages):
+            # Last stage first, like backward induction: earlier thresholds are tuned knowing what follows.
+            for s in reversed(range(n_stages)):
                 for cand in candidates[s]:
                     trial = taus.copy()
                     trial[s] = cand
@@ -1062,10 +1065,11 @@ class ThresholdCascade:
 
     def save(self, path: str | Path) -> Path:
         root = Path(path)
-        config = {
+        # ±inf thresholds ("always accept"/"always escalate") are not JSON: they are saved in the npz.
+        config: dict[str, Any] = {
             "hyperparameters": {
                 "chain": list(self.chain),
-                "thresholds": None if self.thresholds is None else list(self.thresholds),
+                "thresholds": None,
                 "cost_weight": self.cost_weight,
                 "cost_scale": self.cost_scale,
                 "n_candidates": int(self.n_candidates),
@@ -1076,16 +1080,10 @@ class ThresholdCascade:
             "rng_state": rng_state(self._rng),
             "has_featurizer": self.featurizer is not None,
         }
-        # ±inf thresholds ("always accept"/"always escalate") are not JSON: keep them in the npz too.
         arrays = (
             {} if self.thresholds is None else {"thresholds": np.asarray(self.thresholds, dtype=np.float64)}
         )
-        write_policy_dir(
-            root,
-            type(self),
-            {**config, "hyperparameters": {**config["hyperparameters"], "thresholds": None}},
-            arrays,
-        )
+        write_policy_dir(root, type(self), config, arrays)
         save_featurizer_dir(self.featurizer, root)
         return root
 

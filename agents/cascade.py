@@ -289,9 +289,11 @@ class CascadeBandit:
             n_stage_dirs = int(config["n_stage_dirs"])
             if n_stage_dirs:
                 obj.n_features = int(config["n_features"])
-                stage_cls = {"linucb": LinUCB, "thompson": LinearThompsonSampling, "egreedy": EpsilonGreedy}[
-                    obj.algorithm
-                ]
+                stage_cls: type[_LinearBandit] = {
+                    "linucb": LinUCB,
+                    "thompson": LinearThompsonSampling,
+                    "egreedy": EpsilonGreedy,
+                }[obj.algorithm]
                 obj.stages = [stage_cls.load(root / f"stage_{s}") for s in range(1, n_stage_dirs + 1)]
         except (KeyError, TypeError) as exc:
             raise PolicyFormatError(f"{root} is not a valid CascadeBandit: {exc!r}") from None

@@ -78,9 +78,12 @@ def policy_loop(make: Callable[[], LinUCB | LinearThompsonSampling | EpsilonGree
     return T / (time.perf_counter() - t0)
 
 
+WARM = min(1000, T)
+
+
 def choose_single(make: Callable[[], LinUCB]) -> float:
     policy = make()
-    policy.update(X[:1000], rng.integers(K, size=1000), R[:1000, 0])
+    policy.update(X[:WARM], rng.integers(K, size=WARM), R[:WARM, 0])
     t0 = time.perf_counter()
     for i in range(T):
         policy.act(X[i])
@@ -89,7 +92,7 @@ def choose_single(make: Callable[[], LinUCB]) -> float:
 
 def choose_batched(make: Callable[[], LinUCB]) -> float:
     policy = make()
-    policy.update(X[:1000], rng.integers(K, size=1000), R[:1000, 0])
+    policy.update(X[:WARM], rng.integers(K, size=WARM), R[:WARM, 0])
     n_batches = max(1, T // args.batch)
     t0 = time.perf_counter()
     for j in range(n_batches):

@@ -107,7 +107,8 @@ def prepare_inputs(
     pscore = np.asarray(pscore, dtype=np.float64)
     if pscore.shape != (n,):
         raise ShapeError(f"pscore must have shape (n,) = ({n},), got {pscore.shape}")
-    if not (np.isfinite(pscore).all() and pscore.min() >= 0 and pscore.max() <= 1):
+    # NaN fails both comparisons, so no separate finiteness pass is needed.
+    if not (pscore.min() >= 0 and pscore.max() <= 1):
         raise SchemaError(
             f"pscore must be probabilities in [0, 1], got values in [{pscore.min()}, {pscore.max()}]"
         )
@@ -146,9 +147,8 @@ def prepare_inputs(
     if check_dist:
         # Row sums through BLAS (NaN and inf propagate into them), then the sign: two passes over (n, K).
         sums = dist @ np.ones(k)
-        off = np.abs(sums - 1.0) > 1e-6
-        if off.any() or not np.isfinite(sums).all() or dist.min() < 0:
-            bad_rows = np.flatnonzero(off | ~np.isfinite(sums) | (dist < 0).any(axis=1))
+        if not (np.abs(sums - 1.0) <= 1e-6).all() or not dist.min() >= 0:
+            bad_rows = np.flatnonzero(~(np.abs(sums - 1.0) <= 1e-6) | ~(dist >= 0).all(axis=1))
             bad = int(bad_rows[0])
             raise SchemaError(
                 f"action_dist rows must be probabilities summing to 1; row {bad} is {dist[bad].tolist()} "

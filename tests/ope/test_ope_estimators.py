@@ -154,6 +154,8 @@ def test_positions_pick_the_logged_slot() -> None:
         ({"action_dist": np.array([[1.5, -0.5]] * 4)}, "rows must be probabilities summing to 1"),
         ({"action_dist": np.ones((3, 2)) / 2}, r"action_dist must have shape \(n, K\)"),
         ({"pscore": np.array([0.5, 1.2, 0.5, 0.5])}, r"pscore must be probabilities in \[0, 1\]"),
+        ({"pscore": np.array([0.5, np.nan, 0.5, 0.5])}, r"pscore must be probabilities in \[0, 1\]"),
+        ({"action_dist": np.array([[np.nan, 1.0]] * 4)}, "rows must be probabilities summing to 1; row 0"),
         ({"action": np.array([0, 1, 2, 0])}, r"action must lie in \[0, 2\)"),
         ({"action": np.array([0.0, 1.0, 1.0, 0.0])}, "action must hold integer"),
         ({"reward": np.array([1.0, np.nan, 0.0, 0.0])}, "reward must be finite"),

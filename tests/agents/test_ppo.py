@@ -1,0 +1,188 @@
+"""agents.ppo: the SB3 adapter, train_ppo, SB3Policy (exact probabilities, seeding, save/load without pickle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.ppo import PPOConfig, PPOResult, SB3Policy, SB3VecEnv, train_ppo
+from routing_env.data import LoggedDataset, make_synthetic
+from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
+from routing_env.metrics import evaluate_policy
+from routing_env.policy import Policy, load_policy
+
+TINY = PPOConfig(n_steps=64, batch_size=128, n_epochs=2, net_arch=(16,))
+
+
+@pytest.fixture(scope="module")
+def data() -> LoggedDataset:
+    return make_synthetic(n_queries=400, models=3, n_features=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(data: LoggedDataset) -> PPOResult:
+    return train_ppo(data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512)
+
+
+def test_train_ppo_returns_a_policy_and_history(trained: PPOResult, data: LoggedDataset) -> None:
+    policy = trained.policy
+    assert isinstance(policy, SB3Policy)
+    assert isinstance(policy, Policy)
+    assert policy.models == data.models
+    assert policy.n_features == data.n_features
+    probs = policy.action_probabilities(data.features)
+    assert probs.shape == (data.n_queries, data.n_models)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert (probs >= 0).all()
+    # Evaluations every 512 steps plus the final one; the kept policy is the best by validation reward.
+    assert len(trained.history) >= 4
+    assert [r.timesteps for r in trained.history] == sorted(r.timesteps for r in trained.history)
+    best = max(trained.history, key=lambda r: r.mean_reward)
+    assert trained.best_timesteps == best.timesteps
+    assert trained.fps > 0
+    assert trained.model.num_timesteps >= 2048
+
+
+def test_probabilities_match_the_network_distribution(trained: PPOResult, data: LoggedDataset) -> None:
+    import torch
+
+    policy = trained.policy
+    assert policy is not None
+    x = data.features[:5]
+    obs = torch.as_tensor((x - policy.feature_mean) / policy.feature_std)
+    with torch.no_grad():
+        logits = policy.network.action_net(policy.network.mlp_extractor.forward_actor(obs))
+    expected = torch.softmax(logits, dim=1).double().numpy()
+    np.testing.assert_allclose(policy.action_probabilities(x), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_act_samples_from_the_probabilities_with_its_own_seed(
+    trained: PPOResult, data: LoggedDataset
+) -> None:
+    policy = trained.policy
+    assert policy is not None
+    a1, p1 = policy.with_cost_weight(0.5).act(data.features)
+    a2, p2 = policy.with_cost_weight(0.5).act(data.features)
+    np.testing.assert_array_equal(a1, a2)
+    probs = policy.action_probabilities(data.features)
+    np.testing.assert_allclose(p1, probs[np.arange(len(a1)), a1])
+    assert a1.dtype == np.int64 and p1.dtype == np.float64
+    np.testing.assert_array_equal(policy.greedy_actions(data.features), probs.argmax(axis=1))
+
+
+def test_same_seed_same_policy(data: LoggedDataset, trained: PPOResult) -> None:
+    again = train_ppo(data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512)
+    assert again.policy is not None and trained.policy is not None
+    np.testing.assert_allclose(
+        again.policy.action_probabilities(data.features), trained.policy.action_probabilities(data.features)
+    )
+    assert [r.mean_reward for r in again.history] == [r.mean_reward for r in trained.history]
+
+
+def test_save_load_round_trip_without_pickle(trained: PPOResult, data: LoggedDataset, tmp_path: Path) -> None:
+    policy = trained.policy
+    assert policy is not None
+    policy.save(tmp_path / "ppo")
+    doc = json.loads((tmp_path / "ppo" / "policy.json").read_text())
+    assert doc["kind"] == "agents.ppo.SB3Policy"
+    with np.load(tmp_path / "ppo" / "arrays.npz", allow_pickle=False) as arrays:
+        assert any(k.startswith("param/") for k in arrays.files)
+    loaded = load_policy(tmp_path / "ppo")
+    assert isinstance(loaded, SB3Policy)
+    np.testing.assert_allclose(
+        loaded.action_probabilities(data.features), policy.action_probabilities(data.features), rtol=1e-6
+    )
+    assert loaded.models == policy.models
+
+
+def test_load_refuses_mismatched_parameters(trained: PPOResult, tmp_path: Path) -> None:
+    policy = trained.policy
+    assert policy is not None
+    policy.save(tmp_path / "ppo")
+    doc = json.loads((tmp_path / "ppo" / "policy.json").read_text())
+    doc["config"]["net_arch"] = [8]
+    (tmp_path / "ppo" / "policy.json").write_text(json.dumps(doc))
+    with pytest.raises(PolicyFormatError, match="parameter .* has shape"):
+        SB3Policy.load(tmp_path / "ppo")
+
+
+def test_lambda_conditioned_policy_moves_along_the_frontier(data: LoggedDataset) -> None:
+    result = train_ppo(
+        data,
+        cost_weight_range=(0.0, 3.0),
+        total_timesteps=4096,
+        n_envs=4,
+        seed=0,
+        config=TINY,
+        eval_freq=2048,
+    )
+    policy = result.policy
+    assert policy is not None and policy.conditioned
+    assert result.history[0].cost_weights == pytest.approx((0.0, 0.75, 1.5, 2.25, 3.0))
+    cheap = evaluate_policy(data, policy.with_cost_weight(3.0), 3.0)
+    rich = evaluate_policy(data, policy.with_cost_weight(0.0), 0.0)
+    assert not np.allclose(
+        policy.with_cost_weight(3.0).action_probabilities(data.features),
+        policy.with_cost_weight(0.0).action_probabilities(data.features),
+    )
+    assert cheap.mean_cost <= rich.mean_cost
+    with pytest.raises(ConfigurationError, match="cost_weight must be a finite number ≥ 0, got -1"):
+        policy.cost_weight = -1
+
+
+def test_bad_arguments_are_refused(data: LoggedDataset, trained: PPOResult) -> None:
+    with pytest.raises(ConfigurationError, match="total_timesteps must be a positive integer, got 0"):
+        train_ppo(data, total_timesteps=0)
+    with pytest.raises(ConfigurationError, match=r"cost_weight_range must be \(low, high\)"):
+        train_ppo(data, cost_weight_range=(1.0, 0.5))
+    with pytest.raises(ConfigurationError, match="validation must be a LoggedDataset, a share in"):
+        train_ppo(data, validation=1.5)
+    with pytest.raises(ConfigurationError, match="env_kwargs must not set 'cost_weight'"):
+        train_ppo(data, env_kwargs={"cost_weight": 1.0})
+    with pytest.raises(ConfigurationError, match="PPOConfig.n_steps must be a positive integer, got 0"):
+        PPOConfig(n_steps=0)
+    with pytest.raises(ConfigurationError, match="PPOConfig.activation must be one of"):
+        PPOConfig(activation="gelu")
+    assert trained.policy is not None
+    with pytest.raises(ShapeError, match="width 2"):
+        trained.policy.action_probabilities(np.zeros((3, 2)))
+
+
+def test_vec_env_adapter_follows_sb3_conventions(data: LoggedDataset) -> None:
+    import routing_env.envs  # noqa: F401
+
+    venv = gym.make_vec(
+        "routing_env/Routing-v0",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        dataset=data,
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    env = SB3VecEnv(venv, use_masks=False)
+    env.seed(5)
+    obs = env.reset()
+    assert obs.shape == (3, data.n_features) and obs.dtype == np.float32
+    obs2, rewards, dones, infos = env.step(np.array([0, 1, 2]))
+    assert obs2.shape == obs.shape and rewards.shape == (3,) and dones.all()
+    assert len(infos) == 3
+    assert not env.has_attr("action_masks")
+    masks = env.action_masks()
+    assert masks.shape == (3, data.n_models) and masks.all()
+    # Reseeding replays the same queries.
+    env.seed(5)
+    np.testing.assert_array_equal(env.reset(), obs)
+    env.close()
+
+
+@pytest.mark.slow
+def test_ppo_learns_to_route(data: LoggedDataset) -> None:
+    train, test = data.split(0.25, seed=0)
+    result = train_ppo(train, 0.3, total_timesteps=10_000, n_envs=8, seed=0)
+    assert result.policy is not None
+    learned = evaluate_policy(test, result.policy, 0.3)
+    best_single = float(np.max(np.nanmean(test.rewards(0.3), axis=0)))
+    assert learned.mean_reward > best_single

@@ -66,7 +66,7 @@ def test_act_samples_from_the_probabilities_with_its_own_seed(
     policy = trained.policy
     assert policy is not None
     a1, p1 = policy.with_cost_weight(0.5).act(data.features)
-    a2, p2 = policy.with_cost_weight(0.5).act(data.features)
+    a2, _ = policy.with_cost_weight(0.5).act(data.features)
     np.testing.assert_array_equal(a1, a2)
     probs = policy.action_probabilities(data.features)
     np.testing.assert_allclose(p1, probs[np.arange(len(a1)), a1])
@@ -106,7 +106,7 @@ def test_load_refuses_mismatched_parameters(trained: PPOResult, tmp_path: Path) 
     doc = json.loads((tmp_path / "ppo" / "policy.json").read_text())
     doc["config"]["net_arch"] = [8]
     (tmp_path / "ppo" / "policy.json").write_text(json.dumps(doc))
-    with pytest.raises(PolicyFormatError, match="parameter .* has shape"):
+    with pytest.raises(PolicyFormatError, match=r"parameter .* has shape"):
         SB3Policy.load(tmp_path / "ppo")
 
 
@@ -143,9 +143,9 @@ def test_bad_arguments_are_refused(data: LoggedDataset, trained: PPOResult) -> N
         train_ppo(data, validation=1.5)
     with pytest.raises(ConfigurationError, match="env_kwargs must not set 'cost_weight'"):
         train_ppo(data, env_kwargs={"cost_weight": 1.0})
-    with pytest.raises(ConfigurationError, match="PPOConfig.n_steps must be a positive integer, got 0"):
+    with pytest.raises(ConfigurationError, match=r"PPOConfig\.n_steps must be a positive integer, got 0"):
         PPOConfig(n_steps=0)
-    with pytest.raises(ConfigurationError, match="PPOConfig.activation must be one of"):
+    with pytest.raises(ConfigurationError, match=r"PPOConfig\.activation must be one of"):
         PPOConfig(activation="gelu")
     assert trained.policy is not None
     with pytest.raises(ShapeError, match="width 2"):

@@ -328,6 +328,17 @@ def _integral(hull: np.ndarray, lo: float, hi: float) -> float:
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
 
 
+def _integral_log(hull: np.ndarray, lo: float, hi: float) -> float:
+    """∫_lo^hi hull(c) d(ln c) for 0 < lo ≤ hi: on a segment q = a + b·c this is a·ln(c2/c1) + b·(c2 − c1)."""
+    xs = np.concatenate([[lo], hull[(hull[:, 0] > lo) & (hull[:, 0] < hi), 0], [hi]])
+    ys = np.interp(xs, hull[:, 0], hull[:, 1], right=hull[-1, 1])
+    x1, x2, y1, y2 = xs[:-1], xs[1:], ys[:-1], ys[1:]
+    width = x2 - x1
+    slope = np.divide(y2 - y1, width, out=np.zeros_like(width), where=width > 0)
+    intercept = y1 - slope * x1
+    return float(np.sum(intercept * np.log(x2 / x1) + slope * width))
+
+
 def _check_range(cost_range: tuple[float, float] | None, default: tuple[float, float]) -> tuple[float, float]:
     lo, hi = default if cost_range is None else (float(cost_range[0]), float(cost_range[1]))
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
@@ -335,7 +346,7 @@ def _check_range(cost_range: tuple[float, float] | None, default: tuple[float, f
     return lo, hi
 
 
-def aiq(points: Any, cost_range: tuple[float, float] | None = None) -> float:
+def aiq(points: Any, cost_range: tuple[float, float] | None = None, *, log_cost: bool = False) -> float:
     """Average quality of the frontier of ``points (m, 2)`` over ``cost_range`` (RouterBench's AIQ).
 
     ``AIQ = 1/(c_max − c_min) · ∫_{c_min}^{c_max} hull(c) dc`` with the hull of :func:`frontier` (flat past its
@@ -343,6 +354,9 @@ def aiq(points: Any, cost_range: tuple[float, float] | None = None) -> float:
     range (e.g. from the cheapest to the most expensive single model). The range must not start below the
     hull's cheapest point — the router cannot operate there; add an anchor such as the cheapest model's point,
     which every router family can fall back to. A zero-width range returns the hull's quality at that cost.
+
+    ``log_cost=True`` averages over ``log(cost)`` instead (the same hull, each factor of cost weighted alike),
+    which keeps the cheap end visible when prices span orders of magnitude; it needs a range with low > 0.
     """
     hull = frontier(points)
     pts = _as_points(points)
@@ -355,6 +369,10 @@ def aiq(points: Any, cost_range: tuple[float, float] | None = None) -> float:
     lo = max(lo, float(hull[0, 0]))
     if hi - lo <= 0:
         return float(frontier_value(hull, lo))
+    if log_cost:
+        if lo <= 0:
+            raise ConfigurationError(f"log_cost=True needs a cost range above 0 USD, got ({lo!r}, {hi!r})")
+        return _integral_log(hull, lo, hi) / float(np.log(hi / lo))
     return _integral(hull, lo, hi) / (hi - lo)
 
 
@@ -363,24 +381,26 @@ def gap_closed(
     single_points: Any,
     oracle_points: Any,
     cost_range: tuple[float, float] | None = None,
+    *,
+    log_cost: bool = False,
 ) -> float:
     """Share of the AIQ gap between the zero router and the oracle that a router closes.
 
     ``(AIQ(router) − AIQ(zero)) / (AIQ(oracle) − AIQ(zero))`` where the zero router is the frontier of the single
     models ``single_points (K, 2)`` — what random mixing of fixed models attains without looking at the query.
     1 means oracle-level routing, 0 no better than mixing fixed models, < 0 worse. ``cost_range`` defaults to the
-    single models' cost range (cheapest to most expensive model).
+    single models' cost range (cheapest to most expensive model). ``log_cost`` as in :func:`aiq`.
     """
     single = _as_points(single_points, "single_points")
     lo, hi = _check_range(cost_range, (float(single[:, 0].min()), float(single[:, 0].max())))
-    zero = aiq(single, (lo, hi))
-    best = aiq(oracle_points, (lo, hi))
+    zero = aiq(single, (lo, hi), log_cost=log_cost)
+    best = aiq(oracle_points, (lo, hi), log_cost=log_cost)
     if best - zero <= 1e-12:
         raise ConfigurationError(
             f"the oracle's AIQ ({best:.6g}) does not exceed the zero router's ({zero:.6g}) on cost range "
             f"({lo:.6g}, {hi:.6g}); gap closed is undefined"
         )
-    return (aiq(router_points, (lo, hi)) - zero) / (best - zero)
+    return (aiq(router_points, (lo, hi), log_cost=log_cost) - zero) / (best - zero)
 
 
 def cost_at_quality(points: Any, target: float) -> float:

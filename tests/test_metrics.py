@@ -144,6 +144,10 @@ def test_aiq_hand_computed() -> None:
     # Flat past the last vertex: add width 4 at quality 1.
     assert aiq(pts, (0, 8)) == pytest.approx((3.3 + 4) / 8)
     assert aiq(pts, (2, 2)) == pytest.approx(0.9)
+    # Over log(cost) on [1, 4]: q = 0.5 + 0.2c on [1, 2] → 0.5·ln 2 + 0.2; q = 0.8 + 0.05c on [2, 4] → 0.8·ln 2 + 0.1.
+    assert aiq(pts, (1, 4), log_cost=True) == pytest.approx((1.3 * np.log(2) + 0.3) / np.log(4))
+    with pytest.raises(ConfigurationError, match="log_cost=True needs a cost range above 0 USD"):
+        aiq(pts, (0, 4), log_cost=True)
     with pytest.raises(ConfigurationError, match="below the cheapest point of the frontier"):
         aiq(pts, (-1, 4))
     with pytest.raises(ConfigurationError, match="low ≤ high"):
@@ -285,7 +289,7 @@ def test_routellm_oracle_apgr(benchmark: str, expected: float) -> None:
     shared_dataset("routellm")
     from tests.conftest import SHARED_DATASETS
 
-    ds = load_routellm(SHARED_DATASETS / "routellm", benchmark=benchmark)
+    ds = load_routellm(SHARED_DATASETS / "routellm", task=benchmark)
     weak, strong = ds.quality.mean(axis=0)
     assert strong > weak  # column order: weak (Mixtral), strong (GPT-4)
     o = oracle(ds, cost_weight=1e-3)

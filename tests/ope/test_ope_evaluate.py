@@ -24,7 +24,7 @@ from routing_env.ope import (
     simulate_bandit_feedback,
 )
 from routing_env.ope.estimators import Terms
-from routing_env.ope.intervals import _TABLE
+from routing_env.ope.intervals import _TABLE, poisson_weights
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +185,9 @@ def test_poisson_table_has_poisson_moments() -> None:
     assert counts.mean() == pytest.approx(1.0, abs=1e-4)
     assert counts.var() == pytest.approx(1.0, abs=1e-3)
     assert np.mean(counts == 0) == pytest.approx(math.exp(-1), abs=2e-5)
+    # The generator's comparisons give exactly the table's counts for the same 16-bit draws.
+    draws = np.random.default_rng(5).integers(0, 1 << 16, size=(7, 3000), dtype=np.uint16)
+    np.testing.assert_array_equal(poisson_weights(np.random.default_rng(5), (7, 3000)), _TABLE[draws])
 
 
 def test_bootstrap_of_a_mean_matches_its_standard_error() -> None:

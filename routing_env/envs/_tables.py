@@ -186,13 +186,19 @@ def reward_tables(
 
 @dataclass(frozen=True)
 class FixedLambdaTables:
-    """Rewards at one fixed λ, with the oracle, as Python lists for allocation-free scalar lookups per step."""
+    """Rewards at one fixed λ, with the oracle, as arrays and as Python lists (fast scalar lookups per step).
+
+    ``outcomes (n·K', 4) float64`` holds ``[reward, quality, cost, latency]`` per (query, model) cell at row
+    ``query·K' + model``, so the vector env gathers a step's numbers from one table in one pass.
+    """
 
     rewards: list[list[float]]
     oracle_action: list[int]
     oracle_reward: list[float]
     rewards_array: np.ndarray
     oracle_array: np.ndarray
+    oracle_reward_array: np.ndarray
+    outcomes: np.ndarray
 
 
 def fixed_lambda_tables(
@@ -209,11 +215,55 @@ def fixed_lambda_tables(
         r = _readonly(np.ascontiguousarray(dataset.rewards(cost_weight, latency_weight, cost_scale)[:, cols]))
         mean_cost = dataset.mean_cost()[cols]
         oracle = _readonly(oracle_from_arrays(r, dataset.cost[:, cols], mean_cost))
-        best = r[np.arange(r.shape[0]), oracle]
-        return FixedLambdaTables(r.tolist(), oracle.tolist(), best.tolist(), r, oracle)
+        best = _readonly(r[np.arange(r.shape[0]), oracle])
+        latency = (
+            np.full(r.shape, np.nan)
+            if dataset.latency is None
+            else dataset.latency[:, cols].astype(np.float64)
+        )
+        outcomes = np.stack((r, dataset.quality[:, cols], dataset.cost[:, cols], latency), axis=2)
+        outcomes = _readonly(np.ascontiguousarray(outcomes.reshape(-1, 4)))
+        return FixedLambdaTables(r.tolist(), oracle.tolist(), best.tolist(), r, oracle, best, outcomes)
 
     key = ("fixed_lambda", columns, latency_weight, cost_scale, cost_weight)
     return cached(dataset, key, build)
+
+
+def packed_rows(
+    dataset: LoggedDataset,
+    columns: tuple[int, ...],
+    latency_weight: float,
+    cost_scale: CostScale,
+    cost_weight: float,
+) -> list[tuple[Any, ...]]:
+    """Cached per-query flat tuples for the fixed-λ step over the model ``columns``:
+    ``(query_id, oracle_action, oracle_reward, reward_0, quality_0, cost_0, latency_0, reward_1, ...)``.
+
+    A replay step touches one random query, and on a busy machine each scattered memory read costs more than the
+    arithmetic: so what one step reads sits in one tuple, and each row's floats are created together (adjacent in
+    memory), the four numbers of one action side by side.
+    """
+
+    def build() -> list[tuple[Any, ...]]:
+        fixed = fixed_lambda_tables(dataset, columns, latency_weight, cost_scale, cost_weight)
+        cols = list(columns)
+        n, k = dataset.n_queries, len(cols)
+        latency = (
+            np.full((n, k), np.nan)
+            if dataset.latency is None
+            else dataset.latency[:, cols].astype(np.float64)
+        )
+        per_action = np.stack(
+            (fixed.rewards_array, dataset.quality[:, cols], dataset.cost[:, cols], latency), axis=2
+        ).reshape(n, 4 * k)
+        best = fixed.rewards_array[np.arange(n), fixed.oracle_array]
+        block = np.concatenate((best[:, None], per_action), axis=1)
+        return [
+            (qid, oracle, *block[i].tolist())
+            for i, (qid, oracle) in enumerate(zip(dataset.query_ids.tolist(), fixed.oracle_action))
+        ]
+
+    return cached(dataset, ("packed_rows", columns, latency_weight, cost_scale, cost_weight), build)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from routing_env.data.dataset import CostScale, LoggedDataset
 from routing_env.envs._stream import QueryStream
 from routing_env.envs._tables import (
     OutcomeImputer,
+    cached,
     check_cost_weight,
     check_nonnegative,
     check_positive_int,
     feature_bounds,
     fixed_lambda_tables,
+    packed_rows,
     resolve_dataset,
     resolve_models,
     reward_tables,
@@ -137,10 +139,24 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             else fixed_lambda_tables(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
         )
         self._lists = scalar_lists(ds)
-        # Bound once so that a step reads them without attribute chains.
-        self._fixed_rewards: list[list[float]] = [] if self._fixed is None else self._fixed.rewards
-        self._fixed_oracle: list[int] = [] if self._fixed is None else self._fixed.oracle_action
-        self._fixed_best: list[float] = [] if self._fixed is None else self._fixed.oracle_reward
+        self._features = ds.features
+        tables = self._tables
+        self._base_lists: list[list[float]] = cached(
+            ds, ("base_lists", id(tables)), lambda: tables.base.tolist()
+        )
+        self._per_lambda_lists: list[list[float]] = cached(
+            ds, ("per_lambda_lists", id(tables)), lambda: tables.per_lambda.tolist()
+        )
+        self._cost_lists: list[list[float]] = cached(
+            ds, ("cost_lists", id(tables)), lambda: tables.cost.tolist()
+        )
+        mean_cost = np.nan_to_num(tables.mean_cost, nan=np.inf)
+        self._mean_cost_rank = np.argsort(np.argsort(mean_cost, kind="stable"), kind="stable").tolist()
+        self._packed: list[tuple[Any, ...]] = (
+            []
+            if self._fixed is None
+            else packed_rows(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
+        )
         self._imputed = imputed
         self._imputed_rows: list[list[bool]] | None = (
             None if imputed is None else imputed[:, list(self._columns)].tolist()
@@ -241,24 +257,34 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         if self._done:
             raise ConfigurationError("step() called on a finished episode; call reset() first")
         q = self._q
-        col = self._columns[a]
         if self._varying:
+            col = self._columns[a]
             r = self._row[a]
-            oracle, best = self._oracle, self._oracle_reward
+            lists = self._lists
+            cost = lists.cost[q][col]
+            info = {
+                "query_id": lists.query_ids[q],
+                "quality": lists.quality[q][col],
+                "cost": cost,
+                "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
+                "oracle_action": self._oracle,
+                "oracle_reward": self._oracle_reward,
+                "regret": self._oracle_reward - r,
+            }
         else:
-            r = self._fixed_rewards[q][a]
-            oracle, best = self._fixed_oracle[q], self._fixed_best[q]
-        lists = self._lists
-        cost = lists.cost[q][col]
-        info = {
-            "query_id": lists.query_ids[q],
-            "quality": lists.quality[q][col],
-            "cost": cost,
-            "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
-            "oracle_action": oracle,
-            "oracle_reward": best,
-            "regret": best - r,
-        }
+            row = self._packed[q]
+            i = 3 + 4 * a
+            r = row[i]
+            cost = row[i + 2]
+            info = {
+                "query_id": row[0],
+                "quality": row[i + 1],
+                "cost": cost,
+                "latency": row[i + 3],
+                "oracle_action": row[1],
+                "oracle_reward": row[2],
+                "regret": row[2] - r,
+            }
         if self._imputed_rows is not None:
             info["imputed"] = self._imputed_rows[q][a]
         if self._varying:
@@ -288,7 +314,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         self._done = terminated
         if self._n_extra:
             return self._obs(), r, terminated, False, info
-        return self._lists.feature_rows[self._q].copy(), r, terminated, False, info
+        return self._features[self._q].copy(), r, terminated, False, info
 
     def action_masks(self) -> np.ndarray:
         """``(K,) bool``: the models the remaining budget can pay for on the current query (all without budget)."""
@@ -321,20 +347,33 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
     def _load(self, q: int) -> None:
         self._q = q
         if self._varying:
-            row = self._tables.rewards(self._lam, slice(q, q + 1))
-            oracle = int(self._tables.oracle(row, slice(q, q + 1))[0])
-            self._row = row[0].tolist()
-            self._oracle = oracle
-            self._oracle_reward = self._row[oracle]
+            # The same float operations as RewardTables.rewards, on one row in plain Python (a numpy call per
+            # query would cost more than the whole step).
+            lam = self._lam
+            base, per_lambda = self._base_lists[q], self._per_lambda_lists[q]
+            row = [b - lam * p for b, p in zip(base, per_lambda)]
+            best = max(row)
+            tol = 1e-12 * max(1.0, abs(best))
+            cands = [j for j, r in enumerate(row) if r >= best - tol]
+            if len(cands) > 1:
+                # Ties go to the cheaper call, then to the model with the lower mean cost (oracle_from_arrays).
+                cost = self._cost_lists[q]
+                cands.sort(key=lambda j: (cost[j], self._mean_cost_rank[j]))
+            self._row = row
+            self._oracle = cands[0]
+            self._oracle_reward = row[cands[0]]
 
     def _obs(self) -> np.ndarray:
-        row = self._lists.feature_rows[self._q]
+        row = self._features[self._q]
         if not self._n_extra:
             # A fresh array per call: users keep observations, and the dataset row must stay untouched.
             return row.copy()
-        extra = []
+        d = row.shape[0]
+        out = np.empty(d + self._n_extra, dtype=np.float32)
+        out[:d] = row
         if self.observe_cost_weight:
-            extra.append(self._lam)
+            out[d] = self._lam
+            d += 1
         if self.budget is not None:
-            extra.append(self._left / self.budget)
-        return np.concatenate((row, np.asarray(extra, dtype=np.float32)))
+            out[d] = self._left / self.budget
+        return out

@@ -42,7 +42,9 @@ class RoutingVectorEnv(VectorEnv):
     ``cost_weight`` (float or ``(N,)``) and ``query_index`` (``(N,)`` ints) like the single env.
 
     Step infos are arrays of shape ``(N,)`` with a ``"_key"`` boolean mask of the sub-envs they describe (the
-    sub-envs that acted this step): the single env's step info keys.
+    sub-envs that acted this step): the single env's step info keys, except that ``query_index`` (the dataset
+    row; ``dataset.query_ids[query_index]`` is the id) replaces ``query_id`` to keep string objects out of the
+    batched path. A next-step autoreset step where every sub-env resets returns an empty info dict.
     :meth:`action_masks` returns ``(N, K)`` bool.
 
     The dataset arrays are shared with every other env over the same dataset, never copied; per sub-env state is
@@ -189,32 +191,41 @@ class RoutingVectorEnv(VectorEnv):
         a = a.astype(np.int64, copy=False)
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
         resetting = self._needs_reset if next_step else None
+        if resetting is not None and resetting.all():
+            # Every sub-env starts a new episode (always so every other step with one query per episode).
+            self._begin_episodes(self._all, None, None)
+            zeros = np.zeros(self.num_envs, dtype=bool)
+            return self._obs(), np.zeros(self.num_envs), zeros, zeros.copy(), {}
         q = self._q
         flat = q * self._k + a
+        info: dict[str, Any]
         if self._varying:
             rows = self._tables.rewards(self._lam[:, None], q)
             oracle = self._tables.oracle(rows, q)
             reward = rows[self._all, a]
             best = rows[self._all, oracle]
+            cost = self._cost.take(flat)
+            info = {
+                "query_index": q.copy(),
+                "quality": self._quality_cols.take(flat),
+                "cost": cost,
+                "latency": (
+                    np.full(self.num_envs, np.nan)
+                    if self._latency_cols is None
+                    else self._latency_cols.take(flat).astype(np.float64)
+                ),
+            }
         else:
             assert self._fixed is not None
-            reward = self._fixed.rewards_array.take(flat)
+            # One gather of [reward, quality, cost, latency] rows from the shared outcome table.
+            cells = self._fixed.outcomes.take(flat, axis=0)
+            reward, cost = cells[:, 0], cells[:, 2]
             oracle = self._fixed.oracle_array.take(q)
-            best = self._fixed.rewards_array.take(q * self._k + oracle)
-        cost = self._cost.take(flat)
-        info: dict[str, Any] = {
-            "query_id": self._query_ids.take(q),
-            "quality": self._quality_cols.take(flat),
-            "cost": cost,
-            "latency": (
-                np.full(self.num_envs, np.nan)
-                if self._latency_cols is None
-                else self._latency_cols.take(flat).astype(np.float64)
-            ),
-            "oracle_action": oracle,
-            "oracle_reward": best,
-            "regret": best - reward,
-        }
+            best = self._fixed.oracle_reward_array.take(q)
+            info = {"query_index": q.copy(), "quality": cells[:, 1], "cost": cost, "latency": cells[:, 3]}
+        info["oracle_action"] = oracle
+        info["oracle_reward"] = best
+        info["regret"] = best - reward
         if self._imputed_cols is not None:
             info["imputed"] = self._imputed_cols.take(flat)
         if self._varying:

@@ -65,7 +65,24 @@ def test_reward_is_exact_replay_of_the_logged_row(lam: float, lw: float, query: 
     assert info["regret"] >= -1e-12
 
 
-def test_oracle_ties_go_to_the_cheaper_model() -> None:
+@settings(max_examples=30, deadline=None)
+@given(lam=st.floats(0.0, 5.0), query=st.integers(0, 59))
+def test_sampled_lambda_path_matches_the_dataset_oracle(lam: float, query: int) -> None:
+    ds, _, _ = _data()
+    # A degenerate range takes the per-episode λ code path with a known λ.
+    env = RoutingEnv(dataset=ds, cost_weight_range=(lam, lam), latency_weight=0.1)
+    env.reset(seed=0, options={"query_index": query})
+    r = ds.rewards(lam, 0.1)
+    for a in range(ds.n_models):
+        env.reset(options={"query_index": query})
+        _, reward, *_, info = env.step(a)
+        assert reward == pytest.approx(r[query, a], rel=1e-12, abs=1e-12)
+        assert info["oracle_action"] == ds.oracle_actions(lam, 0.1)[query]
+        assert info["cost_weight"] == lam
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_oracle_ties_go_to_the_cheaper_model(sampled: bool) -> None:
     ds = LoggedDataset(
         models=("cheap", "dear"),
         query_ids=["a", "b"],
@@ -73,7 +90,7 @@ def test_oracle_ties_go_to_the_cheaper_model() -> None:
         cost=[[0.001, 0.002], [0.001, 0.002]],
         features=[[0.0], [1.0]],
     )
-    env = RoutingEnv(dataset=ds, cost_weight=0.0)
+    env = RoutingEnv(dataset=ds, cost_weight_range=(0.0, 0.0)) if sampled else RoutingEnv(dataset=ds)
     env.reset(seed=0, options={"query_index": 0})
     assert env.step(1)[4]["oracle_action"] == 0
     env.reset(options={"query_index": 1})

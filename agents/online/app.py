@@ -8,8 +8,8 @@ Endpoints (JSON unless noted):
 - ``GET /v1/decisions/{id}`` → the logged decision, its cascade steps and feedback;
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text);
 - admin, behind ``Authorization: Bearer $ROUTING_ENV_API_TOKEN`` when that variable (or ``api_token``) is set:
-  ``POST /v1/policy`` (hot swap to a saved policy directory, never unpickled) and ``GET /v1/export``
-  (the store in the canonical logged format).
+  ``POST /v1/policy`` (hot swap to a saved policy directory, never unpickled), ``POST /v1/checkpoint`` (save the
+  policy now) and ``GET /v1/export`` (the store in the canonical logged format).
 
 Bad input is a 4xx with a message naming the field, never a 500: pydantic validates shapes, ranges and finiteness
 (NaN and ±inf are refused), the router checks the feature width and model names, and bodies above
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -30,8 +31,11 @@ from typing import Annotated, Any, Literal
 
 try:
     from fastapi import Depends, FastAPI, Header, Query, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "agents.online.create_app needs FastAPI, uvicorn and pydantic: pip install 'routing-env[serve]'"
@@ -165,6 +169,12 @@ class PolicySwapResponse(BaseModel):
     models: list[str]
 
 
+class CheckpointResponse(BaseModel):
+    path: str = Field(description="the saved policy directory on the server")
+    policy_version: str
+    last_feedback_seq: int
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     policy_version: str
@@ -210,7 +220,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -226,8 +236,11 @@ class BodyLimit:
                 await _too_large(send, f"request body exceeds the {self.max_bytes}-byte limit")
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive``: FastAPI passes HTTP exceptions from body reading on to the 413 handler."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=f"request body exceeds the {max_bytes}-byte limit")
 
 
 async def _too_large(send: Send, detail: str, status: int = 413) -> None:
@@ -314,6 +327,11 @@ def create_app(
         401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
         422: {"model": ErrorBody, "description": "invalid request"},
     }
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the input, which fails to serialise when it holds NaN or ±inf (a 500).
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(DecisionNotFoundError)
     async def not_found(_: Request, exc: DecisionNotFoundError) -> JSONResponse:
@@ -473,6 +491,19 @@ def create_app(
             version=version, previous_version=previous, kind=router.kind, models=list(router.models)
         )
 
+    @app.post(
+        "/v1/checkpoint",
+        response_model=CheckpointResponse,
+        responses=admin_errors,
+        dependencies=[Depends(require_admin)],
+        tags=["admin"],
+    )
+    def checkpoint() -> CheckpointResponse:
+        ckpt = router.checkpoint()
+        return CheckpointResponse(
+            path=ckpt.path, policy_version=ckpt.policy_version, last_feedback_seq=ckpt.last_feedback_seq
+        )
+
     @app.get(
         "/v1/export",
         responses={**admin_errors, 200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
@@ -507,3 +538,14 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
     return app
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by their names (``"nan"``, ``"inf"``), so JSON can carry it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

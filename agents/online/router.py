@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from agents.online.errors import DecisionConflictError
-from agents.online.store import Decision, DecisionStore, Feedback, Step, StoreCounts
+from agents.online.store import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
 from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeError
 from routing_env.policy import CascadePolicy, CostAwarePolicy, check_features, load_policy
 
@@ -711,14 +711,14 @@ class OnlineRouter:
         return expired
 
     # ------------------------------------------------------------------ checkpoints and hot swap
-    def checkpoint(self) -> Path:
-        """Save the policy now (with the id of the last feedback it includes); returns the directory."""
+    def checkpoint(self) -> Checkpoint:
+        """Save the policy now, with the apply ``seq`` of the last feedback it includes."""
         with self._lock:
             path = self.store.checkpoint_path(self.version, self._feedback_seq)
             self._served.policy.save(path)
-            self.store.add_checkpoint(self.version, path, self._feedback_seq)
+            ckpt = self.store.add_checkpoint(self.version, path, self._feedback_seq)
             self._since_checkpoint = 0
-            return path
+            return ckpt
 
     def swap_policy(self, policy: Any, version: str | None = None) -> str:
         """Serve ``policy`` from now on (hot swap) under a new version id, recorded on every later decision.

@@ -314,6 +314,9 @@ class DecisionStore:
         if self._closed:
             raise ConfigurationError(f"the decision store {self.path} is closed")
         with self._write_lock:
+            if len(statements) == 1:  # autocommit: one implicit transaction, one round of file locking
+                self._writer.execute(*statements[0])
+                return
             cur = self._writer.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:

@@ -1,0 +1,288 @@
+"""The HTTP app in process (FastAPI's TestClient): status codes, validation, auth, OpenAPI, and a body fuzz."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("fastapi")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's deprecation notice about its httpx-based client
+    from fastapi.testclient import TestClient
+from online_policies import FixedPolicy, ThresholdCascade
+
+from agents.online import DecisionStore, OnlineRouter, create_app
+
+MODELS = ("a", "b", "c")
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def router(tmp_path: Path) -> OnlineRouter:
+    return OnlineRouter(
+        FixedPolicy(MODELS, [0.5, 0.3, 0.2]), DecisionStore(tmp_path / "d.db"), feedback_timeout_s=60
+    )
+
+
+@pytest.fixture
+def client(router: OnlineRouter) -> Iterator[TestClient]:
+    with TestClient(
+        create_app(router, api_token=TOKEN, max_body_bytes=4096), raise_server_exceptions=False
+    ) as c:
+        yield c
+
+
+def test_route_feedback_and_get(client: TestClient) -> None:
+    r = client.post("/v1/route", json={"features": [0.1, 0.2, 0.3], "allowed_models": ["a", "b"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] in ("a", "b") and body["probabilities"]["c"] == 0.0
+    assert body["propensity"] == pytest.approx(body["probabilities"][body["model"]])
+    f = client.post("/v1/feedback", json={"decision_id": body["decision_id"], "quality": 0.7, "cost": 0.001})
+    assert f.status_code == 200 and f.json()["applied"] is True and f.json()["seq"] == 1
+    g = client.get(f"/v1/decisions/{body['decision_id']}")
+    assert g.status_code == 200
+    assert g.json()["status"] == "closed" and g.json()["feedback"]["quality"] == 0.7
+    assert g.json()["allowed_models"] == ["a", "b"]
+
+
+def test_error_statuses_carry_messages(client: TestClient) -> None:
+    r = client.post("/v1/feedback", json={"decision_id": "missing", "quality": 0.5})
+    assert r.status_code == 404 and "unknown decision_id 'missing'" in r.json()["detail"]
+    assert client.get("/v1/decisions/missing").status_code == 404
+    d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()["decision_id"]
+    assert client.post("/v1/feedback", json={"decision_id": d, "quality": 0.5}).status_code == 200
+    r = client.post("/v1/feedback", json={"decision_id": d, "quality": 0.9})
+    assert r.status_code == 409 and "feedback is accepted once per decision" in r.json()["detail"]
+    r = client.post(f"/v1/decisions/{d}/observe", json={"signal": 0.3})
+    assert r.status_code == 409 and "observe applies to cascade decisions" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"features": [0.0, 1.0]}, "width 2, but this policy was fitted on width 3"),
+        ({"features": [0.0, 1.0, 2.0], "allowed_models": ["zz"]}, "allowed_models must name"),
+        ({"features": [0.0, 1.0, 2.0], "extra": 1}, "Extra inputs are not permitted"),
+        ({"features": [0.0, "x", 2.0]}, "valid number"),
+        ({"features": [0.0, 1.0, 2.0], "cost_weight": -1}, "greater than or equal to 0"),
+        ({}, "needs features=... or prompt=..."),
+    ],
+)
+def test_route_validation_is_422(client: TestClient, body: dict[str, object], fragment: str) -> None:
+    r = client.post("/v1/route", json=body)
+    assert r.status_code == 422, r.text
+    assert fragment in json.dumps(r.json())
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_are_422(client: TestClient, literal: str) -> None:
+    raw = f'{{"features": [0, {literal}, 1]}}'
+    r = client.post("/v1/route", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "finite" in r.text
+    d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()["decision_id"]
+    raw = f'{{"decision_id": "{d}", "quality": {literal}}}'
+    assert (
+        client.post("/v1/feedback", content=raw, headers={"content-type": "application/json"}).status_code
+        == 422
+    )
+
+
+def test_quality_outside_unit_interval_is_422(client: TestClient) -> None:
+    d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()["decision_id"]
+    r = client.post("/v1/feedback", json={"decision_id": d, "quality": 1.5})
+    assert r.status_code == 422 and "less than or equal to 1" in r.text
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    r = client.post("/v1/route", json={"features": [0.0] * 3, "prompt": "x" * 5000})
+    assert r.status_code == 413 and "4096-byte limit" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
+        yield b'{"features": [0, 0, 0], "prompt": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}'
+
+    r = client.post("/v1/route", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_admin_endpoints_need_the_token(client: TestClient, router: OnlineRouter, tmp_path: Path) -> None:
+    saved = FixedPolicy(MODELS, [0.1, 0.1, 0.8]).save(tmp_path / "new")
+    body = {"path": str(saved), "version": "v2"}
+    assert client.post("/v1/policy", json=body).status_code == 401
+    r = client.post("/v1/policy", json=body, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = client.post("/v1/policy", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json() == {
+        "version": "v2",
+        "previous_version": "v1",
+        "kind": "route",
+        "models": list(MODELS),
+    }
+    assert client.post("/v1/route", json={"features": [0, 0, 0]}).json()["policy_version"] == "v2"
+    r = client.post(
+        "/v1/policy", json={"path": str(tmp_path / "nope")}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert r.status_code == 422 and "not a saved policy directory" in r.json()["detail"]
+    # A pickle planted as the arrays file is refused, not loaded.
+    bad = tmp_path / "bad"
+    FixedPolicy(MODELS, [1, 0, 0]).save(bad)
+    np.save(bad / "arrays.npz", np.array([object()], dtype=object), allow_pickle=True)
+    (bad / "arrays.npz.npy").rename(bad / "arrays.npz")
+    r = client.post("/v1/policy", json={"path": str(bad)}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 422
+    assert client.get("/v1/export").status_code == 401
+    assert client.post("/v1/checkpoint").status_code == 401
+
+
+def test_export_and_checkpoint(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = client.get("/v1/export", headers=auth)
+    assert r.status_code == 422 and "nothing to export" in r.json()["detail"]
+    for i in range(5):
+        d = client.post("/v1/route", json={"features": [i, 0, 0]}).json()
+        client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 0.5, "cost": 0.01})
+    r = client.get("/v1/export", params={"format": "jsonl"}, headers=auth)
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    assert r.status_code == 200 and len(rows) == 5
+    assert all(row["logged"] and 0 < row["propensity"] <= 1 for row in rows)
+    ck = client.post("/v1/checkpoint", headers=auth).json()
+    assert ck["last_feedback_seq"] == 5 and Path(ck["path"]).is_dir()
+
+
+def test_health_metrics_and_openapi(client: TestClient) -> None:
+    from openapi_spec_validator import validate
+
+    d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()
+    client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 1.0})
+    client.post("/v1/route", json={"features": [0, 0, 0]})
+    h = client.get("/healthz").json()
+    assert h == {"status": "ok", "policy_version": "v1", "kind": "route", "decisions": 2, "pending": 1}
+    m = client.get("/metrics")
+    assert m.headers["content-type"].startswith("text/plain")
+    assert 'routing_env_feedback_total{source="client"} 1' in m.text
+    assert "routing_env_pending_decisions 1" in m.text
+    assert f'routing_env_reward_sum{{model="{d["model"]}"}} 1.0' in m.text
+    assert 'routing_env_policy_info{version="v1",kind="route"} 1' in m.text
+    spec = client.get("/openapi.json").json()
+    validate(spec)
+    paths = set(spec["paths"])
+    assert {
+        "/v1/route",
+        "/v1/feedback",
+        "/v1/decisions/{decision_id}/observe",
+        "/v1/decisions/{decision_id}",
+        "/v1/policy",
+        "/v1/export",
+        "/healthz",
+        "/metrics",
+    } <= paths
+    assert "/v1/noop" not in paths
+
+
+def test_cascade_over_http(tmp_path: Path) -> None:
+    router = OnlineRouter(ThresholdCascade(("s", "m", "l")), tmp_path / "c.db")
+    with TestClient(create_app(router)) as client:
+        d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()
+        assert d["kind"] == "cascade" and d["model"] == "s"
+        ob = client.post(
+            f"/v1/decisions/{d['decision_id']}/observe", json={"signal": -9, "cost": 0.01}
+        ).json()
+        assert ob["action"] == "call" and ob["model"] == "m"
+        ob = client.post(f"/v1/decisions/{d['decision_id']}/observe", json={"signal": 9}).json()
+        assert ob["action"] == "accept" and ob["model"] == "m"
+        f = client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 1, "cost": 0.03})
+        assert f.status_code == 200
+        view = client.get(f"/v1/decisions/{d['decision_id']}").json()
+        assert [s["stop"] for s in view["steps"]] == [False, True] and view["model"] == "m"
+
+
+# ---------------------------------------------------------------------------------------------------- fuzz
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+numbers = (
+    st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**400), 10**400) | st.text(max_size=5)
+)
+route_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "features": st.lists(numbers, max_size=6) | json_values,
+        "prompt": st.text(max_size=30) | json_values,
+        "request_id": st.text(max_size=10) | json_values,
+        "allowed_models": st.lists(st.sampled_from([*MODELS, "zz", ""]), max_size=4) | json_values,
+        "cost_weight": numbers | json_values,
+    },
+)
+feedback_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "decision_id": st.text(max_size=40) | json_values,
+        "quality": numbers | json_values,
+        "cost": numbers | json_values,
+        "latency_s": numbers | json_values,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    router = OnlineRouter(FixedPolicy(MODELS, [0.5, 0.3, 0.2]), tmp_path_factory.mktemp("fuzz") / "d.db")
+    with TestClient(create_app(router, max_body_bytes=4096), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cascade_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    router = OnlineRouter(ThresholdCascade(MODELS), tmp_path_factory.mktemp("fuzz") / "c.db")
+    with TestClient(create_app(router, max_body_bytes=4096), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _send(client: TestClient, path: str, body: object) -> int:
+    raw = json.dumps(body, allow_nan=True)
+    return client.post(path, content=raw, headers={"content-type": "application/json"}).status_code
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=route_bodies | json_values)
+def test_fuzz_route_never_5xx(fuzz_client: TestClient, body: object) -> None:
+    assert _send(fuzz_client, "/v1/route", body) < 500
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=feedback_bodies | json_values, use_real_id=st.booleans())
+def test_fuzz_feedback_never_5xx(fuzz_client: TestClient, body: object, use_real_id: bool) -> None:
+    if use_real_id and isinstance(body, dict):
+        body["decision_id"] = fuzz_client.post("/v1/route", json={"features": [0, 0, 0]}).json()[
+            "decision_id"
+        ]
+    assert _send(fuzz_client, "/v1/feedback", body) < 500
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.fixed_dictionaries({}, optional={"signal": numbers | json_values, "cost": numbers}) | json_values
+)
+def test_fuzz_observe_never_5xx(cascade_client: TestClient, body: object) -> None:
+    d = cascade_client.post("/v1/route", json={"features": [0, 0, 0]}).json()["decision_id"]
+    assert _send(cascade_client, f"/v1/decisions/{d}/observe", body) < 500
+    assert _send(cascade_client, f"/v1/decisions/{d}/observe", body) < 500  # a second step, or 409
+    assert _send(cascade_client, "/v1/decisions/unknown/observe", body) < 500

@@ -1,0 +1,271 @@
+"""The real service: ``routing-env serve`` in a uvicorn process on a loopback port, under load and kill -9."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from online_policies import assert_same_state
+
+from agents.bandits import LinUCB
+from agents.online import DecisionStore
+from routing_env.data import LoggedDataset, make_synthetic
+from routing_env.policy import load_policy
+
+pytest.importorskip("uvicorn")
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``routing-env serve`` as a child process; ``kill()`` sends SIGKILL, ``start()`` restarts on the same store."""
+
+    def __init__(self, store: Path, policy: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.args = [
+            sys.executable, "-m", "agents.cli", "serve", "--store", str(store), "--policy", str(policy),
+            "--port", str(self.port), *extra,
+        ]  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = store.with_suffix(".log")
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = {**os.environ, "ROUTING_ENV_API_TOKEN": TOKEN}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def data() -> LoggedDataset:
+    return make_synthetic(n_queries=2000, models=4, n_features=8, seed=11)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(data: LoggedDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    policy = LinUCB(alpha=0.3, epsilon=0.1, seed=0).fit(data.select(np.arange(500)), cost_weight=0.5)
+    return policy.save(tmp_path_factory.mktemp("policy") / "linucb")
+
+
+@pytest.fixture
+def server(tmp_path: Path, policy_dir: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "store.db", policy_dir, "--checkpoint-every", "50")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def replayed(policy_dir: Path, store: DecisionStore) -> object:
+    """The initial policy with every applied feedback of ``store`` replayed in apply order."""
+    policy = load_policy(policy_dir)
+    policy.action_probabilities(
+        np.zeros((1, policy.n_features), dtype=np.float32)
+    )  # the router primes it too
+    for fb, d in store.feedback():
+        if fb.applied:
+            policy.update_outcomes(
+                d.features[None, :], np.array([d.action]), np.array([fb.quality]), np.array([fb.cost])
+            )
+    return policy
+
+
+def served_policy(srv: Server) -> object:
+    path = httpx.post(srv.url + "/v1/checkpoint", headers=AUTH, timeout=30).json()["path"]
+    return load_policy(path)
+
+
+class Client:
+    """A keep-alive HTTP/1.1 connection with TCP_NODELAY (stdlib; lighter than httpx for thousands of calls)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.conn.connect()
+        assert self.conn.sock is not None
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def post(self, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        self.conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        return r.status, json.loads(r.read())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Traffic:
+    """``clients`` threads, each with its own connection, sending route + feedback pairs."""
+
+    def __init__(self, url: str, data: LoggedDataset, clients: int, pairs: int | None) -> None:
+        self.url, self.data, self.clients, self.pairs = url, data, clients, pairs
+        self.routed: list[str] = []
+        self.acked: list[str] = []
+        self.statuses: list[int] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        features = self.data.features.tolist()
+        client = Client(self.url)
+        i = 0
+        try:
+            while not self.stop.is_set() and (self.pairs is None or i < self.pairs):
+                i += 1
+                row = int(rng.integers(len(features)))
+                status, d = client.post("/v1/route", {"features": features[row]})
+                with self._lock:
+                    self.statuses.append(status)
+                    if status == 200:
+                        self.routed.append(str(d["decision_id"]))
+                if status != 200:
+                    continue
+                a = int(d["action"])  # type: ignore[call-overload]
+                body = {
+                    "decision_id": d["decision_id"],
+                    "quality": float(self.data.quality[row, a]),
+                    "cost": float(self.data.cost[row, a]),
+                }
+                status, _ = client.post("/v1/feedback", body)
+                with self._lock:
+                    self.statuses.append(status)
+                    if status == 200:
+                        self.acked.append(str(d["decision_id"]))
+        except (OSError, http.client.HTTPException) as exc:  # the server died (the kill -9 test)
+            with self._lock:
+                self.errors.append(repr(exc))
+        finally:
+            client.close()
+
+    def start(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(timeout=300)
+
+
+def test_route_feedback_swap_and_export_over_http(
+    server: Server, data: LoggedDataset, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        d = c.post("/v1/route", json={"features": data.features[600].tolist(), "request_id": "r1"}).json()
+        assert c.post("/v1/route", json={"features": [0.0] * 8, "request_id": "r1"}).json() == d
+        f = c.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 0.9, "cost": 1e-4})
+        assert f.status_code == 200 and f.json()["applied"]
+        assert (
+            c.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 0.9}).status_code == 409
+        )
+        assert c.post("/v1/feedback", json={"decision_id": "nope", "quality": 0.9}).status_code == 404
+        assert c.post("/v1/route", json={"features": [0.0] * 7}).status_code == 422
+        new = (
+            LinUCB(alpha=0.0, seed=3)
+            .fit(data.select(np.arange(500, 1000)), cost_weight=0.5)
+            .save(tmp_path / "p2")
+        )
+        assert c.post("/v1/policy", json={"path": str(new), "version": "retrained"}).status_code == 401
+        r = c.post("/v1/policy", json={"path": str(new), "version": "retrained"}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["previous_version"] == "v1"
+        assert c.post("/v1/route", json={"features": [0.0] * 8}).json()["policy_version"] == "retrained"
+        export = c.get("/v1/export", params={"format": "csv"}, headers=AUTH)
+        assert (
+            export.status_code == 200 and export.text.count("\n") == 2
+        )  # header + one decision with feedback
+        assert 'routing_env_policy_info{version="retrained"' in c.get("/metrics").text
+        assert c.get("/openapi.json").json()["info"]["title"] == "routing-env online router"
+
+
+@pytest.mark.slow
+def test_load_16_clients_x_1000_pairs(
+    server: Server, data: LoggedDataset, tmp_path: Path, policy_dir: Path
+) -> None:
+    traffic = Traffic(server.url, data, clients=16, pairs=1000).start()
+    traffic.join()
+    assert traffic.errors == []
+    assert len(traffic.statuses) == 32_000 and set(traffic.statuses) == {200}
+    assert len(traffic.acked) == 16_000
+    store = DecisionStore(tmp_path / "store.db")
+    stored = {fb.decision_id for fb, _ in store.feedback()}
+    assert stored == set(traffic.acked)
+    live = served_policy(server)
+    assert live.n_updates == 16_000  # type: ignore[attr-defined]
+    assert_same_state(live, replayed(policy_dir, store), tmp_path)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_load_loses_nothing_acknowledged(
+    server: Server, data: LoggedDataset, tmp_path: Path, policy_dir: Path
+) -> None:
+    traffic = Traffic(server.url, data, clients=4, pairs=None).start()
+    deadline = time.monotonic() + 30
+    while len(traffic.acked) < 400 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.kill()
+    traffic.stop.set()
+    traffic.join()
+    acked, routed = set(traffic.acked), set(traffic.routed)
+    assert len(acked) >= 400 and set(traffic.statuses) == {200}
+    server.start()  # same command, same store: resumes from the last checkpoint + replay
+    store = DecisionStore(tmp_path / "store.db")
+    assert acked <= {fb.decision_id for fb, _ in store.feedback()}
+    assert routed <= {d.decision_id for d in store.decisions()}
+    restored = served_policy(server)
+    assert_same_state(restored, replayed(policy_dir, store), tmp_path)
+    # Still serving, and the pending decisions from before the crash accept their feedback.
+    open_ids = [d.decision_id for d in store.decisions(status="open")]
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        for decision_id in open_ids[:3]:
+            assert (
+                c.post("/v1/feedback", json={"decision_id": decision_id, "quality": 0.5}).status_code == 200
+            )
+        assert c.post("/v1/route", json={"features": data.features[0].tolist()}).status_code == 200

@@ -884,8 +884,9 @@ class LinearThompsonSampling(_LinearBandit):
     directly — the same distribution as sampling the weight vector, at the cost of one normal per arm.
 
     Propensities: ``P(k) = E_z[Π_{j≠k} Φ((μ_k + σ_k z − μ_j)/σ_j)]``, the probability that arm ``k``'s draw is the
-    largest, computed by 32-node Gauss–Hermite quadrature (error below 1e-3 unless the arms' posterior widths
-    differ by orders of magnitude). :meth:`action_probabilities` normalises each row to sum to 1.
+    largest, computed by 32-node Gauss–Hermite quadrature: absolute error below 1e-8 when the arms' posterior
+    widths are equal, about 3e-4 when they differ by 3×, up to about 7e-3 at 10× (checked against adaptive
+    quadrature). :meth:`action_probabilities` normalises each row to sum to 1.
 
     Args:
         posterior_scale: ``v``, multiplies the posterior standard deviation (> 0).

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_bench_bandits_runs(tmp_path: Path) -> None:
     out = tmp_path / "bench.csv"
     proc = subprocess.run(

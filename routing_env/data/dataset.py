@@ -15,6 +15,7 @@ Arrays are made read-only so that environments and policies can share them witho
 
 from __future__ import annotations
 
+import csv
 import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ def _readonly(a: np.ndarray | None) -> np.ndarray | None:
 
 
 def _examples(values: Iterable[Any], limit: int = 5) -> str:
-    items = list(values)
+    items = [v.item() if isinstance(v, np.generic) else v for v in values]
     shown = ", ".join(repr(v) for v in items[:limit])
     return shown + (f" … ({len(items)} in all)" if len(items) > limit else "")
 
@@ -134,7 +135,7 @@ class LoggedDataset:
         if bad_q.any():
             i, j = np.argwhere(bad_q)[0]
             raise SchemaError(
-                f"quality must lie in [0, 1]; query {qids[i]!r}, model {models[j]!r} has {quality[i, j]!r} "
+                f"quality must lie in [0, 1]; query {qids[i]!r}, model {models[j]!r} has {float(quality[i, j])!r} "
                 f"({int(bad_q.sum())} cells out of range). Use from_frame(normalize='minmax'|'clip') "
                 "for judge scores on another scale"
             )
@@ -151,7 +152,7 @@ class LoggedDataset:
         if bad_c.any():
             i, j = np.argwhere(bad_c)[0]
             raise SchemaError(
-                f"cost must be a finite USD amount ≥ 0; query {qids[i]!r}, model {models[j]!r} has {cost[i, j]!r}"
+                f"cost must be a finite USD amount ≥ 0; query {qids[i]!r}, model {models[j]!r} has {float(cost[i, j])!r}"
             )
         # Cells without a logged row carry no outcome: keep them NaN whatever the caller passed.
         quality[~observed] = np.nan
@@ -165,9 +166,13 @@ class LoggedDataset:
             if arr is not None:
                 finite = arr[~np.isnan(arr)]
                 if name != "signal" and (finite < 0).any():
-                    raise SchemaError(f"{_MATRIX_COLUMNS[name]} must be ≥ 0, got {finite[finite < 0][0]!r}")
+                    raise SchemaError(
+                        f"{_MATRIX_COLUMNS[name]} must be ≥ 0, got {float(finite[finite < 0][0])!r}"
+                    )
                 if np.isinf(arr).any():
                     raise SchemaError(f"{_MATRIX_COLUMNS[name]} must be finite or NaN, got ±inf")
+                # Like quality and cost: a cell without a logged call has no tokens, latency or signal.
+                arr[~observed] = np.nan
             set_(self, name, _readonly(arr))
 
         feats = self.features
@@ -211,7 +216,7 @@ class LoggedDataset:
             if bad_p.any():
                 i = int(np.flatnonzero(bad_p)[0])
                 raise SchemaError(
-                    f"propensity must lie in (0, 1]; query {qids[i]!r} has {prop[i]!r} "
+                    f"propensity must lie in (0, 1]; query {qids[i]!r} has {float(prop[i])!r} "
                     f"({int(bad_p.sum())} rows). A zero propensity means the logged arm could not be chosen"
                 )
             if not observed[np.arange(n), act].all():
@@ -431,10 +436,15 @@ class LoggedDataset:
 
         def numeric(col: str) -> np.ndarray:
             series = frame[col]
+            # Copies: pandas may hand out read-only views (copy-on-write), and costs are filled in place below.
             if series.dtype == bool or str(series.dtype) == "boolean":
-                return series.astype("float64").to_numpy()
+                return np.array(series.astype("float64").to_numpy(), dtype=np.float64, copy=True)
             try:
-                return pd.to_numeric(series, errors="raise").astype("float64").to_numpy()
+                return np.array(
+                    pd.to_numeric(series, errors="raise").astype("float64").to_numpy(),
+                    dtype=np.float64,
+                    copy=True,
+                )
             except (ValueError, TypeError):
                 bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()]
                 raise SchemaError(
@@ -510,7 +520,7 @@ class LoggedDataset:
         if (cost < 0).any():
             i = int(np.flatnonzero(cost < 0)[0])
             raise SchemaError(
-                f"column 'cost' must be ≥ 0 USD, got {cost[i]!r} for query {qid_str[i]!r}, model {model_str[i]!r}"
+                f"column 'cost' must be ≥ 0 USD, got {float(cost[i])!r} for query {qid_str[i]!r}, model {model_str[i]!r}"
             )
 
         observed_flat = np.zeros(n * k, dtype=bool)
@@ -719,7 +729,9 @@ class LoggedDataset:
             pq.write_table(table.replace_schema_metadata(metadata), path)
         else:
             if suffix == ".csv":
-                frame.to_csv(path, index=False)
+                # Quote every text field: pandas leaves a lone carriage return unquoted otherwise, which
+                # splits the row when read back.
+                frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
             else:
                 _write_jsonl(frame, path)
             _sidecar(path).write_text(json.dumps(stored, indent=1))

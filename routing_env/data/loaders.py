@@ -143,6 +143,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _scalar(value: Any) -> Any:
+    """A numpy scalar as the Python value (for error messages)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
     if value not in allowed:
         raise ConfigurationError(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -844,7 +849,7 @@ def load_open_bandit(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise SchemaError(
-            f"load_open_bandit: propensity_score must lie in [0, 1], got {raw['propensity_score'].iloc[i]!r} "
+            f"load_open_bandit: propensity_score must lie in [0, 1], got {_scalar(raw['propensity_score'].iloc[i])!r} "
             f"at row {raw.index[i]!r} of {path} ({int(bad.sum())} rows)"
         )
     zero = prop == 0.0

@@ -599,6 +599,8 @@ class _LinearBandit:
                     weight[m, a] /= weight[m, a].mean()
         else:
             weight = dataset.observed.astype(np.float64)
+        # A cell trains its arm only when both its quality and its cost were logged.
+        weight = weight * (np.isfinite(dataset.quality) & np.isfinite(dataset.cost))
         quality = np.nan_to_num(dataset.quality)
         cost = np.nan_to_num(dataset.cost)
         rows, arms = np.nonzero(weight > 0)

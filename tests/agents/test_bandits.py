@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
 from agents.baselines import BestSingleModel
@@ -364,3 +366,51 @@ def test_bandit_on_routerarena() -> None:
     late = result.actions[2000:]
     assert (late == best.choice_).mean() > 0.9
     assert result.window_mean(2000) > best.mean_reward_ - 0.01
+
+
+def test_warm_start_from_partial_logs_uses_the_observed_cells(small: LoggedDataset) -> None:
+    rng = np.random.default_rng(8)
+    seen = rng.random(small.quality.shape) < 0.6
+    seen[:, 0] = True
+    partial = LoggedDataset(
+        models=small.models,
+        query_ids=small.query_ids,
+        quality=np.where(seen, small.quality, np.nan),
+        cost=np.where(seen, small.cost, np.nan),
+        features=small.features,
+    )
+    policy = EpsilonGreedy(seed=0).fit(partial)
+    x = np.asarray(small.features, dtype=np.float64)
+    for j in range(small.n_models):
+        m = seen[:, j]
+        _, tq = _batch_ridge(x[m], np.zeros(m.sum(), dtype=np.int64), small.quality[m, j], 1)
+        np.testing.assert_allclose(policy._tq[j], tq[0], atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 80),
+    d=st.integers(1, 4),
+    k=st.integers(1, 3),
+    seed=st.integers(0, 2**31 - 1),
+    refresh=st.integers(1, 50),
+)
+def test_any_update_sequence_equals_the_batch_ridge_solution(
+    n: int, d: int, k: int, seed: int, refresh: int
+) -> None:
+    """Property: whatever the rows, arms, batch sizes and refresh period, the learned state is the ridge solution."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3, 3, size=(n, d))
+    acts = rng.integers(k, size=n)
+    y = rng.uniform(-1, 1, size=n)
+    policy = LinUCB(models=tuple(f"m{j}" for j in range(k)), refresh_every=refresh, ridge=0.5)
+    i = 0
+    while i < n:
+        step = int(rng.integers(1, 40))
+        policy.update(x[i : i + step], acts[i : i + step], y[i : i + step])
+        i += step
+    inv, theta = _batch_ridge(x, acts, y, k, ridge=0.5)
+    np.testing.assert_allclose(policy._Ainv, inv, atol=1e-9)
+    np.testing.assert_allclose(policy._tq, theta, atol=1e-9)
+    probs = policy.action_probabilities(x)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)

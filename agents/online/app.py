@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
 import math
 import os
@@ -244,8 +245,6 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 async def _too_large(send: Send, detail: str, status: int = 413) -> None:
-    import json
-
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -358,8 +357,15 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    @app.post("/v1/route", response_model=RouteResponse, responses=errors, tags=["routing"])
-    async def route(body: RouteRequest) -> RouteResponse:
+    # The hot endpoints return pre-serialised JSON: the response schemas are documented in OpenAPI (and tested),
+    # but validating our own output again on every request would cost more than routing does.
+    @app.post(
+        "/v1/route",
+        response_model=None,
+        responses={200: {"model": RouteResponse}, **errors},
+        tags=["routing"],
+    )
+    async def route(body: RouteRequest) -> Response:
         d = router.route(
             body.features,
             prompt=body.prompt,
@@ -367,29 +373,38 @@ def create_app(
             allowed_models=body.allowed_models,
             cost_weight=body.cost_weight,
         )
-        return RouteResponse(
-            decision_id=d.decision_id,
-            request_id=d.request_id,
-            kind=d.kind,
-            model=d.model,
-            action=d.action,
-            propensity=d.propensity,
-            probabilities={m: float(p) for m, p in zip(d.models, d.probabilities)},
-            policy_version=d.policy_version,
-            created_at=d.created_at,
-            max_calls=d.max_calls,
+        return _json(
+            {
+                "decision_id": d.decision_id,
+                "request_id": d.request_id,
+                "kind": d.kind,
+                "model": d.model,
+                "action": d.action,
+                "propensity": d.propensity,
+                "probabilities": dict(zip(d.models, d.probabilities.tolist())),
+                "policy_version": d.policy_version,
+                "created_at": d.created_at,
+                "max_calls": d.max_calls,
+            }
         )
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=errors, tags=["routing"])
-    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+    @app.post(
+        "/v1/feedback",
+        response_model=None,
+        responses={200: {"model": FeedbackResponse}, **errors},
+        tags=["routing"],
+    )
+    async def feedback(body: FeedbackRequest) -> Response:
         fb = router.feedback(body.decision_id, body.quality, cost=body.cost, latency_s=body.latency_s)
-        return FeedbackResponse(
-            decision_id=fb.decision_id,
-            seq=fb.seq,
-            reward=fb.reward,
-            applied=fb.applied,
-            policy_version=fb.policy_version,
-            received_at=fb.received_at,
+        return _json(
+            {
+                "decision_id": fb.decision_id,
+                "seq": fb.seq,
+                "reward": fb.reward,
+                "applied": fb.applied,
+                "policy_version": fb.policy_version,
+                "received_at": fb.received_at,
+            }
         )
 
     @app.post(
@@ -538,6 +553,12 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
     return app
+
+
+def _json(payload: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":"), allow_nan=False), media_type="application/json"
+    )
 
 
 def _json_safe(value: Any) -> Any:

@@ -235,7 +235,7 @@ class TextFeaturizer:
         idf = np.log((1.0 + n) / (1.0 + df[buckets])) + 1.0
         x = self._tfidf(texts, buckets, idf)
         svd = TruncatedSVD(
-            n_components=self.n_components, algorithm="randomized", n_iter=7, random_state=self.seed
+            n_components=self.n_components, algorithm="randomized", n_iter=4, random_state=self.seed
         )
         z = svd.fit_transform(x)
         components = svd.components_.astype(np.float64)

@@ -1,0 +1,247 @@
+"""Featurizers: shapes, determinism, train-only fitting, pickle-free save/load, task one-hot, optional embeddings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routing_env.data import (
+    LoggedDataset,
+    QueryFeaturizer,
+    SentenceEmbeddingFeaturizer,
+    TaskOneHot,
+    TextFeaturizer,
+    featurize,
+    load_featurizer,
+    make_synthetic,
+    split_and_featurize,
+)
+from routing_env.data.featurizers import (
+    FeaturizerFormatError,
+    MissingDependencyError,
+    NotFittedError,
+)
+from routing_env.errors import ConfigurationError, ShapeError
+
+PROMPTS = [
+    "prove the integer sum equation",
+    "compute the derivative of the equation",
+    "python function with a recursion bug",
+    "fix the sql regex in this python class",
+    "who wrote the treaty and in which year",
+    "capital city and river of the country",
+    "write a persuasive essay about tone",
+    "draft a short poem and a blog summary",
+] * 3
+
+
+@pytest.fixture(scope="module")
+def corpus() -> LoggedDataset:
+    return make_synthetic(n_queries=400, models=3, n_features=4, seed=9)
+
+
+class TestTextFeaturizer:
+    def test_shapes_and_standardisation(self, corpus: LoggedDataset) -> None:
+        assert corpus.prompts is not None
+        prompts = list(corpus.prompts)
+        f = TextFeaturizer(n_components=8, seed=0)
+        x = f.fit_transform(prompts)
+        assert x.shape == (400, 8) and x.dtype == np.float32
+        np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(x.std(axis=0), 1.0, atol=1e-3)
+        assert f.dimension == 8 and f.feature_names[0] == "text_0"
+        assert f.transform([]).shape == (0, 8)
+
+    def test_deterministic_under_seed(self) -> None:
+        a = TextFeaturizer(n_components=4, seed=3).fit_transform(PROMPTS)
+        b = TextFeaturizer(n_components=4, seed=3).fit_transform(PROMPTS)
+        np.testing.assert_array_equal(a, b)
+
+    def test_features_carry_the_topic(self, corpus: LoggedDataset) -> None:
+        # Prompts of the same task land closer together than prompts of different tasks.
+        assert corpus.prompts is not None and corpus.tasks is not None
+        x = TextFeaturizer(n_components=8).fit_transform(list(corpus.prompts))
+        tasks = corpus.tasks
+        centroids = {t: x[tasks == t].mean(axis=0) for t in set(tasks)}
+        nearest = [min(centroids, key=lambda t: np.linalg.norm(row - centroids[t])) for row in x]
+        assert np.mean(np.array(nearest) == tasks) > 0.9
+
+    def test_unseen_words_are_ignored(self) -> None:
+        f = TextFeaturizer(n_components=3).fit(PROMPTS)
+        np.testing.assert_allclose(
+            f.transform(["zzzz qqqq"])[0], -f._fitted()["mean"] / f._fitted()["scale"], rtol=1e-5
+        )
+
+    def test_save_load_without_pickle(self, tmp_path: Path) -> None:
+        f = TextFeaturizer(n_components=4, seed=1).fit(PROMPTS)
+        path = f.save(tmp_path / "feat")
+        assert sorted(p.name for p in path.iterdir()) == ["arrays.npz", "featurizer.json"]
+        spec = json.loads((path / "featurizer.json").read_text())
+        assert spec["kind"] == "text" and spec["params"]["n_components"] == 4
+        with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+            assert set(npz.files) == {"buckets", "idf", "components", "mean", "scale"}
+        back = load_featurizer(path)
+        assert isinstance(back, TextFeaturizer)
+        np.testing.assert_array_equal(back.transform(PROMPTS), f.transform(PROMPTS))
+        np.testing.assert_array_equal(
+            TextFeaturizer.load(path).transform(PROMPTS[:2]), f.transform(PROMPTS[:2])
+        )
+
+    def test_saved_size_is_modest(self, tmp_path: Path, corpus: LoggedDataset) -> None:
+        assert corpus.prompts is not None
+        TextFeaturizer(n_components=16).fit(list(corpus.prompts)).save(tmp_path)
+        assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 16384 * 16 * 4 + 500_000
+
+    def test_errors(self) -> None:
+        with pytest.raises(
+            ConfigurationError, match=r"TextFeaturizer.n_components must be an int in \[1, 10000\], got 0"
+        ):
+            TextFeaturizer(n_components=0)
+        with pytest.raises(ConfigurationError, match=r"hash_bits must be an int in \[10, 24\], got 30"):
+            TextFeaturizer(hash_bits=30)
+        with pytest.raises(NotFittedError, match=r"call fit\(prompts\) first"):
+            TextFeaturizer().transform(["x"])
+        with pytest.raises(
+            ConfigurationError, match=r"n_components=64 is too large for 24 prompts .* use at most"
+        ):
+            TextFeaturizer().fit(PROMPTS)
+        with pytest.raises(ConfigurationError, match="prompts must all be str; item 1 is int 5"):
+            TextFeaturizer(n_components=2).fit(["a b", 5])  # type: ignore[list-item]
+        with pytest.raises(ConfigurationError, match="got a single str"):
+            TextFeaturizer(n_components=2).fit("just one prompt")
+        with pytest.raises(ConfigurationError, match="needs at least 2 prompts, got 1"):
+            TextFeaturizer(n_components=2).fit(["one"])
+
+
+class TestTaskOneHot:
+    def test_one_hot_and_unknown(self) -> None:
+        enc = TaskOneHot().fit(["math", "code", None, "math"])
+        assert enc.feature_names == ("task=code", "task=math")
+        np.testing.assert_array_equal(
+            enc.transform(["math", "code", "poetry", None]), [[0, 1], [1, 0], [0, 0], [0, 0]]
+        )
+        with pytest.raises(
+            ConfigurationError, match=r"unknown task 'poetry' at position 0; known tasks: \['code', 'math'\]"
+        ):
+            TaskOneHot(handle_unknown="error").fit(["math", "code"]).transform(["poetry"])
+        with pytest.raises(
+            ConfigurationError, match="handle_unknown must be 'ignore' or 'error', got 'zero'"
+        ):
+            TaskOneHot(handle_unknown="zero")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="needs at least one task label"):
+            TaskOneHot().fit([None])
+
+    def test_save_load(self, tmp_path: Path) -> None:
+        enc = TaskOneHot().fit(["b", "a"])
+        back = load_featurizer(enc.save(tmp_path))
+        assert isinstance(back, TaskOneHot) and back.categories == ("a", "b")
+
+
+class TestQueryFeaturizer:
+    def test_text_then_tasks(self, tmp_path: Path) -> None:
+        tasks = ["math", "math", "code", "code", "knowledge", "knowledge", "writing", "writing"] * 3
+        f = QueryFeaturizer(TextFeaturizer(n_components=4)).fit(PROMPTS, tasks)
+        x = f.transform(PROMPTS, tasks)
+        assert x.shape == (24, 4 + 4) and f.dimension == 8 and x.dtype == np.float32
+        assert f.feature_names[4:] == ("task=code", "task=knowledge", "task=math", "task=writing")
+        np.testing.assert_array_equal(x[:, 4:].sum(axis=1), 1)
+        bare = f.transform(PROMPTS[:2])
+        np.testing.assert_array_equal(bare[:, :4], x[:2, :4])
+        np.testing.assert_array_equal(bare[:, 4:], 0)
+        back = load_featurizer(f.save(tmp_path / "q"))
+        assert isinstance(back, QueryFeaturizer)
+        np.testing.assert_array_equal(back.transform(PROMPTS, tasks), x)
+
+    def test_without_tasks(self) -> None:
+        f = QueryFeaturizer(TextFeaturizer(n_components=3)).fit(PROMPTS)
+        assert f.task_encoder is None and f.transform(PROMPTS, ["math"] * 24).shape == (24, 3)
+        g = QueryFeaturizer(TextFeaturizer(n_components=3), use_tasks=False).fit(PROMPTS, ["a"] * 24)
+        assert g.dimension == 3
+
+    def test_errors(self) -> None:
+        with pytest.raises(ShapeError, match="tasks has 2 labels for 24 prompts"):
+            QueryFeaturizer(TextFeaturizer(n_components=3)).fit(PROMPTS, ["a", "b"])
+        with pytest.raises(NotFittedError, match="QueryFeaturizer is not fitted"):
+            QueryFeaturizer().transform(["x"])
+
+
+class TestDatasetHelpers:
+    def test_split_and_featurize_fits_on_train_only(self, corpus: LoggedDataset) -> None:
+        out = split_and_featurize(
+            corpus, test_size=0.25, seed=2, featurizer=QueryFeaturizer(TextFeaturizer(n_components=6))
+        )
+        assert out.train.n_queries + out.test.n_queries == corpus.n_queries
+        assert out.train.n_features == out.test.n_features == 6 + 5
+        assert out.train.feature_names == out.featurizer.feature_names
+        # Standardised on the training prompts: mean 0 there, not exactly on the test split.
+        np.testing.assert_allclose(out.train.features[:, :6].mean(axis=0), 0.0, atol=1e-4)
+        assert np.abs(out.test.features[:, :6].mean(axis=0)).max() > 1e-4
+        refit = TextFeaturizer(n_components=6).fit(list(out.train.prompts))  # type: ignore[arg-type]
+        np.testing.assert_array_equal(refit.transform(list(out.test.prompts)), out.test.features[:, :6])  # type: ignore[arg-type]
+
+    def test_default_featurizer_and_determinism(self, corpus: LoggedDataset) -> None:
+        a = split_and_featurize(corpus, seed=4)
+        b = split_and_featurize(corpus, seed=4)
+        np.testing.assert_array_equal(a.test.features, b.test.features)
+        assert a.train.n_features == 64 + 5
+
+    def test_featurize_needs_prompts(self) -> None:
+        ds = make_synthetic(n_queries=50, models=2, seed=1)
+        bare = LoggedDataset(models=ds.models, query_ids=ds.query_ids, quality=ds.quality, cost=ds.cost)
+        with pytest.raises(ConfigurationError, match=r"has no prompts to featurize \(prompts is None\)"):
+            featurize(bare, TextFeaturizer(n_components=2))
+
+
+class TestFormatErrors:
+    def test_missing_and_unknown(self, tmp_path: Path) -> None:
+        with pytest.raises(FeaturizerFormatError, match=r"featurizer\.json is missing"):
+            load_featurizer(tmp_path)
+        (tmp_path / "featurizer.json").write_text(json.dumps({"kind": "magic", "params": {}}))
+        with pytest.raises(FeaturizerFormatError, match="unknown featurizer kind 'magic'"):
+            load_featurizer(tmp_path)
+        (tmp_path / "featurizer.json").write_text("{not json")
+        with pytest.raises(FeaturizerFormatError, match="is not a valid featurizer description"):
+            load_featurizer(tmp_path)
+        (tmp_path / "featurizer.json").write_text(
+            json.dumps({"kind": "text", "params": {}, "format_version": 99})
+        )
+        with pytest.raises(FeaturizerFormatError, match="has format_version 99"):
+            load_featurizer(tmp_path)
+
+    def test_wrong_kind_for_class(self, tmp_path: Path) -> None:
+        TaskOneHot().fit(["a"]).save(tmp_path)
+        with pytest.raises(FeaturizerFormatError, match="holds a 'task_onehot' featurizer, not 'text'"):
+            TextFeaturizer.load(tmp_path)
+
+
+HAS_ST = importlib.util.find_spec("sentence_transformers") is not None
+
+
+class TestSentenceEmbeddings:
+    @pytest.mark.skipif(HAS_ST, reason="sentence-transformers is installed")
+    def test_clear_error_without_the_package(self) -> None:
+        f = SentenceEmbeddingFeaturizer("all-MiniLM-L6-v2")
+        with pytest.raises(MissingDependencyError, match=r"needs the optional package sentence-transformers"):
+            f.fit(PROMPTS)
+
+    @pytest.mark.skipif(not HAS_ST, reason="sentence-transformers is not installed")
+    def test_missing_local_model_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(MissingDependencyError, match="no such model on disk"):
+            SentenceEmbeddingFeaturizer(str(tmp_path / "absent-model")).fit(PROMPTS)
+
+    @pytest.mark.skipif(not HAS_ST, reason="sentence-transformers is not installed")
+    def test_local_model_round_trip(self, tmp_path: Path) -> None:
+        import os
+
+        model = os.environ.get("ROUTING_ENV_ST_MODEL")
+        if not model:
+            pytest.skip("set ROUTING_ENV_ST_MODEL to a local sentence-transformers model directory")
+        f = SentenceEmbeddingFeaturizer(model).fit(PROMPTS)
+        x = f.transform(PROMPTS)
+        assert x.shape == (24, f.dimension) and x.dtype == np.float32
+        back = load_featurizer(f.save(tmp_path))
+        np.testing.assert_allclose(back.transform(PROMPTS), x, atol=1e-5)

@@ -10,7 +10,7 @@ What is timed (median of ``--repeats`` runs, after one warm-up):
 4. ``reward model fit`` (reported apart, not part of the estimates): ``RewardModel()`` cross-fitted Ridge per
    action, 5 folds, on the same rounds.
 
-Each is printed beside a plain-numpy reference measured in the same run: the four formulas written directly
+BLAS runs on ``--threads`` threads (default 1) for both sides. Each is printed beside a plain-numpy reference measured in the same run: the four formulas written directly
 (no checks, no intervals), and a bootstrap that draws 100 index vectors with ``rng.integers`` and averages.
 Targets: the four estimators ≤ 100 ms together; 100 bootstrap replicates of IPS ≤ 1 s.
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from routing_env.ope import DM, DR, IPS, SNIPS, BanditFeedback, RewardModel, estimate_policy_value
 
@@ -38,7 +39,9 @@ parser.add_argument("--n-bootstrap", type=int, default=100)
 parser.add_argument("--repeats", type=int, default=5)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_ope.csv")
+parser.add_argument("--threads", type=int, default=1, help="BLAS threads, for ours and the reference alike")
 args = parser.parse_args()
+threadpool_limits(args.threads)
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

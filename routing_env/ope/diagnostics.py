@@ -150,8 +150,7 @@ def diagnose(
                 mass_rows[rows_at] += col
                 unsupported_set.add(int(j))
     else:
-        seen1 = np.zeros(k, dtype=bool)
-        seen1[a] = True
+        seen1 = np.bincount(a, minlength=k) > 0
         for j in np.flatnonzero(~seen1):
             col = flat[:, j]
             if (col > 0).any():
@@ -166,7 +165,7 @@ def diagnose(
             f"({', '.join(names)}{' …' if len(unsupported) > 8 else ''}); IPS/SNIPS cannot see those outcomes and "
             "DR relies on the reward model there"
         )
-    tiny = int((p < th.tiny_propensity).sum())
+    tiny = int(np.count_nonzero(p < th.tiny_propensity))
     if tiny:
         messages.append(
             f"{tiny} of {n} rounds have a propensity below {th.tiny_propensity:g} (min {p.min():.3g}); their "

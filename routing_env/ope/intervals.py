@@ -122,7 +122,12 @@ def normal_interval(estimate: float, influence: np.ndarray, alpha: float) -> tup
     n = influence.shape[0]
     if n < 2 or not math.isfinite(estimate):
         return math.nan, math.nan, math.nan
-    centred = influence - float(influence.mean())
-    se = math.sqrt(float(np.dot(centred, centred)) / (n - 1) / n)
+    mean = float(influence.mean())
+    # One pass (a dot product); when the spread is tiny next to the mean, recompute centred to avoid cancellation.
+    ss = float(np.dot(influence, influence)) - n * mean * mean
+    if ss < 1e-6 * n * mean * mean:
+        centred = influence - mean
+        ss = float(np.dot(centred, centred))
+    se = math.sqrt(max(ss, 0.0) / (n - 1) / n)
     z = NormalDist().inv_cdf(1 - alpha / 2)
     return se, estimate - z * se, estimate + z * se

@@ -16,6 +16,7 @@ from routing_env.metrics import (
     apgr,
     cost_at_quality,
     cpt,
+    evaluate_cascade,
     evaluate_policy,
     evaluate_probabilities,
     frontier,
@@ -126,6 +127,40 @@ def test_partial_information_is_refused() -> None:
         evaluate_policy(partial, FixedProbs(ds.models, [1.0, 0.0]))
     with pytest.raises(PartialInformationError, match="oracle needs every model"):
         oracle(partial)
+
+
+class HalfStop:
+    """A cascade over (weak, strong) that stops after the first call with probability 0.5, or when signal > 0.5."""
+
+    chain = ("weak", "strong")
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    def stop_probabilities(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        if self.rule == "half":
+            return np.full(len(signals), 0.5)
+        return (signals[:, -1] > 0.5).astype(float)
+
+
+def test_evaluate_cascade_hand_computed() -> None:
+    base = tiny()
+    signal = np.array([[0.9, 0.9], [0.2, 0.8], [0.7, 0.1]], dtype=np.float32)
+    ds = LoggedDataset(
+        models=base.models, query_ids=base.query_ids, quality=base.quality, cost=base.cost, signal=signal
+    )
+    # Rule "signal": a and c stop at weak (quality 1, 0; cost 1), b escalates (quality 1, cost 1 + 3).
+    ev = evaluate_cascade(ds, HalfStop("signal"), cost_weight=3.0)
+    assert ev.mean_quality == pytest.approx(2 / 3)
+    assert ev.mean_cost == pytest.approx((1 + 4 + 1) / 3)
+    assert ev.mean_reward == pytest.approx(2 / 3 - 1.0 * 2)  # λ/cost_scale = 3/3
+    assert ev.call_share == pytest.approx((2 / 3, 1 / 3))
+    # Stochastic rule: half the mass stops at weak, half escalates → expectation, not a sample.
+    half = evaluate_cascade(ds, HalfStop("half"), cost_weight=0.0)
+    assert half.mean_quality == pytest.approx(0.5 * (1 / 3) + 0.5 * (2 / 3))
+    assert half.mean_cost == pytest.approx(0.5 * 1 + 0.5 * 4)
+    with pytest.raises(ConfigurationError, match="needs per-call signals"):
+        evaluate_cascade(base, HalfStop("half"))
 
 
 # ---------------------------------------------------------------------- frontier / AIQ / gap closed

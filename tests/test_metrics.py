@@ -227,8 +227,10 @@ def test_frontier_properties(points: list[tuple[float, float]]) -> None:
     # Sorted by cost, strictly increasing quality, concave (strictly decreasing slopes).
     assert (np.diff(hull[:, 0]) > 0).all()
     assert (np.diff(hull[:, 1]) > 0).all()
-    slopes = np.diff(hull[:, 1]) / np.diff(hull[:, 0])
-    assert (np.diff(slopes) <= 1e-9 * (1 + np.abs(slopes[1:]))).all()
+    # Concave: every vertex lies strictly above the chord of its neighbours (cross product < 0).
+    o, a, p = hull[:-2], hull[1:-1], hull[2:]
+    cross = (a[:, 0] - o[:, 0]) * (p[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (p[:, 0] - o[:, 0])
+    assert (cross < 0).all()
     # Every vertex is an input point; the hull dominates every point at or above its first cost.
     assert all(any(np.allclose(v, p) for p in pts) for v in hull)
     c0 = hull[0, 0]

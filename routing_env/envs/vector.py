@@ -72,7 +72,7 @@ class RoutingVectorEnv(VectorEnv):
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        mode = _AUTORESET_MODES.get(autoreset_mode)  # type: ignore[call-overload]
+        mode = _AUTORESET_MODES.get(autoreset_mode)
         if mode is None:
             raise ConfigurationError(
                 "autoreset_mode must be 'next_step' or 'same_step' (or the AutoresetMode members), "

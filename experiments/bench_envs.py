@@ -11,7 +11,7 @@ It also checks that env instances hold no copy of the dataset arrays (``np.share
 memory one more env instance costs.
 
     python experiments/bench_envs.py                       # full run (~1-2 min)
-    python experiments/bench_envs.py --seconds 0.05 --repeats 1 --num-envs 16 --out /tmp/b.csv   # smoke size
+    python experiments/bench_envs.py --seconds 0.05 --repeats 1 --num-envs 16 --memory-instances 5 --out /tmp/b.csv   # smoke size
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ import numpy as np
 
 import routing_env  # noqa: F401  (registers the env ids)
 from routing_env.data import load_sample
-from routing_env.envs import CASCADE_ID, ROUTING_ID, CascadeEnv, RoutingEnv, RoutingVectorEnv
+from routing_env.envs import (
+    CASCADE_ID,
+    ROUTING_ID,
+    CascadeEnv,
+    CascadeVectorEnv,
+    RoutingEnv,
+    RoutingVectorEnv,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Clock = Callable[[], float]
@@ -41,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=1.0, help="duration of one measurement")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; the median is reported")
     p.add_argument("--num-envs", type=int, default=1024, help="sub-envs of the vector env")
+    p.add_argument("--memory-instances", type=int, default=50, help="env instances in the memory measurement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "bench_envs.csv")
     return p.parse_args()
@@ -104,6 +112,20 @@ def vector_runner(venv: RoutingVectorEnv, seed: int, count: str) -> Runner:
                 if "_quality" in part:
                     decisions += int(part["_quality"].sum())
         return venv.num_envs * len(actions) if count == "env_steps" else decisions
+
+    return run
+
+
+def cascade_vector_runner(venv: CascadeVectorEnv, seed: int) -> Runner:
+    """A fixed pattern per step: call the first model, call the last, accept (autoreset steps included)."""
+    venv.reset(seed=seed)
+    k = len(venv.models)
+    plan = [np.full(venv.num_envs, 1), np.full(venv.num_envs, k), np.zeros(venv.num_envs, dtype=np.int64)]
+
+    def run() -> int:
+        for a in plan:
+            venv.step(a)
+        return venv.num_envs * len(plan)
 
     return run
 
@@ -226,6 +248,12 @@ def main() -> None:
             ),
             None,
         ),
+        f"Cascade vector N={args.num_envs} free, env steps": (
+            lambda: cascade_vector_runner(
+                gym.make_vec(CASCADE_ID, num_envs=args.num_envs, mode="free").unwrapped, seed
+            ),
+            None,
+        ),
         "Cascade-v0 chain (gym.make)": (
             lambda: cascade_runner(gym.make(CASCADE_ID), False, seed, k),
             1.0,
@@ -270,7 +298,7 @@ def main() -> None:
             f"{name:<52} {row['steps_per_s_wall']:>13,} {row['ratio_wall']:>8}× "
             f"{row['steps_per_s_cpu']:>13,} {row['ratio_cpu']:>8}×  {mark}"
         )
-    mem = memory_report()
+    mem = memory_report(args.memory_instances)
     print(
         f"\nmemory: one more env instance costs {mem['bytes_per_env'] / 1024:.1f} KiB "
         f"(dataset arrays: {mem['dataset_array_bytes'] / 1024**2:.2f} MiB); "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from routing_env.envs.cascade import CascadeEnv
+from routing_env.envs.cascade_vector import CascadeVectorEnv
 from routing_env.envs.outcome import OutcomeModel
 from routing_env.envs.routing import RoutingEnv
 from routing_env.envs.vector import RoutingVectorEnv
@@ -28,6 +29,7 @@ __all__ = [
     "CASCADE_ID",
     "ROUTING_ID",
     "CascadeEnv",
+    "CascadeVectorEnv",
     "LatencyPenalty",
     "OutcomeModel",
     "Outcomes",
@@ -46,7 +48,11 @@ def _register() -> None:
             vector_entry_point="routing_env.envs.vector:RoutingVectorEnv",
         )
     if CASCADE_ID not in gym.registry:
-        gym.register(id=CASCADE_ID, entry_point="routing_env.envs.cascade:CascadeEnv")
+        gym.register(
+            id=CASCADE_ID,
+            entry_point="routing_env.envs.cascade:CascadeEnv",
+            vector_entry_point="routing_env.envs.cascade_vector:CascadeVectorEnv",
+        )
 
 
 _register()

@@ -38,6 +38,11 @@ ESCALATE = 1
 _RESET_OPTIONS = frozenset({"query_index", "cost_weight"})
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
 class CascadeEnv(gym.Env[np.ndarray, int]):
     """Answer a query by calling LLMs one after another and deciding when to stop.
 
@@ -202,8 +207,13 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
             lambda: (ds.quality[:, list(self._columns)] - tables.base).tolist(),
         )
         sig, self.signal_source = signal_table(ds, signal, float(verifier_auroc), int(verifier_seed))
+        cols = list(self._columns)
+        #: ``(n, K) float32`` signal of each env model, shared per dataset (the vector env reads it too).
+        self._signal_cols: np.ndarray = cached(
+            ds, ("cascade_signal_cols", id(sig), self._columns), lambda: _frozen(sig[:, cols])
+        )
         self._signal: list[list[float]] = cached(
-            ds, ("cascade_signal_lists", id(sig), self._columns), lambda: sig[:, list(self._columns)].tolist()
+            ds, ("cascade_signal_lists", id(sig), self._columns), lambda: self._signal_cols.tolist()
         )
         self._lists = scalar_lists(ds)
         self._imputed_rows: list[list[bool]] | None = (
@@ -215,7 +225,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         low, high = feature_bounds(ds, n_extra)
         big = np.finfo(np.float32).max
         low[d : d + k], high[d : d + k] = 0.0, 1.0
-        sig_cols = sig[:, list(self._columns)]
+        sig_cols = self._signal_cols
         low[d + k : d + 2 * k] = min(0.0, float(np.nanmin(sig_cols)))
         high[d + k : d + 2 * k] = max(0.0, float(np.nanmax(sig_cols)))
         low[d + 2 * k :], high[d + 2 * k :] = 0.0, big

@@ -13,21 +13,49 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from routing_env.data.dataset import CostScale, LoggedDataset
+from routing_env.envs._stream import BatchedStream
 from routing_env.envs._tables import OutcomeImputer
 from routing_env.envs.routing import RoutingEnv
 from routing_env.errors import ConfigurationError
 
-_AUTORESET_MODES = {
+AUTORESET_MODES = {
     "next_step": AutoresetMode.NEXT_STEP,
     "same_step": AutoresetMode.SAME_STEP,
     AutoresetMode.NEXT_STEP: AutoresetMode.NEXT_STEP,
     AutoresetMode.SAME_STEP: AutoresetMode.SAME_STEP,
 }
+
+
+def same_step_infos(info: dict[str, Any], final_obs_batch: np.ndarray, ended: np.ndarray) -> dict[str, Any]:
+    """Gymnasium's same-step layout: the step info of sub-envs whose episode ended moves to
+    ``info["final_info"]`` and their last observation to ``info["final_obs"]`` (an object array, ``None`` for the
+    others); top-level entries keep describing the sub-envs that go on.
+
+    Args:
+        info: step info with ``"_key"`` masks, ``(N,)`` arrays.
+        final_obs_batch: ``(N, ...)`` observations before the reset.
+        ended: ``(N,) bool``, the sub-envs whose episode ended this step.
+    """
+    final_obs = np.full(len(ended), None, dtype=object)
+    for i in np.flatnonzero(ended):
+        final_obs[i] = final_obs_batch[i]
+    ended = ended.copy()
+    ended.setflags(write=False)
+    final_info: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key.startswith("_"):
+            final_info[key] = value & ended
+            out[key] = value & ~ended
+        else:
+            final_info[key] = value
+            out[key] = value
+    out.update({"final_obs": final_obs, "_final_obs": ended, "final_info": final_info, "_final_info": ended})
+    return out
 
 
 class RoutingVectorEnv(VectorEnv):
@@ -48,8 +76,8 @@ class RoutingVectorEnv(VectorEnv):
     :meth:`action_masks` returns ``(N, K)`` bool.
 
     The dataset arrays are shared with every other env over the same dataset, never copied; per sub-env state is
-    a query position and one shuffled permutation of the query indices (``int32``), plus a λ block when λ is
-    sampled.
+    a :class:`~routing_env.envs._stream.BatchedStream` slot (a query position and one shuffled permutation of the
+    query indices, ``int32``, plus a λ block when λ is sampled).
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}  # noqa: RUF012  (Gymnasium declares it per instance)
@@ -72,7 +100,7 @@ class RoutingVectorEnv(VectorEnv):
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        mode = _AUTORESET_MODES.get(autoreset_mode)
+        mode = AUTORESET_MODES.get(autoreset_mode)
         if mode is None:
             raise ConfigurationError(
                 "autoreset_mode must be 'next_step' or 'same_step' (or the AutoresetMode members), "
@@ -126,10 +154,7 @@ class RoutingVectorEnv(VectorEnv):
         self._fixed = env._fixed
         self._cheapest = None if env.budget is None else np.nanmin(self._cost, axis=1)
 
-        self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(n_envs)]
-        self._order = np.zeros((n_envs, self._n), dtype=np.int32)
-        self._lam_block = None if self.cost_weight_range is None else np.zeros((n_envs, self._n))
-        self._pos = np.full(n_envs, self._n, dtype=np.int64)
+        self._stream = BatchedStream(n_envs, self._n, self.cost_weight_range)
         self._q = np.zeros(n_envs, dtype=np.int64)
         self._t = np.zeros(n_envs, dtype=np.int64)
         self._lam = np.full(n_envs, self.cost_weight)
@@ -149,8 +174,7 @@ class RoutingVectorEnv(VectorEnv):
                 raise ConfigurationError(
                     f"seed must be an int or {self.num_envs} ints, got {len(seeds)} seeds"
                 )
-            self._rngs = [seeding.np_random(s)[0] for s in seeds]
-            self._pos[:] = self._n
+            self._stream.seed(seeds)
             self._np_random_seed = seeds[0]
         pinned = lam_override = None
         if options:
@@ -269,21 +293,7 @@ class RoutingVectorEnv(VectorEnv):
         # Same-step autoreset: report the final observation and step info, then start the next episodes.
         done = np.flatnonzero(terminated)
         if done.size:
-            final_obs_batch = self._obs()
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            for i in done:
-                final_obs[i] = final_obs_batch[i]
-            ended = np.zeros(self.num_envs, dtype=bool)
-            ended[done] = True
-            ended.setflags(write=False)
-            final_info = {k: v for k, v in info.items() if not k.startswith("_")}
-            final_info.update({"_" + k: ended for k in list(final_info)})
-            ongoing = ~ended
-            ongoing.setflags(write=False)
-            info = {k: (ongoing if k.startswith("_") else v) for k, v in info.items()}
-            info.update(
-                {"final_obs": final_obs, "_final_obs": ended, "final_info": final_info, "_final_info": ended}
-            )
+            info = same_step_infos(info, self._obs(), terminated)
             self._begin_episodes(done, None, None)
         return self._obs(), reward, terminated, truncated, info
 
@@ -294,34 +304,19 @@ class RoutingVectorEnv(VectorEnv):
         return np.asarray(self._cost[self._q] <= self._left[:, None])
 
     # ------------------------------------------------------------------ internals
-    def _refill(self, idx: np.ndarray) -> None:
-        """New passes for the sub-envs in ``idx`` whose current pass is used up (same draws as QueryStream)."""
-        for i in idx[self._pos[idx] >= self._n]:
-            rng = self._rngs[i]
-            self._order[i] = rng.permutation(self._n)
-            if self._lam_block is not None:
-                assert self.cost_weight_range is not None
-                self._lam_block[i] = rng.uniform(
-                    self.cost_weight_range[0], self.cost_weight_range[1], size=self._n
-                )
-            self._pos[i] = 0
-
     def _advance(self, idx: np.ndarray) -> None:
-        self._refill(idx)
-        pos = self._pos[idx]
-        self._q[idx] = self._order[idx, pos]
-        self._pos[idx] = pos + 1
+        self._q[idx] = self._stream.next(idx)
 
     def _begin_episodes(
         self, idx: np.ndarray, pinned: np.ndarray | None, lam_override: np.ndarray | None
     ) -> None:
-        if self._lam_block is not None:
-            self._refill(idx)
-            self._lam[idx] = self._lam_block[idx, self._pos[idx]]
-        elif lam_override is None:
-            self._lam[idx] = self.cost_weight
+        lams = self._stream.episode_lambdas(idx)
         if lam_override is not None:
             self._lam[idx] = lam_override[idx]
+        elif lams is not None:
+            self._lam[idx] = lams
+        else:
+            self._lam[idx] = self.cost_weight
         self._t[idx] = 0
         if self.budget is not None:
             self._left[idx] = self.budget

@@ -22,6 +22,7 @@ def _blank(ds: LoggedDataset, keep: float, seed: int = 0) -> LoggedDataset:
     return replace(ds, observed=observed)
 
 
+@pytest.mark.slow
 def test_completion_keeps_logged_cells_and_predicts_the_rest(full: LoggedDataset) -> None:
     partial = _blank(full, 0.5)
     model = OutcomeModel.fit(partial, seed=0)
@@ -40,6 +41,7 @@ def test_completion_keeps_logged_cells_and_predicts_the_rest(full: LoggedDataset
     np.testing.assert_array_equal(model.n_rows, logged.sum(axis=0))
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions(full: LoggedDataset) -> None:
     partial = _blank(full.select(np.arange(60)), 0.5)
     a = OutcomeModel.fit(partial, seed=1).predict(full.features[:50])

@@ -1,0 +1,45 @@
+"""Smoke test: the environment benchmark runs end to end at tiny sizes and writes its CSV."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_envs_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.csv"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "bench_envs.py"),
+            "--seconds",
+            "0.01",
+            "--repeats",
+            "1",
+            "--num-envs",
+            "8",
+            "--memory-instances",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "×" in result.stdout and "shares the dataset arrays: True" in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    names = [r["environment"] for r in rows]
+    assert names[0] == "CartPole-v1 step+reset (gym.make)" and float(rows[0]["ratio_wall"]) == 1.0
+    assert any(n.startswith("Routing vector N=8") for n in names)
+    assert any(n.startswith("Cascade-v0") for n in names)
+    assert all(float(r["steps_per_s_cpu"]) > 0 for r in rows if r["ratio_cpu"])

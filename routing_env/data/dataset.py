@@ -56,6 +56,23 @@ def _readonly(a: np.ndarray | None) -> np.ndarray | None:
     return a
 
 
+def _owned(value: Any, dtype: type) -> np.ndarray:
+    """``value`` as an array of ``dtype`` that nobody else can modify.
+
+    A read-only array of the right dtype (whose bases are read-only too) is shared as is; this is how datasets
+    derived from one another, and callers building large datasets, avoid a second copy. Anything else is copied.
+    """
+    if isinstance(value, np.ndarray) and value.dtype == dtype:
+        base: Any = value
+        while isinstance(base, np.ndarray):
+            if base.flags.writeable:
+                break
+            base = base.base
+        else:
+            return value
+    return np.array(value, dtype=dtype, copy=True)
+
+
 def _examples(values: Iterable[Any], limit: int = 5) -> str:
     items = [v.item() if isinstance(v, np.generic) else v for v in values]
     shown = ", ".join(repr(v) for v in items[:limit])
@@ -120,9 +137,17 @@ class LoggedDataset:
         def matrix(name: str, value: Any, dtype: type) -> np.ndarray | None:
             if value is None:
                 return None
-            arr: np.ndarray = np.array(value, dtype=dtype, copy=True)
+            arr = _owned(value, dtype)
             if arr.shape != (n, k):
                 raise ShapeError(f"{name} must have shape (n, K) = ({n}, {k}), got {arr.shape}")
+            return arr
+
+        def blank_unobserved(arr: np.ndarray, seen: np.ndarray) -> np.ndarray:
+            # Cells without a logged row carry no outcome: keep them NaN whatever the caller passed.
+            stale = ~seen & ~np.isnan(arr)
+            if stale.any():
+                arr = arr.copy() if not arr.flags.writeable else arr
+                arr[stale] = np.nan
             return arr
 
         quality = matrix("quality", self.quality, np.float64)
@@ -154,9 +179,8 @@ class LoggedDataset:
             raise SchemaError(
                 f"cost must be a finite USD amount ≥ 0; query {qids[i]!r}, model {models[j]!r} has {float(cost[i, j])!r}"
             )
-        # Cells without a logged row carry no outcome: keep them NaN whatever the caller passed.
-        quality[~observed] = np.nan
-        cost[~observed] = np.nan
+        quality = blank_unobserved(quality, observed)
+        cost = blank_unobserved(cost, observed)
         set_(self, "quality", _readonly(quality))
         set_(self, "cost", _readonly(cost))
         set_(self, "observed", _readonly(observed))
@@ -164,21 +188,19 @@ class LoggedDataset:
         for name in _OPTIONAL_MATRICES:
             arr = matrix(name, getattr(self, name), np.float32)
             if arr is not None:
-                finite = arr[~np.isnan(arr)]
-                if name != "signal" and (finite < 0).any():
-                    raise SchemaError(
-                        f"{_MATRIX_COLUMNS[name]} must be ≥ 0, got {float(finite[finite < 0][0])!r}"
-                    )
+                negative = arr < 0  # NaN compares False
+                if name != "signal" and negative.any():
+                    raise SchemaError(f"{_MATRIX_COLUMNS[name]} must be ≥ 0, got {float(arr[negative][0])!r}")
                 if np.isinf(arr).any():
                     raise SchemaError(f"{_MATRIX_COLUMNS[name]} must be finite or NaN, got ±inf")
                 # Like quality and cost: a cell without a logged call has no tokens, latency or signal.
-                arr[~observed] = np.nan
+                arr = blank_unobserved(arr, observed)
             set_(self, name, _readonly(arr))
 
         feats = self.features
         if feats is None:
             feats = np.zeros((n, 0), dtype=np.float32)
-        feats = np.array(feats, dtype=np.float32, copy=True)
+        feats = _owned(feats, np.float32)
         if feats.ndim != 2 or feats.shape[0] != n:
             raise ShapeError(f"features must have shape (n, d) with n = {n}, got {feats.shape}")
         if not np.isfinite(feats).all():
@@ -871,13 +893,21 @@ class LoggedDataset:
             stratum = np.zeros(n_groups, dtype=np.int64)
         rng = np.random.default_rng(seed)
         order = rng.permutation(n_groups)
+        # Test groups per stratum by largest remainder: each stratum gets floor(test_size · size) or one more,
+        # and the total is round(test_size · n_groups), so small tasks (even single queries) can reach the test
+        # side without skewing the share. Ties between remainders are broken by the seeded shuffle.
+        strata, sizes = np.unique(stratum, return_counts=True)
+        ideal = float(test_size) * sizes
+        n_test = np.floor(ideal).astype(np.int64)
+        extra = round(float(test_size) * n_groups) - int(n_test.sum())
+        if extra > 0:
+            tie_break = rng.permutation(len(strata))
+            ranked = np.lexsort((tie_break, -(ideal - n_test)))
+            n_test[ranked[:extra]] += 1
         is_test = np.zeros(n_groups, dtype=bool)
-        for s in np.unique(stratum):
+        for s, count in zip(strata, n_test):
             members = order[stratum[order] == s]
-            n_test = round(float(test_size) * len(members))
-            if len(members) > 1:
-                n_test = min(max(n_test, 1), len(members) - 1)
-            is_test[members[:n_test]] = True
+            is_test[members[:count]] = True
         if is_test.all() or not is_test.any():
             raise ConfigurationError(
                 f"split(test_size={test_size}) leaves one side empty with {n_groups} groups; use more data"

@@ -343,7 +343,7 @@ def datasets(draw: st.DrawFn) -> LoggedDataset:
 
 
 ROUND_TRIP = settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -435,6 +435,13 @@ class TestSplit:
         for task in set(ds.tasks):
             n_task = int((ds.tasks == task).sum())
             assert abs(int((test.tasks == task).sum()) - 0.2 * n_task) <= 1
+
+    def test_single_query_tasks_can_reach_the_test_side(self) -> None:
+        ds = LoggedDataset.from_frame(frame(task=["math", "math", "geo", "geo"], prompt=["a", "a", "b", "b"]))
+        train, test = ds.split(test_size=0.5, seed=0)
+        assert train.n_queries == test.n_queries == 1
+        tasks = {frozenset(ds.split(test_size=0.5, seed=s)[1].tasks.tolist()) for s in range(8)}  # type: ignore[union-attr]
+        assert tasks == {frozenset({"math"}), frozenset({"geo"})}
 
     def test_deterministic_under_seed(self, small: LoggedDataset) -> None:
         a = small.split(seed=11)[1].query_ids.tolist()
@@ -559,12 +566,12 @@ class TestSynthetic:
     def test_signal_has_the_requested_auroc(self, auroc: float) -> None:
         # With discrimination 0 every prior is 0.5, so the whole sample sits at one prior.
         ds = make_synthetic(
-            n_queries=10000, models=1, tasks=("math",), discrimination=0.0, signal_auroc=auroc, seed=2
+            n_queries=6000, models=1, tasks=("math",), discrimination=0.0, signal_auroc=auroc, seed=2
         )
         assert ds.signal is not None
         y, s = ds.quality[:, 0], ds.signal[:, 0]
         assert set(np.unique(y)) == {0.0, 1.0}
-        assert roc_auc_score(y, s) == pytest.approx(auroc, abs=0.02)
+        assert roc_auc_score(y, s) == pytest.approx(auroc, abs=0.025)
 
     def test_signal_is_calibrated(self) -> None:
         ds = make_synthetic(n_queries=4000, tasks=("math", "code"), seed=3)

@@ -183,11 +183,11 @@ class TestDatasetHelpers:
         refit = TextFeaturizer(n_components=6).fit(list(out.train.prompts))  # type: ignore[arg-type]
         np.testing.assert_array_equal(refit.transform(list(out.test.prompts)), out.test.features[:, :6])  # type: ignore[arg-type]
 
-    def test_default_featurizer_and_determinism(self, corpus: LoggedDataset) -> None:
-        a = split_and_featurize(corpus, seed=4)
-        b = split_and_featurize(corpus, seed=4)
-        np.testing.assert_array_equal(a.test.features, b.test.features)
-        assert a.train.n_features == 64 + 5
+    def test_default_featurizer(self, corpus: LoggedDataset) -> None:
+        out = split_and_featurize(corpus, seed=4)
+        assert isinstance(out.featurizer, QueryFeaturizer)
+        assert out.train.n_features == out.test.n_features == 64 + 5
+        np.testing.assert_array_equal(featurize(out.test, out.featurizer).features, out.test.features)
 
     def test_featurize_needs_prompts(self) -> None:
         ds = make_synthetic(n_queries=50, models=2, seed=1)

@@ -241,3 +241,24 @@ def test_maskable_ppo_learns_on_free_mode(ds: LoggedDataset) -> None:
     obs, _ = env.reset(seed=1)
     action, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
     assert env.action_masks()[int(action)]
+
+
+def test_partial_logs_with_an_outcome_model(ds: LoggedDataset) -> None:
+    from sklearn.linear_model import Ridge
+
+    from routing_env.envs import OutcomeModel
+
+    observed = np.ones(ds.quality.shape, dtype=bool)
+    observed[::2, 1] = False
+    partial = replace(ds, observed=observed)
+    env = CascadeEnv(dataset=partial, mode="free", outcome_model=OutcomeModel.fit(partial, regressor=Ridge()))
+    assert "simulated" in env.signal_source and "logged" in env.signal_source
+    flags = []
+    for episode in range(20):
+        env.reset(seed=episode)
+        q = env.query_index
+        _, _, _, _, info = env.step(1 + 1)
+        flags.append(info["imputed"])
+        assert info["imputed"] == (not observed[q, 1])
+        env.step(ACCEPT)
+    assert any(flags) and not all(flags)

@@ -918,6 +918,11 @@ class LinearThompsonSampling(_LinearBandit):
         top = max(scores)
         if not math.isfinite(top + sum(scores)):
             return self._choose_one_checked(x1)
+        if min(sd.tolist()) <= 0.0:
+            # A zero-width posterior (e.g. an all-zero context without intercept): draws equal the means, so
+            # ties are broken at random and share the probability.
+            a, _ = self._argmax_tie(draw)
+            return a, float(_ts_probability(mu, sd, a))
         a = scores.index(top)
         # P(a wins) = E_z[Π_j Φ((μ_a − μ_j + σ_a z)/σ_j)] / Φ(z): the j = a factor is Φ(z), divided out through
         # the precomputed weights.
@@ -925,15 +930,8 @@ class LinearThompsonSampling(_LinearBandit):
         coef = self._coef
         np.subtract(mu[a], mu, out=coef[:, 0])
         coef[:, 1] = sd[a]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coef /= sd[:, None]
-            p = float(_GH_WD @ ndtr(coef @ _GH_ONE_Z).prod(axis=0))
-        if not 0.0 < p <= 1.0 + 1e-9:
-            # A zero-width posterior (e.g. an all-zero context without intercept): draws equal the means, so
-            # ties are broken at random and share the probability.
-            a, _ = self._argmax_tie(draw)
-            return a, float(_ts_probability(mu, sd, a))
-        return a, min(p, 1.0)
+        coef /= sd[:, None]
+        return a, min(float(_GH_WD @ ndtr(coef @ _GH_ONE_Z).prod(axis=0)), 1.0)
 
     def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, var = self._mean_var(X1, self._weights())

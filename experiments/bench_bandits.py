@@ -30,8 +30,8 @@ import numpy as np
 from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--rounds", type=int, default=20_000, help="rounds per timed loop")
-parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the best is kept")
+parser.add_argument("--rounds", type=int, default=4_000, help="rounds per timed loop")
+parser.add_argument("--repeats", type=int, default=10, help="interleaved repetitions; the best is kept")
 parser.add_argument("--d", type=int, default=64, help="feature width")
 parser.add_argument("--k", type=int, default=11, help="number of arms (models)")
 parser.add_argument("--batch", type=int, default=256, help="contexts per batched choose")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -48,6 +48,7 @@ __all__ = [
     "PPOResult",
     "SB3Policy",
     "SB3VecEnv",
+    "evaluate_cascade_model",
     "train_ppo",
 ]
 
@@ -91,7 +92,7 @@ class PPOConfig:
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    net_arch: tuple[int, ...] = (64, 64)
+    net_arch: tuple[int, ...] = (128, 128)
     activation: str = "tanh"
 
     def __post_init__(self) -> None:
@@ -176,6 +177,9 @@ class PPOResult:
         best_timesteps: timesteps at which ``policy`` was evaluated best (the total when not evaluated).
         train_seconds: wall time of ``model.learn``.
         fps: environment steps per second during training.
+        feature_mean, feature_std: ``(d,)`` standardisation of the query features the network was trained on
+            (the first ``d`` observation entries); apply it to observations fed to ``model`` directly.
+        env_id, env_kwargs: the environment trained on (without ``dataset``), to rebuild it for evaluation.
     """
 
     policy: SB3Policy | None
@@ -184,6 +188,10 @@ class PPOResult:
     best_timesteps: int = 0
     train_seconds: float = 0.0
     fps: float = 0.0
+    feature_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    feature_std: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    env_id: str = ROUTING_ENV_ID
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------- Gymnasium VectorEnv → SB3 VecEnv
@@ -225,7 +233,15 @@ class SB3VecEnv(VecEnv):
         self.render_mode = None
         super().__init__(int(venv.num_envs), obs_space, act_space)
         self._actions: np.ndarray | None = None
-        has = callable(getattr(venv, "action_masks", None))
+        self._mask_fn: Callable[[], np.ndarray] | None = None
+        if callable(getattr(venv, "action_masks", None)):
+            self._mask_fn = venv.action_masks  # type: ignore[attr-defined]
+        elif isinstance(venv, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)) and _sub_env_has_masks(
+            venv
+        ):
+            # Gymnasium's generic vector envs reach the sub-envs' methods through call().
+            self._mask_fn = lambda: np.stack(venv.call("action_masks"))
+        has = self._mask_fn is not None
         if use_masks and not has:
             raise ConfigurationError(f"use_masks=True, but {type(venv).__name__} has no action_masks()")
         self._has_masks = has if use_masks is None else bool(use_masks)
@@ -286,8 +302,8 @@ class SB3VecEnv(VecEnv):
 
     def action_masks(self) -> np.ndarray:
         """``(n_envs, n_actions) bool`` masks of the current observations (all True without masks)."""
-        if self._has_masks:
-            return np.asarray(self.venv.action_masks(), dtype=bool)  # type: ignore[attr-defined]
+        if self._has_masks and self._mask_fn is not None:
+            return np.asarray(self._mask_fn(), dtype=bool)
         n_actions = int(self.action_space.n)  # type: ignore[attr-defined]
         return np.ones((self.num_envs, n_actions), dtype=bool)
 
@@ -321,6 +337,17 @@ class SB3VecEnv(VecEnv):
         if isinstance(indices, int):
             return [indices]
         return list(indices)
+
+
+def _sub_env_has_masks(venv: gym.vector.VectorEnv) -> bool:
+    envs = getattr(venv, "envs", None)
+    if envs:
+        return callable(getattr(envs[0].unwrapped, "action_masks", None))
+    try:
+        venv.call("action_masks")  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------- the Policy adapter
@@ -526,8 +553,9 @@ class SB3Policy:
 
 # ---------------------------------------------------------------------- evaluation callback
 class ValidationCallback(BaseCallback):
-    """Every ``eval_freq`` environment steps, score the current policy exactly on a full-information validation
-    split (averaged over ``cost_weights``) and keep a copy of the best parameters by mean reward."""
+    """At the end of the first rollout after every ``eval_freq`` environment steps, score the current policy
+    exactly on a full-information validation split (averaged over ``cost_weights``) and keep a copy of the best
+    parameters by mean reward."""
 
     def __init__(
         self,
@@ -575,15 +603,17 @@ class ValidationCallback(BaseCallback):
         return record
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.eval_freq
-            self.evaluate()
         return True
 
-    def _on_training_end(self) -> None:
-        # Score the final parameters too, then restore the best ones.
-        if not self.history or self.history[-1].timesteps != self.num_timesteps:
+    def _on_rollout_end(self) -> None:
+        # Parameters change only between rollouts, so that is when an evaluation can see something new.
+        if self.num_timesteps >= self._next:
+            self._next = self.num_timesteps + self.eval_freq
             self.evaluate()
+
+    def _on_training_end(self) -> None:
+        # The last rollout's update has not been scored yet: score the final parameters, then restore the best.
+        self.evaluate()
         if self.best_state is not None:
             self.model.policy.load_state_dict(self.best_state)
 
@@ -718,12 +748,24 @@ def train_ppo(
         kwargs.update(cost_weight_range=lam_range, observe_cost_weight=True)
     else:
         kwargs["cost_weight"] = lam
-    kwargs.setdefault("autoreset_mode", gym.vector.AutoresetMode.SAME_STEP)
     # Standardise the features once, here, rather than on every step inside the training loop.
     scaled = train.with_features((train.features - mean) / std, names=train.feature_names)
-    venv = gym.make_vec(
-        env_id, num_envs=int(n_envs), vectorization_mode="vector_entry_point", dataset=scaled, **kwargs
-    )
+    spec = gym.spec(env_id)
+    if spec.vector_entry_point is not None:
+        kwargs.setdefault("autoreset_mode", gym.vector.AutoresetMode.SAME_STEP)
+        venv = gym.make_vec(
+            env_id, num_envs=int(n_envs), vectorization_mode="vector_entry_point", dataset=scaled, **kwargs
+        )
+    else:
+        # No native batched env for this id: Gymnasium's synchronous vector env over single copies.
+        venv = gym.make_vec(
+            env_id,
+            num_envs=int(n_envs),
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            dataset=scaled,
+            **kwargs,
+        )
     # Masks matter only where some actions can be illegal: cascades, and routing under a budget.
     maskable = cascade or kwargs.get("budget") is not None
     env = SB3VecEnv(venv, use_masks=None if maskable else False)
@@ -789,8 +831,11 @@ def train_ppo(
         env.close()
     model.policy.set_training_mode(False)
     fps = model.num_timesteps / seconds if seconds > 0 else 0.0
+    env_kwargs_out = {k: v for k, v in kwargs.items() if k != "autoreset_mode"}
     if not routing:
-        return PPOResult(None, model, (), int(model.num_timesteps), seconds, fps)
+        return PPOResult(
+            None, model, (), int(model.num_timesteps), seconds, fps, mean, std, env_id, env_kwargs_out
+        )
     # Detach the returned policy from the model so further training does not change it.
     policy = make_policy()
     network = _build_sb3_policy(
@@ -810,4 +855,91 @@ def train_ppo(
         best_timesteps=callback.best_timesteps if callback else int(model.num_timesteps),
         train_seconds=seconds,
         fps=fps,
+        feature_mean=mean,
+        feature_std=std,
+        env_id=env_id,
+        env_kwargs=env_kwargs_out,
+    )
+
+
+def evaluate_cascade_model(
+    result: PPOResult, dataset: LoggedDataset, cost_weight: float | None = None
+) -> PolicyEvaluation:
+    """Score a PPO model trained on ``routing_env/Cascade-v0`` on every query of a full-information ``dataset``.
+
+    Each query is replayed once through the cascade environment (pinned with ``options={"query_index": i}``)
+    with the policy's most probable action at every step (masked in free mode), so the result is exact for that
+    deterministic policy. ``cost_weight`` (default: the training λ; required for a λ-conditioned model) sets the
+    reward. ``call_share`` is the share of answers returned by each model of the environment's ``models``.
+    """
+    import routing_env.envs  # noqa: F401  (registers the env ids)
+
+    if result.env_id != CASCADE_ENV_ID:
+        raise ConfigurationError(
+            f"evaluate_cascade_model needs a Cascade-v0 model, got one for {result.env_id!r}"
+        )
+    kwargs = dict(result.env_kwargs)
+    conditioned = "cost_weight_range" in kwargs
+    kwargs.pop("cost_weight_range", None)
+    if cost_weight is None:
+        if conditioned:
+            raise ConfigurationError("a λ-conditioned cascade model needs cost_weight= to be evaluated")
+        lam = float(kwargs.get("cost_weight", 0.0))
+    else:
+        lam = float(cost_weight)
+        if not np.isfinite(lam) or lam < 0:
+            raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {cost_weight!r}")
+    kwargs["cost_weight"] = lam
+    if dataset.n_features != result.feature_mean.shape[0]:
+        raise ShapeError(
+            f"the model was trained on {result.feature_mean.shape[0]} features, the dataset has {dataset.n_features}"
+        )
+    scaled = dataset.with_features(
+        (dataset.features - result.feature_mean) / result.feature_std, names=dataset.feature_names
+    )
+    env = gym.make(CASCADE_ENV_ID, dataset=scaled, **kwargs).unwrapped
+    policy = result.model.policy
+    maskable = hasattr(policy, "action_dist") and "Maskable" in type(policy).__name__
+    models = tuple(env.models)  # type: ignore[attr-defined]
+    n = dataset.n_queries
+    quality = np.empty(n)
+    cost = np.empty(n)
+    reward = np.empty(n)
+    answer = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        obs, _ = env.reset(options={"query_index": i, "cost_weight": lam})
+        total, done = 0.0, False
+        info: dict[str, Any] = {}
+        while not done:
+            with torch.no_grad():
+                x = torch.as_tensor(obs[None, :])
+                if maskable:
+                    masks = env.action_masks()[None, :]  # type: ignore[attr-defined]
+                    action = int(policy.predict(obs[None, :], deterministic=True, action_masks=masks)[0][0])  # type: ignore[call-arg]
+                else:
+                    dist = cast(ActorCriticPolicy, policy).get_distribution(x)
+                    action = int(dist.distribution.probs.argmax())  # type: ignore[union-attr]
+            obs, r, terminated, truncated, info = env.step(action)
+            total += float(r)
+            done = terminated or truncated
+        quality[i] = float(info.get("quality", 0.0) or 0.0)
+        cost[i] = float(info["total_cost"])
+        reward[i] = total
+        model = info.get("answer_model")
+        answer[i] = models.index(model) if model in models else 0
+    rewards = dataset.rewards(lam, cost_scale=float(env.cost_scale))  # type: ignore[attr-defined]
+    best = dataset.oracle_actions(lam, rewards=rewards)
+    oracle_reward = float(rewards[np.arange(n), best].mean())
+    share = np.bincount(answer, minlength=len(models)) / max(n, 1)
+    return PolicyEvaluation(
+        models=models,
+        cost_weight=lam,
+        n_queries=n,
+        mean_quality=float(quality.mean()),
+        mean_cost=float(cost.mean()),
+        mean_reward=float(reward.mean()),
+        call_share=tuple(float(v) for v in share),
+        oracle_reward=oracle_reward,
+        regret=max(oracle_reward - float(reward.mean()), 0.0),
+        cost_scale=float(env.cost_scale),  # type: ignore[attr-defined]
     )

@@ -28,14 +28,14 @@ from routing_env.data import load_sample
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--timesteps", type=int, default=65_536, help="environment steps per run")
     p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="runs of each env (median fps is reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "bench_ppo.csv")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def cartpole_fps(config: PPOConfig, timesteps: int, n_envs: int, seed: int) -> float:
@@ -61,8 +61,8 @@ def routing_fps(config: PPOConfig, timesteps: int, n_envs: int, seed: int) -> fl
     return result.fps
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(1)
     gym.logger.min_level = 40
     config = PPOConfig()

@@ -1,0 +1,98 @@
+"""Smoke tests: every experiment script and ``routing-env demo`` run end to end with tiny sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+from agents.cli import main as cli_main
+from routing_env.data import make_synthetic
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+TINY_PPO = ["--ppo-timesteps", "256", "--n-envs", "2"]
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_frontier_script_two_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "pair.parquet"
+    make_synthetic(n_queries=240, models=2, n_features=4, seed=2).save(data)
+    load_script("frontier").main(
+        [
+            "--dataset", str(data), "--out", str(tmp_path / "out"), "--cost-weights", "0", "0.5",
+            "--ppo-cost-weights", "0.5", "--ppo-conditioned-timesteps", "256", *TINY_PPO,
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "wrote plot" in out
+    table = pd.read_csv(tmp_path / "out" / "frontier_pair_table.csv")
+    # Two models: the MF router runs and the RouteLLM metrics are reported.
+    assert {"matrix-factorization", "linucb", "ppo", "ppo-conditioned", "oracle"} <= set(table["router"])
+    assert {"apgr", "cpt50", "strong_share_at_target", "gap_closed"} <= set(table.columns)
+    oracle_row = table[table["router"] == "oracle"].iloc[0]
+    assert oracle_row["gap_closed"] == pytest.approx(1.0)
+    points = pd.read_csv(tmp_path / "out" / "frontier_pair_points.csv")
+    assert set(points["cost_weight"].dropna()) == {0.0, 0.5}
+    assert (tmp_path / "out" / "frontier_pair.png").stat().st_size > 1000
+    assert "# Frontier study: pair" in (tmp_path / "out" / "frontier_pair.md").read_text()
+
+
+@pytest.mark.slow
+def test_cascade_script(tmp_path: Path) -> None:
+    data = tmp_path / "tri.parquet"
+    make_synthetic(n_queries=200, models=3, n_features=4, seed=4).save(data)
+    load_script("cascade").main(
+        [
+            "--dataset", str(data), "--out", str(tmp_path / "out"), "--cost-weights", "0", "0.5",
+            "--ppo-cost-weights", "0.5", *TINY_PPO,
+        ]
+    )  # fmt: skip
+    table = pd.read_csv(tmp_path / "out" / "cascade_tri_table.csv")
+    assert {"threshold-cascade", "cascade-bandit", "ppo-cascade", "ppo-free", "router-linucb"} <= set(
+        table["router"]
+    )
+    rewards = pd.read_csv(tmp_path / "out" / "cascade_tri_rewards.csv", index_col=0)
+    # A cascade can only be as good as the oracle at every λ.
+    assert (rewards["threshold-cascade"] <= rewards["oracle"] + 1e-9).all()
+    assert (tmp_path / "out" / "cascade_tri.png").is_file()
+
+
+def test_bench_ppo_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.csv"
+    load_script("bench_ppo").main(
+        ["--timesteps", "512", "--repeats", "1", "--n-envs", "2", "--out", str(out)]
+    )
+    assert "ratio Routing/CartPole" in capsys.readouterr().out
+    frame = pd.read_csv(out)
+    assert set(frame["env"]) == {"CartPole-v1", "routing_env/Routing-v0", "ratio_routing_over_cartpole"}
+
+
+@pytest.mark.slow
+def test_demo_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(
+        [
+            "demo", "--out", str(tmp_path / "res"), "--queries", "300", "--ppo-timesteps", "256",
+            "--ppo-conditioned-timesteps", "256",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "PPO against the best bandit" in out or "ppo" in out
+    for name in ("demo.png", "demo_table.csv", "demo_points.csv", "demo.md"):
+        assert (tmp_path / "res" / name).is_file()
+
+
+def test_demo_cli_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["demo", "--out", str(tmp_path), "--queries", "5"]) == 2
+    assert "--queries must be in [100, 4000], got 5" in capsys.readouterr().err

@@ -770,17 +770,23 @@ class LoggedDataset:
                 f"indices must lie in [0, {self.n_queries}), got {idx.min()}..{idx.max()}"
             )
 
+        # The gathered arrays are fresh; handing them over read-only lets the constructor keep them uncopied.
+        def rows(a: np.ndarray) -> np.ndarray:
+            out = a[idx]
+            out.setflags(write=False)
+            return out
+
         def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[idx]
+            return None if a is None else rows(a)
 
         assert self.features is not None
         return replace(
             self,
             query_ids=self.query_ids[idx],
-            quality=self.quality[idx],
-            cost=self.cost[idx],
-            observed=self.observed[idx],
-            features=self.features[idx],
+            quality=rows(self.quality),
+            cost=rows(self.cost),
+            observed=rows(self.observed),
+            features=rows(self.features),
             latency=take(self.latency),
             signal=take(self.signal),
             input_tokens=take(self.input_tokens),
@@ -823,15 +829,20 @@ class LoggedDataset:
         remap = np.full(self.n_models, -1, dtype=np.int64)
         remap[cols] = np.arange(len(cols))
 
+        def columns(a: np.ndarray) -> np.ndarray:
+            out = a[:, cols]
+            out.setflags(write=False)
+            return out
+
         def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[:, cols]
+            return None if a is None else columns(a)
 
         return replace(
             ds,
             models=tuple(names),
-            quality=ds.quality[:, cols],
-            cost=ds.cost[:, cols],
-            observed=ds.observed[:, cols],
+            quality=columns(ds.quality),
+            cost=columns(ds.cost),
+            observed=columns(ds.observed),
             latency=take(ds.latency),
             signal=take(ds.signal),
             input_tokens=take(ds.input_tokens),

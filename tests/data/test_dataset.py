@@ -236,6 +236,23 @@ class TestValidation:
         ):
             LoggedDataset.from_frame(frame(notes=["a", "b", "c", "d"]))
 
+    def test_arrays_are_copied_unless_read_only(self) -> None:
+        q, c = np.zeros((2, 2)), np.zeros((2, 2))
+        ds = LoggedDataset(models=("a", "b"), query_ids=["x", "y"], quality=q, cost=c)
+        assert not np.shares_memory(ds.quality, q) and q.flags.writeable
+        q.setflags(write=False)
+        c.setflags(write=False)
+        shared = LoggedDataset(models=("a", "b"), query_ids=["x", "y"], quality=q, cost=c)
+        assert np.shares_memory(shared.quality, q) and np.shares_memory(shared.cost, c)
+        base = np.zeros((2, 2))
+        view = base[:]
+        view.setflags(write=False)  # read-only, but its writable base could still change it
+        assert not np.shares_memory(
+            LoggedDataset(models=("a", "b"), query_ids=["x", "y"], quality=view, cost=c).quality, base
+        )
+        sub = shared.select([1])
+        assert not sub.quality.flags.writeable and sub.quality.shape == (1, 2)
+
     def test_constructor_validates_arrays(self) -> None:
         ok = {"models": ("a", "b"), "query_ids": ["q1"], "quality": [[0.0, 1.0]], "cost": [[0.0, 0.0]]}
         LoggedDataset(**ok)  # type: ignore[arg-type]

@@ -40,9 +40,9 @@ def same_step_infos(info: dict[str, Any], final_obs_batch: np.ndarray, ended: np
         final_obs_batch: ``(N, ...)`` observations before the reset.
         ended: ``(N,) bool``, the sub-envs whose episode ended this step.
     """
-    final_obs = np.full(len(ended), None, dtype=object)
-    for i in np.flatnonzero(ended):
-        final_obs[i] = final_obs_batch[i]
+    # The trailing None makes numpy build a 1-D object array of row views instead of a 2-D float array.
+    final_obs = np.array([*final_obs_batch, None], dtype=object)[:-1]
+    final_obs[~ended] = None
     ended = ended.copy()
     ended.setflags(write=False)
     final_info: dict[str, Any] = {}

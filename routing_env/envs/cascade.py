@@ -216,8 +216,11 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
             ds, ("cascade_signal_lists", id(sig), self._columns), lambda: self._signal_cols.tolist()
         )
         self._lists = scalar_lists(ds)
+        cols_key = self._columns
         self._imputed_rows: list[list[bool]] | None = (
-            None if imputed is None else imputed[:, list(self._columns)].tolist()
+            None
+            if imputed is None
+            else cached(ds, ("imputed_rows", cols_key), lambda: imputed[:, list(cols_key)].tolist())
         )
 
         d = ds.n_features

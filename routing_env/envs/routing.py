@@ -158,8 +158,11 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             else packed_rows(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
         )
         self._imputed = imputed
+        cols_key = self._columns
         self._imputed_rows: list[list[bool]] | None = (
-            None if imputed is None else imputed[:, list(self._columns)].tolist()
+            None
+            if imputed is None
+            else cached(ds, ("imputed_rows", cols_key), lambda: imputed[:, list(cols_key)].tolist())
         )
 
         self.budget: float | None = None

@@ -10,7 +10,9 @@ The environments, learners, metrics and off-policy estimators all read the same 
 - optional ``prompts``, ``tasks`` ``(n,) object``;
 - for bandit logs ``logged_action (n,) int64`` and ``propensity (n,) float64``.
 
-Arrays are made read-only so that environments and policies can share them without copies.
+Arrays are made read-only so that environments and policies can share them without copies. The constructor
+copies the arrays it is given, except read-only arrays of the canonical dtype (whose bases are read-only too),
+which it shares: derived datasets (``select``, ``split``…) and large builds avoid a second copy that way.
 """
 
 from __future__ import annotations

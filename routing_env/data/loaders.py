@@ -6,16 +6,12 @@ Each loader returns a :class:`~routing_env.data.dataset.LoggedDataset` built thr
 announced with a :class:`~routing_env.errors.DataWarning` when it alters the data and always recorded in
 ``dataset.meta``.
 
-=====================  ===========================================================================================
-loader                 source
-=====================  ===========================================================================================
-:func:`load_routellm`  lm-sys/RouteLLM eval files (MMLU, GSM8K, MT-Bench; Mixtral-8x7B vs GPT-4-1106)
-:func:`load_llmrouter` ulab-uiuc/LLMRouter dcrouter scores + task metadata + ``llm_candidates.json`` prices
-:func:`load_routerarena` RouteWorks/RouterArena cached per-model results (real USD cost and token counts)
-:func:`load_routerbench` RouterBench's wide table (CSV or the published pickle)
-:func:`load_open_bandit` the Open Bandit Dataset sample (real bandit feedback with propensities)
-:func:`load_dataset`   any of the above by name, the bundled sample, or a canonical file
-=====================  ===========================================================================================
+- :func:`load_routellm`: lm-sys/RouteLLM eval files (MMLU, GSM8K, MT-Bench; Mixtral-8x7B vs GPT-4-1106);
+- :func:`load_llmrouter`: ulab-uiuc/LLMRouter dcrouter scores + task metadata + ``llm_candidates.json`` prices;
+- :func:`load_routerarena`: RouteWorks/RouterArena cached per-model results (real USD cost and token counts);
+- :func:`load_routerbench`: RouterBench's wide table (CSV or the published pickle);
+- :func:`load_open_bandit`: the Open Bandit Dataset sample (real bandit feedback with propensities);
+- :func:`load_dataset`: any of the above by name, the bundled sample, or a canonical file.
 """
 
 from __future__ import annotations

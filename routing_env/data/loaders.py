@@ -1,7 +1,8 @@
 """Loaders for the public routing-log formats people already have.
 
-Each loader returns a :class:`~routing_env.data.dataset.LoggedDataset` built through
-:meth:`LoggedDataset.from_frame`, so every file goes through the same validation. Whatever a loader changes
+Each loader returns a :class:`~routing_env.data.dataset.LoggedDataset` built with
+:meth:`LoggedDataset.from_frame` or, for the large tabular files, directly from arrays; either way every file goes
+through the same validation in the constructor. Whatever a loader changes
 (dropped contaminated prompts, deduplicated questions, estimated costs, clipped scores, floored propensities) is
 announced with a :class:`~routing_env.errors.DataWarning` when it alters the data and always recorded in
 ``dataset.meta``.

@@ -77,7 +77,8 @@ def estimate_policy_value(
         ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high`` (percentile bootstrap; NaN when ``n_bootstrap=0``);
         ``ess`` (effective sample size of the weights that estimator applies, n for DM); ``n_rounds``;
         ``cost_weight``; and ``true_value`` when the feedback keeps ground truth (simulated logs).
-        ``frame.attrs["diagnostics"]`` holds the :class:`~routing_env.ope.Diagnostics`.
+        ``frame.attrs["diagnostics"]`` holds the :class:`~routing_env.ope.Diagnostics`. When the feedback has
+        ``slate_id``, both intervals are cluster-robust (slates resampled whole; variance summed per slate).
 
     Warns:
         OPEWarning: support violation, tiny propensities, small effective sample size (see
@@ -143,7 +144,7 @@ def estimate_policy_value(
         if key not in ess_of:
             ess_of[key] = effective_sample_size(terms.weights, n)
         value, influence = combine(terms)
-        se, low, high = normal_interval(value, influence, alpha)
+        se, low, high = normal_interval(value, influence, alpha, groups=feedback.slate_id)
         rows.append(
             {
                 "estimator": est.label,
@@ -160,7 +161,7 @@ def estimate_policy_value(
             }
         )
     if n_bootstrap:
-        reps = bootstrap_values(all_terms, n_bootstrap=int(n_bootstrap), seed=seed)
+        reps = bootstrap_values(all_terms, n_bootstrap=int(n_bootstrap), seed=seed, groups=feedback.slate_id)
         for row, rep in zip(rows, reps):
             row["boot_std_error"], row["boot_ci_low"], row["boot_ci_high"] = percentile_interval(rep, alpha)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))

@@ -53,6 +53,10 @@ class BanditFeedback:
         position: ``(n,) int64`` slot of a slate (e.g. the Open Bandit Dataset's 3 positions) or ``None``.
         n_positions: number of slots ``P`` (``max(position) + 1`` when not given).
         query_ids: ``(n,) object`` identifiers, or ``None``.
+        slate_id: ``(n,)`` identifier of the slate (impression, session...) each round belongs to, or ``None``.
+            Rounds of one slate share a user and a moment, so their rewards are correlated: with slate ids the
+            intervals of :func:`~routing_env.ope.estimate_policy_value` resample and sum variance by slate
+            (cluster-robust) instead of by round. Stored as ``int64`` codes in order of first appearance.
         full_quality, full_cost: ``(n, K)`` hidden outcomes of every model (simulated logs only), used by
             :meth:`true_value`; never read by the estimators.
         logging_dist: ``(n, K)`` the logging policy's full distribution when known (simulated logs); used for the
@@ -70,6 +74,7 @@ class BanditFeedback:
     position: np.ndarray | None = None
     n_positions: int | None = None
     query_ids: np.ndarray | None = None
+    slate_id: np.ndarray | None = None
     full_quality: np.ndarray | None = field(default=None, repr=False)
     full_cost: np.ndarray | None = field(default=None, repr=False)
     logging_dist: np.ndarray | None = field(default=None, repr=False)
@@ -157,6 +162,15 @@ class BanditFeedback:
             set_(self, "n_positions", n_pos)
         elif self.n_positions is not None:
             raise ConfigurationError("n_positions is given without position")
+        if self.slate_id is not None:
+            raw = np.asarray(self.slate_id)
+            if raw.shape != (n,):
+                raise ShapeError(f"slate_id must have shape ({n},), got {raw.shape}")
+            _, first, codes = np.unique(raw, return_index=True, return_inverse=True)
+            # Renumber by first appearance so the codes do not depend on how the ids sort.
+            order = np.empty_like(first)
+            order[np.argsort(first, kind="stable")] = np.arange(first.size)
+            set_(self, "slate_id", _readonly(order[codes.reshape(-1)].astype(np.int64)))
         if self.query_ids is not None:
             qids = np.asarray(self.query_ids, dtype=object)
             if qids.shape != (n,):
@@ -272,7 +286,8 @@ class BanditFeedback:
         observed), ready for :meth:`LoggedDataset.save` and :meth:`from_dataset`.
 
         ``cost_scale``, ``cost_weight`` and the hidden outcomes are not part of the canonical format and are not
-        written; neither is ``position`` (keep the slot among the features, as ``load_open_bandit`` does).
+        written; neither are ``position`` (keep the slot among the features, as ``load_open_bandit`` does) and
+        ``slate_id``.
         Rounds without a cost get cost 0.
         """
         n, k = self.n_rounds, self.n_actions

@@ -52,6 +52,7 @@ def bootstrap_values(
     n_bootstrap: int,
     seed: int | np.random.Generator = 0,
     chunk: int = 4096,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(len(terms), n_bootstrap)`` bootstrap replicates of each estimate, all from the same resampling counts.
 
@@ -60,6 +61,8 @@ def bootstrap_values(
         n_bootstrap: number of replicates B ≥ 2.
         seed: seed or generator of the counts.
         chunk: rounds per block of counts (memory ``B × chunk × 4`` bytes).
+        groups: ``(n,) int64`` cluster code of each round in ``[0, G)`` (e.g. slate ids): whole clusters are
+            resampled together (one Poisson count per cluster), as rounds of one cluster are not independent.
 
     A replicate whose self-normalising denominator is 0 (no weight on any resampled round) is NaN.
     """
@@ -84,8 +87,18 @@ def bootstrap_values(
     if not columns:
         raise ConfigurationError("bootstrap_values needs at least one estimator's terms")
     n = columns[0].shape[0]
+    # A replicate only needs Σ_i W_i·c_i; with clusters W is constant within a cluster, so the columns are
+    # summed per cluster first and the counts weight the cluster sizes instead of single rounds.
+    count: np.ndarray | None = None
+    if groups is not None:
+        g = np.asarray(groups, dtype=np.int64)
+        if g.shape != (n,) or (n and g.min() < 0):
+            raise ConfigurationError(f"groups must be (n,) = ({n},) non-negative codes, got shape {g.shape}")
+        columns = [np.bincount(g, weights=c) for c in columns]
+        count = np.bincount(g).astype(np.float64)
+        n = count.shape[0]
     m = len(columns)
-    # The last column is all ones: the resampled count of rounds comes out of the same product.
+    # The last column counts rounds (ones, or cluster sizes): the resampled total comes out of the same product.
     sums = np.zeros((b, m + 1))
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -93,6 +106,8 @@ def bootstrap_values(
         block = np.ones((stop - start, m + 1), dtype=np.float32)
         for j, c in enumerate(columns):
             block[:, j] = c[start:stop]
+        if count is not None:
+            block[:, m] = count[start:stop]
         # float32 products, float64 accumulation across chunks: the rounding error stays ~1e-7 relative.
         sums += w @ block
     totals = sums[:, m]
@@ -117,11 +132,25 @@ def percentile_interval(replicates: np.ndarray, alpha: float) -> tuple[float, fl
     return float(finite.std(ddof=1)), float(low), float(high)
 
 
-def normal_interval(estimate: float, influence: np.ndarray, alpha: float) -> tuple[float, float, float]:
-    """``(std_error, low, high)``: delta-method standard error ``std(influence)/√n`` and ``estimate ± z·se``."""
+def normal_interval(
+    estimate: float, influence: np.ndarray, alpha: float, groups: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """``(std_error, low, high)``: delta-method standard error ``std(influence)/√n`` and ``estimate ± z·se``.
+
+    With ``groups`` (cluster codes, e.g. slate ids) the cluster-robust standard error
+    ``√(G/(G−1) · Σ_g (Σ_{i∈g} (ψ_i − ψ̄))²) / n`` is used instead.
+    """
     n = influence.shape[0]
     if n < 2 or not math.isfinite(estimate):
         return math.nan, math.nan, math.nan
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    if groups is not None:
+        per_group = np.bincount(groups, weights=influence - float(influence.mean()))
+        n_groups = per_group.shape[0]
+        if n_groups < 2:
+            return math.nan, math.nan, math.nan
+        se = math.sqrt(float(np.dot(per_group, per_group)) * n_groups / (n_groups - 1)) / n
+        return se, estimate - z * se, estimate + z * se
     mean = float(influence.mean())
     # One pass (a dot product); when the spread is tiny next to the mean, recompute centred to avoid cancellation.
     ss = float(np.dot(influence, influence)) - n * mean * mean
@@ -129,5 +158,4 @@ def normal_interval(estimate: float, influence: np.ndarray, alpha: float) -> tup
         centred = influence - mean
         ss = float(np.dot(centred, centred))
     se = math.sqrt(max(ss, 0.0) / (n - 1) / n)
-    z = NormalDist().inv_cdf(1 - alpha / 2)
     return se, estimate - z * se, estimate + z * se

@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from ope_policies import ConstantPolicy, LinearSoftmaxPolicy, random_linear
 from sklearn.neighbors import KNeighborsRegressor
@@ -230,3 +231,37 @@ def test_policy_object_and_its_array_agree(data: LoggedDataset, log: BanditFeedb
     a = estimate_policy_value(target, log, ["IPS", "SNIPS"], n_bootstrap=0)
     b = estimate_policy_value(target.action_probabilities(log.features), log, ["IPS", "SNIPS"], n_bootstrap=0)
     assert a.equals(b)
+
+
+def test_slate_ids_make_the_intervals_cluster_robust(data: LoggedDataset, log: BanditFeedback) -> None:
+    target = random_linear(data.models, data.n_features, seed=9)
+
+    def fb(rows: np.ndarray, slate: np.ndarray | None) -> BanditFeedback:
+        return BanditFeedback(
+            models=log.models,
+            features=log.features[rows],
+            action=log.action[rows],
+            propensity=log.propensity[rows],
+            quality=log.quality[rows],
+            slate_id=slate,
+        )
+
+    n = log.n_rounds
+    rows = np.arange(n)
+    plain = estimate_policy_value(target, fb(rows, None), ["IPS", "SNIPS"], n_bootstrap=100)
+    # One round per slate: exactly the per-round intervals (same draws, same variance).
+    singletons = estimate_policy_value(
+        target, fb(rows, [f"s{i}" for i in rows]), ["IPS", "SNIPS"], n_bootstrap=100
+    )
+    pd.testing.assert_frame_equal(plain, singletons, check_exact=False, rtol=1e-6)
+    # Every round logged twice in one slate: the per-round SE shrinks by ~√2, the slate SE does not.
+    twice = np.repeat(rows, 2)
+    naive = estimate_policy_value(target, fb(twice, None), ["IPS"], n_bootstrap=100)
+    robust = estimate_policy_value(target, fb(twice, twice), ["IPS"], n_bootstrap=100)
+    ratio_naive = plain["std_error"][0] / naive["std_error"][0]
+    assert ratio_naive == pytest.approx(math.sqrt(2), rel=0.01)
+    assert robust["std_error"][0] == pytest.approx(plain["std_error"][0], rel=0.01)
+    assert robust["boot_std_error"][0] == pytest.approx(plain["boot_std_error"][0], rel=0.3)
+    assert naive["boot_std_error"][0] < 0.85 * robust["boot_std_error"][0]
+    with pytest.raises(ShapeError, match=r"slate_id must have shape"):
+        fb(rows, np.zeros(3))

@@ -170,3 +170,9 @@ def test_from_dataset_reads_positions_from_a_named_feature(small: LoggedDataset)
     fb = BanditFeedback.from_dataset(logs, position_feature="position")
     np.testing.assert_array_equal(fb.position, slot)
     assert fb.n_positions == 3 and fb.features.shape[1] == small.n_features + 1
+
+
+def test_slate_ids_are_coded_by_first_appearance() -> None:
+    fb = _fb(slate_id=["z", "a", "z"])
+    np.testing.assert_array_equal(fb.slate_id, [0, 1, 0])
+    assert fb.slate_id.dtype == np.int64 and not fb.slate_id.flags.writeable

@@ -48,7 +48,7 @@ class RouterConfig:
 
     Attributes:
         cost_weight: λ of the reward ``quality − λ·cost/cost_scale``; ``None`` = the policy's own ``cost_weight``
-            (cost-aware policies) or 0.
+            attribute when it has one, else 0.
         cost_scale: USD per unit of λ (e.g. the mean cost of the most expensive model per call); ``None`` = the
             policy's fitted ``cost_scale_`` when it has one, else 1.0.
         checkpoint_every: save the policy after this many applied updates (≥ 1).
@@ -289,6 +289,7 @@ class OnlineRouter:
             for fb, decision in db.feedback(after_seq=ckpt.last_feedback_seq):
                 if fb.applied:
                     router._apply(fb, decision)
+            router._prime()  # as warm as a live router's policy, which has routed since its last update
         return router
 
     # ------------------------------------------------------------------ properties
@@ -312,8 +313,9 @@ class OnlineRouter:
     def cost_weight(self) -> float:
         if self.config.cost_weight is not None:
             return self.config.cost_weight
-        if self._served.cost_aware:
-            return float(self._served.policy.cost_weight)
+        own = getattr(self._served.policy, "cost_weight", None)  # the λ the policy was trained for
+        if isinstance(own, (int, float)) and math.isfinite(own) and own >= 0:
+            return float(own)
         return 0.0
 
     @property

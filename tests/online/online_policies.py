@@ -73,7 +73,8 @@ class ThresholdCascade:
     def stop_probabilities(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
         s = np.atleast_2d(signals)
         step = s.shape[1] - 1
-        return 1.0 / (1.0 + np.exp(-self.sharpness * (s[:, -1] - self.threshold[step])))
+        z = np.clip(self.sharpness * (s[:, -1] - self.threshold[step]), -500.0, 500.0)  # no overflow in exp
+        return 1.0 / (1.0 + np.exp(-z))
 
     def decide(self, features: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = self.stop_probabilities(features, signals)
@@ -121,8 +122,28 @@ def saved_state(policy: Any, path: Path) -> tuple[str, dict[str, np.ndarray]]:
     return text, arrays
 
 
+def warm(policy: Any) -> None:
+    """Call the policy's (pure) probability methods once, so caches it rebuilds lazily are built in both copies.
+
+    LinUCB-style bandits drop their score cache after a periodic exact refresh and rebuild it on the next call;
+    a live router has made that call (it routes), a replay has not. Warming both compares the learned state.
+    """
+    d = getattr(policy, "n_features", None)
+    if d is None:
+        return
+    x = np.zeros((1, d), dtype=np.float32)
+    chain = getattr(policy, "chain", None)
+    if isinstance(chain, tuple):
+        for s in range(1, len(chain)):
+            policy.stop_probabilities(x, np.zeros((1, s)))
+    else:
+        policy.action_probabilities(x)
+
+
 def assert_same_state(a: Any, b: Any, tmp: Path) -> None:
     """Fail unless policies ``a`` and ``b`` save to identical JSON (incl. RNG state) and identical arrays."""
+    warm(a)
+    warm(b)
     ta, aa = saved_state(a, tmp / "a")
     tb, ab = saved_state(b, tmp / "b")
     assert ta == tb

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +190,22 @@ def test_health_metrics_and_openapi(client: TestClient) -> None:
     assert "/v1/noop" not in paths
 
 
+def test_service_expires_decisions_in_the_background(tmp_path: Path) -> None:
+    router = OnlineRouter(
+        FixedPolicy(MODELS, [0.5, 0.3, 0.2]), tmp_path / "e.db", feedback_timeout_s=0.2, default_quality=0.0
+    )
+    with TestClient(create_app(router, expire_interval_s=0.05)) as client:
+        d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()["decision_id"]
+        deadline = time.monotonic() + 20
+        while client.get(f"/v1/decisions/{d}").json()["status"] == "open" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        view = client.get(f"/v1/decisions/{d}").json()
+        assert view["status"] == "expired" and view["feedback"]["source"] == "default"
+        r = client.post("/v1/feedback", json={"decision_id": d, "quality": 1.0})
+        assert r.status_code == 409 and "default reward was applied" in r.json()["detail"]
+        assert 'routing_env_feedback_total{source="default"} 1' in client.get("/metrics").text
+
+
 def test_cascade_over_http(tmp_path: Path) -> None:
     router = OnlineRouter(ThresholdCascade(("s", "m", "l")), tmp_path / "c.db")
     with TestClient(create_app(router)) as client:
@@ -261,13 +278,13 @@ def _send(client: TestClient, path: str, body: object) -> int:
     return client.post(path, content=raw, headers={"content-type": "application/json"}).status_code
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=route_bodies | json_values)
 def test_fuzz_route_never_5xx(fuzz_client: TestClient, body: object) -> None:
     assert _send(fuzz_client, "/v1/route", body) < 500
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=feedback_bodies | json_values, use_real_id=st.booleans())
 def test_fuzz_feedback_never_5xx(fuzz_client: TestClient, body: object, use_real_id: bool) -> None:
     if use_real_id and isinstance(body, dict):
@@ -277,7 +294,7 @@ def test_fuzz_feedback_never_5xx(fuzz_client: TestClient, body: object, use_real
     assert _send(fuzz_client, "/v1/feedback", body) < 500
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.fixed_dictionaries({}, optional={"signal": numbers | json_values, "cost": numbers}) | json_values
 )

@@ -31,7 +31,9 @@ def data() -> LoggedDataset:
 
 
 def linucb(data: LoggedDataset) -> LinUCB:
-    return LinUCB(alpha=0.5, epsilon=0.2, seed=1).fit(data.select(np.arange(200)), cost_weight=0.5)
+    policy = LinUCB(alpha=0.5, epsilon=0.2, seed=1)
+    policy.fit(data.select(np.arange(200)), cost_weight=0.5)
+    return policy
 
 
 def fixed_router(tmp_path: Path, probs: list[float] | None = None, **kw: object) -> OnlineRouter:
@@ -230,7 +232,7 @@ def _traffic(router: OnlineRouter, data: LoggedDataset, rows: range, seed: int) 
     for i in rows:
         pending.append(router.route(data.features[i]))
         if len(pending) >= 5:
-            rng.shuffle(pending)  # type: ignore[arg-type]
+            rng.shuffle(pending)
             d = pending.pop()
             if rng.random() < 0.7:
                 router.feedback(d.decision_id, float(rng.random()), cost=float(rng.random() * 1e-3))
@@ -331,6 +333,34 @@ def test_cascade_restore_replays_steps(tmp_path: Path) -> None:
         while ob.action == "call":
             ob = router.observe(d.decision_id, float(rng.normal()), cost=0.01)
         router.feedback(d.decision_id, float(rng.random()), cost=0.05)
+    restored = OnlineRouter.restore(tmp_path / "d.db")
+    assert_same_state(router.policy, restored.policy, tmp_path)
+
+
+def test_cascade_bandit_served_learns_and_restores_bit_identically(tmp_path: Path) -> None:
+    from agents.cascade import CascadeBandit
+
+    logs = make_synthetic(n_queries=300, models=3, n_features=4, seed=5)
+    assert logs.signal is not None
+    policy = CascadeBandit(alpha=0.5, epsilon=0.1, seed=0).fit(logs.select(np.arange(200)), cost_weight=0.5)
+    router = OnlineRouter(policy, tmp_path / "d.db", checkpoint_every=6)
+    assert router.kind == "cascade" and router.cost_weight == 0.5
+    chain_idx = [logs.models.index(m) for m in router.models]
+    steps = 0
+    for i in range(200, 263):
+        d = router.route(logs.features[i])
+        ob = router.observe(
+            d.decision_id, float(logs.signal[i, chain_idx[0]]), cost=float(logs.cost[i, chain_idx[0]])
+        )
+        steps += 1
+        while ob.action == "call":
+            j = chain_idx[ob.n_calls - 1]
+            ob = router.observe(d.decision_id, float(logs.signal[i, j]), cost=float(logs.cost[i, j]))
+            steps += 1
+        assert 0 < ob.propensity <= 1
+        router.feedback(d.decision_id, float(logs.quality[i, logs.models.index(ob.model)]))
+    assert steps > 63  # some queries escalated
+    assert router.store.latest_checkpoint().last_feedback_seq == 60  # type: ignore[union-attr]  # 3 to replay
     restored = OnlineRouter.restore(tmp_path / "d.db")
     assert_same_state(router.policy, restored.policy, tmp_path)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = store.with_suffix(".log")
+        self.store = store
 
     def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "ROUTING_ENV_API_TOKEN": TOKEN}
@@ -93,21 +95,31 @@ def policy_dir(data: LoggedDataset, tmp_path_factory: pytest.TempPathFactory) ->
     return policy.save(tmp_path_factory.mktemp("policy") / "linucb")
 
 
-@pytest.fixture
-def server(tmp_path: Path, policy_dir: Path) -> Iterator[Server]:
+def _server(tmp_path: Path, policy_dir: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "store.db", policy_dir, "--checkpoint-every", "50")
     srv.start()
     yield srv
     srv.stop()
 
 
-def replayed(policy_dir: Path, store: DecisionStore) -> object:
-    """The initial policy with every applied feedback of ``store`` replayed in apply order."""
+@pytest.fixture
+def server(tmp_path: Path, policy_dir: Path) -> Iterator[Server]:
+    """A fresh server (for the kill -9 test)."""
+    yield from _server(tmp_path, policy_dir)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, policy_dir: Path) -> Iterator[Server]:
+    """One server for the HTTP and load tests (a start costs seconds of imports)."""
+    yield from _server(tmp_path_factory.mktemp("shared"), policy_dir)
+
+
+def replayed(policy_dir: Path | str, store: DecisionStore, after_seq: int = 0) -> object:
+    """The policy saved in ``policy_dir`` with the applied feedback of ``store`` after ``after_seq`` replayed."""
     policy = load_policy(policy_dir)
-    policy.action_probabilities(
-        np.zeros((1, policy.n_features), dtype=np.float32)
-    )  # the router primes it too
-    for fb, d in store.feedback():
+    # The router primes the policy's lazily built caches; do the same.
+    policy.action_probabilities(np.zeros((1, policy.n_features), dtype=np.float32))
+    for fb, d in store.feedback(after_seq=after_seq):
         if fb.applied:
             policy.update_outcomes(
                 d.features[None, :], np.array([d.action]), np.array([fb.quality]), np.array([fb.cost])
@@ -214,32 +226,33 @@ def test_route_feedback_swap_and_export_over_http(
             .save(tmp_path / "p2")
         )
         assert c.post("/v1/policy", json={"path": str(new), "version": "retrained"}).status_code == 401
+        exported_before = c.get("/v1/export", params={"format": "csv"}, headers=AUTH).text.count("\n")
         r = c.post("/v1/policy", json={"path": str(new), "version": "retrained"}, headers=AUTH)
-        assert r.status_code == 200 and r.json()["previous_version"] == "v1"
+        assert r.status_code == 200 and r.json()["version"] == "retrained"
         assert c.post("/v1/route", json={"features": [0.0] * 8}).json()["policy_version"] == "retrained"
         export = c.get("/v1/export", params={"format": "csv"}, headers=AUTH)
-        assert (
-            export.status_code == 200 and export.text.count("\n") == 2
-        )  # header + one decision with feedback
+        assert export.status_code == 200 and export.text.count("\n") == exported_before
         assert 'routing_env_policy_info{version="retrained"' in c.get("/metrics").text
         assert c.get("/openapi.json").json()["info"]["title"] == "routing-env online router"
 
 
 @pytest.mark.slow
-def test_load_16_clients_x_1000_pairs(
-    server: Server, data: LoggedDataset, tmp_path: Path, policy_dir: Path
-) -> None:
-    traffic = Traffic(server.url, data, clients=16, pairs=1000).start()
+def test_load_16_clients_x_1000_pairs(shared: Server, data: LoggedDataset, tmp_path: Path) -> None:
+    before = httpx.post(shared.url + "/v1/checkpoint", headers=AUTH, timeout=30).json()
+    # The server keeps only its newest checkpoints: keep a copy of this one to replay from.
+    before["path"] = str(shutil.copytree(before["path"], tmp_path / "before"))
+    traffic = Traffic(shared.url, data, clients=16, pairs=1000).start()
     traffic.join()
     assert traffic.errors == []
     assert len(traffic.statuses) == 32_000 and set(traffic.statuses) == {200}
     assert len(traffic.acked) == 16_000
-    store = DecisionStore(tmp_path / "store.db")
-    stored = {fb.decision_id for fb, _ in store.feedback()}
+    store = DecisionStore(shared.store)
+    stored = {fb.decision_id for fb, _ in store.feedback(after_seq=before["last_feedback_seq"])}
     assert stored == set(traffic.acked)
-    live = served_policy(server)
-    assert live.n_updates == 16_000  # type: ignore[attr-defined]
-    assert_same_state(live, replayed(policy_dir, store), tmp_path)
+    live = served_policy(shared)
+    start = load_policy(before["path"])
+    assert live.n_updates - start.n_updates == 16_000  # type: ignore[attr-defined]
+    assert_same_state(live, replayed(before["path"], store, before["last_feedback_seq"]), tmp_path)
 
 
 @pytest.mark.slow

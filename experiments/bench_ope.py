@@ -1,6 +1,6 @@
 """Speed of the off-policy estimators on 10⁶ logged rounds, K = 11 models.
 
-What is timed (median of ``--repeats`` runs, after one warm-up):
+What is timed (median of ``--repeats`` runs after one warm-up, ours and the reference alternating):
 
 1. ``estimators``: DM, IPS, SNIPS and DR each called through its public ``estimate_policy_value(reward, action,
    pscore, action_dist, estimated_rewards=...)`` — input validation included — summed over the four;
@@ -44,14 +44,24 @@ args = parser.parse_args()
 threadpool_limits(args.threads)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first-touch page faults and lazy imports are not what we measure
-    times = []
+def timed_pair(
+    ours: Callable[[], object], ref: Callable[[], object], repeats: int
+) -> tuple[float, float, float]:
+    """Median seconds of ``ours`` and ``ref`` and the median of their per-repeat ratio. The two alternate, so a
+    shared machine's load changes hit both alike."""
+    ours()  # warm-up: first-touch page faults and lazy imports are not what we measure
+    ref()
+    t_ours, t_ref = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        ours()
+        t1 = time.perf_counter()
+        ref()
+        t2 = time.perf_counter()
+        t_ours.append(t1 - t0)
+        t_ref.append(t2 - t1)
+    ratio = np.median(np.array(t_ours) / np.array(t_ref))
+    return float(np.median(t_ours)), float(np.median(t_ref)), float(ratio)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -126,8 +136,7 @@ for what, ours_fn, ref_fn, target_s in (
     ("DM+IPS+SNIPS+DR (estimate_policy_value table)", ours_table, reference_four, 0.100),
     (f"IPS bootstrap, B = {args.n_bootstrap}", ours_bootstrap, reference_bootstrap, 1.0),
 ):
-    t_ours = timed(ours_fn, args.repeats)
-    t_ref = timed(ref_fn, args.repeats)
+    t_ours, t_ref, ratio = timed_pair(ours_fn, ref_fn, args.repeats)
     results.append(
         {
             "what": what,
@@ -135,7 +144,7 @@ for what, ours_fn, ref_fn, target_s in (
             "k": k,
             "ours_s": t_ours,
             "numpy_reference_s": t_ref,
-            "ratio_ours_over_reference": t_ours / t_ref,
+            "ratio_ours_over_reference": ratio,
             "target_s": target_s,
             "meets_target": t_ours <= target_s,
         }

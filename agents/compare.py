@@ -67,21 +67,11 @@ __all__ = [
     "run_frontier_study",
 ]
 
-#: λ grid: dense where routing pays off on typical price ratios, then out to "cost dominates".
+#: λ grid: dense where routing pays off on typical price ratios (the curves between grid points are only
+#: interpolated), then out to "cost dominates".
 DEFAULT_COST_WEIGHTS: tuple[float, ...] = (
-    0.0,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.5,
-    0.75,
-    1.0,
-    2.0,
-    5.0,
+    *(0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2),
+    *(0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
 )
 ROUTERS: tuple[str, ...] = (
     "random",
@@ -118,7 +108,10 @@ class CompareConfig:
         ppo_timesteps: environment steps per per-λ PPO policy.
         ppo_cost_weights: the λ values a per-λ PPO policy is trained for (default: the whole grid).
         ppo_conditioned_timesteps: environment steps of the λ-conditioned PPO policy.
-        ppo_conditioned_range: λ range of the conditioned policy (default: the grid's range).
+        ppo_conditioned_range: λ range of the conditioned policy, which is scored only inside it (default: the
+            grid's range capped at λ = 1, where the most expensive model must be worth a full quality point;
+            the env draws λ uniformly, so a wider range spends most episodes where every router already
+            picks the cheapest models).
         n_envs: parallel copies in PPO's vector env.
         quality_target: share of the strongest model's quality the "cost saved" column aims at.
         featurize: ``"auto"`` fits the default text featurizer (TF-IDF + SVD, plus the task one-hot) on the
@@ -457,7 +450,7 @@ def _run_router(
     elif name == "ppo-conditioned":
         from agents.ppo import train_ppo
 
-        lo, hi = config.ppo_conditioned_range or (min(weights), max(weights))
+        lo, hi = config.ppo_conditioned_range or (min(weights), min(max(weights), 1.0))
         if hi <= lo:
             hi = lo + 1.0
         result = train_ppo(
@@ -470,7 +463,10 @@ def _run_router(
         )
         run.seconds = time.perf_counter() - start
         assert result.policy is not None
-        sweep(result.policy)
+        # Scored only inside the λ range it was trained on (outside it the network extrapolates).
+        for lam in weights:
+            if lo <= lam <= hi:
+                run.evals.append((f"λ={lam:g}", lam, evaluate_policy(test, _at(result.policy, lam), lam)))
     else:  # pragma: no cover - CompareConfig validates the names
         raise ConfigurationError(f"unknown router {name!r}")
     return run

@@ -32,6 +32,7 @@ def test_frontier_script_two_models(tmp_path: Path, capsys: pytest.CaptureFixtur
         [
             "--dataset", str(data), "--out", str(tmp_path / "out"), "--cost-weights", "0", "0.5",
             "--ppo-cost-weights", "0.5", "--ppo-conditioned-timesteps", "256", *TINY_PPO,
+            "--routers", "random", "logistic", "matrix-factorization", "linucb", "ppo", "ppo-conditioned",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out

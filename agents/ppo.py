@@ -35,6 +35,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.bandits import rng_from_state, rng_state
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.metrics import PolicyEvaluation, evaluate_policy
@@ -497,6 +498,7 @@ class SB3Policy:
             "net_arch": list(self.net_arch),
             "activation": self.activation,
             "seed": self.seed,
+            "rng_state": rng_state(self._rng),
             "torch_dtypes": {k: str(v.dtype) for k, v in self.network.state_dict().items()},
         }
         arrays = {"feature_mean": self.feature_mean, "feature_std": self.feature_std, **state}
@@ -536,7 +538,7 @@ class SB3Policy:
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
         network.set_training_mode(False)
         rng = config.get("cost_weight_range")
-        return cls(
+        policy = cls(
             network,
             models,
             mean,
@@ -549,6 +551,10 @@ class SB3Policy:
             activation=activation,
             seed=config.get("seed"),
         )
+        if "rng_state" in config:
+            # The sampler continues where the saved policy stopped.
+            policy._rng = rng_from_state(config["rng_state"])
+        return policy
 
 
 # ---------------------------------------------------------------------- evaluation callback

@@ -104,6 +104,25 @@ POLICY_CASES: list[PolicyCase] = [
 ]
 
 
+_SB3_CACHE: dict[int, Any] = {}
+
+
+def _sb3_policy(ds: LoggedDataset) -> Any:
+    """A tiny PPO router, trained once per dataset; each call returns a fresh copy (same seed, same draws)."""
+    from agents.ppo import PPOConfig, train_ppo
+
+    if id(ds) not in _SB3_CACHE:
+        config = PPOConfig(n_steps=64, batch_size=128, n_epochs=2, net_arch=(16,))
+        _SB3_CACHE[id(ds)] = train_ppo(
+            ds, 0.3, total_timesteps=256, n_envs=2, seed=3, config=config, validation=None
+        ).policy
+    policy = _SB3_CACHE[id(ds)]
+    return policy.with_cost_weight(policy.cost_weight)
+
+
+POLICY_CASES.append(PolicyCase("SB3Policy-PPO", _sb3_policy, prob_atol=1e-9))
+
+
 @pytest.fixture(scope="module")
 def train() -> LoggedDataset:
     return make_synthetic(n_queries=240, models=4, n_features=6, seed=5)

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS policies (
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY,
     decision_id TEXT NOT NULL UNIQUE,
-    request_id TEXT UNIQUE,
+    request_id TEXT,
     created_at REAL NOT NULL,
     policy_version TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -65,7 +65,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     n_calls INTEGER NOT NULL,
     max_calls INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_status ON decisions (status, created_at);
+-- Partial indexes: most decisions carry no request id, and only open ones are looked up by age.
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_request ON decisions (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS decisions_open ON decisions (created_at) WHERE status = 'open';
 CREATE TABLE IF NOT EXISTS steps (
     decision_id TEXT NOT NULL,
     step INTEGER NOT NULL,
@@ -256,6 +258,8 @@ class DecisionStore:
             crash of the process (kill -9); ``"FULL"`` also against power loss, at the price of an fsync per write.
         checkpoint_dir: where policy checkpoints go; default ``<path>.checkpoints/`` beside the database.
         keep_checkpoints: how many policy checkpoint directories to keep on disk (the newest ones).
+        wal_checkpoint_s: copy the write-ahead log into the database from a background thread every this many
+            seconds, so that no request pays for it; ``None`` = SQLite's automatic checkpoints on the writer.
     """
 
     def __init__(
@@ -265,6 +269,7 @@ class DecisionStore:
         synchronous: Synchronous = "NORMAL",
         checkpoint_dir: str | Path | None = None,
         keep_checkpoints: int = 2,
+        wal_checkpoint_s: float | None = 1.0,
     ) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigurationError(
@@ -291,6 +296,18 @@ class DecisionStore:
         self._writer = self._connect()
         with self._write_lock:
             self._writer.executescript(_SCHEMA)
+        self._stop = threading.Event()
+        self._wal_thread: threading.Thread | None = None
+        if wal_checkpoint_s is not None:
+            if not (float(wal_checkpoint_s) > 0):
+                raise ConfigurationError(
+                    f"wal_checkpoint_s must be > 0 seconds or None, got {wal_checkpoint_s!r}"
+                )
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._wal_thread = threading.Thread(
+                target=self._wal_loop, args=(float(wal_checkpoint_s),), name="routing-env-wal", daemon=True
+            )
+            self._wal_thread.start()
 
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
@@ -299,6 +316,18 @@ class DecisionStore:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def _wal_loop(self, interval: float) -> None:
+        """Background PASSIVE checkpoints: never block the writer, keep the WAL file small."""
+        conn = self._connect()
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # busy or transient: the next round retries
+                    continue
+        finally:
+            conn.close()
 
     def _reader(self) -> sqlite3.Connection:
         if self._closed:
@@ -331,6 +360,9 @@ class DecisionStore:
         """Close the writer connection (reader connections close with their threads)."""
         if not self._closed:
             self._closed = True
+            self._stop.set()
+            if self._wal_thread is not None:
+                self._wal_thread.join(timeout=5)
             with self._write_lock:
                 self._writer.close()
             conn = getattr(self._local, "conn", None)

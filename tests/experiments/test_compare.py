@@ -1,0 +1,84 @@
+"""agents.compare: the frontier study's tables on small synthetic logs, and its argument checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.compare import CompareConfig, compare_routers, prepare_splits, run_frontier_study
+from routing_env.data import LoggedDataset, make_synthetic
+from routing_env.errors import ConfigurationError
+
+CHEAP = ("random", "best-single", "logistic", "linucb")
+
+
+@pytest.fixture(scope="module")
+def data() -> LoggedDataset:
+    return make_synthetic(n_queries=400, models=3, n_features=5, seed=11)
+
+
+@pytest.mark.slow
+def test_tables_of_a_study(data: LoggedDataset, tmp_path: Path) -> None:
+    config = CompareConfig(cost_weights=(0.0, 0.1, 0.5, 2.0), routers=CHEAP, seed=1)
+    result, paths = run_frontier_study(data, "tiny set", tmp_path, config)
+    table = result.table.set_index("router")
+    assert list(table.index) == [*CHEAP, "oracle"]
+    assert table.loc["oracle", "gap_closed"] == pytest.approx(1.0)
+    # Best-single picks one fixed model per λ: never better than the zero router it is made of.
+    assert table.loc["best-single", "gap_closed"] <= 1e-9
+    assert table.loc["logistic", "aiq"] <= table.loc["oracle", "aiq"] + 1e-12
+    assert "apgr" not in table.columns  # three models: no RouteLLM metrics
+    assert list(result.rewards.index) == [0.0, 0.1, 0.5, 2.0]
+    assert (result.rewards.drop(columns="oracle").le(result.rewards["oracle"], axis=0)).all().all()
+    assert result.ppo_vs_best_bandit().empty  # no PPO in this run
+    assert set(result.points["router"]) == {*CHEAP, "oracle"}
+    assert {"points", "table", "rewards", "report", "plot", "info"} == set(paths)
+    assert paths["plot"].name == "frontier_tiny-set.png"
+    report = paths["report"].read_text()
+    assert "| linucb |" in report and "## Mean reward per cost weight" in report
+    saved = pd.read_csv(paths["table"])
+    assert len(saved) == len(table)
+
+
+def test_same_seed_same_tables(data: LoggedDataset) -> None:
+    config = CompareConfig(cost_weights=(0.0, 0.5), routers=("random", "linucb"), seed=4)
+    a, _ = run_frontier_study(data, "a", None, config)
+    b, _ = run_frontier_study(data, "a", None, config)
+    pd.testing.assert_frame_equal(
+        a.table.drop(columns="train_seconds"), b.table.drop(columns="train_seconds")
+    )
+
+
+def test_two_model_sets_get_routellm_metrics() -> None:
+    data = make_synthetic(n_queries=300, models=2, n_features=4, seed=8)
+    config = CompareConfig(cost_weights=(0.0, 0.05, 0.2, 1.0), routers=("random", "logistic"))
+    result, _ = run_frontier_study(data, "pair", None, config)
+    table = result.table.set_index("router")
+    # The random router's curve is the straight line from the weak to the strong model.
+    assert table.loc["random", "apgr"] == pytest.approx(0.5)
+    assert table.loc["oracle", "apgr"] > 1.0
+    assert 0.0 <= table.loc["logistic", "cpt50"] <= 1.0
+
+
+def test_prepare_splits_featurizes_prompts(data: LoggedDataset) -> None:
+    bare = data.with_features(np.zeros((data.n_queries, 0), dtype=np.float32))
+    train, test, what = prepare_splits(bare, CompareConfig(test_size=0.3))
+    assert train.n_features == test.n_features > 0
+    assert "text featurizer" in what
+    with pytest.raises(ConfigurationError, match="featurize='never'"):
+        prepare_splits(bare, CompareConfig(featurize="never"))
+
+
+def test_bad_configuration_is_refused(data: LoggedDataset) -> None:
+    with pytest.raises(ConfigurationError, match="routers must be names from"):
+        CompareConfig(routers=("lin-ucb",))
+    with pytest.raises(ConfigurationError, match="cost_weights must be finite numbers ≥ 0"):
+        CompareConfig(cost_weights=(-1.0,))
+    with pytest.raises(ConfigurationError, match=r"test_size must be in \(0, 1\), got 1.5"):
+        CompareConfig(test_size=1.5)
+    train, test = data.split(0.3, seed=0)
+    with pytest.raises(ConfigurationError, match="different models"):
+        compare_routers(train, test.subset_models(test.models[:2]), CompareConfig(routers=("random",)))

@@ -219,7 +219,7 @@ points_strategy = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(points_strategy)
 def test_frontier_properties(points: list[tuple[float, float]]) -> None:
     hull = frontier(points)
@@ -242,7 +242,7 @@ def test_frontier_properties(points: list[tuple[float, float]]) -> None:
     assert hull[0, 0] == pytest.approx(pts[:, 0].min())
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(points_strategy, points_strategy)
 def test_aiq_properties(points: list[tuple[float, float]], extra: list[tuple[float, float]]) -> None:
     pts = np.asarray(points)
@@ -288,7 +288,7 @@ def test_apgr_refuses_bad_input() -> None:
         cpt([0.5], [0.7], 50, weak_quality=0.6, strong_quality=0.8)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=15),
     st.floats(0.0, 0.5),

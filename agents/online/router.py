@@ -376,7 +376,7 @@ class OnlineRouter:
             allowed = self._allowed_mask(allowed_models)
             seq = self._decision_seq + 1
             if s.kind == "route":
-                probs = self._probabilities(x, lam if cost_weight is not None else None)
+                probs = self._probabilities(x, lam if cost_weight is not None and s.cost_aware else None)
                 sampled = probs if allowed is None else _renormalise(probs, allowed)
                 action = _draw(sampled, _uniform(self.config.seed, seq))
                 max_calls = 1
@@ -624,7 +624,7 @@ class OnlineRouter:
             applied=bool(applied),
             policy_version=s.version,
         )
-        self.store.insert_feedback(fb, "closed" if source == "client" else "expired")
+        self.store.insert_feedback(fb)
         self._feedback_seq = fb.seq
         c = self._counts
         c.pending -= 1

@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS feedback (
     applied INTEGER NOT NULL,
     policy_version TEXT NOT NULL
 );
+-- Feedback closes its decision in the same (single-statement) transaction.
+CREATE TRIGGER IF NOT EXISTS feedback_closes_decision AFTER INSERT ON feedback BEGIN
+    UPDATE decisions SET status = CASE NEW.source WHEN 'client' THEN 'closed' ELSE 'expired' END
+    WHERE decision_id = NEW.decision_id;
+END;
 CREATE TABLE IF NOT EXISTS checkpoints (
     id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -593,8 +598,8 @@ class DecisionStore:
         ]
 
     # ------------------------------------------------------------------ feedback
-    def insert_feedback(self, fb: Feedback, status: Literal["closed", "expired"]) -> None:
-        """Record feedback and close its decision, in one transaction."""
+    def insert_feedback(self, fb: Feedback) -> None:
+        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction."""
         self._write(
             [
                 (
@@ -613,7 +618,6 @@ class DecisionStore:
                         fb.policy_version,
                     ),
                 ),
-                ("UPDATE decisions SET status = ? WHERE decision_id = ?", (status, fb.decision_id)),
             ]
         )
 

@@ -110,7 +110,8 @@ def test_route_rejects_bad_input(tmp_path: Path) -> None:
         router.route(prompt="hello")
     with pytest.raises(ConfigurationError, match="cost-aware policy"):
         router.route([0, 0, 0], cost_weight=2.0)
-    assert router.store.max_decision_seq() == 0
+    assert router.store.max_decision_seq() == 0  # nothing was logged for the refused requests
+    assert router.route([0, 0, 0], cost_weight=0.0).cost_weight == 0.0  # the router's own λ is fine
 
 
 def test_request_id_is_idempotent(tmp_path: Path) -> None:

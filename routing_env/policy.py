@@ -93,7 +93,9 @@ class CascadePolicy(Protocol):
         """``(stop (n,) bool, propensity (n,) float64)`` drawn with the policy's seeded RNG."""
         ...
 
-    def update(self, features: np.ndarray, signals: np.ndarray, stop: np.ndarray, returns: np.ndarray) -> None:
+    def update(
+        self, features: np.ndarray, signals: np.ndarray, stop: np.ndarray, returns: np.ndarray
+    ) -> None:
         """Learn from decisions taken after ``s = signals.shape[1]`` calls and the ``returns (n,)`` that followed
         them (quality of the accepted answer minus the cost-weighted cost of the calls made after the decision).
         """

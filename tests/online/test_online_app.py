@@ -17,9 +17,8 @@ pytest.importorskip("fastapi")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's deprecation notice about its httpx-based client
     from fastapi.testclient import TestClient
-from online_policies import FixedPolicy, ThresholdCascade
-
 from agents.online import DecisionStore, OnlineRouter, create_app
+from tests.online.online_policies import FixedPolicy, ThresholdCascade
 
 MODELS = ("a", "b", "c")
 TOKEN = "s3cret-token"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from online_policies import FixedPolicy, ThresholdCascade, assert_same_state
 
 from agents.bandits import LinUCB
 from agents.online import (
@@ -21,6 +20,7 @@ from agents.online import (
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError, ModelMismatchError, OPEWarning, ShapeError
 from routing_env.policy import load_policy
+from tests.online.online_policies import FixedPolicy, ThresholdCascade, assert_same_state
 
 MODELS = ("a", "b", "c")
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from online_policies import assert_same_state
 
 from agents.bandits import LinUCB
 from agents.online import DecisionStore
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.policy import load_policy
+from tests.online.online_policies import assert_same_state
 
 pytest.importorskip("uvicorn")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ope_policies import random_linear
 
 from agents.cli import main
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.ope import BanditFeedback, estimate_policy_value, simulate_bandit_feedback
+from tests.ope.ope_policies import random_linear
 
 
 @pytest.fixture(scope="module")

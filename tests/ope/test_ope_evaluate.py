@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from ope_policies import ConstantPolicy, LinearSoftmaxPolicy, random_linear
 from sklearn.neighbors import KNeighborsRegressor
 
 from routing_env.data import LoggedDataset, make_synthetic
@@ -26,6 +25,7 @@ from routing_env.ope import (
 )
 from routing_env.ope.estimators import Terms
 from routing_env.ope.intervals import _TABLE, poisson_weights
+from tests.ope.ope_policies import ConstantPolicy, LinearSoftmaxPolicy, random_linear
 
 
 @pytest.fixture(scope="module")

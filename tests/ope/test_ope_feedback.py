@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ope_policies import ConstantPolicy, random_linear
 
 from routing_env.data import LoggedDataset
 from routing_env.errors import (
@@ -15,6 +14,7 @@ from routing_env.errors import (
     ShapeError,
 )
 from routing_env.ope import BanditFeedback, simulate_bandit_feedback
+from tests.ope.ope_policies import ConstantPolicy, random_linear
 
 MODELS = ("a", "b", "c")
 

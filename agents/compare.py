@@ -190,13 +190,16 @@ class Comparison:
         ppos = [p for p in ("ppo", "ppo-conditioned") if p in self.rewards.columns]
         if not bandits or not ppos:
             return pd.DataFrame()
-        out = pd.DataFrame(index=self.rewards.index)
-        best = self.rewards[bandits].max(axis=1)
-        out["best_bandit"] = self.rewards[bandits].idxmax(axis=1)
+        # λ values where only some routers ran (a per-λ PPO off the grid) have no bandit to compare with.
+        scored = self.rewards[bandits].notna().any(axis=1)
+        rewards = self.rewards[scored]
+        out = pd.DataFrame(index=rewards.index)
+        best = rewards[bandits].max(axis=1)
+        out["best_bandit"] = rewards[bandits].idxmax(axis=1)
         out["best_bandit_reward"] = best
         for p in ppos:
-            out[f"{p}_reward"] = self.rewards[p]
-            out[f"{p}_shortfall"] = (best - self.rewards[p]) / best.abs().clip(lower=1e-12)
+            out[f"{p}_reward"] = rewards[p]
+            out[f"{p}_shortfall"] = (best - rewards[p]) / best.abs().clip(lower=1e-12)
         return out
 
     def to_markdown(self) -> str:

@@ -721,10 +721,7 @@ class _LinearBandit:
     def load(cls, path: str | Path) -> Any:
         """Restore a policy written by :meth:`save` (also reachable through ``routing_env.policy.load_policy``)."""
         root = Path(path)
-        kind, config, arrays = read_policy_dir(root)
-        expected = f"{cls.__module__}.{cls.__qualname__}"
-        if kind != expected:
-            raise PolicyFormatError(f"{root} holds a {kind!r}, not a {expected!r}")
+        _, config, arrays = read_policy_dir(root, expect=cls)
         try:
             obj = cls(**config["hyperparameters"], models=tuple(config["models"]))
             obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None

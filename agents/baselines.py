@@ -192,10 +192,7 @@ class _BaseRouter:
     def load(cls, path: str | Path) -> Any:
         """Restore a router written by :meth:`save`."""
         root = Path(path)
-        kind, config, arrays = read_policy_dir(root)
-        expected = f"{cls.__module__}.{cls.__qualname__}"
-        if kind != expected:
-            raise PolicyFormatError(f"{root} holds a {kind!r}, not a {expected!r}")
+        _, config, arrays = read_policy_dir(root, expect=cls)
         try:
             obj = cls(**config["hyperparameters"])
             obj.models = tuple(config["models"])
@@ -1090,10 +1087,7 @@ class ThresholdCascade:
     @classmethod
     def load(cls, path: str | Path) -> ThresholdCascade:
         root = Path(path)
-        kind, config, arrays = read_policy_dir(root)
-        expected = f"{cls.__module__}.{cls.__qualname__}"
-        if kind != expected:
-            raise PolicyFormatError(f"{root} holds a {kind!r}, not a {expected!r}")
+        _, config, arrays = read_policy_dir(root, expect=cls)
         try:
             hyper = dict(config["hyperparameters"])
             if "thresholds" in arrays:

@@ -278,10 +278,7 @@ class CascadeBandit:
     def load(cls, path: str | Path) -> CascadeBandit:
         """Restore a policy written by :meth:`save`."""
         root = Path(path)
-        kind, config, _ = read_policy_dir(root)
-        expected = f"{cls.__module__}.{cls.__qualname__}"
-        if kind != expected:
-            raise PolicyFormatError(f"{root} holds a {kind!r}, not a {expected!r}")
+        _, config, _ = read_policy_dir(root, expect=cls)
         try:
             obj = cls(**config["hyperparameters"])
             obj.cost_scale_ = float(config["cost_scale_"])

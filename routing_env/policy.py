@@ -135,9 +135,13 @@ _REGISTRY: dict[str, type] = {}
 _T = TypeVar("_T", bound=type)
 
 
+def _kind_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def register_policy(cls: _T) -> _T:
     """Class decorator: make ``cls`` loadable by :func:`load_policy` under its qualified name."""
-    _REGISTRY[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    _REGISTRY[_kind_name(cls)] = cls
     return cls
 
 
@@ -150,7 +154,7 @@ def write_policy_dir(
     """Write ``policy.json`` (``kind``, JSON-able ``config``) and ``arrays.npz`` into directory ``path``."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    name = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
+    name = kind if isinstance(kind, str) else _kind_name(kind)
     doc = {"format_version": FORMAT_VERSION, "kind": name, "config": dict(config)}
     (root / POLICY_FILE).write_text(json.dumps(doc, indent=1, default=_json_default))
     payload: dict[str, Any] = {k: np.asarray(v) for k, v in (arrays or {}).items()}
@@ -158,8 +162,13 @@ def write_policy_dir(
     return root
 
 
-def read_policy_dir(path: str | Path) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """Read ``(kind, config, arrays)`` written by :func:`write_policy_dir`."""
+def read_policy_dir(
+    path: str | Path, expect: type | None = None
+) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Read ``(kind, config, arrays)`` written by :func:`write_policy_dir`.
+
+    With ``expect``, a directory holding another kind of policy is refused.
+    """
     root = Path(path)
     doc_path = root / POLICY_FILE
     if not doc_path.is_file():
@@ -174,6 +183,8 @@ def read_policy_dir(path: str | Path) -> tuple[str, dict[str, Any], dict[str, np
         raise PolicyFormatError(
             f"{doc_path} has format_version {doc.get('format_version')!r}; this version reads {FORMAT_VERSION}"
         )
+    if expect is not None and doc["kind"] != _kind_name(expect):
+        raise PolicyFormatError(f"{root} holds a {doc['kind']!r}, not a {_kind_name(expect)!r}")
     arrays: dict[str, np.ndarray] = {}
     arrays_path = root / ARRAYS_FILE
     if arrays_path.is_file():

@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from routing_env.data import LoggedDataset, load_sample, make_synthetic
+
+# Shared CI machines are noisy: a property test fails on a wrong answer, never on a slow example.
+settings.register_profile("routing-env", deadline=None)
+settings.load_profile("routing-env")
 
 REPO = Path(__file__).resolve().parents[1]
 #: Third-party logs live beside the repository, read-only; tests that need them skip when absent.

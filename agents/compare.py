@@ -36,7 +36,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from routing_env.data import LoggedDataset, split_and_featurize
+from routing_env.data import LoggedDataset, QueryFeaturizer, SentenceEmbeddingFeaturizer, split_and_featurize
+from routing_env.data.featurizers import DEFAULT_EMBEDDING_MODEL
 from routing_env.errors import ConfigurationError, PartialInformationError
 from routing_env.metrics import (
     PolicyEvaluation,
@@ -88,6 +89,8 @@ ROUTERS: tuple[str, ...] = (
     "ppo-conditioned",
 )
 BANDITS: tuple[str, ...] = ("linucb", "thompson", "epsilon-greedy", "softmax")
+#: Featurizers :func:`prepare_splits` can fit on the training prompts (see :attr:`CompareConfig.featurizer`).
+FEATURIZERS: tuple[str, ...] = ("text", "embeddings")
 #: Routers that learn from the query features (the others are fixed rules).
 LEARNED: tuple[str, ...] = tuple(r for r in ROUTERS if r not in ("random", "best-single"))
 #: Strong-model call shares the MF router's threshold is calibrated to.
@@ -118,6 +121,9 @@ class CompareConfig:
             training prompts when the data has prompts but no features; ``"always"`` also replaces existing
             features; ``"never"`` keeps the features as they are.
         bandit_alpha: LinUCB's confidence width.
+        featurizer: what features are derived from the prompts: ``"text"`` (TF-IDF + SVD, scikit-learn only) or
+            ``"embeddings"`` (all-MiniLM-L6-v2 sentence embeddings scaled to unit mean-square coordinates; needs
+            ``pip install 'routing-env[embeddings]'``); both followed by the task one-hot when tasks are known.
     """
 
     cost_weights: tuple[float, ...] = DEFAULT_COST_WEIGHTS
@@ -132,6 +138,7 @@ class CompareConfig:
     quality_target: float = 0.95
     featurize: Literal["auto", "always", "never"] = "auto"
     bandit_alpha: float = 0.1
+    featurizer: Literal["text", "embeddings"] = "text"
 
     def __post_init__(self) -> None:
         weights = tuple(float(w) for w in self.cost_weights)
@@ -150,6 +157,10 @@ class CompareConfig:
             raise ConfigurationError(f"quality_target must be in (0, 1], got {self.quality_target!r}")
         if self.featurize not in ("auto", "always", "never"):
             raise ConfigurationError(f"featurize must be 'auto', 'always' or 'never', got {self.featurize!r}")
+        if self.featurizer not in FEATURIZERS:
+            raise ConfigurationError(
+                f"featurizer must be one of {list(FEATURIZERS)}, got {self.featurizer!r}"
+            )
         if self.ppo_cost_weights is not None:
             object.__setattr__(self, "ppo_cost_weights", tuple(float(w) for w in self.ppo_cost_weights))
 
@@ -351,14 +362,30 @@ def prepare_splits(dataset: LoggedDataset, config: CompareConfig) -> tuple[Logge
             "the frontier study scores every router exactly and needs every model's outcome on every query"
         )
     refit = config.featurize == "always" or (config.featurize == "auto" and dataset.n_features == 0)
+    if not refit and config.featurizer != "text":
+        raise ConfigurationError(
+            f"featurizer={config.featurizer!r} applies only when features are derived from the prompts, but "
+            f"featurize={config.featurize!r} keeps the dataset's own {dataset.n_features} features; "
+            "use featurize='always' to replace them"
+        )
     if refit:
         if dataset.prompts is None:
             raise ConfigurationError(
                 "the dataset has no features and no prompts to derive them from; give it features "
                 "(LoggedDataset.with_features) or prompts"
             )
-        split = split_and_featurize(dataset, test_size=config.test_size, seed=config.seed)
-        what = f"text featurizer fitted on the training prompts ({split.train.n_features} dims"
+        if config.featurizer == "embeddings":
+            # Unit-variance scaling puts the embeddings on the scale of the standardised text features.
+            featurizer: QueryFeaturizer | None = QueryFeaturizer(
+                SentenceEmbeddingFeaturizer(unit_variance=True)
+            )
+            kind = f"{DEFAULT_EMBEDDING_MODEL} sentence embeddings"
+        else:
+            featurizer, kind = None, "text featurizer fitted on the training prompts"
+        split = split_and_featurize(
+            dataset, test_size=config.test_size, seed=config.seed, featurizer=featurizer
+        )
+        what = f"{kind} ({split.train.n_features} dims"
         what += ", incl. task one-hot)" if dataset.tasks is not None else ")"
         return split.train, split.test, what
     if dataset.n_features == 0:

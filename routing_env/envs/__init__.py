@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from routing_env.envs._stream import COST_WEIGHT_SAMPLINGS, LOG_UNIFORM_OFFSET, CostWeightSampling
 from routing_env.envs.cascade import CascadeEnv
 from routing_env.envs.cascade_vector import CascadeVectorEnv
 from routing_env.envs.outcome import OutcomeModel
@@ -27,9 +28,12 @@ CASCADE_ID = "routing_env/Cascade-v0"
 
 __all__ = [
     "CASCADE_ID",
+    "COST_WEIGHT_SAMPLINGS",
+    "LOG_UNIFORM_OFFSET",
     "ROUTING_ID",
     "CascadeEnv",
     "CascadeVectorEnv",
+    "CostWeightSampling",
     "LatencyPenalty",
     "OutcomeModel",
     "Outcomes",

@@ -1,7 +1,8 @@
 """The query stream of one environment: passes over the data without replacement, shuffled by the env's RNG.
 
 Randomness is drawn in blocks, one block per pass over the n queries, in a fixed order: first the permutation
-``rng.permutation(n)``, then (when λ is sampled) ``rng.uniform(low, high, size=n)``. The episode whose first query
+``rng.permutation(n)``, then (when λ is sampled) ``n`` cost weights from :func:`draw_cost_weights` (one
+``rng.uniform(·, ·, size=n)`` call whatever the sampling). The episode whose first query
 sits at position ``p`` of the pass uses ``λ = block[p]``. Drawing whole blocks keeps ``np.random`` out of the
 per-step path, and lets the batched vector env reproduce N single envs exactly by drawing the same blocks from N
 generators seeded the same way.
@@ -9,7 +10,38 @@ generators seeded the same way.
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import numpy as np
+
+CostWeightSampling = Literal["uniform", "log_uniform"]
+COST_WEIGHT_SAMPLINGS: tuple[str, ...] = ("uniform", "log_uniform")
+#: With ``cost_weight_sampling="log_uniform"`` and ``low = 0``: the offset ε, as a share of ``high``.
+LOG_UNIFORM_OFFSET = 1e-3
+
+
+def draw_cost_weights(
+    rng: np.random.Generator, lam_range: tuple[float, float], sampling: str, size: int
+) -> np.ndarray:
+    """``(size,) float64`` cost weights λ in ``[low, high]`` drawn from ``rng``.
+
+    - ``"uniform"``: λ ~ U(low, high).
+    - ``"log_uniform"``: log(λ + ε) ~ U(log(low + ε), log(high + ε)), with ε = 0 when ``low > 0`` (a plain
+      log-uniform draw) and ε = ``LOG_UNIFORM_OFFSET · high`` (1e-3·high) when ``low = 0``, so that λ = 0 stays
+      in the support without a point mass. The density ∝ 1/(λ + ε) puts as many draws in each decade of λ as in
+      the next: small λ, where the cost–quality trade-off changes fastest, is trained on as much as large λ
+      (with ``low = 0``, about a third of the draws fall below ``high/100`` and half below ``high/30``).
+
+    Either way exactly one ``rng.uniform`` call of ``size`` draws is made, so streams stay in step.
+    """
+    lo, hi = lam_range
+    if sampling == "uniform" or hi <= 0.0:
+        return rng.uniform(lo, hi, size=size)
+    eps = 0.0 if lo > 0.0 else LOG_UNIFORM_OFFSET * hi
+    u = rng.uniform(math.log(lo + eps), math.log(hi + eps), size=size)
+    # The clip only absorbs rounding of exp/log at the ends of the range.
+    return np.clip(np.exp(u) - eps, lo, hi)
 
 
 class QueryStream:
@@ -18,11 +50,13 @@ class QueryStream:
     Args:
         n: number of queries.
         lam_range: ``(low, high)`` to sample λ from per episode, or ``None`` for a fixed λ.
+        sampling: how λ is drawn from the range (:func:`draw_cost_weights`).
     """
 
-    def __init__(self, n: int, lam_range: tuple[float, float] | None) -> None:
+    def __init__(self, n: int, lam_range: tuple[float, float] | None, sampling: str = "uniform") -> None:
         self.n = n
         self.lam_range = lam_range
+        self.sampling = sampling
         self.order: list[int] = []
         self.lam_block: np.ndarray | None = None
         self.pos = n
@@ -36,7 +70,7 @@ class QueryStream:
         if self.pos >= self.n:
             self.order = rng.permutation(self.n).tolist()
             if self.lam_range is not None:
-                self.lam_block = rng.uniform(self.lam_range[0], self.lam_range[1], size=self.n)
+                self.lam_block = draw_cost_weights(rng, self.lam_range, self.sampling, self.n)
             self.pos = 0
 
     def episode_lambda(self, rng: np.random.Generator, fixed: float) -> float:
@@ -64,10 +98,12 @@ class BatchedStream:
     sampled. No per-step random calls: the only Python loop runs over sub-streams starting a new pass.
     """
 
-    def __init__(self, num: int, n: int, lam_range: tuple[float, float] | None) -> None:
+    def __init__(
+        self, num: int, n: int, lam_range: tuple[float, float] | None, sampling: str = "uniform"
+    ) -> None:
         from gymnasium.utils import seeding
 
-        self.num, self.n, self.lam_range = num, n, lam_range
+        self.num, self.n, self.lam_range, self.sampling = num, n, lam_range, sampling
         self.rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(num)]
         self.order = np.zeros((num, n), dtype=np.int32)
         self.lam_block = None if lam_range is None else np.zeros((num, n))
@@ -87,7 +123,7 @@ class BatchedStream:
             self.order[i] = rng.permutation(self.n)
             if self.lam_block is not None:
                 assert self.lam_range is not None
-                self.lam_block[i] = rng.uniform(self.lam_range[0], self.lam_range[1], size=self.n)
+                self.lam_block[i] = draw_cost_weights(rng, self.lam_range, self.sampling, self.n)
             self.pos[i] = 0
 
     def episode_lambdas(self, idx: np.ndarray) -> np.ndarray | None:

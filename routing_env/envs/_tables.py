@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from routing_env.data.dataset import CostScale, LoggedDataset, oracle_from_arrays
+from routing_env.envs._stream import COST_WEIGHT_SAMPLINGS
 from routing_env.errors import ConfigurationError, ModelMismatchError, PartialInformationError
 
 _CACHE: weakref.WeakKeyDictionary[LoggedDataset, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
@@ -122,6 +123,20 @@ def check_cost_weight(
             f"cost_weight_range must satisfy 0 ≤ low ≤ high < inf, got {cost_weight_range!r}"
         )
     return lam, (lo, hi)
+
+
+def check_cost_weight_sampling(sampling: str, cost_weight_range: tuple[float, float] | None) -> str:
+    """Validate ``cost_weight_sampling``: one of :data:`COST_WEIGHT_SAMPLINGS`, and only with a λ range."""
+    if not isinstance(sampling, str) or sampling not in COST_WEIGHT_SAMPLINGS:
+        raise ConfigurationError(
+            f"cost_weight_sampling must be one of {list(COST_WEIGHT_SAMPLINGS)}, got {sampling!r}"
+        )
+    if sampling != "uniform" and cost_weight_range is None:
+        raise ConfigurationError(
+            f"cost_weight_sampling={sampling!r} draws λ from cost_weight_range, which is not set; "
+            "give cost_weight_range=(low, high) or leave cost_weight_sampling='uniform'"
+        )
+    return sampling
 
 
 def check_nonnegative(name: str, value: float) -> float:

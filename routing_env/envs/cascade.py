@@ -10,11 +10,12 @@ import numpy as np
 from gymnasium import spaces
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import QueryStream
+from routing_env.envs._stream import CostWeightSampling, QueryStream
 from routing_env.envs._tables import (
     OutcomeImputer,
     cached,
     check_cost_weight,
+    check_cost_weight_sampling,
     check_nonnegative,
     check_positive_int,
     feature_bounds,
@@ -104,8 +105,8 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
     - ``dataset``: the logs (default: the bundled sample, cached per process); partial logs need ``outcome_model``.
     - ``mode``, ``order`` (chain), ``models`` (free: a subset of the dataset's models), ``max_depth``
       (default: all models), ``answer``, ``max_steps`` (free; default ``2·(K + 1)``), ``invalid_action_penalty``.
-    - ``cost_weight``, ``cost_weight_range``, ``observe_cost_weight``, ``latency_weight``, ``cost_scale``: as in
-      Routing-v0.
+    - ``cost_weight``, ``cost_weight_range``, ``cost_weight_sampling``, ``observe_cost_weight``,
+      ``latency_weight``, ``cost_scale``: as in Routing-v0.
     - ``signal``: ``"auto"`` (logged when available, else simulated), ``"logged"`` or ``"simulated"``.
       ``verifier_auroc`` and ``verifier_seed`` configure the **simulated** verifier: a score
       ``sigmoid(δ·quality + N(0, 1))`` with ROC AUC ``verifier_auroc`` on right/wrong answers, drawn once per
@@ -138,6 +139,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         max_steps: int | None = None,
         outcome_model: OutcomeImputer | None = None,
         render_mode: str | None = None,
+        cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
         ds, imputed = resolve_dataset(dataset, outcome_model)
         if imputed is not None and dataset is not None:
@@ -170,6 +172,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         self._k = k
         self._columns = tuple(ds.model_index(m) for m in self.models)
         self.cost_weight, self.cost_weight_range = check_cost_weight(cost_weight, cost_weight_range)
+        self.cost_weight_sampling = check_cost_weight_sampling(cost_weight_sampling, self.cost_weight_range)
         self.observe_cost_weight = bool(observe_cost_weight)
         self.latency_weight = check_nonnegative("latency_weight", latency_weight)
         if self.latency_weight and ds.latency is None:
@@ -236,7 +239,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         self.action_space = spaces.Discrete(2 if mode == "chain" else k + 1)  # type: ignore[assignment]
         self._d = d
 
-        self._stream = QueryStream(ds.n_queries, self.cost_weight_range)
+        self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
         self._obs_buf = np.zeros(d + n_extra, dtype=np.float32)
         self._q = 0
         self._lam = self.cost_weight

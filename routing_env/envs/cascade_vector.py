@@ -15,10 +15,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import BatchedStream
+from routing_env.envs._stream import BatchedStream, CostWeightSampling
 from routing_env.envs._tables import OutcomeImputer, cached
 from routing_env.envs.cascade import Answer, CascadeEnv, Mode, SignalSource
-from routing_env.envs.vector import AUTORESET_MODES, same_step_infos
+from routing_env.envs.vector import resolve_autoreset_mode, same_step_infos
 from routing_env.errors import ConfigurationError
 
 
@@ -59,15 +59,11 @@ class CascadeVectorEnv(VectorEnv):
         outcome_model: OutcomeImputer | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        amode = AUTORESET_MODES.get(autoreset_mode)
-        if amode is None:
-            raise ConfigurationError(
-                "autoreset_mode must be 'next_step' or 'same_step' (or the AutoresetMode members), "
-                f"got {autoreset_mode!r}"
-            )
+        amode = resolve_autoreset_mode(autoreset_mode)
         if render_mode is not None:
             raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
         # One template env validates the arguments and resolves the shared tables; it is never stepped.
@@ -89,6 +85,7 @@ class CascadeVectorEnv(VectorEnv):
             invalid_action_penalty=invalid_action_penalty,
             max_steps=max_steps,
             outcome_model=outcome_model,
+            cost_weight_sampling=cost_weight_sampling,
         )
         self.num_envs = n_envs = int(num_envs)
         self.metadata = {**self.metadata, "autoreset_mode": amode}
@@ -98,6 +95,7 @@ class CascadeVectorEnv(VectorEnv):
         self.max_depth, self.max_steps = env.max_depth, env.max_steps
         self.invalid_action_penalty = env.invalid_action_penalty
         self.cost_weight, self.cost_weight_range = env.cost_weight, env.cost_weight_range
+        self.cost_weight_sampling = env.cost_weight_sampling
         self.observe_cost_weight = env.observe_cost_weight
         self.cost_scale = env.cost_scale
         self.signal_source = env.signal_source
@@ -131,7 +129,7 @@ class CascadeVectorEnv(VectorEnv):
         )
         self._signal = env._signal_cols
 
-        self._stream = BatchedStream(n_envs, ds.n_queries, self.cost_weight_range)
+        self._stream = BatchedStream(n_envs, ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
         self._all = np.arange(n_envs)
         self._q = np.zeros(n_envs, dtype=np.int64)
         self._lam = np.full(n_envs, self.cost_weight)

@@ -10,11 +10,12 @@ import numpy as np
 from gymnasium import spaces
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import QueryStream
+from routing_env.envs._stream import CostWeightSampling, QueryStream
 from routing_env.envs._tables import (
     OutcomeImputer,
     cached,
     check_cost_weight,
+    check_cost_weight_sampling,
     check_nonnegative,
     check_positive_int,
     feature_bounds,
@@ -81,7 +82,11 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
     ## Arguments
 
     - ``dataset``: the logs; default the bundled sample (:func:`routing_env.data.load_sample`, cached per process).
-    - ``cost_weight``: λ ≥ 0 (default 0). ``cost_weight_range=(low, high)``: draw λ uniformly per episode.
+    - ``cost_weight``: λ ≥ 0 (default 0). ``cost_weight_range=(low, high)``: draw λ per episode from that range.
+    - ``cost_weight_sampling``: how λ is drawn from ``cost_weight_range``: ``"uniform"`` (default) or
+      ``"log_uniform"`` (log λ uniform; with ``low = 0``, log(λ + ε) uniform with ε = 1e-3·high, so λ = 0 stays
+      reachable). Log-uniform spends as many episodes on each decade of λ, i.e. far more on the small λ where the
+      frontier bends most. Only with ``cost_weight_range``.
     - ``observe_cost_weight``: append λ to the observation.
     - ``latency_weight``: reward per second of latency (needs latency in the data). ``cost_scale``: see Rewards.
     - ``models``: route over this subset of the dataset's models, in this order.
@@ -111,6 +116,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         budget: float | None = None,
         outcome_model: OutcomeImputer | None = None,
         render_mode: str | None = None,
+        cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
         ds, imputed = resolve_dataset(dataset, outcome_model)
         if imputed is not None and dataset is not None:
@@ -120,6 +126,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         self.models = resolve_models(ds, models)
         self._columns = tuple(ds.model_index(m) for m in self.models)
         self.cost_weight, self.cost_weight_range = check_cost_weight(cost_weight, cost_weight_range)
+        self.cost_weight_sampling = check_cost_weight_sampling(cost_weight_sampling, self.cost_weight_range)
         self.observe_cost_weight = bool(observe_cost_weight)
         self.latency_weight = check_nonnegative("latency_weight", latency_weight)
         if self.latency_weight and ds.latency is None:
@@ -198,7 +205,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Discrete(len(self.models))  # type: ignore[assignment]
 
-        self._stream = QueryStream(ds.n_queries, self.cost_weight_range)
+        self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
         self._k = len(self.models)
         self._t = 0
         self._q = 0

@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import BatchedStream
+from routing_env.envs._stream import BatchedStream, CostWeightSampling
 from routing_env.envs._tables import OutcomeImputer
 from routing_env.envs.routing import RoutingEnv
 from routing_env.errors import ConfigurationError
@@ -28,6 +28,30 @@ AUTORESET_MODES = {
     AutoresetMode.NEXT_STEP: AutoresetMode.NEXT_STEP,
     AutoresetMode.SAME_STEP: AutoresetMode.SAME_STEP,
 }
+
+
+def resolve_autoreset_mode(autoreset_mode: object) -> AutoresetMode:
+    """The :class:`~gymnasium.vector.AutoresetMode` named by ``autoreset_mode``.
+
+    Accepts the members ``AutoresetMode.NEXT_STEP``/``SAME_STEP``, their values (``"NextStep"``, ``"SameStep"``),
+    their names (``"NEXT_STEP"``, ``"SAME_STEP"``) and the snake-case strings ``"next_step"``/``"same_step"``.
+    ``AutoresetMode.DISABLED`` is refused: these envs always reset a finished sub-env themselves.
+    """
+    # "next_step", "NEXT_STEP" and "NextStep" all normalise to "nextstep".
+    name = autoreset_mode.value if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
+    key = name.replace("_", "").lower() if isinstance(name, str) else None
+    mode = {"nextstep": AutoresetMode.NEXT_STEP, "samestep": AutoresetMode.SAME_STEP}.get(key or "")
+    if mode is None:
+        raise ConfigurationError(
+            "autoreset_mode must be 'next_step' or 'same_step' (or AutoresetMode.NEXT_STEP / "
+            f"AutoresetMode.SAME_STEP, or their values 'NextStep' / 'SameStep'), got {autoreset_mode!r}"
+            + (
+                "; AutoresetMode.DISABLED is not supported, the vector env always resets finished sub-envs"
+                if key == "disabled"
+                else ""
+            )
+        )
+    return mode
 
 
 def same_step_infos(info: dict[str, Any], final_obs_batch: np.ndarray, ended: np.ndarray) -> dict[str, Any]:
@@ -62,7 +86,8 @@ class RoutingVectorEnv(VectorEnv):
     """A numpy-batched vector of ``num_envs`` Routing-v0 environments.
 
     Arguments are those of :class:`~routing_env.envs.RoutingEnv` plus ``num_envs`` and ``autoreset_mode``
-    (``"next_step"``, Gymnasium's default: the step after an episode ends resets that sub-env, ignores its action
+    (a :class:`~gymnasium.vector.AutoresetMode` member, its value, or its snake-case name:
+    ``"next_step"``, Gymnasium's default: the step after an episode ends resets that sub-env, ignores its action
     and returns reward 0; or ``"same_step"``: the sub-env resets within the step that ended it, and the final
     observation and step info go to ``infos["final_obs"]`` and ``infos["final_info"]``).
 
@@ -97,15 +122,11 @@ class RoutingVectorEnv(VectorEnv):
         outcome_model: OutcomeImputer | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        mode = AUTORESET_MODES.get(autoreset_mode)
-        if mode is None:
-            raise ConfigurationError(
-                "autoreset_mode must be 'next_step' or 'same_step' (or the AutoresetMode members), "
-                f"got {autoreset_mode!r}"
-            )
+        mode = resolve_autoreset_mode(autoreset_mode)
         if render_mode is not None:
             raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
         # One template env validates the arguments and resolves the shared tables; it is never stepped.
@@ -120,6 +141,7 @@ class RoutingVectorEnv(VectorEnv):
             queries_per_episode=queries_per_episode,
             budget=budget,
             outcome_model=outcome_model,
+            cost_weight_sampling=cost_weight_sampling,
         )
         self.num_envs = n_envs = int(num_envs)
         self.metadata = {**self.metadata, "autoreset_mode": mode}
@@ -127,6 +149,7 @@ class RoutingVectorEnv(VectorEnv):
         self.dataset = env.dataset
         self.models = env.models
         self.cost_weight, self.cost_weight_range = env.cost_weight, env.cost_weight_range
+        self.cost_weight_sampling = env.cost_weight_sampling
         self.observe_cost_weight = env.observe_cost_weight
         self.queries_per_episode = env.queries_per_episode
         self.budget = env.budget
@@ -154,7 +177,7 @@ class RoutingVectorEnv(VectorEnv):
         self._fixed = env._fixed
         self._cheapest = None if env.budget is None else np.nanmin(self._cost, axis=1)
 
-        self._stream = BatchedStream(n_envs, self._n, self.cost_weight_range)
+        self._stream = BatchedStream(n_envs, self._n, self.cost_weight_range, self.cost_weight_sampling)
         self._q = np.zeros(n_envs, dtype=np.int64)
         self._t = np.zeros(n_envs, dtype=np.int64)
         self._lam = np.full(n_envs, self.cost_weight)

@@ -21,6 +21,7 @@ CONFIGS: list[dict[str, Any]] = [
     {"mode": "free", "invalid_action_penalty": 0.1, "max_steps": 5},
     {"mode": "free", "answer": "best_signal", "cost_weight_range": (0.0, 2.0), "observe_cost_weight": True},
     {"mode": "free", "signal": "simulated", "max_depth": 2},
+    {"cost_weight_range": (0.0, 1.0), "cost_weight_sampling": "log_uniform", "observe_cost_weight": True},
 ]
 
 

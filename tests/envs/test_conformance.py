@@ -19,6 +19,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     (ROUTING_ID, {"cost_weight_range": (0.0, 2.0), "observe_cost_weight": True}),
     (
         ROUTING_ID,
+        {"cost_weight_range": (0.0, 2.0), "cost_weight_sampling": "log_uniform", "observe_cost_weight": True},
+    ),
+    (
+        ROUTING_ID,
         {"budget": 0.05, "queries_per_episode": 8, "models": ["small-3b", "open-70b", "frontier-large"]},
     ),
     (CASCADE_ID, {}),
@@ -27,6 +31,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     (
         CASCADE_ID,
         {"mode": "free", "max_depth": 3, "cost_weight_range": (0.0, 1.0), "observe_cost_weight": True},
+    ),
+    (
+        CASCADE_ID,
+        {"cost_weight_range": (0.1, 1.0), "cost_weight_sampling": "log_uniform", "observe_cost_weight": True},
     ),
     (CASCADE_ID, {"mode": "free", "signal": "simulated", "verifier_auroc": 0.7}),
 ]

@@ -221,6 +221,14 @@ def test_unaffordable_call_is_refused_with_zero_reward() -> None:
     [
         ({"cost_weight": -1.0}, "cost_weight must be a finite number ≥ 0, got -1.0"),
         ({"cost_weight_range": (2.0, 1.0)}, r"cost_weight_range must satisfy 0 ≤ low ≤ high"),
+        (
+            {"cost_weight_range": (0.0, 1.0), "cost_weight_sampling": "loguniform"},
+            r"cost_weight_sampling must be one of \['uniform', 'log_uniform'\], got 'loguniform'",
+        ),
+        (
+            {"cost_weight_sampling": "log_uniform"},
+            r"cost_weight_sampling='log_uniform' draws λ from cost_weight_range, which is not set",
+        ),
         ({"queries_per_episode": 0}, "queries_per_episode must be an integer ≥ 1, got 0"),
         ({"budget": 1e-9}, "budget must be a positive USD amount"),
         ({"cost_scale": "median"}, "cost_scale must be 'max_mean' or a positive float"),
@@ -324,3 +332,63 @@ def test_render_ansi(small: LoggedDataset) -> None:
     env.reset(seed=0)
     text = env.render()
     assert isinstance(text, str) and small.query_ids[env.query_index] in text
+
+
+def _episode_lambdas(env: RoutingEnv, n: int, seed: int) -> np.ndarray:
+    return np.array([env.reset(seed=seed if i == 0 else None)[1]["cost_weight"] for i in range(n)])
+
+
+def test_uniform_sampling_is_the_default_and_draws_the_documented_blocks(small: LoggedDataset) -> None:
+    from gymnasium.utils import seeding
+
+    env = RoutingEnv(dataset=small, cost_weight_range=(0.2, 1.7))
+    assert env.cost_weight_sampling == "uniform"
+    lams = _episode_lambdas(env, 2 * small.n_queries, seed=11)
+    # Per pass: the permutation of the queries, then n uniform draws (the documented stream layout).
+    rng = seeding.np_random(11)[0]
+    expected = []
+    for _ in range(2):
+        rng.permutation(small.n_queries)
+        expected.append(rng.uniform(0.2, 1.7, size=small.n_queries))
+    np.testing.assert_array_equal(lams, np.concatenate(expected))
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.01, 2.0), (0.0, 3.0)])
+def test_log_uniform_sampling_follows_its_documented_distribution(
+    small: LoggedDataset, low: float, high: float
+) -> None:
+    env = RoutingEnv(
+        dataset=small,
+        cost_weight_range=(low, high),
+        cost_weight_sampling="log_uniform",
+        observe_cost_weight=True,
+    )
+    n = 6000
+    lams = _episode_lambdas(env, n, seed=3)
+    assert lams.min() >= low and lams.max() <= high
+    np.testing.assert_array_equal(lams, _episode_lambdas(env, n, seed=3))  # seeded
+    # The documented law: log(λ + ε) uniform on [log(low + ε), log(high + ε)], ε = 1e-3·high only when low = 0.
+    eps = 0.0 if low > 0 else 1e-3 * high
+    grid = np.geomspace(max(low, 1e-4 * high), high, 200)
+
+    def cdf(x: np.ndarray) -> np.ndarray:
+        return np.log((x + eps) / (low + eps)) / np.log((high + eps) / (low + eps))
+
+    empirical = np.searchsorted(np.sort(lams), grid, side="right") / n
+    # Dvoretzky–Kiefer–Wolfowitz: sup |F_n − F| ≤ sqrt(log(2/α) / 2n) with probability 1 − α (α = 1e-6 here).
+    bound = np.sqrt(np.log(2 / 1e-6) / (2 * n))
+    assert np.abs(empirical - cdf(grid)).max() < bound
+    # Far more episodes at small λ than uniform sampling gives (≤ 1% below high/100).
+    assert (lams < high / 100).mean() > 0.1
+    # Every episode's reward uses its drawn λ, and the observation shows it.
+    obs, info = env.reset()
+    q = env.query_index
+    _, reward, *_ = env.step(1)
+    assert obs[-1] == np.float32(info["cost_weight"])
+    assert reward == pytest.approx(small.rewards(info["cost_weight"])[q, 1], rel=1e-9, abs=1e-12)
+
+
+def test_log_uniform_sampling_of_a_degenerate_range(small: LoggedDataset) -> None:
+    for lam in (0.0, 0.7):
+        env = RoutingEnv(dataset=small, cost_weight_range=(lam, lam), cost_weight_sampling="log_uniform")
+        assert set(_episode_lambdas(env, 30, seed=0).tolist()) == {lam}

@@ -27,6 +27,13 @@ def _configs(small: LoggedDataset) -> list[dict[str, Any]]:
         {"budget": float(2.5 * small.mean_cost().max()), "queries_per_episode": 6, "cost_weight": 0.3},
         # A 7-query dataset: passes end every few steps, so the per-pass draws are exercised.
         {"dataset": small.select(np.arange(7)), "cost_weight_range": (0.0, 1.0), "queries_per_episode": 2},
+        {"cost_weight_range": (0.0, 2.0), "cost_weight_sampling": "log_uniform", "observe_cost_weight": True},
+        {
+            "dataset": small.select(np.arange(7)),
+            "cost_weight_range": (0.05, 1.0),
+            "cost_weight_sampling": "log_uniform",
+            "queries_per_episode": 2,
+        },
     ]
 
 
@@ -57,7 +64,7 @@ def _run_single(
 
 
 @pytest.mark.parametrize("mode", ["next_step", "same_step"])
-@pytest.mark.parametrize("config", range(6))
+@pytest.mark.parametrize("config", range(8))
 def test_vector_env_equals_n_single_envs(small: LoggedDataset, config: int, mode: str) -> None:
     kwargs = dict(_configs(small)[config])
     data = kwargs.pop("dataset", small)
@@ -144,6 +151,12 @@ def test_vector_errors(small: LoggedDataset) -> None:
         RoutingVectorEnv(num_envs=0, dataset=small)
     with pytest.raises(ConfigurationError, match="autoreset_mode must be 'next_step' or 'same_step'"):
         RoutingVectorEnv(num_envs=2, dataset=small, autoreset_mode="disabled")
+    with pytest.raises(ConfigurationError, match=r"AutoresetMode\.DISABLED is not supported"):
+        RoutingVectorEnv(num_envs=2, dataset=small, autoreset_mode=AutoresetMode.DISABLED)
+    with pytest.raises(ConfigurationError, match="got 'sometimes'"):
+        RoutingVectorEnv(num_envs=2, dataset=small, autoreset_mode="sometimes")
+    with pytest.raises(ConfigurationError, match="cost_weight_sampling must be one of"):
+        RoutingVectorEnv(num_envs=2, dataset=small, cost_weight_range=(0, 1), cost_weight_sampling="log")
     venv = RoutingVectorEnv(num_envs=2, dataset=small)
     with pytest.raises(ConfigurationError, match="step\\(\\) called before reset\\(\\)"):
         venv.step(np.zeros(2, dtype=np.int64))
@@ -165,3 +178,41 @@ def test_vector_reset_options_and_action_masks(small: LoggedDataset) -> None:
     np.testing.assert_array_equal(venv.action_masks(), small.cost[[5, 6, 7]] <= budget)
     _, rew, _, _, _ = venv.step(np.array([0, 1, 2]))
     np.testing.assert_allclose(rew, small.rewards(2.0)[[5, 6, 7], [0, 1, 2]])
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("next_step", AutoresetMode.NEXT_STEP),
+        ("same_step", AutoresetMode.SAME_STEP),
+        ("NextStep", AutoresetMode.NEXT_STEP),
+        ("SameStep", AutoresetMode.SAME_STEP),
+        ("SAME_STEP", AutoresetMode.SAME_STEP),
+        (AutoresetMode.NEXT_STEP, AutoresetMode.NEXT_STEP),
+        (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP),
+    ],
+)
+def test_autoreset_mode_accepts_names_values_and_members(
+    small: LoggedDataset, given: Any, expected: AutoresetMode
+) -> None:
+    from routing_env.envs import CascadeVectorEnv
+
+    for venv in (
+        RoutingVectorEnv(num_envs=2, dataset=small, autoreset_mode=given),
+        CascadeVectorEnv(num_envs=2, dataset=small, autoreset_mode=given),
+        gym.make_vec(
+            "routing_env/Routing-v0",
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            dataset=small,
+            autoreset_mode=given,
+        ),
+    ):
+        assert venv.metadata["autoreset_mode"] is expected
+        assert venv.unwrapped.autoreset_mode is expected  # type: ignore[attr-defined]
+    # The mode really changes behaviour: same-step reports the ended episode in final_info.
+    venv = RoutingVectorEnv(num_envs=2, dataset=small, autoreset_mode=given)
+    venv.reset(seed=0)
+    _, _, terminated, _, info = venv.step(np.array([0, 1]))
+    assert terminated.all()
+    assert ("final_info" in info) is (expected is AutoresetMode.SAME_STEP)

@@ -5,8 +5,8 @@
   numpy-batched Gymnasium ``VectorEnv`` through :class:`SB3VecEnv`, with an evaluation callback on a validation
   split that keeps the best model.
 - λ-conditioned training: with ``cost_weight_range=(low, high)`` the environment draws the cost weight λ per
-  episode and shows it to the policy, so one network serves the whole cost–quality frontier; set
-  :attr:`SB3Policy.cost_weight` at inference time to move along it.
+  episode (log-uniformly by default, see ``cost_weight_sampling``) and shows it to the policy, so one network
+  serves the whole cost–quality frontier; set :attr:`SB3Policy.cost_weight` at inference time to move along it.
 - :class:`SB3Policy` adapts the trained network to the :class:`~routing_env.policy.Policy` protocol with exact
   action probabilities from the policy's categorical distribution, and saves/loads without pickle (parameter
   tensors in ``arrays.npz``, the architecture in ``policy.json``; the SB3 network is rebuilt on load).
@@ -43,6 +43,7 @@ from routing_env.policy import check_features, read_policy_dir, register_policy,
 
 __all__ = [
     "CASCADE_ENV_ID",
+    "DEFAULT_CONDITIONED_SAMPLING",
     "ROUTING_ENV_ID",
     "EvalRecord",
     "PPOConfig",
@@ -55,6 +56,8 @@ __all__ = [
 
 ROUTING_ENV_ID = "routing_env/Routing-v0"
 CASCADE_ENV_ID = "routing_env/Cascade-v0"
+#: How λ-conditioned training draws λ from ``cost_weight_range`` unless told otherwise.
+DEFAULT_CONDITIONED_SAMPLING = "log_uniform"
 
 _ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "tanh": torch.nn.Tanh,
@@ -645,6 +648,22 @@ def _check_range(cost_weight_range: tuple[float, float] | None) -> tuple[float, 
     return lo, hi
 
 
+def _check_sampling(sampling: str | None, lam_range: tuple[float, float] | None) -> str:
+    from routing_env.envs import COST_WEIGHT_SAMPLINGS
+
+    if sampling is None:
+        return "uniform" if lam_range is None else DEFAULT_CONDITIONED_SAMPLING
+    if sampling not in COST_WEIGHT_SAMPLINGS:
+        raise ConfigurationError(
+            f"cost_weight_sampling must be one of {list(COST_WEIGHT_SAMPLINGS)}, got {sampling!r}"
+        )
+    if lam_range is None:
+        raise ConfigurationError(
+            f"cost_weight_sampling={sampling!r} needs cost_weight_range=(low, high) (λ-conditioned training)"
+        )
+    return sampling
+
+
 def train_ppo(
     dataset_or_env_id: LoggedDataset | str,
     cost_weight: float = 0.0,
@@ -654,6 +673,7 @@ def train_ppo(
     n_envs: int = 8,
     seed: int = 0,
     cost_weight_range: tuple[float, float] | None = None,
+    cost_weight_sampling: str | None = None,
     validation: LoggedDataset | float | None = 0.15,
     eval_freq: int | None = None,
     eval_cost_weights: Sequence[float] | None = None,
@@ -675,8 +695,12 @@ def train_ppo(
         total_timesteps: environment steps (queries routed) to train for.
         n_envs: copies stepped together by the batched vector env.
         seed: seeds the env, the network initialisation, the validation split and the policy's sampler.
-        cost_weight_range: ``(low, high)``: λ-conditioned training — λ is drawn uniformly per episode and
-            observed, so the resulting policy serves any λ in the range via :attr:`SB3Policy.cost_weight`.
+        cost_weight_range: ``(low, high)``: λ-conditioned training — λ is drawn per episode and observed, so the
+            resulting policy serves any λ in the range via :attr:`SB3Policy.cost_weight`.
+        cost_weight_sampling: how λ is drawn from ``cost_weight_range`` (Routing-v0's option):
+            ``"log_uniform"`` (the default for conditioned training: as many episodes per decade of λ, so the
+            small λ where the frontier bends most are trained on as much as the large ones; with ``low = 0``
+            log(λ + 1e-3·high) is uniform) or ``"uniform"``. Only with ``cost_weight_range``.
         validation: a full-information dataset, a share in (0, 1) of the training data to hold out (split by the
             prompt when present), or ``None`` (no evaluation; the final parameters are kept).
         eval_freq: evaluate every this many environment steps (default: 10 evaluations per run).
@@ -703,11 +727,13 @@ def train_ppo(
     if not np.isfinite(lam) or lam < 0:
         raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {cost_weight!r}")
     lam_range = _check_range(cost_weight_range)
+    sampling = _check_sampling(cost_weight_sampling, lam_range)
     kwargs = dict(env_kwargs or {})
-    for reserved in ("cost_weight", "cost_weight_range", "observe_cost_weight"):
+    for reserved in ("cost_weight", "cost_weight_range", "cost_weight_sampling", "observe_cost_weight"):
         if reserved in kwargs:
             raise ConfigurationError(
-                f"env_kwargs must not set {reserved!r}; pass cost_weight/cost_weight_range to train_ppo"
+                f"env_kwargs must not set {reserved!r}; pass cost_weight/cost_weight_range/cost_weight_sampling "
+                "to train_ppo"
             )
 
     # ---- data and validation split
@@ -751,7 +777,7 @@ def train_ppo(
     import routing_env.envs  # noqa: F401  (registers the env ids)
 
     if lam_range is not None:
-        kwargs.update(cost_weight_range=lam_range, observe_cost_weight=True)
+        kwargs.update(cost_weight_range=lam_range, cost_weight_sampling=sampling, observe_cost_weight=True)
     else:
         kwargs["cost_weight"] = lam
     # Standardise the features once, here, rather than on every step inside the training loop.
@@ -887,6 +913,7 @@ def evaluate_cascade_model(
     kwargs = dict(result.env_kwargs)
     conditioned = "cost_weight_range" in kwargs
     kwargs.pop("cost_weight_range", None)
+    kwargs.pop("cost_weight_sampling", None)
     if cost_weight is None:
         if conditioned:
             raise ConfigurationError("a λ-conditioned cascade model needs cost_weight= to be evaluated")

@@ -122,6 +122,8 @@ def test_lambda_conditioned_policy_moves_along_the_frontier(data: LoggedDataset)
     )
     policy = result.policy
     assert policy is not None and policy.conditioned
+    # Conditioned training draws λ log-uniformly unless told otherwise, and says so in the env arguments.
+    assert result.env_kwargs["cost_weight_sampling"] == "log_uniform"
     assert result.history[0].cost_weights == pytest.approx((0.0, 0.75, 1.5, 2.25, 3.0))
     cheap = evaluate_policy(data, policy.with_cost_weight(3.0), 3.0)
     rich = evaluate_policy(data, policy.with_cost_weight(0.0), 0.0)
@@ -143,6 +145,12 @@ def test_bad_arguments_are_refused(data: LoggedDataset, trained: PPOResult) -> N
         train_ppo(data, validation=1.5)
     with pytest.raises(ConfigurationError, match="env_kwargs must not set 'cost_weight'"):
         train_ppo(data, env_kwargs={"cost_weight": 1.0})
+    with pytest.raises(ConfigurationError, match="env_kwargs must not set 'cost_weight_sampling'"):
+        train_ppo(data, cost_weight_range=(0.0, 1.0), env_kwargs={"cost_weight_sampling": "uniform"})
+    with pytest.raises(ConfigurationError, match=r"cost_weight_sampling must be one of .*got 'gaussian'"):
+        train_ppo(data, cost_weight_range=(0.0, 1.0), cost_weight_sampling="gaussian")
+    with pytest.raises(ConfigurationError, match="cost_weight_sampling='uniform' needs cost_weight_range"):
+        train_ppo(data, cost_weight_sampling="uniform")
     with pytest.raises(ConfigurationError, match=r"PPOConfig\.n_steps must be a positive integer, got 0"):
         PPOConfig(n_steps=0)
     with pytest.raises(ConfigurationError, match=r"PPOConfig\.activation must be one of"):
@@ -186,3 +194,32 @@ def test_ppo_learns_to_route(data: LoggedDataset) -> None:
     learned = evaluate_policy(test, result.policy, 0.3)
     best_single = float(np.max(np.nanmean(test.rewards(0.3), axis=0)))
     assert learned.mean_reward > best_single
+
+
+def test_cost_weight_sampling_reaches_the_training_env(
+    data: LoggedDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict] = []
+    make_vec = gym.make_vec
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(dict(kwargs))
+        return make_vec(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gym, "make_vec", spy)
+    result = train_ppo(
+        data,
+        cost_weight_range=(0.0, 2.0),
+        cost_weight_sampling="uniform",
+        total_timesteps=128,
+        n_envs=2,
+        seed=0,
+        config=TINY,
+        validation=None,
+    )
+    assert seen[0]["cost_weight_sampling"] == "uniform" and seen[0]["cost_weight_range"] == (0.0, 2.0)
+    assert result.env_kwargs["cost_weight_sampling"] == "uniform"
+    # A fixed-λ run leaves the env's sampling alone.
+    seen.clear()
+    fixed = train_ppo(data, 0.5, total_timesteps=128, n_envs=2, seed=0, config=TINY, validation=None)
+    assert "cost_weight_sampling" not in seen[0] and "cost_weight_sampling" not in fixed.env_kwargs

@@ -113,8 +113,8 @@ def test_prepare_splits_with_embeddings() -> None:
     train, test, what = prepare_splits(
         data, CompareConfig(test_size=0.3, featurize="always", featurizer="embeddings")
     )
-    assert data.tasks is not None
-    n_tasks = len(set(data.tasks))
+    assert train.tasks is not None  # the task one-hot is fitted on the training split
+    n_tasks = len(set(train.tasks))
     assert train.n_features == test.n_features == 384 + n_tasks
     assert what == f"all-MiniLM-L6-v2 sentence embeddings ({384 + n_tasks} dims, incl. task one-hot)"
     assert train.feature_names is not None and train.feature_names[-n_tasks:][0].startswith("task=")

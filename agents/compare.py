@@ -217,7 +217,7 @@ class Comparison:
         """A report: the summary table, the per-λ rewards and the PPO-vs-bandit check."""
         info = self.info
         lines = [
-            f"# Frontier study: {self.name}",
+            f"# {info.get('study', 'Frontier study')}: {self.name}",
             "",
             f"{info.get('n_train', '?')} training / {info.get('n_test', '?')} test queries, "
             f"{len(self.models)} models; features: {info.get('features', '?')}. "
@@ -765,7 +765,9 @@ def compare_cascades(
         t0 = time.perf_counter()
         runs.append(_run_cascade_method(m, train, test, cfg, say))
         say(f"[{name}] {m}: done in {time.perf_counter() - t0:.1f}s")
-    return _summarise(runs, train, test, cfg, name=name, features=features, order=tuple(methods))
+    result = _summarise(runs, train, test, cfg, name=name, features=features, order=tuple(methods))
+    result.info["study"] = "Cascade study"
+    return result
 
 
 def run_cascade_study(

@@ -19,6 +19,7 @@ Helpers :func:`featurize` and :func:`split_and_featurize` attach features to a
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -472,8 +473,7 @@ class SentenceEmbeddingFeaturizer:
                 ) from None
             location = resolve_embedding_model(self.model)
             try:
-                import huggingface_hub.constants as hub_constants
-
+                hub_constants = importlib.import_module("huggingface_hub.constants")
                 hub_offline = hub_constants.HF_HUB_OFFLINE
                 hub_constants.HF_HUB_OFFLINE = True
             except ImportError:  # sentence-transformers without huggingface_hub: nothing to switch off

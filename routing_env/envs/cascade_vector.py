@@ -18,7 +18,7 @@ from routing_env.data.dataset import CostScale, LoggedDataset
 from routing_env.envs._stream import BatchedStream, CostWeightSampling
 from routing_env.envs._tables import OutcomeImputer, cached
 from routing_env.envs.cascade import Answer, CascadeEnv, Mode, SignalSource
-from routing_env.envs.vector import resolve_autoreset_mode, same_step_infos
+from routing_env.envs.vector import check_vector_arguments, same_step_infos
 from routing_env.errors import ConfigurationError
 
 
@@ -61,11 +61,7 @@ class CascadeVectorEnv(VectorEnv):
         render_mode: str | None = None,
         cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        amode = resolve_autoreset_mode(autoreset_mode)
-        if render_mode is not None:
-            raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
+        amode = check_vector_arguments(num_envs, autoreset_mode, render_mode)
         # One template env validates the arguments and resolves the shared tables; it is never stepped.
         self._template = env = CascadeEnv(
             dataset=dataset,

@@ -30,6 +30,15 @@ AUTORESET_MODES = {
 }
 
 
+def check_vector_arguments(num_envs: object, autoreset_mode: object, render_mode: object) -> AutoresetMode:
+    """Validate the arguments every batched env takes; return the resolved autoreset mode."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
+    if render_mode is not None:
+        raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
+    return resolve_autoreset_mode(autoreset_mode)
+
+
 def resolve_autoreset_mode(autoreset_mode: object) -> AutoresetMode:
     """The :class:`~gymnasium.vector.AutoresetMode` named by ``autoreset_mode``.
 
@@ -124,11 +133,7 @@ class RoutingVectorEnv(VectorEnv):
         render_mode: str | None = None,
         cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-        mode = resolve_autoreset_mode(autoreset_mode)
-        if render_mode is not None:
-            raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
+        mode = check_vector_arguments(num_envs, autoreset_mode, render_mode)
         # One template env validates the arguments and resolves the shared tables; it is never stepped.
         self._template = env = RoutingEnv(
             dataset=dataset,

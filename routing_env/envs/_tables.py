@@ -146,6 +146,30 @@ def check_nonnegative(name: str, value: float) -> float:
     return v
 
 
+RESET_OPTIONS = frozenset({"query_index", "cost_weight"})
+
+
+def parse_reset_options(options: dict[str, Any] | None, n_queries: int) -> tuple[int | None, float | None]:
+    """``(pinned query index, λ override)`` from a single env's ``reset(options=…)``; ``None`` where not given."""
+    if not options:
+        return None, None
+    unknown = set(options) - RESET_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown reset options {sorted(unknown)}; expected some of {sorted(RESET_OPTIONS)}"
+        )
+    pinned: int | None = None
+    qi = options.get("query_index")
+    if qi is not None:
+        if isinstance(qi, bool) or not isinstance(qi, (int, np.integer)):
+            raise ConfigurationError(f"options['query_index'] must be an int, got {qi!r}")
+        if not 0 <= qi < n_queries:
+            raise ConfigurationError(f"options['query_index'] must be in [0, {n_queries}), got {qi}")
+        pinned = int(qi)
+    lam = options.get("cost_weight")
+    return pinned, None if lam is None else check_nonnegative("options['cost_weight']", lam)
+
+
 def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigurationError(f"{name} must be an integer ≥ 1, got {value!r}")

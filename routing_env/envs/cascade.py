@@ -19,6 +19,7 @@ from routing_env.envs._tables import (
     check_nonnegative,
     check_positive_int,
     feature_bounds,
+    parse_reset_options,
     resolve_dataset,
     resolve_models,
     reward_tables,
@@ -35,8 +36,6 @@ SignalSource = Literal["auto", "logged", "simulated"]
 ACCEPT = 0
 #: Action 1 of the chain mode: call the next model of the chain.
 ESCALATE = 1
-
-_RESET_OPTIONS = frozenset({"query_index", "cost_weight"})
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -257,27 +256,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         if seed is not None:
             self._stream.restart()
         rng = self.np_random
-        pinned: int | None = None
-        lam_override: float | None = None
-        if options:
-            unknown = set(options) - _RESET_OPTIONS
-            if unknown:
-                raise ConfigurationError(
-                    f"unknown reset options {sorted(unknown)}; expected some of {sorted(_RESET_OPTIONS)}"
-                )
-            qi = options.get("query_index")
-            if qi is not None:
-                if (
-                    isinstance(qi, bool)
-                    or not isinstance(qi, (int, np.integer))
-                    or not 0 <= qi < self.dataset.n_queries
-                ):
-                    raise ConfigurationError(
-                        f"options['query_index'] must be an int in [0, {self.dataset.n_queries}), got {qi!r}"
-                    )
-                pinned = int(qi)
-            if options.get("cost_weight") is not None:
-                lam_override = check_nonnegative("options['cost_weight']", options["cost_weight"])
+        pinned, lam_override = parse_reset_options(options, self.dataset.n_queries)
         lam = self._stream.episode_lambda(rng, self.cost_weight)
         self._lam = lam if lam_override is None else lam_override
         self._q = pinned if pinned is not None else self._stream.next(rng)

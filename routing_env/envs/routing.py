@@ -21,14 +21,13 @@ from routing_env.envs._tables import (
     feature_bounds,
     fixed_lambda_tables,
     packed_rows,
+    parse_reset_options,
     resolve_dataset,
     resolve_models,
     reward_tables,
     scalar_lists,
 )
 from routing_env.errors import ConfigurationError
-
-_RESET_OPTIONS = frozenset({"query_index", "cost_weight"})
 
 
 class RoutingEnv(gym.Env[np.ndarray, int]):
@@ -226,25 +225,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         if seed is not None:
             self._stream.restart()
         rng = self.np_random
-        pinned: int | None = None
-        lam_override: float | None = None
-        if options:
-            unknown = set(options) - _RESET_OPTIONS
-            if unknown:
-                raise ConfigurationError(
-                    f"unknown reset options {sorted(unknown)}; expected some of {sorted(_RESET_OPTIONS)}"
-                )
-            if options.get("query_index") is not None:
-                qi = options["query_index"]
-                if isinstance(qi, bool) or not isinstance(qi, (int, np.integer)):
-                    raise ConfigurationError(f"options['query_index'] must be an int, got {qi!r}")
-                if not 0 <= qi < self.dataset.n_queries:
-                    raise ConfigurationError(
-                        f"options['query_index'] must be in [0, {self.dataset.n_queries}), got {qi}"
-                    )
-                pinned = int(qi)
-            if options.get("cost_weight") is not None:
-                lam_override = check_nonnegative("options['cost_weight']", options["cost_weight"])
+        pinned, lam_override = parse_reset_options(options, self.dataset.n_queries)
         lam = self._stream.episode_lambda(rng, self.cost_weight)
         self._lam = lam if lam_override is None else lam_override
         self._varying = self.cost_weight_range is not None or lam_override is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -45,4 +46,7 @@ def test_bench_ope_smoke(tmp_path: Path) -> None:
     out = subprocess.run([*cmd, "--out", str(out_csv)], check=True, capture_output=True, text=True, cwd=REPO)
     assert "DM+IPS+SNIPS+DR" in out.stdout
     frame = pd.read_csv(out_csv)
-    assert (frame["ours_s"] > 0).all() and len(frame) == 4
+    # Four rows of ours, plus one against Open Bandit Pipeline where obp is installed.
+    has_obp = importlib.util.find_spec("obp") is not None
+    assert (frame["ours_s"] > 0).all() and len(frame) == 4 + has_obp
+    assert frame["what"].str.contains("Open Bandit Pipeline").sum() == has_obp

@@ -1,0 +1,182 @@
+"""Compiled inner loops of the bandits, with pure-numpy twins.
+
+At d ≈ 64 and K ≈ 11 a bandit round is a few dozen tiny numpy calls, and their per-call overhead — not the
+arithmetic — sets the speed. Linear Thompson sampling's exact propensity (a Gauss–Hermite integral over K − 1
+normal CDFs) alone takes about ten such calls. Here those loops run as one call compiled by numba when numba is
+importable; otherwise the numpy twin runs. Both compute the same quantities (tested against each other).
+
+The kernels are compiled on first use, not at import, and cached on disk by numba.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtr
+
+__all__ = ["gaussian_win_probability", "have_numba", "thompson_choose"]
+
+# Gauss–Hermite rule (probabilists') for the win probability of a Gaussian draw. Nodes whose weight is below
+# 1e-14 change no probability by more than that and are dropped (8 of 32).
+_GH_NODES = 32
+_z, _w = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+_w = _w / _w.sum()
+_keep = _w >= 1e-14
+GH_Z = np.ascontiguousarray(_z[_keep])
+GH_W = np.ascontiguousarray(_w[_keep])
+del _z, _w, _keep
+
+_SQRT1_2 = math.sqrt(0.5)
+
+
+def _ts_choose_py(
+    v: np.ndarray, x1: np.ndarray, k: int, p: int, scale: float, z: np.ndarray
+) -> tuple[int, float, int]:
+    """Numpy twin of the compiled :func:`thompson_choose` kernel (same contract)."""
+    kp = k * p
+    sd = v[:kp].reshape(k, p) @ x1
+    np.maximum(sd, 0.0, out=sd)
+    np.sqrt(sd, out=sd)
+    sd *= scale
+    mu = v[kp:]
+    draw = mu + sd * z
+    if not np.isfinite(draw).all():
+        return -1, math.nan, 1
+    a = int(draw.argmax())
+    if (sd <= 0.0).any():
+        return a, math.nan, 2
+    return a, _win_probability_py(mu, sd, a), 0
+
+
+def _win_probability_py(mu: np.ndarray, sd: np.ndarray, a: int) -> float:
+    others = np.arange(mu.shape[0]) != a
+    if not others.any():
+        return 1.0
+    arg = (mu[a] - mu[others] + sd[a] * GH_Z[:, None]) / sd[others]
+    return min(float(GH_W @ ndtr(arg).prod(axis=1)), 1.0)
+
+
+_compiled: dict[str, Callable[..., Any]] = {}
+_numba_state: list[bool] = []
+
+
+def have_numba() -> bool:
+    """Whether the compiled kernels are in use (numba importable)."""
+    if not _numba_state:
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            _numba_state.append(False)
+        else:
+            _numba_state.append(True)
+    return _numba_state[0]
+
+
+def _compile() -> None:
+    import numba
+
+    njit = numba.njit(cache=True, nogil=True, fastmath=False)
+
+    @njit
+    def win_probability(mu: np.ndarray, sd: np.ndarray, a: int, gz: np.ndarray, gw: np.ndarray) -> float:
+        k = mu.shape[0]
+        total = 0.0
+        for g in range(gz.shape[0]):
+            top = mu[a] + sd[a] * gz[g]
+            prod = 1.0
+            for j in range(k):
+                if j != a:
+                    prod *= 0.5 * math.erfc(-(top - mu[j]) / sd[j] * _SQRT1_2)
+                    if prod < 1e-300:
+                        break
+            total += gw[g] * prod
+        return min(total, 1.0)
+
+    @njit
+    def ts_choose(
+        v: np.ndarray,
+        x1: np.ndarray,
+        k: int,
+        p: int,
+        scale: float,
+        z: np.ndarray,
+        gz: np.ndarray,
+        gw: np.ndarray,
+    ) -> tuple[int, float, int]:
+        kp = k * p
+        mu = v[kp : kp + k]
+        sd = np.empty(k)
+        best = -np.inf
+        a = -1
+        degenerate = False
+        for j in range(k):
+            s = 0.0
+            base = j * p
+            for i in range(p):
+                s += v[base + i] * x1[i]
+            s = scale * math.sqrt(s) if s > 0.0 else 0.0
+            sd[j] = s
+            if s <= 0.0:
+                degenerate = True
+            d = mu[j] + s * z[j]
+            if not math.isfinite(d):
+                return -1, math.nan, 1
+            if d > best:
+                best = d
+                a = j
+        if degenerate:
+            return a, math.nan, 2
+        return a, win_probability(mu, sd, a, gz, gw), 0
+
+    @njit
+    def win_probability_rows(
+        mu: np.ndarray, sd: np.ndarray, actions: np.ndarray, gz: np.ndarray, gw: np.ndarray
+    ) -> np.ndarray:
+        out = np.empty(mu.shape[0])
+        for i in range(mu.shape[0]):
+            out[i] = win_probability(mu[i], sd[i], actions[i], gz, gw)
+        return out
+
+    _compiled["ts_choose"] = ts_choose
+    _compiled["win_probability_rows"] = win_probability_rows
+
+
+def thompson_choose(
+    v: np.ndarray, x1: np.ndarray, k: int, p: int, scale: float, z: np.ndarray
+) -> tuple[int, float, int]:
+    """One Thompson-sampling choice from the stacked product ``v = [A⁻¹x of every arm; mean scores]``.
+
+    Args:
+        v: ``(K·p + K,)`` — rows ``j·p … j·p + p − 1`` hold ``A_j⁻¹x``, the last ``K`` the posterior means ``μ``.
+        x1: ``(p,)`` the design row.
+        k, p: number of arms and design width.
+        scale: posterior scale ``v``; arm ``j``'s draw is ``μ_j + scale·sqrt(xᵀA_j⁻¹x)·z_j``.
+        z: ``(K,)`` standard normal draws.
+
+    Returns:
+        ``(action, propensity, status)``: status 0 is a normal choice with its win probability; 1 means a draw
+        was not finite (the caller validates the input); 2 means some arm has a zero-width posterior — the
+        action is the first maximum and the caller breaks ties and computes the probability itself.
+    """
+    if have_numba():
+        if not _compiled:
+            _compile()
+        return _compiled["ts_choose"](v, x1, k, p, float(scale), z, GH_Z, GH_W)
+    return _ts_choose_py(v, x1, k, p, scale, z)
+
+
+def gaussian_win_probability(mu: np.ndarray, sd: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``(n,)`` probability that row ``i``'s arm ``actions[i]`` has the largest of independent draws
+    ``N(mu[i, j], sd[i, j]²)``, for ``mu, sd (n, K)`` with every ``sd > 0`` (24-node Gauss–Hermite quadrature).
+    """
+    mu = np.ascontiguousarray(mu, dtype=np.float64)
+    sd = np.ascontiguousarray(sd, dtype=np.float64)
+    actions = np.ascontiguousarray(actions, dtype=np.int64)
+    if have_numba():
+        if not _compiled:
+            _compile()
+        return _compiled["win_probability_rows"](mu, sd, actions, GH_Z, GH_W)
+    return np.array([_win_probability_py(mu[i], sd[i], int(actions[i])) for i in range(mu.shape[0])])

@@ -355,6 +355,14 @@ class _LinearBandit:
         self, X1: np.ndarray, weights: np.ndarray, need_var: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(n, K)`` posterior mean score and ``xᵀA⁻¹x`` of every arm."""
+        if X1.shape[0] == 1 and weights is self._teff:
+            # One row with the stored weights (a server's request): one product with the stacked [A⁻¹; θ] gives
+            # A⁻¹x of every arm and the means, as in the single-round choice.
+            x1 = X1[0]
+            v = self._stack @ x1
+            var1 = v[: self._kp].reshape(self._k, self._p) @ x1
+            np.maximum(var1, 0.0, out=var1)
+            return v[None, self._kp :], var1[None]
         mean = X1 @ weights.T
         if not need_var:
             return mean, mean
@@ -385,8 +393,19 @@ class _LinearBandit:
 
         ``cost_weight`` overrides λ for this call (cost-aware learning only).
         """
+        if cost_weight is None:
+            x1 = self._fast_row(features)
+            if x1 is not None:
+                probs = self._probabilities_one(x1)
+                if probs is not None:
+                    return probs
         X1 = self._batch(features)
         return self._probabilities(X1, self._weights(cost_weight))
+
+    def _probabilities_one(self, x1: np.ndarray) -> np.ndarray | None:
+        """``(1, K)`` probabilities of one design row with the stored weights (a fast path; ``None`` = take the
+        general one, which also reports bad input)."""
+        return None
 
     def update(self, features: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
         """Learn scalar ``rewards (n,)`` of the chosen ``actions (n,)`` on ``features (n, d)``."""
@@ -844,6 +863,26 @@ class LinUCB(_LinearBandit):
             return a, self.epsilon / self._k + (1.0 - self.epsilon) / n_ties
         b = int(self._rng.integers(self._k))
         return b, self.epsilon / self._k + (1.0 - self.epsilon) * (1.0 / n_ties if scores[b] == top else 0.0)
+
+    def _probabilities_one(self, x1: np.ndarray) -> np.ndarray | None:
+        # The single-round choice's arithmetic on a Python list (K is small): what a server calls per request.
+        if self.mode == "outcomes":
+            self._weights()  # refresh the stacked weights if λ changed
+        kp = self._kp
+        v = self._stack @ x1
+        width = v[:kp].reshape(self._k, self._p) @ x1
+        np.maximum(width, 0.0, out=width)
+        np.sqrt(width, out=width)
+        if self.alpha != 1.0:
+            width *= self.alpha
+        width += v[kp:]
+        scores = width.tolist()
+        top = max(scores)
+        if not math.isfinite(top + sum(scores)):
+            return None
+        base = self.epsilon / self._k
+        share = base + (1.0 - self.epsilon) * (1.0 / scores.count(top))
+        return np.array([[share if s == top else base for s in scores]])
 
     def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, k = X1.shape[0], len(self.models)

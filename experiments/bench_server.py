@@ -2,9 +2,11 @@
 
 ``routing-env serve`` (one uvicorn worker, LinUCB fitted on the bundled sample, SQLite store) runs on one CPU and
 this load generator (an asyncio client with raw keep-alive HTTP/1.1 connections) on another, over loopback. For
-each concurrency level the script times ``POST /v1/noop`` (framework + network only), ``POST /v1/route``
-(featureless policy call + a committed SQLite insert) and ``POST /v1/feedback`` (a committed insert + an online
-update), then ``/v1/noop`` again; the reference is the mean of the two no-op runs.
+each concurrency level the script times ``POST /v1/noop`` (server + network only: it reads the body and answers
+JSON on the same lean path as the hot endpoints, which skip FastAPI's request handling), ``POST /v1/route`` (a
+policy call on the request's features + a committed SQLite insert) and ``POST /v1/feedback`` (a committed insert
++ an online update), then ``/v1/noop`` again; the reference is the mean of the two no-op runs. Concurrent writes
+share one commit (group commit); each request is acknowledged after its commit.
 
 Reported: requests/s and their ratio to the no-op (target ≥ 0.5), p50 and p99 latency (targets: p50 ≤ 1 ms at
 concurrency 1, p99 ≤ 10 ms at concurrency 16), and decisions persisted per second (every acknowledged route is a

@@ -18,6 +18,7 @@ Bad input is a 4xx with a message naming the field, never a 500: pydantic valida
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -25,7 +26,6 @@ import logging
 import math
 import os
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -36,6 +36,7 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -45,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
 from agents.online.router import OnlineRouter
 from routing_env.errors import ConfigurationError, RoutingEnvError
+from routing_env.policy import load_policy
 
 log = logging.getLogger("routing_env.serve")
 
@@ -58,6 +60,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _B = TypeVar("_B", bound="BaseModel")
+_T = TypeVar("_T")
 ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 DecisionId = Annotated[str, Field(min_length=1, max_length=256)]
 NonNegative = Annotated[FiniteFloat, Field(ge=0)]
@@ -291,25 +294,31 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
-        thread = None
+        # Expiry runs on the event loop, like every other use of the router in the service: the group commit
+        # of the hot endpoints holds the store's write lock between loop iterations, so a thread writing while
+        # it holds the router's lock could deadlock with the loop.
+        task = None
         if interval is not None:
 
-            def expire_loop() -> None:
-                while not stop.wait(interval):
+            async def expire_loop() -> None:
+                while True:
+                    await asyncio.sleep(interval)
                     try:
-                        router.expire()
+                        # A bounded batch per loop turn, so a backlog never stalls routing for long.
+                        while len(router.expire(limit=_EXPIRE_BATCH)) == _EXPIRE_BATCH:
+                            await asyncio.sleep(0)
                     except Exception:  # keep serving; the next round retries
                         log.exception("expiring decisions failed")
 
-            thread = threading.Thread(target=expire_loop, name="routing-env-expire", daemon=True)
-            thread.start()
+            task = asyncio.create_task(expire_loop())
         try:
             yield
         finally:
-            stop.set()
-            if thread is not None:
-                thread.join(timeout=5)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            committer.close()
 
     app = FastAPI(
         title="routing-env online router",
@@ -358,9 +367,11 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    # The hot endpoints parse their bodies with pydantic's JSON parser directly and return pre-serialised JSON:
-    # the schemas are the same and documented in OpenAPI (tested), but FastAPI's generic body handling and the
-    # re-validation of our own output cost more than routing does.
+    # The hot endpoints (route, feedback and the benchmark's no-op) are served by _HotPaths in front of FastAPI;
+    # these declarations document them in OpenAPI (tested) and serve them if the app is mounted without it.
+    committer = _GroupCommit(router)
+    hot = _HotHandlers(router, committer)
+
     @app.post(
         "/v1/route",
         response_model=None,
@@ -369,28 +380,7 @@ def create_app(
         tags=["routing"],
     )
     async def route(request: Request) -> Response:
-        body = _parse(RouteRequest, await request.body())
-        d = router.route(
-            body.features,
-            prompt=body.prompt,
-            request_id=body.request_id,
-            allowed_models=body.allowed_models,
-            cost_weight=body.cost_weight,
-        )
-        return _json(
-            {
-                "decision_id": d.decision_id,
-                "request_id": d.request_id,
-                "kind": d.kind,
-                "model": d.model,
-                "action": d.action,
-                "propensity": d.propensity,
-                "probabilities": dict(zip(d.models, d.probabilities.tolist())),
-                "policy_version": d.policy_version,
-                "created_at": d.created_at,
-                "max_calls": d.max_calls,
-            }
-        )
+        return _json_response(*await hot.route(await request.body()))
 
     @app.post(
         "/v1/feedback",
@@ -400,18 +390,7 @@ def create_app(
         tags=["routing"],
     )
     async def feedback(request: Request) -> Response:
-        body = _parse(FeedbackRequest, await request.body())
-        fb = router.feedback(body.decision_id, body.quality, cost=body.cost, latency_s=body.latency_s)
-        return _json(
-            {
-                "decision_id": fb.decision_id,
-                "seq": fb.seq,
-                "reward": fb.reward,
-                "applied": fb.applied,
-                "policy_version": fb.policy_version,
-                "received_at": fb.received_at,
-            }
-        )
+        return _json_response(*await hot.feedback(await request.body()))
 
     @app.post(
         "/v1/decisions/{decision_id}/observe",
@@ -500,14 +479,17 @@ def create_app(
         dependencies=[Depends(require_admin)],
         tags=["admin"],
     )
-    def swap(body: PolicySwapRequest) -> PolicySwapResponse:
+    async def swap(body: PolicySwapRequest) -> PolicySwapResponse:
         path = Path(body.path).resolve()
         if root is not None and not path.is_relative_to(root):
             raise ConfigurationError(f"path {body.path!r} is outside the policy root {str(root)!r}")
         if not path.is_dir():
             raise ConfigurationError(f"path {body.path!r} is not a saved policy directory on the server")
+        # Reading the files may take a while: off the loop. The swap itself runs on the loop, like every router
+        # call of the service.
+        policy = await run_in_threadpool(load_policy, path)
         previous = router.version
-        version = router.swap_policy_dir(path, body.version)
+        version = router.swap_policy(policy, body.version)
         return PolicySwapResponse(
             version=version, previous_version=previous, kind=router.kind, models=list(router.models)
         )
@@ -519,7 +501,7 @@ def create_app(
         dependencies=[Depends(require_admin)],
         tags=["admin"],
     )
-    def checkpoint() -> CheckpointResponse:
+    async def checkpoint() -> CheckpointResponse:
         ckpt = router.checkpoint()
         return CheckpointResponse(
             path=ckpt.path, policy_version=ckpt.policy_version, last_feedback_seq=ckpt.last_feedback_seq
@@ -554,11 +536,14 @@ def create_app(
     if bench_endpoints:
 
         @app.post("/v1/noop", tags=["operations"])
-        async def noop() -> dict[str, bool]:
-            return {"ok": True}
+        async def noop(request: Request) -> Response:
+            return _json_response(*await hot.noop(await request.body()))
 
     app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
-    return app
+    paths: dict[str, Handler] = {"/v1/route": hot.route, "/v1/feedback": hot.feedback}
+    if bench_endpoints:
+        paths["/v1/noop"] = hot.noop
+    return _HotPaths(app, paths, int(max_body_bytes))
 
 
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -582,10 +567,221 @@ def _parse(model: type[_B], raw: bytes) -> _B:
         raise RequestValidationError(errors) from None
 
 
-def _json(payload: dict[str, Any]) -> Response:
-    return Response(
-        json.dumps(payload, separators=(",", ":"), allow_nan=False), media_type="application/json"
-    )
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json_response(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+# ---------------------------------------------------------------------------------------------------- hot path
+_EXPIRE_BATCH = 256
+Handler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
+class StoreCommitError(RuntimeError):
+    """The decision store could not commit a group of writes; they were rolled back (HTTP 503)."""
+
+
+class _GroupCommit:
+    """Group commit of the writes that concurrent requests make on the event loop.
+
+    A request runs its router call inside :meth:`run`: its writes join one open SQLite transaction, and it waits
+    for the commit, which runs once per loop iteration for every request that wrote meanwhile. Each request is
+    still acknowledged only after its writes are committed; concurrent requests share the commit's cost. If a
+    commit fails, its requests get :class:`StoreCommitError` and the router is resynchronised with the store
+    (the rolled-back decisions and updates are undone in memory too).
+    """
+
+    def __init__(self, router: OnlineRouter) -> None:
+        self.router = router
+        self.store = router.store
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._scheduled = False
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        store = self.store
+        store.begin_deferred()
+        try:
+            result = work()
+        finally:
+            group = store.end_deferred()
+        if group is not None:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((group, future))
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._commit)
+            await future
+        return result
+
+    def _commit(self) -> None:
+        self._scheduled = False
+        waiters, self._waiters = self._waiters, []
+        self.store.commit_group()
+        failed = False
+        for group, future in waiters:
+            error = self.store.group_error(group)
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                failed = True
+                future.set_exception(StoreCommitError(f"the decision store could not commit: {error}"))
+        if failed:
+            log.error("a group commit failed; resynchronising the router with the store")
+            try:
+                self.router.resync()
+            except Exception:
+                log.exception("resynchronising the router failed")
+
+    def close(self) -> None:
+        """Commit what is still open (at shutdown)."""
+        if self._waiters:
+            self._commit()
+        else:
+            self.store.commit_group()
+
+
+class _HotHandlers:
+    """Route, feedback and no-op on raw request bytes → ``(status, JSON body)``; errors as the app maps them."""
+
+    def __init__(self, router: OnlineRouter, committer: _GroupCommit) -> None:
+        self.router = router
+        self.committer = committer
+
+    async def route(self, raw: bytes) -> tuple[int, bytes]:
+        try:
+            body = _parse(RouteRequest, raw)
+            router = self.router
+            d = await self.committer.run(
+                lambda: router.route(
+                    body.features,
+                    prompt=body.prompt,
+                    request_id=body.request_id,
+                    allowed_models=body.allowed_models,
+                    cost_weight=body.cost_weight,
+                )
+            )
+        except Exception as exc:
+            return _error(exc)
+        return 200, _dumps(
+            {
+                "decision_id": d.decision_id,
+                "request_id": d.request_id,
+                "kind": d.kind,
+                "model": d.model,
+                "action": d.action,
+                "propensity": d.propensity,
+                "probabilities": dict(zip(d.models, d.probabilities.tolist())),
+                "policy_version": d.policy_version,
+                "created_at": d.created_at,
+                "max_calls": d.max_calls,
+            }
+        )
+
+    async def feedback(self, raw: bytes) -> tuple[int, bytes]:
+        try:
+            body = _parse(FeedbackRequest, raw)
+            router = self.router
+            fb = await self.committer.run(
+                lambda: router.feedback(
+                    body.decision_id, body.quality, cost=body.cost, latency_s=body.latency_s
+                )
+            )
+        except Exception as exc:
+            return _error(exc)
+        return 200, _dumps(
+            {
+                "decision_id": fb.decision_id,
+                "seq": fb.seq,
+                "reward": fb.reward,
+                "applied": fb.applied,
+                "policy_version": fb.policy_version,
+                "received_at": fb.received_at,
+            }
+        )
+
+    async def noop(self, raw: bytes) -> tuple[int, bytes]:
+        """Reads the body and answers ``{"ok": true}``: the framework-and-network reference of the benchmark."""
+        return 200, _dumps({"ok": True})
+
+
+def _error(exc: Exception) -> tuple[int, bytes]:
+    """The status and body the app's exception handlers give ``exc`` (500 for anything unexpected)."""
+    if isinstance(exc, RequestValidationError):
+        return 422, _dumps({"detail": _json_safe(jsonable_encoder(exc.errors()))})
+    if isinstance(exc, DecisionNotFoundError):
+        return 404, _dumps({"detail": str(exc)})
+    if isinstance(exc, DecisionConflictError):
+        return 409, _dumps({"detail": str(exc)})
+    if isinstance(exc, RoutingEnvError):
+        return 422, _dumps({"detail": str(exc)})
+    if isinstance(exc, StoreCommitError):
+        return 503, _dumps({"detail": str(exc)})
+    log.error("unexpected error in a request", exc_info=exc)
+    return 500, _dumps({"detail": "Internal Server Error"})
+
+
+class _HotPaths:
+    """ASGI layer that serves ``POST`` on a few hot paths straight from the raw request, in front of the app.
+
+    FastAPI's generic request and response handling costs more than routing itself; these paths read the body
+    (with the same size limit as :class:`BodyLimit`), call their handler and send the bytes. Everything else,
+    including other methods on these paths, goes to the wrapped app (whose attributes this layer forwards).
+    """
+
+    def __init__(self, app: Any, handlers: dict[str, Handler], max_bytes: int) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.max_bytes = max_bytes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if handler is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _too_large(send, "invalid Content-Length header", 400)
+                    return
+                if declared > self.max_bytes:
+                    await _too_large(
+                        send, f"request body of {declared} bytes exceeds the {self.max_bytes}-byte limit"
+                    )
+                    return
+        chunks = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await _too_large(send, f"request body exceeds the {self.max_bytes}-byte limit")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        status, body = await handler(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 def _json_safe(value: Any) -> Any:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
 import struct
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,8 @@ from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeErro
 from routing_env.policy import CascadePolicy, CostAwarePolicy, check_features, load_policy
 
 Kind = Literal["route", "cascade"]
+# Open decisions a router keeps in memory for their feedback (about 1 KB each at d = 64).
+_OPEN_CACHE = 100_000
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,11 @@ class OnlineRouter:
         self._since_checkpoint = 0
         self.n_applied = 0
         self._counts: StoreCounts = self.store.counts()
+        # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded
+        # (the oldest fall back to the store), and entries leave when their decision closes.
+        self._open: dict[str, Decision] = {}
+        # Decisions by request id, for idempotent retries that arrive before the first one's commit is visible.
+        self._by_request: dict[str, Decision] = {}
         self._served = self._inspect(policy, version)
         if self.config.cost_weight is not None and self._served.cost_aware:
             policy.cost_weight = self.config.cost_weight
@@ -286,11 +293,41 @@ class OnlineRouter:
         policy = load_policy(ckpt.path)
         router = cls(policy, db, version=ckpt.policy_version, _restoring=True, **kwargs)
         with router._lock:
-            for fb, decision in db.feedback(after_seq=ckpt.last_feedback_seq):
-                if fb.applied:
-                    router._apply(fb, decision)
-            router._prime()  # as warm as a live router's policy, which has routed since its last update
+            router._replay(ckpt)
         return router
+
+    def _replay(self, ckpt: Checkpoint) -> None:
+        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in apply order."""
+        for fb, decision in self.store.feedback(after_seq=ckpt.last_feedback_seq):
+            if fb.applied:
+                self._apply(fb, decision)
+                self._since_checkpoint += 1
+        self._prime()  # as warm as a live router's policy, which has routed since its last update
+
+    def resync(self) -> None:
+        """Reset the in-memory state to what the store holds: the policy from the last checkpoint plus the
+        feedback committed after it, the sequence numbers and the counters.
+
+        A server that commits in groups calls this when a group commit failed: the decisions and feedback of
+        that group were rolled back, so the updates they made in memory must be undone too.
+        """
+        with self._lock:
+            ckpt = self.store.latest_checkpoint()
+            if ckpt is None:
+                raise ConfigurationError(
+                    f"the store {self.store.path} has no policy checkpoint to resync from"
+                )
+            served = self._inspect(load_policy(ckpt.path), ckpt.policy_version)
+            if self.config.cost_weight is not None and served.cost_aware:
+                served.policy.cost_weight = self.config.cost_weight
+            self._served = served
+            self._decision_seq = self.store.max_decision_seq()
+            self._feedback_seq = self.store.max_feedback_seq()
+            self._counts = self.store.counts()
+            self._open.clear()
+            self._by_request.clear()
+            self._since_checkpoint = 0
+            self._replay(ckpt)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -361,8 +398,10 @@ class OnlineRouter:
             if not (math.isfinite(cost_weight) and cost_weight >= 0):
                 raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {cost_weight!r}")
         with self._lock:
-            if request_id is not None:  # a concurrent retry may have logged it meanwhile
-                previous = self.store.find_request(request_id)
+            if (
+                request_id is not None
+            ):  # a concurrent retry may have logged it meanwhile (maybe not yet committed)
+                previous = self._by_request.get(request_id) or self.store.find_request(request_id)
                 if previous is not None:
                     return previous
             s = self._served
@@ -391,7 +430,8 @@ class OnlineRouter:
                 action = 0
                 max_calls = len(s.models) if allowed is None else int(np.argmin(np.append(allowed, False)))
             decision = Decision(
-                decision_id=uuid.uuid4().hex,
+                # Sequence-prefixed (index inserts stay at the end of the B-tree), 80 random bits after it.
+                decision_id=f"{seq:012x}{os.urandom(10).hex()}",
                 seq=seq,
                 request_id=request_id,
                 created_at=time.time(),
@@ -412,6 +452,14 @@ class OnlineRouter:
             )
             self.store.insert_decision(decision)
             self._decision_seq = seq
+            if decision.kind == "route":
+                self._open[decision.decision_id] = decision
+                if len(self._open) > _OPEN_CACHE:
+                    del self._open[next(iter(self._open))]
+            if request_id is not None:
+                self._by_request[request_id] = decision
+                if len(self._by_request) > _OPEN_CACHE:
+                    del self._by_request[next(iter(self._by_request))]
             c = self._counts
             c.decisions += 1
             c.pending += 1
@@ -469,12 +517,15 @@ class OnlineRouter:
                 policy.cost_weight = saved
         p = np.asarray(p, dtype=np.float64)
         k = len(self._served.models)
-        if p.shape != (1, k) or not np.isfinite(p).all() or (p < 0).any() or abs(p.sum() - 1.0) > 1e-6:
+        # Checked on a Python list: K is small, and numpy's per-call overhead would dominate a request.
+        values = p.ravel().tolist() if p.shape == (1, k) else []
+        total = math.fsum(values)
+        if not values or not math.isfinite(total) or min(values) < 0 or abs(total - 1.0) > 1e-6:
             raise ConfigurationError(
                 f"{type(policy).__name__}.action_probabilities returned {p!r}; expected (1, {k}) non-negative "
                 "rows summing to 1"
             )
-        return p[0] / p[0].sum()
+        return p[0] / total
 
     # ------------------------------------------------------------------ cascades
     def observe(self, decision_id: str, signal: float, cost: float | None = None) -> Observation:
@@ -578,9 +629,11 @@ class OnlineRouter:
             if latency_s < 0:
                 raise ConfigurationError(f"latency_s must be ≥ 0 seconds, got {latency_s!r}")
         with self._lock:
-            d = self.store.get_decision(decision_id)
-            if d.status != "open":
-                self._conflict(d)
+            d = self._open.pop(decision_id, None)
+            if d is None:
+                d = self.store.get_decision(decision_id)
+                if d.status != "open":
+                    self._conflict(d)
             return self._close(d, quality, cost, latency_s, "client")
 
     def _conflict(self, d: Decision) -> None:
@@ -688,23 +741,28 @@ class OnlineRouter:
         self.n_applied += 1
 
     # ------------------------------------------------------------------ missing feedback
-    def expire(self, now: float | None = None) -> list[str]:
+    def expire(self, now: float | None = None, limit: int | None = None) -> list[str]:
         """Close the decisions open for longer than ``feedback_timeout_s`` (no-op without a timeout).
 
         Each gets ``default_quality`` as feedback (source ``"default"``; cost from ``model_costs`` and the costs
         reported by ``observe``), or, when ``default_quality`` is ``None``, is closed without any update.
-        Returns the expired ids. The HTTP service calls this periodically.
+        Returns the expired ids. The HTTP service calls this periodically, ``limit`` decisions at a time (the
+        oldest first; ``None`` = all).
         """
         timeout = self.config.feedback_timeout_s
         if timeout is None:
             return []
         now = time.time() if now is None else float(now)
         expired = []
-        for decision_id in self.store.open_before(now - timeout):
+        due = self.store.open_before(now - timeout)
+        if limit is not None:
+            due = due[: max(int(limit), 0)]
+        for decision_id in due:
             with self._lock:
                 d = self.store.get_decision(decision_id)
                 if d.status != "open":
                     continue
+                self._open.pop(decision_id, None)
                 if self.config.default_quality is None:
                     self.store.mark_expired(decision_id)
                     self._counts.pending -= 1
@@ -852,9 +910,19 @@ def _renormalise(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 
 def _draw(probs: np.ndarray, u: float) -> int:
-    """Index drawn from ``probs (K,)`` with the uniform number ``u`` in [0, 1); never a zero-probability index."""
-    cdf = np.cumsum(probs)
-    a = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
-    if a >= len(probs) or probs[a] <= 0:  # float rounding at the top end
-        a = int(np.flatnonzero(probs > 0)[-1])
-    return a
+    """Index drawn from ``probs (K,)`` with the uniform number ``u`` in [0, 1); never a zero-probability index.
+
+    Inverse CDF on a Python list (K is small; numpy's per-call overhead would dominate a request).
+    """
+    values = probs.tolist()
+    cdf = []
+    acc = 0.0
+    for q in values:
+        acc += q
+        cdf.append(acc)
+    target = u * acc
+    for a, c in enumerate(cdf):
+        if c > target:
+            return a
+    # Float rounding at the top end: the last model with mass.
+    return max(a for a, q in enumerate(values) if q > 0)

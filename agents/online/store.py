@@ -20,6 +20,7 @@ the chosen model's row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -295,7 +296,14 @@ class DecisionStore:
             Path(checkpoint_dir) if checkpoint_dir is not None else Path(str(self.path) + ".checkpoints")
         )
         self.keep_checkpoints = int(keep_checkpoints)
-        self._write_lock = threading.Lock()
+        # Re-entrant: a group-commit transaction (see begin_deferred) holds it from BEGIN to COMMIT, and the
+        # owning thread's writes re-enter it meanwhile; other threads wait for the commit.
+        self._write_lock = threading.RLock()
+        self._group_open = False
+        self._group_id = 0
+        self._group_errors: dict[int, BaseException] = {}
+        self._deferring = False
+        self._deferred_group: int | None = None
         self._local = threading.local()
         self._closed = False
         self._writer = self._connect()
@@ -343,11 +351,27 @@ class DecisionStore:
             self._local.conn = conn
         return conn
 
-    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run ``statements`` in one transaction and commit before returning."""
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]], *, flush: bool = False) -> None:
+        """Run ``statements`` in one transaction and commit before returning.
+
+        Inside :meth:`begin_deferred` … :meth:`end_deferred` the statements join the open group transaction
+        instead, committed later by :meth:`commit_group`. A write outside a deferral (or with ``flush``) first
+        commits an open group, so it is never acknowledged ahead of earlier writes.
+        """
         if self._closed:
             raise ConfigurationError(f"the decision store {self.path} is closed")
         with self._write_lock:
+            if self._deferring and not flush:
+                if not self._group_open:
+                    self._begin_group()
+                self._run_in_group(statements)
+                self._deferred_group = self._group_id
+                return
+            if self._group_open:
+                self.commit_group()
+                error = self._group_errors.get(self._group_id)
+                if error is not None:
+                    raise error
             if len(statements) == 1:  # autocommit: one implicit transaction, one round of file locking
                 self._writer.execute(*statements[0])
                 return
@@ -361,6 +385,80 @@ class DecisionStore:
                 raise
             cur.execute("COMMIT")
 
+    # ------------------------------------------------------------------ group commit
+    def begin_deferred(self) -> None:
+        """Start deferring this thread's writes into one shared transaction (group commit).
+
+        Until :meth:`end_deferred`, writes join an open group transaction (begun on the first write) and return
+        without committing; :meth:`commit_group` commits them all at once. A server calls this around each
+        request and acknowledges the requests only after the group committed, so every acknowledged write is
+        still committed first, while concurrent requests share one commit. The group holds the write lock from
+        its first write to its commit: other threads' writes wait, so deferring suits a single-threaded event
+        loop that commits on its next iteration.
+        """
+        if self._closed:
+            raise ConfigurationError(f"the decision store {self.path} is closed")
+        self._deferring = True
+        self._deferred_group = None
+
+    def end_deferred(self) -> int | None:
+        """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any."""
+        self._deferring = False
+        group, self._deferred_group = self._deferred_group, None
+        return group
+
+    def commit_group(self) -> None:
+        """Commit the open group transaction, if any. On failure it is rolled back and the error is kept for
+        :meth:`group_error` (it is not raised: the waiters of the group each learn it)."""
+        with self._write_lock:
+            if not self._group_open:
+                return
+            group = self._group_id
+            try:
+                self._commit_sql()
+            except BaseException as exc:
+                # The failed COMMIT may have ended the transaction already.
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.execute("ROLLBACK")
+                self._group_errors[group] = exc
+                while len(self._group_errors) > 64:
+                    del self._group_errors[next(iter(self._group_errors))]
+            finally:
+                self._group_open = False
+                self._write_lock.release()  # taken by _begin_group
+
+    def group_error(self, group: int) -> BaseException | None:
+        """The error that rolled back group ``group`` (``None``: it committed, or is still open)."""
+        return self._group_errors.get(group)
+
+    def _begin_group(self) -> None:
+        self._write_lock.acquire()  # held until commit_group, on top of the caller's own hold
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._write_lock.release()
+            raise
+        self._group_id += 1
+        self._group_open = True
+
+    def _run_in_group(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        if len(statements) == 1:  # one statement is atomic on its own: a failure undoes only it
+            self._writer.execute(*statements[0])
+            return
+        cur = self._writer.cursor()
+        cur.execute("SAVEPOINT write")
+        try:
+            for sql, params in statements:
+                cur.execute(sql, params)
+        except BaseException:
+            cur.execute("ROLLBACK TO write")
+            cur.execute("RELEASE write")
+            raise
+        cur.execute("RELEASE write")
+
+    def _commit_sql(self) -> None:
+        self._writer.execute("COMMIT")
+
     def close(self) -> None:
         """Close the writer connection (reader connections close with their threads)."""
         if not self._closed:
@@ -369,6 +467,7 @@ class DecisionStore:
             if self._wal_thread is not None:
                 self._wal_thread.join(timeout=5)
             with self._write_lock:
+                self.commit_group()
                 self._writer.close()
             conn = getattr(self._local, "conn", None)
             if conn is not None:
@@ -426,7 +525,9 @@ class DecisionStore:
                     "INSERT INTO checkpoints (created_at, policy_version, path, last_feedback_seq) VALUES (?, ?, ?, ?)",
                     (now, version, str(path), int(last_feedback_seq)),
                 )
-            ]
+            ],
+            # Committed at once (with any open group before it): the pruning below reads the committed list.
+            flush=True,
         )
         rows = self._reader().execute("SELECT id, path FROM checkpoints ORDER BY id DESC").fetchall()
         for _, old in rows[self.keep_checkpoints :]:

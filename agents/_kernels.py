@@ -15,9 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy.linalg.blas import daxpy, dger
 from scipy.special import ndtr
 
-__all__ = ["gaussian_win_probability", "have_numba", "thompson_choose"]
+__all__ = [
+    "gaussian_win_probability",
+    "have_numba",
+    "linucb_probabilities",
+    "rank_one_update",
+    "thompson_choose",
+]
 
 # Gauss–Hermite rule (probabilists') for the win probability of a Gaussian draw. Nodes whose weight is below
 # 1e-14 change no probability by more than that and are dropped (8 of 32).
@@ -59,6 +66,35 @@ def _win_probability_py(mu: np.ndarray, sd: np.ndarray, a: int) -> float:
     return min(float(GH_W @ ndtr(arg).prod(axis=1)), 1.0)
 
 
+def _rank_one_py(
+    ainv: np.ndarray,
+    x: np.ndarray,
+    tq: np.ndarray,
+    tc: np.ndarray,
+    teff: np.ndarray,
+    q: float,
+    c: float,
+    w: float,
+    outcomes: bool,
+) -> int:
+    """Numpy twin of the compiled :func:`rank_one_update` kernel (same contract)."""
+    u = ainv @ x
+    den = 1.0 + float(x @ u)
+    err_q = q - float(tq @ x)
+    if not (math.isfinite(den) and math.isfinite(err_q)):
+        return 1
+    g = u * (1.0 / den)
+    # In-place BLAS rank-one updates: A⁻¹ ← A⁻¹ − u gᵀ (the transpose view is Fortran-ordered and the update is
+    # symmetric, so dger writes straight into the stored matrix) and θ ← θ + err·g.
+    dger(-1.0, u, g, a=ainv.T, overwrite_a=1)
+    daxpy(g, tq, a=err_q)
+    if outcomes:
+        daxpy(g, tc, a=c - float(tc @ x))
+        if w == w:
+            np.subtract(tq, w * tc, out=teff)
+    return 0
+
+
 _compiled: dict[str, Callable[..., Any]] = {}
 _numba_state: list[bool] = []
 
@@ -83,15 +119,24 @@ def _compile() -> None:
     @njit
     def win_probability(mu: np.ndarray, sd: np.ndarray, a: int, gz: np.ndarray, gw: np.ndarray) -> float:
         k = mu.shape[0]
+        # Arms that arm a's draw beats by more than 8.3 of their standard deviations even at the lowest node
+        # contribute a factor Φ ≥ 1 − 5e-17 at every node: skip them.
+        lowest = mu[a] + sd[a] * gz[0]
+        rivals = np.empty(k, dtype=np.int64)
+        n = 0
+        for j in range(k):
+            if j != a and (lowest - mu[j]) / sd[j] < 8.3:
+                rivals[n] = j
+                n += 1
         total = 0.0
         for g in range(gz.shape[0]):
             top = mu[a] + sd[a] * gz[g]
             prod = 1.0
-            for j in range(k):
-                if j != a:
-                    prod *= 0.5 * math.erfc(-(top - mu[j]) / sd[j] * _SQRT1_2)
-                    if prod < 1e-300:
-                        break
+            for r in range(n):
+                j = rivals[r]
+                prod *= 0.5 * math.erfc(-(top - mu[j]) / sd[j] * _SQRT1_2)
+                if prod < 1e-300:
+                    break
             total += gw[g] * prod
         return min(total, 1.0)
 
@@ -140,6 +185,82 @@ def _compile() -> None:
             out[i] = win_probability(mu[i], sd[i], actions[i], gz, gw)
         return out
 
+    @njit
+    def rank_one(
+        ainv: np.ndarray,
+        x: np.ndarray,
+        tq: np.ndarray,
+        tc: np.ndarray,
+        teff: np.ndarray,
+        q: float,
+        c: float,
+        w: float,
+        outcomes: bool,
+    ) -> int:
+        p = x.shape[0]
+        u = np.empty(p)
+        for i in range(p):
+            s = 0.0
+            for j in range(p):
+                s += ainv[i, j] * x[j]
+            u[i] = s
+        den = 1.0
+        pred_q = 0.0
+        pred_c = 0.0
+        for i in range(p):
+            den += x[i] * u[i]
+            pred_q += tq[i] * x[i]
+            if outcomes:
+                pred_c += tc[i] * x[i]
+        err_q = q - pred_q
+        if not (math.isfinite(den) and math.isfinite(err_q)):
+            return 1
+        err_c = c - pred_c
+        g = u * (1.0 / den)
+        for i in range(p):
+            ui = u[i]
+            for j in range(p):
+                ainv[i, j] -= ui * g[j]
+            tq[i] += err_q * g[i]
+            if outcomes:
+                tc[i] += err_c * g[i]
+        if outcomes and w == w:
+            for i in range(p):
+                teff[i] = tq[i] - w * tc[i]
+        return 0
+
+    @njit
+    def linucb_probs(
+        v: np.ndarray, x1: np.ndarray, k: int, p: int, alpha: float, epsilon: float
+    ) -> tuple[np.ndarray, int]:
+        kp = k * p
+        scores = np.empty(k)
+        top = -np.inf
+        for j in range(k):
+            s = 0.0
+            base = j * p
+            for i in range(p):
+                s += v[base + i] * x1[i]
+            width = math.sqrt(s) if s > 0.0 else 0.0
+            score = v[kp + j] + alpha * width
+            if not math.isfinite(score):
+                return scores, 1
+            scores[j] = score
+            if score > top:
+                top = score
+        ties = 0
+        for j in range(k):
+            if scores[j] == top:
+                ties += 1
+        floor = epsilon / k
+        share = floor + (1.0 - epsilon) * (1.0 / ties)
+        out = np.empty(k)
+        for j in range(k):
+            out[j] = share if scores[j] == top else floor
+        return out, 0
+
+    _compiled["linucb_probs"] = linucb_probs
+    _compiled["rank_one"] = rank_one
     _compiled["ts_choose"] = ts_choose
     _compiled["win_probability_rows"] = win_probability_rows
 
@@ -180,3 +301,46 @@ def gaussian_win_probability(mu: np.ndarray, sd: np.ndarray, actions: np.ndarray
             _compile()
         return _compiled["win_probability_rows"](mu, sd, actions, GH_Z, GH_W)
     return np.array([_win_probability_py(mu[i], sd[i], int(actions[i])) for i in range(mu.shape[0])])
+
+
+def rank_one_update(
+    ainv: np.ndarray,
+    x: np.ndarray,
+    tq: np.ndarray,
+    tc: np.ndarray,
+    teff: np.ndarray,
+    q: float,
+    c: float,
+    w: float,
+    outcomes: bool,
+) -> int:
+    """Sherman–Morrison step of one arm, in place: ``A⁻¹ ← A⁻¹ − uuᵀ/(1 + xᵀu)`` with ``u = A⁻¹x``, and the
+    ridge weights ``θ_q ← θ_q + (q − θ_qᵀx)·u/(1 + xᵀu)`` (and ``θ_c`` with ``c`` when ``outcomes``; then the
+    score weights ``teff ← θ_q − w·θ_c`` unless ``w`` is NaN).
+
+    Args:
+        ainv: ``(p, p)`` C-contiguous A⁻¹ of the arm; x: ``(p,)`` design row; tq, tc, teff: ``(p,)`` rows.
+
+    Returns:
+        0, or 1 (nothing changed) when ``x`` or the prediction is not finite.
+    """
+    if have_numba():
+        if not _compiled:
+            _compile()
+        return _compiled["rank_one"](ainv, x, tq, tc, teff, q, c, w, outcomes)
+    return _rank_one_py(ainv, x, tq, tc, teff, q, c, w, outcomes)
+
+
+def linucb_probabilities(
+    v: np.ndarray, x1: np.ndarray, k: int, p: int, alpha: float, epsilon: float
+) -> np.ndarray | None:
+    """``(K,)`` LinUCB probabilities of one row from ``v = [A⁻¹x of every arm; mean scores]`` (see
+    :func:`thompson_choose`): ``epsilon/K``, plus ``(1 − epsilon)/ties`` on the arms tied at the top score
+    ``μ + alpha·sqrt(xᵀA⁻¹x)``. ``None`` when a score is not finite, or without numba (the caller's numpy path
+    serves then)."""
+    if not have_numba():
+        return None
+    if not _compiled:
+        _compile()
+    probs, status = _compiled["linucb_probs"](v, x1, k, p, float(alpha), float(epsilon))
+    return None if status else probs

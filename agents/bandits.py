@@ -38,10 +38,16 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy import linalg as sla
-from scipy.linalg.blas import daxpy, dger
 from scipy.special import ndtr
 
-from agents._kernels import GH_W, GH_Z, gaussian_win_probability, thompson_choose
+from agents._kernels import (
+    GH_W,
+    GH_Z,
+    gaussian_win_probability,
+    linucb_probabilities,
+    rank_one_update,
+    thompson_choose,
+)
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.policy import (
@@ -471,24 +477,19 @@ class _LinearBandit:
     # ------------------------------------------------------------------ learning
     def _update_one(self, x: np.ndarray, a: int, q: float, c: float) -> None:
         """Rank-one update of arm ``a`` with design row ``x (p,)`` (already intercept-extended)."""
-        ainv = self._Ainv[a]
-        u = ainv @ x
-        den = 1.0 + float(x @ u)
-        tq = self._tq[a]
-        err_q = q - float(tq @ x)
-        if not (math.isfinite(den) and math.isfinite(err_q)):
+        status = rank_one_update(
+            self._Ainv[a],
+            x,
+            self._tq[a],
+            self._tc[a],
+            self._teff[a],
+            q,
+            c,
+            self._w_cached,
+            self.mode == "outcomes",
+        )
+        if status:
             raise ShapeError("features must be finite, got NaN or inf")
-        g = u * (1.0 / den)
-        # In-place BLAS rank-one updates: A⁻¹ ← A⁻¹ − u gᵀ (the transpose view is Fortran-ordered and the update
-        # is symmetric, so dger writes straight into the stored matrix) and θ ← θ + err·g.
-        dger(-1.0, u, g, a=ainv.T, overwrite_a=1)
-        daxpy(g, tq, a=err_q)
-        if self.mode == "outcomes":
-            tc = self._tc[a]
-            daxpy(g, tc, a=c - float(tc @ x))
-            w = self._w_cached
-            if w == w:  # not NaN: keep the cached score weights of this arm in step
-                np.subtract(tq, w * tc, out=self._teff[a])
         i = self._buf_n
         self._buf_x[i] = x
         self._buf_a[i] = a
@@ -870,6 +871,9 @@ class LinUCB(_LinearBandit):
             self._weights()  # refresh the stacked weights if λ changed
         kp = self._kp
         v = self._stack @ x1
+        fast = linucb_probabilities(v, x1, self._k, self._p, self.alpha, self.epsilon)
+        if fast is not None:
+            return fast[None]
         width = v[:kp].reshape(self._k, self._p) @ x1
         np.maximum(width, 0.0, out=width)
         np.sqrt(width, out=width)

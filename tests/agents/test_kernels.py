@@ -122,3 +122,68 @@ def test_thompson_sampling_runs_without_numba(numpy_only: None) -> None:
     assert not _kernels.have_numba()
     assert ((props > 0) & (props <= 1)).all()
     assert len(set(actions.tolist())) > 1
+
+
+@pytest.mark.parametrize("outcomes", [False, True])
+@pytest.mark.parametrize("w", [0.3, float("nan")])
+def test_rank_one_update_matches_numpy_twin_and_sherman_morrison(outcomes: bool, w: float) -> None:
+    rng = np.random.default_rng(5)
+    p = 7
+    m = rng.normal(size=(p, p))
+    a = np.eye(p) + m @ m.T
+    x = rng.normal(size=p)
+    states = []
+    for fn in (_kernels.rank_one_update, _kernels._rank_one_py):
+        ainv = np.linalg.inv(a)
+        tq, tc, teff = rng.normal(size=p), rng.normal(size=p), np.zeros(p)
+        tq0, tc0 = tq.copy(), tc.copy()
+        assert fn(ainv, x, tq, tc, teff, 0.8, 0.01, w, outcomes) == 0
+        states.append((ainv, tq, tc, teff))
+        np.testing.assert_allclose(ainv, np.linalg.inv(a + np.outer(x, x)), atol=1e-12)
+        g = np.linalg.inv(a) @ x / (1 + x @ np.linalg.inv(a) @ x)
+        np.testing.assert_allclose(tq, tq0 + (0.8 - tq0 @ x) * g, atol=1e-12)
+        np.testing.assert_allclose(tc, tc0 + (0.01 - tc0 @ x) * g if outcomes else tc0, atol=1e-12)
+        expect_teff = tq - w * tc if outcomes and w == w else np.zeros(p)
+        np.testing.assert_allclose(teff, expect_teff, atol=1e-12)
+        rng = np.random.default_rng(5)  # the same draws for the second implementation
+        rng.normal(size=(p, p))
+        rng.normal(size=p)
+    for got, want in zip(states[0], states[1]):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_rank_one_update_refuses_non_finite_rows() -> None:
+    p = 3
+    for fn in (_kernels.rank_one_update, _kernels._rank_one_py):
+        ainv = np.eye(p)
+        tq = np.zeros(p)
+        assert fn(ainv, np.array([1.0, np.nan, 0.0]), tq, np.zeros(p), np.zeros(p), 0.5, 0.0, 0.0, False) == 1
+        np.testing.assert_array_equal(ainv, np.eye(p))
+        np.testing.assert_array_equal(tq, np.zeros(p))
+
+
+def _linucb_probabilities(seed: int) -> np.ndarray:
+    from agents.bandits import LinUCB
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(200, 5))
+    policy = LinUCB(models=["a", "b", "c", "d"], alpha=0.7, epsilon=0.1, seed=0)
+    policy.update_outcomes(x[:150], rng.integers(4, size=150), rng.random(150), rng.random(150) * 1e-3)
+    # One row at a time: the single-row path a server takes (compiled when numba is there).
+    return np.concatenate([policy.action_probabilities(x[i : i + 1]) for i in range(150, 200)])
+
+
+@needs_numba
+def test_linucb_single_row_probabilities_same_with_or_without_numba(numpy_only: None) -> None:
+    from agents.bandits import LinUCB
+
+    without = _linucb_probabilities(2)
+    _kernels._numba_state[:] = [True]
+    with_numba = _linucb_probabilities(2)
+    np.testing.assert_allclose(with_numba, without, atol=1e-15)
+    # And both equal the batched computation.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 5))
+    policy = LinUCB(models=["a", "b", "c", "d"], alpha=0.7, epsilon=0.1, seed=0)
+    policy.update_outcomes(x[:150], rng.integers(4, size=150), rng.random(150), rng.random(150) * 1e-3)
+    np.testing.assert_allclose(policy.action_probabilities(x[150:]), with_numba, atol=1e-15)

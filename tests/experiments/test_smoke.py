@@ -11,6 +11,7 @@ import pytest
 
 from agents.cli import main as cli_main
 from routing_env.data import make_synthetic
+from tests.conftest import shared_dataset
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 TINY_PPO = ["--ppo-timesteps", "256", "--n-envs", "2"]
@@ -127,3 +128,19 @@ def test_demo_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_cli_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["demo", "--out", str(tmp_path), "--queries", "5"]) == 2
     assert "--queries must be in [100, 4000], got 5" in capsys.readouterr().err
+
+
+@pytest.mark.datasets
+def test_routerarena_headroom_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = shared_dataset("routerarena")
+    out = tmp_path / "headroom.csv"
+    load_script("routerarena_headroom").main(
+        ["--data", str(data), "--lambdas", "0", "--splits", "1", "--out", str(out)]
+    )
+    table = pd.read_csv(out).set_index("router")
+    # The per-query oracle beats the best single model; no router can do better than the oracle.
+    oracle = table.loc["oracle (in sample)", "gain_vs_best_single"]
+    assert oracle > 0.01
+    tested = table[table.index.str.contains("test")]["gain_vs_best_single"]
+    assert len(tested) == 3 and (tested < oracle).all()
+    assert "RouterArena, 809 queries" in capsys.readouterr().out

@@ -10,7 +10,8 @@ share one commit (group commit); each request is acknowledged after its commit.
 
 Reported: requests/s and their ratio to the no-op (target ≥ 0.5), p50 and p99 latency (targets: p50 ≤ 1 ms at
 concurrency 1, p99 ≤ 10 ms at concurrency 16), and decisions persisted per second (every acknowledged route is a
-committed row; checked against the store) next to the raw SQLite insert rate without HTTP.
+committed row; checked against the store) next to the raw SQLite insert rate without HTTP. For context it also
+times ``POST /v1/noop-fastapi``, a plain FastAPI endpoint that does nothing, and prints the ratios to it.
 
     python experiments/bench_server.py                      # full run (~1 min)
     python experiments/bench_server.py --requests 200       # quick look
@@ -208,8 +209,12 @@ def main() -> None:
                 ]
                 tf, lf, _ = asyncio.run(run_level(port, "/v1/feedback", fb_bodies, c, []))
                 t2, l2, _ = asyncio.run(run_level(port, "/v1/noop", noop_body, c, []))
+                tfa, lfa, _ = asyncio.run(
+                    run_level(port, "/v1/noop-fastapi", noop_body, c, [b"{}"] * args.warmup)
+                )
                 noop_rps = 0.5 * (args.requests / t1 + args.requests / t2)
                 level["noop"] = (noop_rps, np.concatenate([l1, l2]))
+                level["noop-fastapi"] = (args.requests / tfa, lfa)
                 level["route"] = (args.requests / tr, lr)
                 level["feedback"] = (args.requests / tf, lf)
                 for endpoint, (rps, lat) in level.items():
@@ -236,13 +241,18 @@ def main() -> None:
 
     print(f"\nserver on CPU {args.server_cpu}, load generator on CPU {args.client_cpu} (pinned: {pinned}); "
           f"SQLite synchronous={args.synchronous}; {args.requests} timed requests per cell")  # fmt: skip
-    print(f"{'endpoint':<10}{'conc':>5}{'req/s':>10}{'÷noop':>8}{'p50 ms':>9}{'p99 ms':>9}")
-    for r in results:
-        print(
-            f"{r['endpoint']:<10}{r['concurrency']:>5}{r['req_per_s']:>10}{r['ratio_to_noop']:>8}"
-            f"{r['p50_ms']:>9}{r['p99_ms']:>9}"
-        )
     by = {(r["endpoint"], r["concurrency"]): r for r in results}
+    print(f"{'endpoint':<14}{'conc':>5}{'req/s':>10}{'÷noop':>8}{'÷fastapi':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    for r in results:
+        fastapi_rps = float(by["noop-fastapi", r["concurrency"]]["req_per_s"])  # type: ignore[arg-type]
+        print(
+            f"{r['endpoint']:<14}{r['concurrency']:>5}{r['req_per_s']:>10}{r['ratio_to_noop']:>8}"
+            f"{float(r['req_per_s']) / fastapi_rps:>10.3f}{r['p50_ms']:>9}{r['p99_ms']:>9}"  # type: ignore[arg-type]
+        )
+    print(
+        "÷noop: to the no-op on the hot endpoints' own path (the target's reference); ÷fastapi: to a plain "
+        "FastAPI endpoint that does nothing"
+    )
     checks = []
     for endpoint in ("route", "feedback"):
         for c in levels:

@@ -279,7 +279,9 @@ def create_app(
         expire_interval_s: how often to expire decisions past the router's ``feedback_timeout_s`` (default a
             quarter of it, at most 5 s); ignored without a timeout.
         policy_root: when set, ``POST /v1/policy`` only loads directories inside it.
-        bench_endpoints: add ``POST /v1/noop`` (does nothing; the reference of ``experiments/bench_server.py``).
+        bench_endpoints: add ``POST /v1/noop`` (does nothing on the hot endpoints' path: the reference of
+            ``experiments/bench_server.py``) and ``POST /v1/noop-fastapi`` (does nothing as a plain FastAPI
+            endpoint: what the framework's own request handling costs).
     """
     if int(max_body_bytes) < 1024:
         raise ConfigurationError(f"max_body_bytes must be ≥ 1024, got {max_body_bytes!r}")
@@ -539,6 +541,11 @@ def create_app(
         async def noop(request: Request) -> Response:
             return _json_response(*await hot.noop(await request.body()))
 
+        @app.post("/v1/noop-fastapi", tags=["operations"])
+        async def noop_fastapi(body: dict[str, Any]) -> dict[str, bool]:
+            """A plain FastAPI endpoint (validated JSON body in, serialised dict out) that does nothing."""
+            return {"ok": True}
+
     app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
     paths: dict[str, Handler] = {"/v1/route": hot.route, "/v1/feedback": hot.feedback}
     if bench_endpoints:
@@ -652,6 +659,17 @@ class _HotHandlers:
     def __init__(self, router: OnlineRouter, committer: _GroupCommit) -> None:
         self.router = router
         self.committer = committer
+        self._json_strings: dict[str, str] = {}
+        self._names: dict[tuple[str, ...], list[str]] = {}  # '"model":' prefixes per model list
+
+    def _quoted(self, text: str) -> str:
+        """``text`` as a JSON string, memoised for the few that repeat (model names, versions)."""
+        cached = self._json_strings.get(text)
+        if cached is None:
+            cached = json.dumps(text)
+            if len(self._json_strings) < 4096:
+                self._json_strings[text] = cached
+        return cached
 
     async def route(self, raw: bytes) -> tuple[int, bytes]:
         try:
@@ -668,20 +686,20 @@ class _HotHandlers:
             )
         except Exception as exc:
             return _error(exc)
-        return 200, _dumps(
-            {
-                "decision_id": d.decision_id,
-                "request_id": d.request_id,
-                "kind": d.kind,
-                "model": d.model,
-                "action": d.action,
-                "propensity": d.propensity,
-                "probabilities": dict(zip(d.models, d.probabilities.tolist())),
-                "policy_version": d.policy_version,
-                "created_at": d.created_at,
-                "max_calls": d.max_calls,
-            }
-        )
+        # The same bytes as json.dumps of the RouteResponse fields (floats by repr, as json writes them), with
+        # the JSON of the model names and version built once: the generic encoder costs more than routing.
+        q = self._quoted
+        names = self._names.get(d.models)
+        if names is None:
+            names = self._names[d.models] = [q(m) + ":" for m in d.models]
+        probs = ",".join([f"{n}{p!r}" for n, p in zip(names, d.probabilities.tolist())])
+        request_id = "null" if d.request_id is None else json.dumps(d.request_id)
+        return 200, (
+            f'{{"decision_id":{json.dumps(d.decision_id)},"request_id":{request_id},"kind":"{d.kind}",'
+            f'"model":{q(d.model)},"action":{d.action},"propensity":{d.propensity!r},'
+            f'"probabilities":{{{probs}}},"policy_version":{q(d.policy_version)},'
+            f'"created_at":{d.created_at!r},"max_calls":{d.max_calls}}}'
+        ).encode()
 
     async def feedback(self, raw: bytes) -> tuple[int, bytes]:
         try:

@@ -398,9 +398,8 @@ class OnlineRouter:
             if not (math.isfinite(cost_weight) and cost_weight >= 0):
                 raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {cost_weight!r}")
         with self._lock:
-            if (
-                request_id is not None
-            ):  # a concurrent retry may have logged it meanwhile (maybe not yet committed)
+            # A concurrent retry may have logged it meanwhile (maybe not yet committed).
+            if request_id is not None:
                 previous = self._by_request.get(request_id) or self.store.find_request(request_id)
                 if previous is not None:
                     return previous
@@ -478,6 +477,15 @@ class OnlineRouter:
             raw = s.featurizer.transform([prompt])
         else:
             raw = features
+            if type(raw) is list and len(raw) == s.n_features:
+                # A plain list of numbers (what the HTTP service passes): one conversion, one check.
+                try:
+                    x32 = np.array(raw, dtype=np.float64).astype(np.float32)[None]
+                except (TypeError, ValueError):
+                    pass  # the general path below names the problem
+                else:
+                    if x32.ndim == 2 and np.isfinite(x32).all():
+                        return x32
         x = check_features(raw, s.n_features)
         if x.shape[0] != 1:
             raise ShapeError(f"features must be one query's vector (d,), got shape {np.shape(raw)}")

@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's deprecation notice about its httpx-based client
     from fastapi.testclient import TestClient
 from agents.online import DecisionStore, OnlineRouter, create_app
+from agents.online.app import RouteResponse
 from tests.online.online_policies import FixedPolicy, ThresholdCascade
 
 MODELS = ("a", "b", "c")
@@ -51,6 +52,20 @@ def test_route_feedback_and_get(client: TestClient) -> None:
     assert g.status_code == 200
     assert g.json()["status"] == "closed" and g.json()["feedback"]["quality"] == 0.7
     assert g.json()["allowed_models"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("request_id", [None, 'quote " and \\ and ü'])
+def test_route_response_is_the_json_of_the_documented_fields(
+    client: TestClient, request_id: str | None
+) -> None:
+    r = client.post("/v1/route", json={"features": [0.1, 0.2, 0.3], "request_id": request_id})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert list(body) == list(RouteResponse.model_fields)
+    RouteResponse.model_validate(body)
+    # Byte for byte what json.dumps writes (floats by repr), so clients can parse it with anything.
+    assert r.content == json.dumps(body, separators=(",", ":")).encode()
+    assert body["request_id"] == request_id
 
 
 def test_error_statuses_carry_messages(client: TestClient) -> None:

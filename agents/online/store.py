@@ -1,6 +1,8 @@
 """`DecisionStore`: the durable log of an online router, on SQLite in WAL mode (standard library only).
 
-Every decision, cascade step and feedback is one short transaction, committed before the router acknowledges it.
+Every decision, cascade step and feedback is committed before the router acknowledges it: one short transaction
+each, or, in the HTTP service, one transaction shared by the concurrent requests of an event-loop turn (group
+commit: :meth:`DecisionStore.begin_deferred`).
 The tables are the router's source of truth:
 
 - ``policies``: every policy version served (kind, model names, feature width);

@@ -527,7 +527,7 @@ class OnlineRouter:
         k = len(self._served.models)
         # Checked on a Python list: K is small, and numpy's per-call overhead would dominate a request.
         values = p.ravel().tolist() if p.shape == (1, k) else []
-        total = math.fsum(values)
+        total = sum(values)  # NaN or ±inf make it non-finite (math.fsum would raise on inf − inf)
         if not values or not math.isfinite(total) or min(values) < 0 or abs(total - 1.0) > 1e-6:
             raise ConfigurationError(
                 f"{type(policy).__name__}.action_probabilities returned {p!r}; expected (1, {k}) non-negative "

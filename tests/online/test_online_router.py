@@ -412,3 +412,16 @@ def test_package_imports_without_fastapi() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'routing-env[serve]'" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "probs",
+    [[np.inf, -np.inf, 1.0], [np.nan, 0.5, 0.5], [-0.1, 0.6, 0.5], [0.2, 0.2, 0.2]],
+    ids=["inf", "nan", "negative", "sum"],
+)
+def test_route_refuses_a_policy_that_returns_no_distribution(tmp_path: Path, probs: list[float]) -> None:
+    router = OnlineRouter(FixedPolicy(("a", "b", "c"), [1 / 3] * 3), DecisionStore(tmp_path / "d.db"))
+    router.policy.probs = np.array(probs)
+    with pytest.raises(ConfigurationError, match="action_probabilities returned"):
+        router.route([0.1, 0.2, 0.3])
+    assert router.store.max_decision_seq() == 0

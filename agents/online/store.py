@@ -304,7 +304,7 @@ class DecisionStore:
         self._group_open = False
         self._group_id = 0
         self._group_errors: dict[int, BaseException] = {}
-        self._deferring = False
+        self._deferring: int | None = None  # the thread whose writes are being deferred
         self._deferred_group: int | None = None
         self._local = threading.local()
         self._closed = False
@@ -363,7 +363,7 @@ class DecisionStore:
         if self._closed:
             raise ConfigurationError(f"the decision store {self.path} is closed")
         with self._write_lock:
-            if self._deferring and not flush:
+            if self._deferring == threading.get_ident() and not flush:
                 if not self._group_open:
                     self._begin_group()
                 self._run_in_group(statements)
@@ -389,7 +389,7 @@ class DecisionStore:
 
     # ------------------------------------------------------------------ group commit
     def begin_deferred(self) -> None:
-        """Start deferring this thread's writes into one shared transaction (group commit).
+        """Start deferring the calling thread's writes into one shared transaction (group commit).
 
         Until :meth:`end_deferred`, writes join an open group transaction (begun on the first write) and return
         without committing; :meth:`commit_group` commits them all at once. A server calls this around each
@@ -400,12 +400,12 @@ class DecisionStore:
         """
         if self._closed:
             raise ConfigurationError(f"the decision store {self.path} is closed")
-        self._deferring = True
+        self._deferring = threading.get_ident()
         self._deferred_group = None
 
     def end_deferred(self) -> int | None:
         """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any."""
-        self._deferring = False
+        self._deferring = None
         group, self._deferred_group = self._deferred_group, None
         return group
 

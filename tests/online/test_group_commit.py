@@ -177,4 +177,11 @@ def test_store_defers_writes_until_the_group_commits(tmp_path: Path) -> None:
     store.mark_expired("d1")
     assert other.execute(count).fetchone()[0] == 4
     store.commit_group()  # nothing left open: a no-op
+    # Deferral belongs to the thread that asked for it: another thread's write meanwhile commits on its own.
+    store.begin_deferred()
+    thread = threading.Thread(target=store.insert_decision, args=(_decision(5),))
+    thread.start()
+    thread.join(5)
+    assert other.execute(count).fetchone()[0] == 5
+    assert store.end_deferred() is None
     store.close()

@@ -866,7 +866,8 @@ class LinUCB(_LinearBandit):
         return b, self.epsilon / self._k + (1.0 - self.epsilon) * (1.0 / n_ties if scores[b] == top else 0.0)
 
     def _probabilities_one(self, x1: np.ndarray) -> np.ndarray | None:
-        # The single-round choice's arithmetic on a Python list (K is small): what a server calls per request.
+        # What a server calls per request: one compiled call when numba is there, else the single-round
+        # choice's arithmetic on a Python list (K is small).
         if self.mode == "outcomes":
             self._weights()  # refresh the stacked weights if λ changed
         kp = self._kp

@@ -5,12 +5,14 @@ arithmetic — sets the speed. Linear Thompson sampling's exact propensity (a Ga
 normal CDFs) alone takes about ten such calls. Here those loops run as one call compiled by numba when numba is
 importable; otherwise the numpy twin runs. Both compute the same quantities (tested against each other).
 
-The kernels are compiled on first use, not at import, and cached on disk by numba.
+The kernels are compiled together on first use, not at import, and cached on disk by numba where it finds a writable
+place; if numba cannot compile them, the numpy twins serve (with a warning).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -111,10 +113,54 @@ def have_numba() -> bool:
     return _numba_state[0]
 
 
+def _kernel(name: str) -> Callable[..., Any] | None:
+    """The compiled kernel ``name``, compiling them all on first use; ``None`` without numba."""
+    if not have_numba():
+        return None
+    if not _compiled:
+        _compile()
+    return _compiled.get(name)
+
+
 def _compile() -> None:
+    """Compile every kernel and run each once on tiny inputs, so that no later call pays for compiling (with an
+    on-disk cache where numba finds a writable place, else without). If numba cannot compile them at all, the
+    numpy twins serve from then on."""
+    error: Exception | None = None
+    for cache in (True, False):
+        try:
+            kernels = _build(cache)
+            _warm_up(kernels)
+        except Exception as exc:  # numba's errors have no common base class
+            error = exc
+            continue
+        _compiled.update(kernels)
+        return
+    warnings.warn(
+        f"numba could not compile the bandit kernels ({error}); using their numpy versions",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    _numba_state[:] = [False]
+
+
+def _warm_up(kernels: dict[str, Callable[..., Any]]) -> None:
+    k, p = 2, 2
+    v = np.array([1.0, 0.0, 0.0, 1.0, 0.1, 0.2])
+    x1 = np.array([0.5, 0.5])
+    kernels["ts_choose"](v, x1, k, p, 1.0, np.zeros(k), GH_Z, GH_W)
+    kernels["linucb_probs"](v, x1, k, p, 1.0, 0.1)
+    kernels["win_probability_rows"](
+        np.zeros((1, k)), np.ones((1, k)), np.zeros(1, dtype=np.int64), GH_Z, GH_W
+    )
+    for outcomes in (False, True):
+        kernels["rank_one"](np.eye(p), x1, np.zeros(p), np.zeros(p), np.zeros(p), 0.5, 0.0, 0.0, outcomes)
+
+
+def _build(cache: bool) -> dict[str, Callable[..., Any]]:
     import numba
 
-    njit = numba.njit(cache=True, nogil=True, fastmath=False)
+    njit = numba.njit(cache=cache, nogil=True, fastmath=False)
 
     @njit
     def win_probability(mu: np.ndarray, sd: np.ndarray, a: int, gz: np.ndarray, gw: np.ndarray) -> float:
@@ -259,10 +305,12 @@ def _compile() -> None:
             out[j] = share if scores[j] == top else floor
         return out, 0
 
-    _compiled["linucb_probs"] = linucb_probs
-    _compiled["rank_one"] = rank_one
-    _compiled["ts_choose"] = ts_choose
-    _compiled["win_probability_rows"] = win_probability_rows
+    return {
+        "linucb_probs": linucb_probs,
+        "rank_one": rank_one,
+        "ts_choose": ts_choose,
+        "win_probability_rows": win_probability_rows,
+    }
 
 
 def thompson_choose(
@@ -282,10 +330,9 @@ def thompson_choose(
         was not finite (the caller validates the input); 2 means some arm has a zero-width posterior — the
         action is the first maximum and the caller breaks ties and computes the probability itself.
     """
-    if have_numba():
-        if not _compiled:
-            _compile()
-        return _compiled["ts_choose"](v, x1, k, p, float(scale), z, GH_Z, GH_W)
+    kernel = _kernel("ts_choose")
+    if kernel is not None:
+        return kernel(v, x1, k, p, float(scale), z, GH_Z, GH_W)
     return _ts_choose_py(v, x1, k, p, scale, z)
 
 
@@ -296,10 +343,9 @@ def gaussian_win_probability(mu: np.ndarray, sd: np.ndarray, actions: np.ndarray
     mu = np.ascontiguousarray(mu, dtype=np.float64)
     sd = np.ascontiguousarray(sd, dtype=np.float64)
     actions = np.ascontiguousarray(actions, dtype=np.int64)
-    if have_numba():
-        if not _compiled:
-            _compile()
-        return _compiled["win_probability_rows"](mu, sd, actions, GH_Z, GH_W)
+    kernel = _kernel("win_probability_rows")
+    if kernel is not None:
+        return kernel(mu, sd, actions, GH_Z, GH_W)
     return np.array([_win_probability_py(mu[i], sd[i], int(actions[i])) for i in range(mu.shape[0])])
 
 
@@ -324,10 +370,9 @@ def rank_one_update(
     Returns:
         0, or 1 (nothing changed) when ``x`` or the prediction is not finite.
     """
-    if have_numba():
-        if not _compiled:
-            _compile()
-        return _compiled["rank_one"](ainv, x, tq, tc, teff, q, c, w, outcomes)
+    kernel = _kernel("rank_one")
+    if kernel is not None:
+        return kernel(ainv, x, tq, tc, teff, q, c, w, outcomes)
     return _rank_one_py(ainv, x, tq, tc, teff, q, c, w, outcomes)
 
 
@@ -338,9 +383,8 @@ def linucb_probabilities(
     :func:`thompson_choose`): ``epsilon/K``, plus ``(1 − epsilon)/ties`` on the arms tied at the top score
     ``μ + alpha·sqrt(xᵀA⁻¹x)``. ``None`` when a score is not finite, or without numba (the caller's numpy path
     serves then)."""
-    if not have_numba():
+    kernel = _kernel("linucb_probs")
+    if kernel is None:
         return None
-    if not _compiled:
-        _compile()
-    probs, status = _compiled["linucb_probs"](v, x1, k, p, float(alpha), float(epsilon))
+    probs, status = kernel(v, x1, k, p, float(alpha), float(epsilon))
     return None if status else probs

@@ -187,3 +187,20 @@ def test_linucb_single_row_probabilities_same_with_or_without_numba(numpy_only: 
     policy = LinUCB(models=["a", "b", "c", "d"], alpha=0.7, epsilon=0.1, seed=0)
     policy.update_outcomes(x[:150], rng.integers(4, size=150), rng.random(150), rng.random(150) * 1e-3)
     np.testing.assert_allclose(policy.action_probabilities(x[150:]), with_numba, atol=1e-15)
+
+
+def test_a_failed_compilation_falls_back_to_numpy_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(cache: bool) -> dict[str, object]:
+        raise RuntimeError(f"no compiler here (cache={cache})")
+
+    monkeypatch.setattr(_kernels, "_numba_state", [True])
+    monkeypatch.setattr(_kernels, "_compiled", {})
+    monkeypatch.setattr(_kernels, "_build", broken)
+    k, p = 3, 2
+    v = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.1, 0.2, 0.3])
+    x1 = np.array([1.0, 0.5])
+    with pytest.warns(RuntimeWarning, match="numba could not compile the bandit kernels"):
+        got = _kernels.thompson_choose(v, x1, k, p, 0.5, np.zeros(k))
+    assert got == _kernels._ts_choose_py(v, x1, k, p, 0.5, np.zeros(k))
+    assert not _kernels.have_numba()
+    assert _kernels.linucb_probabilities(v, x1, k, p, 1.0, 0.0) is None  # the caller's numpy path serves

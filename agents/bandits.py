@@ -76,8 +76,6 @@ FEATURIZER_DIR = "featurizer"
 _SEQUENTIAL_MAX = 32
 # Rows of (K, n, p) work arrays per chunk in batched scoring, to bound memory.
 _CHUNK = 2048
-# Gauss–Hermite rule (probabilists') for Thompson-sampling propensities, shared with the compiled kernels.
-_GH_Z, _GH_W = GH_Z, GH_W
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -993,11 +991,11 @@ def _ts_probabilities(mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
         d = np.maximum(sd[s : s + 256], tiny)
         # arg[i, g, k, j] = (μ_k + σ_k z_g − μ_j) / σ_j; the j = k factor is set to 1.
         arg = (
-            m[:, None, :, None] + d[:, None, :, None] * _GH_Z[None, :, None, None] - m[:, None, None, :]
+            m[:, None, :, None] + d[:, None, :, None] * GH_Z[None, :, None, None] - m[:, None, None, :]
         ) / d[:, None, None, :]
         idx = np.arange(k)
         arg[:, :, idx, idx] = np.inf
-        out[s : s + 256] = np.einsum("g,igk->ik", _GH_W, ndtr(arg).prod(axis=3))
+        out[s : s + 256] = np.einsum("g,igk->ik", GH_W, ndtr(arg).prod(axis=3))
     out /= out.sum(axis=1, keepdims=True)
     return out
 

@@ -8,6 +8,11 @@ policy call on the request's features + a committed SQLite insert) and ``POST /v
 + an online update), then ``/v1/noop`` again; the reference is the mean of the two no-op runs. Concurrent writes
 share one commit (group commit); each request is acknowledged after its commit.
 
+It also times ``POST /v1/floor``, the least a route can do on the same path (validate the body, one policy call,
+one sampled model, one grouped insert of the decision's core fields, the JSON answer; no idempotency, output checks,
+caches or counters), and prints how close ``/v1/route`` comes to it: the ratio that any route implementation could
+reach on this machine.
+
 Reported: requests/s and their ratio to the no-op (target ≥ 0.5), p50 and p99 latency (targets: p50 ≤ 1 ms at
 concurrency 1, p99 ≤ 10 ms at concurrency 16), and decisions persisted per second (every acknowledged route is a
 committed row; checked against the store) next to the raw SQLite insert rate without HTTP. For context it also
@@ -199,6 +204,7 @@ def main() -> None:
                 noop_body = [b"{}"] * args.requests
                 level: dict[str, tuple[float, np.ndarray]] = {}
                 t1, l1, _ = asyncio.run(run_level(port, "/v1/noop", noop_body, c, [b"{}"] * args.warmup))
+                tfl, lfl, _ = asyncio.run(run_level(port, "/v1/floor", timed, c, warm))
                 tr, lr, route_out = asyncio.run(run_level(port, "/v1/route", timed, c, warm))
                 routed += len(timed) + len(warm)
                 ids = [json.loads(r)["decision_id"] for r in route_out]
@@ -215,6 +221,7 @@ def main() -> None:
                 noop_rps = 0.5 * (args.requests / t1 + args.requests / t2)
                 level["noop"] = (noop_rps, np.concatenate([l1, l2]))
                 level["noop-fastapi"] = (args.requests / tfa, lfa)
+                level["floor"] = (args.requests / tfl, lfl)
                 level["route"] = (args.requests / tr, lr)
                 level["feedback"] = (args.requests / tf, lf)
                 for endpoint, (rps, lat) in level.items():
@@ -261,6 +268,12 @@ def main() -> None:
             checks.append((f"{endpoint} p50 ≤ 1 ms at c=1", float(by[endpoint, 1]["p50_ms"]) <= 1.0))  # type: ignore[arg-type]
         if 16 in levels:
             checks.append((f"{endpoint} p99 ≤ 10 ms at c=16", float(by[endpoint, 16]["p99_ms"]) <= 10.0))  # type: ignore[arg-type]
+    for c in levels:
+        floor = by["floor", c]
+        print(
+            f"c={c}: the floor (the least a route can do) reaches {floor['ratio_to_noop']} of the no-op; "
+            f"route reaches {float(by['route', c]['req_per_s']) / float(floor['req_per_s']):.2f} of the floor"  # type: ignore[arg-type]
+        )
     best_route = max(float(by["route", c]["req_per_s"]) for c in levels)  # type: ignore[arg-type]
     print(
         f"decisions persisted per second over HTTP: {best_route:.0f} (all {persisted} acknowledged routes in the store)"

@@ -43,7 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger requests get 413")
     p.add_argument("--policy-root", help="only allow hot swaps to policy directories inside this one")
-    p.add_argument("--bench-endpoints", action="store_true", help="add POST /v1/noop (for benchmarks)")
+    p.add_argument(
+        "--bench-endpoints",
+        action="store_true",
+        help="add POST /v1/noop, /v1/noop-fastapi and /v1/floor (for benchmarks)",
+    )
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )

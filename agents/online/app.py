@@ -26,9 +26,12 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+
+import numpy as np
 
 try:
     from fastapi import Depends, FastAPI, Header, Query, Request
@@ -44,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
-from agents.online.router import OnlineRouter
+from agents.online.router import OnlineRouter, _draw, _uniform
 from routing_env.errors import ConfigurationError, RoutingEnvError
 from routing_env.policy import load_policy
 
@@ -280,8 +283,9 @@ def create_app(
             quarter of it, at most 5 s); ignored without a timeout.
         policy_root: when set, ``POST /v1/policy`` only loads directories inside it.
         bench_endpoints: add ``POST /v1/noop`` (does nothing on the hot endpoints' path: the reference of
-            ``experiments/bench_server.py``) and ``POST /v1/noop-fastapi`` (does nothing as a plain FastAPI
-            endpoint: what the framework's own request handling costs).
+            ``experiments/bench_server.py``), ``POST /v1/noop-fastapi`` (does nothing as a plain FastAPI
+            endpoint: what the framework's own request handling costs) and ``POST /v1/floor`` (the least a route
+            can do, logged to a ``bench_floor`` table: the bound the benchmark holds ``/v1/route`` against).
     """
     if int(max_body_bytes) < 1024:
         raise ConfigurationError(f"max_body_bytes must be ≥ 1024, got {max_body_bytes!r}")
@@ -541,6 +545,12 @@ def create_app(
         async def noop(request: Request) -> Response:
             return _json_response(*await hot.noop(await request.body()))
 
+        @app.post(
+            "/v1/floor", response_model=None, openapi_extra=_json_body(RouteRequest), tags=["operations"]
+        )
+        async def floor(request: Request) -> Response:
+            return _json_response(*await hot.floor(await request.body()))
+
         @app.post("/v1/noop-fastapi", tags=["operations"])
         async def noop_fastapi(body: dict[str, Any]) -> dict[str, bool]:
             """A plain FastAPI endpoint (validated JSON body in, serialised dict out) that does nothing."""
@@ -550,6 +560,7 @@ def create_app(
     paths: dict[str, Handler] = {"/v1/route": hot.route, "/v1/feedback": hot.feedback}
     if bench_endpoints:
         paths["/v1/noop"] = hot.noop
+        paths["/v1/floor"] = hot.floor
     return _HotPaths(app, paths, int(max_body_bytes))
 
 
@@ -653,6 +664,16 @@ class _GroupCommit:
             self.store.commit_group()
 
 
+_FLOOR_TABLE = """CREATE TABLE IF NOT EXISTS bench_floor (
+    seq INTEGER PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, features BLOB NOT NULL,
+    probabilities BLOB NOT NULL, model TEXT NOT NULL, propensity REAL NOT NULL
+)"""
+_FLOOR_INSERT = (
+    "INSERT INTO bench_floor (decision_id, created_at, features, probabilities, model, propensity) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
 class _HotHandlers:
     """Route, feedback and no-op on raw request bytes → ``(status, JSON body)``; errors as the app maps them."""
 
@@ -661,6 +682,8 @@ class _HotHandlers:
         self.committer = committer
         self._json_strings: dict[str, str] = {}
         self._names: dict[tuple[str, ...], list[str]] = {}  # '"model":' prefixes per model list
+        self._floor_draws = 0
+        self._floor_table = False
 
     def _quoted(self, text: str) -> str:
         """``text`` as a JSON string, memoised for the few that repeat (model names, versions)."""
@@ -720,6 +743,44 @@ class _HotHandlers:
                 "applied": fb.applied,
                 "policy_version": fb.policy_version,
                 "received_at": fb.received_at,
+            }
+        )
+
+    async def floor(self, raw: bytes) -> tuple[int, bytes]:
+        """The least a route can do, as a bound for the benchmark: validate the body, one policy call on the
+        features, one sampled model, one insert of the decision's core fields joining the group commit (into
+        ``bench_floor``, never ``decisions``), the JSON answer. No idempotency, allowed models, per-request λ,
+        output checks, open-decision cache or counters; nothing learns from it and nothing exports it."""
+        try:
+            body = _parse(RouteRequest, raw)
+            if body.features is None:
+                raise ConfigurationError("/v1/floor needs features")
+            x = np.array(body.features, dtype=np.float32)[None]
+            router = self.router
+            if x.shape[1] != router.n_features or not np.isfinite(x).all():
+                raise ConfigurationError(f"features must be {router.n_features} finite numbers")
+            probs = np.asarray(router.policy.action_probabilities(x), dtype=np.float64)[0]
+            self._floor_draws += 1
+            action = _draw(probs, _uniform(router.config.seed, self._floor_draws))
+            model = router.models[action]
+            propensity = float(probs[action])
+            decision_id = f"{self._floor_draws:012x}{os.urandom(10).hex()}"
+            now = time.time()
+            row = (decision_id, now, x.tobytes(), probs.tobytes(), model, propensity)
+            store = router.store
+            if not self._floor_table:
+                store._write([(_FLOOR_TABLE, ())], flush=True)
+                self._floor_table = True
+            await self.committer.run(lambda: store._write([(_FLOOR_INSERT, row)]))
+        except Exception as exc:
+            return _error(exc)
+        return 200, _dumps(
+            {
+                "decision_id": decision_id,
+                "model": model,
+                "propensity": propensity,
+                "probabilities": dict(zip(router.models, probs.tolist())),
+                "created_at": now,
             }
         )
 

@@ -317,3 +317,29 @@ def test_fuzz_observe_never_5xx(cascade_client: TestClient, body: object) -> Non
     assert _send(cascade_client, f"/v1/decisions/{d}/observe", body) < 500
     assert _send(cascade_client, f"/v1/decisions/{d}/observe", body) < 500  # a second step, or 409
     assert _send(cascade_client, "/v1/decisions/unknown/observe", body) < 500
+
+
+def test_floor_bench_endpoint_logs_apart_from_the_decisions(router: OnlineRouter) -> None:
+    import sqlite3
+
+    with TestClient(create_app(router, bench_endpoints=True), raise_server_exceptions=False) as client:
+        answers = [client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]}) for _ in range(5)]
+        for r in answers:
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["model"] in MODELS
+            assert body["propensity"] == pytest.approx(body["probabilities"][body["model"]])
+            assert sum(body["probabilities"].values()) == pytest.approx(1.0)
+        assert client.post("/v1/floor", json={"features": [0.1, 0.2]}).status_code == 422
+        assert client.post("/v1/floor", json={"prompt": "hi"}).status_code == 422
+        assert client.post("/v1/floor", content=b"{").status_code == 422
+        assert "/v1/floor" in client.get("/openapi.json").json()["paths"]
+    with sqlite3.connect(router.store.path) as conn:
+        ids = [row[0] for row in conn.execute("SELECT decision_id FROM bench_floor ORDER BY seq")]
+        assert ids == [r.json()["decision_id"] for r in answers]
+        # Nothing of it reaches the decisions (and so no export, OPE or learning).
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
+    assert router.stats()["decisions"] == 0
+    # Without the bench endpoints the path does not exist.
+    with TestClient(create_app(router), raise_server_exceptions=False) as client:
+        assert client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]}).status_code in (404, 405)

@@ -26,8 +26,15 @@ def test_bench_server_smoke(tmp_path: Path) -> None:
     assert "decisions persisted per second over HTTP" in run.stdout
     rows = list(csv.DictReader(out.open()))
     cells = {(r["endpoint"], r["concurrency"]) for r in rows}
-    assert {("noop", "1"), ("route", "1"), ("feedback", "1"), ("route", "4"), ("sqlite_insert", "1")} <= cells
+    assert {
+        ("noop", "1"),
+        ("floor", "1"),
+        ("route", "1"),
+        ("feedback", "1"),
+        ("route", "4"),
+        ("sqlite_insert", "1"),
+    } <= cells
     for r in rows:
         assert float(r["req_per_s"]) > 0
-        if r["endpoint"] in ("route", "feedback"):
+        if r["endpoint"] in ("floor", "route", "feedback"):
             assert float(r["ratio_to_noop"]) > 0 and float(r["p50_ms"]) <= float(r["p99_ms"])

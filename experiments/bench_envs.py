@@ -7,6 +7,8 @@ shared machine, where the process is often descheduled). Ratios divide by CartPo
 (Gymnasium's default wrappers, passive checker included) on the same clock.
 
 Targets: Routing-v0 step+reset ≥ 2×, Routing-v0 step alone ≥ 10×, vector env at N=1024 ≥ 50×, Cascade-v0 ≥ 1×.
+For Routing-v0 it also times floors: the least a legal step (and step+reset) can do (the required ``info`` and
+fresh observations), inlined without any env object, i.e. the ratios any implementation could reach on this machine.
 It also checks that env instances hold no copy of the dataset arrays (``np.shares_memory``) and measures the
 memory one more env instance costs.
 
@@ -28,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 import routing_env  # noqa: F401  (registers the env ids)
-from routing_env.data import load_sample
+from routing_env.data import LoggedDataset, load_sample
 from routing_env.envs import (
     CASCADE_ID,
     ROUTING_ID,
@@ -71,6 +73,63 @@ def single_env_runner(env: gym.Env, actions: list[int], reset_on_done: bool, see
         else:
             for a in actions:
                 step(a)
+        return len(actions)
+
+    return run
+
+
+def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: bool) -> Runner:
+    """The least a legal Routing-v0 step (and, with ``reset``, the reset after it) can do, inlined: no env
+    object, no method call, no checks, no wrappers.
+
+    Per step it does only what the step's contract requires: take the next query of a shuffled pass, look up the
+    logged outcome of the chosen model in a per-query tuple, build the seven-key ``info`` (query id, quality,
+    cost, latency, oracle action and reward, regret) and return a fresh copy of an observation (Gymnasium's
+    checker rejects observations that share memory across calls). A reset returns a fresh observation and the
+    three-key ``info`` (query id and index, cost weight). Built from the public dataset arrays, so it bounds any
+    implementation on this machine, not only this one.
+    """
+    n = ds.n_queries
+    rewards = ds.rewards(0.0)
+    oracle = rewards.argmax(axis=1)
+    latency = np.full(rewards.shape, np.nan) if ds.latency is None else ds.latency.astype(np.float64)
+    per_action = np.stack((rewards, ds.quality, ds.cost, latency), axis=2).reshape(n, -1)
+    packed = [
+        (qid, int(o), float(rewards[i, o]), *per_action[i].tolist())
+        for i, (qid, o) in enumerate(zip(ds.query_ids.tolist(), oracle.tolist()))
+    ]
+    rows = list(ds.features)
+    qids = ds.query_ids.tolist()
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    position = [0]
+
+    def run() -> int:
+        pos = position[0]
+        for a in actions:
+            if pos == n:
+                pos = 0
+            q = order[pos]
+            pos += 1
+            row = packed[q]
+            i = 3 + 4 * a
+            r = row[i]
+            info = {
+                "query_id": row[0],
+                "quality": row[i + 1],
+                "cost": row[i + 2],
+                "latency": row[i + 3],
+                "oracle_action": row[1],
+                "oracle_reward": row[2],
+                "regret": row[2] - r,
+            }
+            _ = (rows[q].copy(), r, True, False, info)
+            if reset:
+                if pos == n:
+                    pos = 0
+                q = order[pos]
+                pos += 1
+                _ = (rows[q].copy(), {"query_id": qids[q], "query_index": q, "cost_weight": 0.0})
+        position[0] = pos
         return len(actions)
 
     return run
@@ -202,6 +261,10 @@ def main() -> None:
             lambda: single_env_runner(RoutingEnv(), routing_actions, True, seed),
             2.0,
         ),
+        "Routing-v0 step+reset floor (inlined, no env)": (
+            lambda: step_floor_runner(ds, routing_actions, seed, reset=True),
+            None,
+        ),
         "Routing-v0 step alone (gym.make)": (
             lambda: single_env_runner(
                 gym.make(ROUTING_ID, queries_per_episode=10**12), routing_actions, False, seed
@@ -220,6 +283,10 @@ def main() -> None:
         "Routing-v0 step alone (unwrapped)": (
             lambda: single_env_runner(RoutingEnv(queries_per_episode=10**12), routing_actions, False, seed),
             10.0,
+        ),
+        "Routing-v0 step floor (inlined, no env)": (
+            lambda: step_floor_runner(ds, routing_actions, seed, reset=False),
+            None,
         ),
         "Routing-v0 λ-conditioned step+reset (gym.make)": (
             lambda: single_env_runner(
@@ -297,6 +364,16 @@ def main() -> None:
         print(
             f"{name:<52} {row['steps_per_s_wall']:>13,} {row['ratio_wall']:>8}× "
             f"{row['steps_per_s_cpu']:>13,} {row['ratio_cpu']:>8}×  {mark}"
+        )
+    by_name = {r["environment"]: r for r in rows}
+    print()
+    for what in ("step+reset", "step"):
+        floor = by_name[f"Routing-v0 {what} floor (inlined, no env)"]
+        env = by_name[f"Routing-v0 {'step+reset' if what == 'step+reset' else 'step alone'} (unwrapped)"]
+        print(
+            f"{what} floor (the least a legal {what} can do, inlined): {floor['ratio_wall']}× CartPole (wall), "
+            f"{floor['ratio_cpu']}× (cpu); Routing-v0 unwrapped reaches "
+            f"{env['steps_per_s_cpu'] / floor['steps_per_s_cpu']:.2f} of it (cpu)"
         )
     mem = memory_report(args.memory_instances)
     print(

@@ -42,4 +42,9 @@ def test_bench_envs_smoke(tmp_path: Path) -> None:
     assert names[0] == "CartPole-v1 step+reset (gym.make)" and float(rows[0]["ratio_wall"]) == 1.0
     assert any(n.startswith("Routing vector N=8") for n in names)
     assert any(n.startswith("Cascade-v0") for n in names)
+    assert {
+        "Routing-v0 step floor (inlined, no env)",
+        "Routing-v0 step+reset floor (inlined, no env)",
+    } <= set(names)
+    assert "step floor (the least a legal step can do, inlined)" in result.stdout
     assert all(float(r["steps_per_s_cpu"]) > 0 for r in rows if r["ratio_cpu"])

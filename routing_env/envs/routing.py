@@ -212,6 +212,13 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         self._left = 0.0 if self.budget is None else self.budget
         self._done = True
         self._varying = self.cost_weight_range is not None
+        self._rows = self._lists.feature_rows
+        # Episodes of the common configuration (fixed λ, no budget, bare features, logged outcomes only) reset and
+        # step in plain list lookups; `_fast` says whether the current episode does (an override of λ leaves it).
+        self._plain = (
+            self._fixed is not None and self.budget is None and not self._n_extra and imputed is None
+        )
+        self._fast = False
         # Per-query rewards and oracle when λ varies per episode (None when the fixed-λ tables serve).
         self._row: list[float] = []
         self._oracle = 0
@@ -221,14 +228,36 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
         if seed is not None:
+            super().reset(seed=seed)  # Env.reset only seeds the generator
             self._stream.restart()
+        if self._plain and not options:
+            # What a training run does after every one-query episode, kept to list lookups; the same draws as
+            # the general path below (the stream needs the generator only to start a new pass).
+            stream = self._stream
+            pos = stream.pos
+            if pos < stream.n:
+                q = stream.order[pos]
+                stream.pos = pos + 1
+            else:
+                q = stream.next(self.np_random)
+            self._q = q
+            self._lam = lam = self.cost_weight
+            self._varying = False
+            self._fast = True
+            self._t = 0
+            self._done = False
+            return self._rows[q].copy(), {
+                "query_id": self._lists.query_ids[q],
+                "query_index": q,
+                "cost_weight": lam,
+            }
         rng = self.np_random
         pinned, lam_override = parse_reset_options(options, self.dataset.n_queries)
         lam = self._stream.episode_lambda(rng, self.cost_weight)
         self._lam = lam if lam_override is None else lam_override
         self._varying = self.cost_weight_range is not None or lam_override is not None
+        self._fast = self._plain and not self._varying
         self._t = 0
         self._left = 0.0 if self.budget is None else self.budget
         self._load(pinned if pinned is not None else self._stream.next(rng))
@@ -240,8 +269,41 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         }
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        # The common case (fixed λ, no budget, nothing appended to the features) is kept to plain list lookups:
-        # this method is the inner loop of every training run.
+        # This method is the inner loop of every training run: episodes of the common configuration take the
+        # first branch, plain list lookups in the query's packed row; everything else, errors included, `_step`.
+        if self._fast:
+            a = action if type(action) is int else int(action)
+            if 0 <= a < self._k and not self._done:
+                q = self._q
+                row = self._packed[q]
+                i = 3 + 4 * a
+                r = row[i]
+                info = {
+                    "query_id": row[0],
+                    "quality": row[i + 1],
+                    "cost": row[i + 2],
+                    "latency": row[i + 3],
+                    "oracle_action": row[1],
+                    "oracle_reward": row[2],
+                    "regret": row[2] - r,
+                }
+                t = self._t + 1
+                self._t = t
+                if t >= self.queries_per_episode:
+                    self._done = True
+                    return self._rows[q].copy(), r, True, False, info
+                stream = self._stream
+                pos = stream.pos
+                if pos < stream.n:
+                    q = stream.order[pos]
+                    stream.pos = pos + 1
+                else:
+                    q = stream.next(self.np_random)
+                self._q = q
+                return self._rows[q].copy(), r, False, False, info
+        return self._step(action)
+
+    def _step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         a = action if type(action) is int else int(action)
         if not 0 <= a < self._k:
             raise ConfigurationError(f"action must be an int in [0, {self._k}), got {action!r}")

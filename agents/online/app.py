@@ -753,12 +753,15 @@ class _HotHandlers:
         output checks, open-decision cache or counters; nothing learns from it and nothing exports it."""
         try:
             body = _parse(RouteRequest, raw)
+            router = self.router
+            if router.kind != "route":
+                raise ConfigurationError("/v1/floor times routing policies; this router serves a cascade")
             if body.features is None:
                 raise ConfigurationError("/v1/floor needs features")
             x = np.array(body.features, dtype=np.float32)[None]
-            router = self.router
-            if x.shape[1] != router.n_features or not np.isfinite(x).all():
-                raise ConfigurationError(f"features must be {router.n_features} finite numbers")
+            width = router.n_features
+            if (width is not None and x.shape[1] != width) or not np.isfinite(x).all():
+                raise ConfigurationError(f"features must be {width} finite numbers, got {x.shape[1]}")
             probs = np.asarray(router.policy.action_probabilities(x), dtype=np.float64)[0]
             self._floor_draws += 1
             action = _draw(probs, _uniform(router.config.seed, self._floor_draws))

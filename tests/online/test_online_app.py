@@ -340,6 +340,10 @@ def test_floor_bench_endpoint_logs_apart_from_the_decisions(router: OnlineRouter
         # Nothing of it reaches the decisions (and so no export, OPE or learning).
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
     assert router.stats()["decisions"] == 0
+    cascade = OnlineRouter(ThresholdCascade(MODELS), DecisionStore(router.store.path.parent / "c.db"))
+    with TestClient(create_app(cascade, bench_endpoints=True), raise_server_exceptions=False) as client:
+        r = client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]})
+        assert r.status_code == 422 and "cascade" in r.json()["detail"]
     # Without the bench endpoints the path does not exist.
     with TestClient(create_app(router), raise_server_exceptions=False) as client:
         assert client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]}).status_code in (404, 405)

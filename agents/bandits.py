@@ -843,14 +843,7 @@ class LinUCB(_LinearBandit):
         if self.mode == "outcomes":
             self._weights()  # refresh the stacked weights if λ changed
         explore = self.epsilon > 0.0 and self._rng.random() < self.epsilon
-        kp = self._kp
-        v = self._stack @ x1  # A⁻¹x of every arm, then every arm's mean score
-        width = v[:kp].reshape(self._k, self._p) @ x1
-        np.sqrt(width, out=width)
-        if self.alpha != 1.0:
-            width *= self.alpha
-        width += v[kp:]
-        scores = width.tolist()
+        scores = self._ucb_scores(self._stack @ x1, x1)
         top = max(scores)
         if not math.isfinite(top + sum(scores)):
             return self._choose_one_checked(x1)
@@ -863,23 +856,29 @@ class LinUCB(_LinearBandit):
         b = int(self._rng.integers(self._k))
         return b, self.epsilon / self._k + (1.0 - self.epsilon) * (1.0 / n_ties if scores[b] == top else 0.0)
 
+    def _ucb_scores(self, v: np.ndarray, x1: np.ndarray) -> list[float]:
+        """Every arm's ``μ + alpha·sqrt(xᵀA⁻¹x)`` for one design row ``x1 (p,)``, from ``v = stack @ x1`` (the
+        arms' ``A⁻¹x`` then their mean scores), as a Python list (K is small)."""
+        kp = self._kp
+        width = v[:kp].reshape(self._k, self._p) @ x1
+        np.maximum(width, 0.0, out=width)  # round-off can leave xᵀA⁻¹x a hair below 0
+        np.sqrt(width, out=width)
+        if self.alpha != 1.0:
+            width *= self.alpha
+        width += v[kp:]
+        scores: list[float] = width.tolist()
+        return scores
+
     def _probabilities_one(self, x1: np.ndarray) -> np.ndarray | None:
         # What a server calls per request: one compiled call when numba is there, else the single-round
         # choice's arithmetic on a Python list (K is small).
         if self.mode == "outcomes":
             self._weights()  # refresh the stacked weights if λ changed
-        kp = self._kp
         v = self._stack @ x1
         fast = linucb_probabilities(v, x1, self._k, self._p, self.alpha, self.epsilon)
         if fast is not None:
             return fast[None]
-        width = v[:kp].reshape(self._k, self._p) @ x1
-        np.maximum(width, 0.0, out=width)
-        np.sqrt(width, out=width)
-        if self.alpha != 1.0:
-            width *= self.alpha
-        width += v[kp:]
-        scores = width.tolist()
+        scores = self._ucb_scores(v, x1)
         top = max(scores)
         if not math.isfinite(top + sum(scores)):
             return None

@@ -207,18 +207,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _too_large(send, "invalid Content-Length header", 400)
-                    return
-                if declared > self.max_bytes:
-                    await _too_large(
-                        send, f"request body of {declared} bytes exceeds the {self.max_bytes}-byte limit"
-                    )
-                    return
+        refused = _declared_length_error(scope, self.max_bytes)
+        if refused is not None:
+            await _too_large(send, refused[1], refused[0])
+            return
         seen = 0
         started = False
 
@@ -249,6 +241,19 @@ class _BodyTooLarge(StarletteHTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(status_code=413, detail=f"request body exceeds the {max_bytes}-byte limit")
+
+
+def _declared_length_error(scope: Scope, max_bytes: int) -> tuple[int, str] | None:
+    """``(status, detail)`` when the request's Content-Length is unreadable (400) or above ``max_bytes`` (413)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return 400, "invalid Content-Length header"
+            if declared > max_bytes:
+                return 413, f"request body of {declared} bytes exceeds the {max_bytes}-byte limit"
+    return None
 
 
 async def _too_large(send: Send, detail: str, status: int = 413) -> None:
@@ -829,18 +834,10 @@ class _HotPaths:
         if handler is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _too_large(send, "invalid Content-Length header", 400)
-                    return
-                if declared > self.max_bytes:
-                    await _too_large(
-                        send, f"request body of {declared} bytes exceeds the {self.max_bytes}-byte limit"
-                    )
-                    return
+        refused = _declared_length_error(scope, self.max_bytes)
+        if refused is not None:
+            await _too_large(send, refused[1], refused[0])
+            return
         chunks = []
         seen = 0
         while True:

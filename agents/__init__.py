@@ -1,17 +1,19 @@
-"""Routers for routing-env: baselines, contextual bandits, PPO, and the online router service.
+"""Routers, training and the online service of routing-env.
 
-- :mod:`agents.bandits`: :class:`LinUCB`, :class:`LinearThompsonSampling`, :class:`EpsilonGreedy`,
-  :class:`SoftmaxBandit` — cost-aware disjoint linear bandits that keep learning online.
-- :mod:`agents.baselines`: the literature's baseline routers (random, fixed, cheapest, best single model, oracle,
-  kNN / MLP / logistic predictive routers, RouteLLM matrix factorisation, FrugalGPT threshold cascade).
-- :mod:`agents.cascade`: :class:`CascadeBandit`, per-stage stop-or-escalate bandits.
-- :mod:`agents.loop`: :func:`run_online` / :func:`run_cascade_online`, online runs with cumulative reward and regret.
+- :mod:`agents.routers`: every router family — fixed baselines and the oracle, predictive routers, RouteLLM's
+  matrix factorisation, cost-aware contextual bandits (:class:`LinUCB`, :class:`LinearThompsonSampling`,
+  :class:`EpsilonGreedy`, :class:`SoftmaxBandit`) and cascades (:class:`CascadeBandit`, ``ThresholdCascade``).
+  ``agents.baselines`` re-exports the baselines under their public path.
+- :mod:`agents.training`: SB3 PPO (``agents.ppo.train_ppo``, ``agents.ppo.SB3Policy``; needs torch) and the
+  online replay loop :func:`run_online` / :func:`run_cascade_online`.
+- :mod:`agents.online`: the online router, its decision stores and its HTTP service.
+- :mod:`agents.studies`: the router comparison behind ``routing-env demo`` and the study scripts.
+- :mod:`agents.cli`: the ``routing-env`` console script.
 """
 
 from agents import baselines
-from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
-from agents.cascade import CascadeBandit
-from agents.loop import OnlineResult, run_cascade_online, run_online
+from agents.routers import CascadeBandit, EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
+from agents.training.loop import OnlineResult, run_cascade_online, run_online
 
 __all__ = [
     "CascadeBandit",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents._kernels import have_numba
-from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB
+from agents.routers import EpsilonGreedy, LinearThompsonSampling, LinUCB
+from agents.routers._kernels import have_numba
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--rounds", type=int, default=4_000, help="rounds per timed loop")

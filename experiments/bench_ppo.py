@@ -4,7 +4,7 @@ Both runs use SB3's PPO with one torch thread, the same ``PPOConfig``, the same 
 same number of timesteps, measured back to back in this process; the order alternates over ``--repeats``, and
 the reported ratio is the median of the per-repeat ratios (each pair ran side by side, so load from other
 processes affects both members of a pair alike). CartPole runs in SB3's own ``DummyVecEnv`` — SB3's
-reference throughput; Routing-v0 runs through ``agents.ppo.train_ppo`` (Gymnasium ``VectorEnv`` → SB3 adapter).
+reference throughput; Routing-v0 runs through ``agents.training.ppo.train_ppo`` (Gymnasium ``VectorEnv`` → SB3 adapter).
 
     python experiments/bench_ppo.py                 # prints fps of both and the ratio (target ≥ 0.9)
     python experiments/bench_ppo.py --timesteps 4096 --repeats 1    # smoke size
@@ -23,7 +23,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents.ppo import PPOConfig, train_ppo
+from agents.training.ppo import PPOConfig, train_ppo
 from routing_env.data import load_sample
 
 RESULTS = Path(__file__).resolve().parent / "results"

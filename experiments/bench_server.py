@@ -154,7 +154,7 @@ def start_server(store: Path, policy: Path, port: int, cpu: int, synchronous: st
 
 def sqlite_insert_rate(tmp: Path, n: int, synchronous: str) -> float:
     """Decisions per second that DecisionStore commits one by one in process (no HTTP)."""
-    from agents.online.store import Decision, DecisionStore
+    from agents.online.stores.sqlite import Decision, DecisionStore
 
     store = DecisionStore(tmp / "raw.db", synchronous=synchronous)  # type: ignore[arg-type]
     store.record_policy("v1", "bench", ("a", "b"), 16, time.time())
@@ -181,7 +181,7 @@ def main() -> None:
     else:
         print(f"note: cannot pin server and client to separate CPUs on {ncpu} CPU(s); running unpinned")
 
-    from agents.bandits import LinUCB
+    from agents.routers import LinUCB
     from routing_env.data import load_sample
 
     sample = load_sample()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agents.compare import CASCADE_METHODS, CompareConfig, run_cascade_study
+from agents.studies.compare import CASCADE_METHODS, CompareConfig, run_cascade_study
 from routing_env.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from agents.compare import DEFAULT_COST_WEIGHTS, FEATURIZERS, ROUTERS, CompareConfig, run_frontier_study
+from agents.studies.compare import (
+    DEFAULT_COST_WEIGHTS,
+    FEATURIZERS,
+    ROUTERS,
+    CompareConfig,
+    run_frontier_study,
+)
 from routing_env.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ import pandas as pd
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
-from agents.baselines import BestSingleModel, LogisticRouter
+from agents.routers import BestSingleModel, LogisticRouter
 from routing_env.data import LoggedDataset, TaskOneHot, load_dataset, load_open_bandit
 from routing_env.errors import DataWarning, OPEWarning
 from routing_env.ope import (

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from agents import LinUCB
-from agents.baselines import BestSingleModel, KNNRouter, LogisticRouter
+from agents.routers import BestSingleModel, KNNRouter, LogisticRouter
 from routing_env.data import load_routerarena
 from routing_env.data.featurizers import TaskOneHot, TextFeaturizer
 from routing_env.errors import DataWarning

@@ -18,7 +18,6 @@ one. Nothing is ever unpickled: :func:`load_policy` only instantiates classes re
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -131,18 +130,62 @@ def check_models(expected: Sequence[str], given: Sequence[str], what: str = "dat
 
 
 # ---------------------------------------------------------------------- save / load without pickle
+#: Entry-point group through which installed packages declare their policy classes (``name = "module:Class"``).
+ENTRY_POINT_GROUP = "routing_env.policies"
+# Kinds written before policies were saved under their registered names: the class's module path at the time.
+_LEGACY_MODULES = ("agents.bandits", "agents.baselines", "agents.cascade", "agents.ppo")
 _REGISTRY: dict[str, type] = {}
 _T = TypeVar("_T", bound=type)
 
 
 def _kind_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    """The name a class is saved and registered under: ``policy_kind`` when it sets one, else its class name."""
+    return str(getattr(cls, "policy_kind", None) or cls.__name__)
 
 
 def register_policy(cls: _T) -> _T:
-    """Class decorator: make ``cls`` loadable by :func:`load_policy` under its qualified name."""
-    _REGISTRY[_kind_name(cls)] = cls
+    """Class decorator: make ``cls`` loadable by :func:`load_policy` under its name (``cls.__name__``, or a
+    ``policy_kind`` class attribute).
+
+    Raises:
+        PolicyFormatError: another class is already registered under that name.
+    """
+    name = _kind_name(cls)
+    other = _REGISTRY.get(name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise PolicyFormatError(
+            f"policy kind {name!r} is already registered by {other.__module__}.{other.__qualname__}; "
+            f"set a distinct policy_kind on {cls.__module__}.{cls.__qualname__}"
+        )
+    _REGISTRY[name] = cls
     return cls
+
+
+def _canonical_kind(kind: str) -> str:
+    """``kind`` as registered: a legacy ``<module>.<Class>`` of this project's old layout becomes ``Class``."""
+    module, _, name = kind.rpartition(".")
+    return name if module in _LEGACY_MODULES else kind
+
+
+def _lookup_kind(kind: str) -> type | None:
+    """The class registered as ``kind``; otherwise the one an installed package declares under that name in the
+    :data:`ENTRY_POINT_GROUP` entry points (imported then, so it registers). Never a module named by the file."""
+    cls = _REGISTRY.get(kind)
+    if cls is not None:
+        return cls
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+        try:
+            loaded = ep.load()
+        except ImportError as exc:
+            raise PolicyFormatError(
+                f"policy kind {kind!r} needs {ep.value!r}, which cannot be imported: {exc}"
+            ) from None
+        if isinstance(loaded, type):
+            _REGISTRY.setdefault(kind, loaded)
+        return _REGISTRY.get(kind)
+    return None
 
 
 def write_policy_dir(
@@ -183,8 +226,11 @@ def read_policy_dir(
         raise PolicyFormatError(
             f"{doc_path} has format_version {doc.get('format_version')!r}; this version reads {FORMAT_VERSION}"
         )
-    if expect is not None and doc["kind"] != _kind_name(expect):
-        raise PolicyFormatError(f"{root} holds a {doc['kind']!r}, not a {_kind_name(expect)!r}")
+    if not isinstance(doc["kind"], str):
+        raise PolicyFormatError(f"{doc_path}: 'kind' must be a string, got {type(doc['kind']).__name__}")
+    kind = _canonical_kind(doc["kind"])
+    if expect is not None and kind != _kind_name(expect):
+        raise PolicyFormatError(f"{root} holds a {kind!r}, not a {_kind_name(expect)!r}")
     arrays: dict[str, np.ndarray] = {}
     arrays_path = root / ARRAYS_FILE
     if arrays_path.is_file():
@@ -195,26 +241,18 @@ def read_policy_dir(
             raise PolicyFormatError(
                 f"{arrays_path} holds objects that need pickle, which is refused: {exc}"
             ) from None
-    return str(doc["kind"]), dict(doc["config"]), arrays
+    return kind, dict(doc["config"]), arrays
 
 
 def load_policy(path: str | Path) -> Any:
     """Load any registered policy saved with its ``save(path)`` method.
 
-    The class is looked up in the registry by the ``kind`` recorded in ``policy.json``; modules of this project
-    (``routing_env.*``, ``agents.*``) are imported on demand so their classes register. No other module is
-    imported and nothing is unpickled.
+    The class is the one registered (:func:`register_policy`) under the ``kind`` recorded in ``policy.json``, or
+    declared under that name in the :data:`ENTRY_POINT_GROUP` entry points of an installed package. The file never
+    names a module to import, and nothing is unpickled.
     """
     kind, _, _ = read_policy_dir(path)
-    cls = _REGISTRY.get(kind)
-    if cls is None:
-        module = kind.rsplit(".", 1)[0]
-        if module.split(".", 1)[0] in ("routing_env", "agents"):
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise PolicyFormatError(f"cannot import {module!r} for policy kind {kind!r}: {exc}") from None
-            cls = _REGISTRY.get(kind)
+    cls = _lookup_kind(kind)
     if cls is None:
         raise PolicyFormatError(f"unknown policy kind {kind!r} in {path}; registered: {sorted(_REGISTRY)}")
     loader: Callable[[str | Path], Any] = cls.load  # type: ignore[attr-defined]

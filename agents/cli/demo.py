@@ -1,6 +1,6 @@
 """``routing-env demo``: the main job — train every router on the bundled sample and compare them.
 
-Runs the frontier study (:func:`agents.compare.run_frontier_study`) on the bundled sample logs (4,000 synthetic
+Runs the frontier study (:func:`agents.studies.compare.run_frontier_study`) on the bundled sample logs (4,000 synthetic
 queries × 7 models): baselines, cost-aware bandits, per-λ PPO and λ-conditioned PPO, scored exactly on a held-out
 split over a grid of cost weights. Prints the summary table and writes the cost–quality plot, the CSV tables and a
 Markdown report to ``--out`` (default ``routing-env-results/`` in the current directory). A few minutes on 2 cores.
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.compare import ROUTERS, CompareConfig, run_frontier_study
+    from agents.studies.compare import ROUTERS, CompareConfig, run_frontier_study
     from routing_env.data import load_sample
     from routing_env.errors import ConfigurationError
 

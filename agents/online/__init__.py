@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
 from agents.online.router import Observation, OnlineRouter, RouterConfig
-from agents.online.store import Checkpoint, Decision, DecisionStore, Feedback, Step
+from agents.online.stores.sqlite import Checkpoint, Decision, DecisionStore, Feedback, Step
 
 __all__ = [
     "Checkpoint",
@@ -31,11 +31,11 @@ __all__ = [
 
 
 def create_app(router: OnlineRouter, **kwargs: Any) -> Any:
-    """Build the FastAPI app serving ``router``; see :func:`agents.online.app.create_app` for the options.
+    """Build the FastAPI app serving ``router``; see :func:`agents.online.http.app.create_app` for the options.
 
     Raises:
         ImportError: FastAPI, uvicorn or pydantic is missing (``pip install 'routing-env[serve]'``).
     """
-    from agents.online.app import create_app as _create_app
+    from agents.online.http.app import create_app as _create_app
 
     return _create_app(router, **kwargs)

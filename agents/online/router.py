@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from agents.online.errors import DecisionConflictError
-from agents.online.store import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
+from agents.online.stores.sqlite import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
 from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeError
 from routing_env.policy import CascadePolicy, CostAwarePolicy, check_features, load_policy
 
@@ -618,7 +618,7 @@ class OnlineRouter:
             latency_s: seconds, ≥ 0 (stored and exported; not part of the reward).
 
         Returns:
-            the stored :class:`~agents.online.store.Feedback` (reward, apply ``seq``, whether the policy learned).
+            the stored :class:`~agents.online.stores.sqlite.Feedback` (reward, apply ``seq``, whether the policy learned).
 
         Raises:
             DecisionNotFoundError: unknown id.

@@ -20,20 +20,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
-from agents.baselines import (
+from agents.routers import (
     BestSingleModel,
     Cheapest,
+    EpsilonGreedy,
     FixedModel,
     KNNRouter,
+    LinearThompsonSampling,
+    LinUCB,
     LogisticRouter,
     MatrixFactorizationRouter,
     MLPRouter,
     Oracle,
     RandomRouter,
+    SoftmaxBandit,
     ThresholdCascade,
 )
-from agents.cascade import CascadeBandit
+from agents.routers.cascades import CascadeBandit
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ModelMismatchError, ShapeError
 from routing_env.metrics import evaluate_policy
@@ -109,7 +112,7 @@ _SB3_CACHE: dict[int, Any] = {}
 
 def _sb3_policy(ds: LoggedDataset) -> Any:
     """A tiny PPO router, trained once per dataset; each call returns a fresh copy (same seed, same draws)."""
-    from agents.ppo import PPOConfig, train_ppo
+    from agents.training.ppo import PPOConfig, train_ppo
 
     if id(ds) not in _SB3_CACHE:
         config = PPOConfig(n_steps=64, batch_size=128, n_epochs=2, net_arch=(16,))

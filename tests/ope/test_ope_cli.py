@@ -78,7 +78,7 @@ def test_cli_errors_are_reported(
 
 
 def test_cli_with_a_saved_agents_router(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agents.baselines import BestSingleModel
+    from agents.routers import BestSingleModel
 
     data = make_synthetic(n_queries=600, models=3, n_features=4, seed=5)
     router = BestSingleModel().fit(data, cost_weight=0.0)

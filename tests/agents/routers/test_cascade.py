@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import routing_env.envs  # noqa: F401  (registers the env ids)
-from agents.baselines import ThresholdCascade, cascade_outcomes
-from agents.cascade import CascadeBandit
-from agents.loop import run_cascade_online
+from agents.routers import ThresholdCascade, cascade_outcomes
+from agents.routers.cascades import CascadeBandit
+from agents.training.loop import run_cascade_online
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
 

@@ -1,4 +1,4 @@
-"""agents.ppo: the SB3 adapter, train_ppo, SB3Policy (exact probabilities, seeding, save/load without pickle)."""
+"""agents.training.ppo: the SB3 adapter, train_ppo, SB3Policy (exact probabilities, seeding, save/load without pickle)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.ppo import PPOConfig, PPOResult, SB3Policy, SB3VecEnv, train_ppo
+from agents.training.ppo import PPOConfig, PPOResult, SB3Policy, SB3VecEnv, train_ppo
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.metrics import evaluate_policy
@@ -88,7 +88,7 @@ def test_save_load_round_trip_without_pickle(trained: PPOResult, data: LoggedDat
     assert policy is not None
     policy.save(tmp_path / "ppo")
     doc = json.loads((tmp_path / "ppo" / "policy.json").read_text())
-    assert doc["kind"] == "agents.ppo.SB3Policy"
+    assert doc["kind"] == "SB3Policy"
     with np.load(tmp_path / "ppo" / "arrays.npz", allow_pickle=False) as arrays:
         assert any(k.startswith("param/") for k in arrays.files)
     loaded = load_policy(tmp_path / "ppo")

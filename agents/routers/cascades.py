@@ -1,39 +1,307 @@
-"""Cascade-stop bandits: one contextual bandit per cascade stage deciding to accept the answer or escalate.
+"""Cascade policies: call the chain's models cheap first and stop or escalate after each answer's signal.
+
+- :class:`ThresholdCascade`: FrugalGPT-style thresholds per stage, tuned offline for a λ.
+- :class:`CascadeBandit`: per-stage contextual bandits that learn to stop or escalate online.
+
 
 A cascade calls the models of ``chain`` in order (cheap first). After ``s`` calls (``1 ≤ s < len(chain)``) the
 stage-``s`` bandit sees the query features and the ``s`` signals returned so far (never their quality) and picks
 arm 0 (**accept** the last answer) or arm 1 (**escalate** to ``chain[s]``). Each stage is a disjoint linear bandit
-from :mod:`agents.bandits` over the context ``[features, signals[:s]]`` that learns the **return** of each arm:
+from :mod:`agents.routers.bandits` over the context ``[features, signals[:s]]`` that learns the **return** of each arm:
 the quality of the answer finally accepted minus ``cost_weight · (USD of the calls made after the decision) /
 cost_scale`` — the quantity the :class:`~routing_env.policy.CascadePolicy` protocol's ``update`` receives. It
-learns online on ``routing_env/Cascade-v0``'s chain mode (see :func:`agents.loop.run_cascade_online`) and behind
+learns online on ``routing_env/Cascade-v0``'s chain mode (see :func:`agents.training.loop.run_cascade_online`) and behind
 the online router's observe step, with the same propensity and save/load rules as the routing bandits.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from agents.bandits import (
-    EpsilonGreedy,
-    LinearThompsonSampling,
-    LinUCB,
+from agents.routers._common import (
     _check_models_arg,
     _finite,
-    _LinearBandit,
     load_featurizer_dir,
+    rng_from_state,
+    rng_state,
     save_featurizer_dir,
 )
-from agents.baselines import _check_chain_inputs, _resolve_chain, cascade_outcomes
+from agents.routers._linear import _LinearBandit
+from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB
 from routing_env.data.dataset import LoggedDataset
-from routing_env.errors import ConfigurationError, PartialInformationError, PolicyFormatError, ShapeError
-from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
+from routing_env.errors import (
+    ConfigurationError,
+    ModelMismatchError,
+    PartialInformationError,
+    PolicyFormatError,
+    ShapeError,
+)
+from routing_env.policy import (
+    check_features,
+    read_policy_dir,
+    register_policy,
+    write_policy_dir,
+)
 
-__all__ = ["ACCEPT", "ESCALATE", "CascadeBandit"]
+__all__ = ["ACCEPT", "ESCALATE", "CascadeBandit", "ThresholdCascade", "cascade_outcomes"]
+
+
+# ---------------------------------------------------------------------------------------------- cascades
+def cascade_outcomes(
+    dataset: LoggedDataset,
+    chain: Sequence[int],
+    accept_stage: np.ndarray,
+    cost_weight: float,
+    cost_scale: float,
+) -> dict[str, np.ndarray]:
+    """Outcome of stopping query ``i`` after ``accept_stage[i] + 1`` calls of ``chain`` (model indices).
+
+    Returns ``quality (n,)`` of the accepted answer, ``cost (n,)`` USD of all calls made, ``reward (n,)`` =
+    ``quality − cost_weight·cost/cost_scale`` and ``final (n,)`` the accepted model index.
+    """
+    idx = np.asarray(chain, dtype=np.int64)
+    n = dataset.n_queries
+    stage = np.asarray(accept_stage, dtype=np.int64)
+    cum_cost = np.cumsum(dataset.cost[:, idx], axis=1)
+    rows = np.arange(n)
+    quality = dataset.quality[rows, idx[stage]]
+    cost = cum_cost[rows, stage]
+    return {
+        "quality": quality,
+        "cost": cost,
+        "reward": quality - (cost_weight / cost_scale) * cost,
+        "final": idx[stage],
+    }
+
+
+def _check_chain_inputs(
+    features: Any, signals: Any, n_stages: int, n_features: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    x = check_features(features, n_features)
+    s = np.asarray(signals, dtype=np.float64)
+    if s.ndim == 1:
+        s = s[:, None] if x.shape[0] == s.shape[0] and x.shape[0] != 1 else s[None, :]
+    if s.ndim != 2 or s.shape[0] != x.shape[0]:
+        raise ShapeError(f"signals must have shape (n, s) with n = {x.shape[0]}, got {s.shape}")
+    if not 1 <= s.shape[1] <= n_stages:
+        raise ShapeError(
+            f"signals must hold 1 … {n_stages} columns (the models called so far, the last one of the chain "
+            f"excluded), got {s.shape[1]}"
+        )
+    if not np.isfinite(s).all():
+        raise ShapeError("signals must be finite, got NaN or inf")
+    return x, s
+
+
+def _resolve_chain(dataset: LoggedDataset, chain: Sequence[str]) -> tuple[str, ...]:
+    if chain:
+        names = _check_models_arg(chain)
+        missing = [m for m in names if m not in dataset.models]
+        if missing:
+            raise ModelMismatchError(f"chain names models {missing} that are not in {list(dataset.models)}")
+    else:
+        order = np.argsort(np.nan_to_num(dataset.mean_cost(), nan=np.inf), kind="stable")
+        names = tuple(dataset.models[int(j)] for j in order)
+    if len(names) < 2:
+        raise ConfigurationError(f"a cascade needs at least two models, got chain {list(names)}")
+    return names
+
+
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class ThresholdCascade:
+    """FrugalGPT-style cascade: call the chain's models in order and accept the first answer whose signal is at
+    least that stage's threshold τ_s (the last model's answer is always accepted).
+
+    :meth:`fit` tunes the thresholds on full-information training logs with signals, for a given λ: coordinate
+    ascent, last stage first, over candidate thresholds (quantiles of each stage's signal, plus "always accept" and "always
+    escalate") maximising the mean reward ``quality of the accepted answer − λ·(USD of all calls)/cost_scale``.
+    It does not learn online (``learns_online`` is ``False``; :meth:`update` raises).
+
+    Implements :class:`routing_env.policy.CascadePolicy`.
+
+    Args:
+        chain: model names in call order; default: the dataset's models from cheapest to most expensive.
+        thresholds: τ per stage (``len(chain) − 1`` values) to use without tuning; ``fit`` replaces them.
+        cost_weight: λ (≥ 0).
+        cost_scale: USD per unit of λ; ``None`` = the dataset's ``resolve_cost_scale("max_mean")``.
+        n_candidates: quantiles of each stage's signal tried as thresholds.
+        n_sweeps: coordinate-ascent passes over the stages.
+    """
+
+    chain: tuple[str, ...] = ()
+    thresholds: tuple[float, ...] | None = None
+    cost_weight: float = 0.0
+    cost_scale: float | None = None
+    n_candidates: int = 41
+    n_sweeps: int = 3
+    seed: int | None = 0
+    featurizer: Any = field(default=None, repr=False)
+
+    n_features: int | None = field(default=None, init=False)
+    cost_scale_: float = field(default=1.0, init=False)
+    learns_online: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        self.chain = _check_models_arg(self.chain)
+        self.cost_weight = _finite("cost_weight", self.cost_weight, 0.0)
+        if self.cost_scale is not None:
+            self.cost_scale = _finite("cost_scale", self.cost_scale, 0.0, strict=True)
+            self.cost_scale_ = self.cost_scale
+        if int(self.n_candidates) < 1 or int(self.n_sweeps) < 1:
+            raise ConfigurationError(
+                f"n_candidates and n_sweeps must be ≥ 1, got {self.n_candidates!r} and {self.n_sweeps!r}"
+            )
+        if self.thresholds is not None:
+            taus = tuple(float(t) for t in self.thresholds)
+            if any(math.isnan(t) for t in taus):
+                raise ConfigurationError(f"thresholds must not be NaN, got {list(taus)}")
+            if self.chain and len(taus) != len(self.chain) - 1:
+                raise ConfigurationError(
+                    f"thresholds needs len(chain) − 1 = {len(self.chain) - 1} values, got {len(taus)}"
+                )
+            self.thresholds = taus
+        self._rng = np.random.default_rng(self.seed)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Same as :attr:`chain` (the models this policy calls)."""
+        return self.chain
+
+    def fit(
+        self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
+    ) -> ThresholdCascade:
+        """Tune the thresholds on ``dataset`` (full information, with ``signal``) for λ = ``cost_weight``."""
+        if not dataset.is_full_information:
+            raise PartialInformationError("tuning a cascade needs every model's outcome on every query")
+        if dataset.signal is None:
+            raise ConfigurationError(
+                "a threshold cascade needs per-call signals, and the dataset has no signal"
+            )
+        if cost_weight is not None:
+            self.cost_weight = _finite("cost_weight", cost_weight, 0.0)
+        if featurizer is not None:
+            self.featurizer = featurizer
+        self.chain = _resolve_chain(dataset, self.chain)
+        self.cost_scale_ = (
+            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
+        )
+        idx = [dataset.models.index(m) for m in self.chain]
+        signals = np.asarray(dataset.signal, dtype=np.float64)[:, idx]
+        n_stages = len(idx) - 1
+        candidates = []
+        for s in range(n_stages):
+            qs = np.quantile(signals[:, s], np.linspace(0.0, 1.0, int(self.n_candidates)))
+            candidates.append(np.unique(np.concatenate([[-np.inf, np.inf], qs])))
+        taus = np.full(n_stages, np.inf)  # start from "always escalate" (the last model)
+
+        def value(t: np.ndarray) -> float:
+            stage = _accept_stage(signals, t)
+            return float(
+                cascade_outcomes(dataset, idx, stage, self.cost_weight, self.cost_scale_)["reward"].mean()
+            )
+
+        best = value(taus)
+        for _ in range(int(self.n_sweeps)):
+            improved = False
+            # Last stage first, like backward induction: earlier thresholds are tuned knowing what follows.
+            for s in reversed(range(n_stages)):
+                for cand in candidates[s]:
+                    trial = taus.copy()
+                    trial[s] = cand
+                    v = value(trial)
+                    if v > best + 1e-12:
+                        best, taus, improved = v, trial, True
+            if not improved:
+                break
+        self.thresholds = tuple(float(t) for t in taus)
+        self.train_reward_ = best
+        return self
+
+    def _taus(self) -> np.ndarray:
+        if self.thresholds is None or not self.chain:
+            raise ConfigurationError(
+                "ThresholdCascade has no thresholds: call fit(dataset) or pass chain= and thresholds="
+            )
+        return np.asarray(self.thresholds, dtype=np.float64)
+
+    def stop_probabilities(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """``(n,)`` 1.0 where the last signal ``signals[:, s−1]`` reaches τ_{s−1}, else 0.0."""
+        taus = self._taus()
+        _, s = _check_chain_inputs(features, signals, len(taus), self.n_features)
+        return (s[:, -1] >= taus[s.shape[1] - 1]).astype(np.float64)
+
+    def decide(self, features: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(stop (n,) bool, propensity (n,) float64)``; the rule is deterministic, so propensities are 1."""
+        p = self.stop_probabilities(features, signals)
+        return p > 0.5, np.ones_like(p)
+
+    def update(
+        self, features: np.ndarray, signals: np.ndarray, stop: np.ndarray, returns: np.ndarray
+    ) -> None:
+        """Refused: the thresholds are tuned offline with :meth:`fit`."""
+        raise ConfigurationError("ThresholdCascade does not learn online; re-tune it with fit(dataset)")
+
+    def accept_stages(self, signals: np.ndarray) -> np.ndarray:
+        """``(n,)`` index into ``chain`` of the accepted answer for full ``signals (n, len(chain))``."""
+        s = np.asarray(signals, dtype=np.float64)
+        if s.ndim != 2 or s.shape[1] != len(self.chain):
+            raise ShapeError(f"signals must have shape (n, {len(self.chain)}), got {s.shape}")
+        return _accept_stage(s, self._taus())
+
+    def save(self, path: str | Path) -> Path:
+        root = Path(path)
+        # ±inf thresholds ("always accept"/"always escalate") are not JSON: they are saved in the npz.
+        config: dict[str, Any] = {
+            "hyperparameters": {
+                "chain": list(self.chain),
+                "thresholds": None,
+                "cost_weight": self.cost_weight,
+                "cost_scale": self.cost_scale,
+                "n_candidates": int(self.n_candidates),
+                "n_sweeps": int(self.n_sweeps),
+                "seed": self.seed,
+            },
+            "cost_scale_": self.cost_scale_,
+            "rng_state": rng_state(self._rng),
+            "has_featurizer": self.featurizer is not None,
+        }
+        arrays = (
+            {} if self.thresholds is None else {"thresholds": np.asarray(self.thresholds, dtype=np.float64)}
+        )
+        write_policy_dir(root, type(self), config, arrays)
+        save_featurizer_dir(self.featurizer, root)
+        return root
+
+    @classmethod
+    def load(cls, path: str | Path) -> ThresholdCascade:
+        root = Path(path)
+        _, config, arrays = read_policy_dir(root, expect=cls)
+        try:
+            hyper = dict(config["hyperparameters"])
+            if "thresholds" in arrays:
+                hyper["thresholds"] = tuple(float(t) for t in arrays["thresholds"])
+            obj = cls(**hyper)
+            obj.cost_scale_ = float(config["cost_scale_"])
+            obj._rng = rng_from_state(config["rng_state"])
+            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
+        except (KeyError, TypeError) as exc:
+            raise PolicyFormatError(f"{root} is not a valid ThresholdCascade: {exc!r}") from None
+        return obj
+
+
+def _accept_stage(signals: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """First stage whose signal reaches its threshold (the last stage when none does)."""
+    n_stages = taus.shape[0]
+    ok = signals[:, :n_stages] >= taus[None, :]
+    return np.where(ok.any(axis=1), ok.argmax(axis=1), n_stages).astype(np.int64)
+
 
 #: Arm 0 of every stage: accept the current answer.
 ACCEPT = 0

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import routing_env.envs  # noqa: F401  (registers the env ids)
-from agents.bandits import EpsilonGreedy, LinUCB
-from agents.baselines import BestSingleModel
-from agents.loop import OnlineResult, run_online
+from agents.routers import BestSingleModel, EpsilonGreedy, LinUCB
+from agents.training.loop import OnlineResult, run_online
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError, ModelMismatchError
 

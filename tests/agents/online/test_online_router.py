@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.bandits import LinUCB
 from agents.online import (
     DecisionConflictError,
     DecisionNotFoundError,
     DecisionStore,
     OnlineRouter,
 )
+from agents.routers import LinUCB
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError, ModelMismatchError, OPEWarning, ShapeError
 from routing_env.policy import load_policy
-from tests.online.online_policies import FixedPolicy, ThresholdCascade, assert_same_state
+from tests.agents.online.online_policies import FixedPolicy, LearningThresholdCascade, assert_same_state
 
 MODELS = ("a", "b", "c")
 
@@ -288,7 +288,7 @@ def test_hot_swap_records_versions_and_survives_restart(tmp_path: Path, data: Lo
 
 # ---------------------------------------------------------------------------------------------------- cascades
 def test_cascade_observe_accept_and_learn(tmp_path: Path) -> None:
-    cascade = ThresholdCascade(("small", "mid", "large"))
+    cascade = LearningThresholdCascade(("small", "mid", "large"))
     router = OnlineRouter(cascade, tmp_path / "d.db", cost_weight=1.0, cost_scale=1.0)
     d = router.route([0, 0, 0])
     assert d.kind == "cascade" and d.model == "small" and d.propensity == 1.0 and d.max_calls == 3
@@ -313,7 +313,7 @@ def test_cascade_observe_accept_and_learn(tmp_path: Path) -> None:
 
 
 def test_cascade_forced_accept_at_the_end_of_the_allowed_chain(tmp_path: Path) -> None:
-    router = OnlineRouter(ThresholdCascade(("small", "mid", "large")), tmp_path / "d.db")
+    router = OnlineRouter(LearningThresholdCascade(("small", "mid", "large")), tmp_path / "d.db")
     d = router.route([0, 0, 0], allowed_models=["small", "mid"])
     assert d.max_calls == 2
     assert router.observe(d.decision_id, -9.0).model == "mid"
@@ -326,7 +326,7 @@ def test_cascade_forced_accept_at_the_end_of_the_allowed_chain(tmp_path: Path) -
 
 
 def test_cascade_restore_replays_steps(tmp_path: Path) -> None:
-    router = OnlineRouter(ThresholdCascade(("s", "m", "l")), tmp_path / "d.db", checkpoint_every=4)
+    router = OnlineRouter(LearningThresholdCascade(("s", "m", "l")), tmp_path / "d.db", checkpoint_every=4)
     rng = np.random.default_rng(0)
     for _ in range(30):
         d = router.route([0, 0, 0])
@@ -339,7 +339,7 @@ def test_cascade_restore_replays_steps(tmp_path: Path) -> None:
 
 
 def test_cascade_bandit_served_learns_and_restores_bit_identically(tmp_path: Path) -> None:
-    from agents.cascade import CascadeBandit
+    from agents.routers.cascades import CascadeBandit
 
     logs = make_synthetic(n_queries=300, models=3, n_features=4, seed=5)
     assert logs.signal is not None

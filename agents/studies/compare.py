@@ -416,7 +416,7 @@ def _run_router(
     name: str, train: LoggedDataset, test: LoggedDataset, config: CompareConfig, log: Log
 ) -> _Run | None:
     from agents import baselines
-    from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
+    from agents.routers import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
 
     seed = config.seed
     weights = config.cost_weights
@@ -465,7 +465,7 @@ def _run_router(
         run.seconds = time.perf_counter() - start
         sweep(policy)
     elif name == "ppo":
-        from agents.ppo import train_ppo
+        from agents.training.ppo import train_ppo
 
         grid = config.ppo_cost_weights if config.ppo_cost_weights is not None else weights
         for lam in grid:
@@ -478,7 +478,7 @@ def _run_router(
             run.evals.append((f"λ={lam:g}", lam, evaluate_policy(test, result.policy, lam)))
             log(f"  ppo λ={lam:g}: test reward {run.evals[-1][2].mean_reward:.4f} ({result.fps:.0f} steps/s)")
     elif name == "ppo-conditioned":
-        from agents.ppo import train_ppo
+        from agents.training.ppo import train_ppo
 
         lo, hi = config.ppo_conditioned_range or (min(weights), min(max(weights), 1.0))
         if hi <= lo:
@@ -676,10 +676,9 @@ CASCADE_METHODS: tuple[str, ...] = (
 def _run_cascade_method(
     method: str, train: LoggedDataset, test: LoggedDataset, config: CompareConfig, log: Log
 ) -> _Run:
-    from agents.bandits import LinUCB
-    from agents.baselines import ThresholdCascade
-    from agents.cascade import CascadeBandit
-    from agents.ppo import evaluate_cascade_model, train_ppo
+    from agents.routers import LinUCB, ThresholdCascade
+    from agents.routers.cascades import CascadeBandit
+    from agents.training.ppo import evaluate_cascade_model, train_ppo
 
     seed = config.seed
     run = _Run(method)

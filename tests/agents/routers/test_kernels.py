@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from scipy import integrate
 from scipy.stats import norm
 
-from agents import _kernels
-from agents.bandits import LinearThompsonSampling
+from agents.routers import LinearThompsonSampling, _kernels
 
 needs_numba = pytest.mark.skipif(not _kernels.have_numba(), reason="numba is not installed")
 
@@ -163,7 +162,7 @@ def test_rank_one_update_refuses_non_finite_rows() -> None:
 
 
 def _linucb_probabilities(seed: int) -> np.ndarray:
-    from agents.bandits import LinUCB
+    from agents.routers import LinUCB
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(200, 5))
@@ -175,7 +174,7 @@ def _linucb_probabilities(seed: int) -> np.ndarray:
 
 @needs_numba
 def test_linucb_single_row_probabilities_same_with_or_without_numba(numpy_only: None) -> None:
-    from agents.bandits import LinUCB
+    from agents.routers import LinUCB
 
     without = _linucb_probabilities(2)
     _kernels._numba_state[:] = [True]

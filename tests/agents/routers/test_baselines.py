@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.baselines import (
+from agents.routers import (
     BestSingleModel,
     Cheapest,
     FixedModel,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from agents.bandits import LinUCB
 from agents.online import DecisionStore, OnlineRouter, create_app
-from agents.online.store import Decision
-from tests.online.online_policies import assert_same_state
+from agents.online.stores.sqlite import Decision
+from agents.routers import LinUCB
+from tests.agents.online.online_policies import assert_same_state
 
 MODELS = ("a", "b", "c")
 D = 4

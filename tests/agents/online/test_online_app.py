@@ -18,8 +18,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's deprecation notice about its httpx-based client
     from fastapi.testclient import TestClient
 from agents.online import DecisionStore, OnlineRouter, create_app
-from agents.online.app import RouteResponse
-from tests.online.online_policies import FixedPolicy, ThresholdCascade
+from agents.online.http.app import RouteResponse
+from tests.agents.online.online_policies import FixedPolicy, LearningThresholdCascade
 
 MODELS = ("a", "b", "c")
 TOKEN = "s3cret-token"
@@ -221,7 +221,7 @@ def test_service_expires_decisions_in_the_background(tmp_path: Path) -> None:
 
 
 def test_cascade_over_http(tmp_path: Path) -> None:
-    router = OnlineRouter(ThresholdCascade(("s", "m", "l")), tmp_path / "c.db")
+    router = OnlineRouter(LearningThresholdCascade(("s", "m", "l")), tmp_path / "c.db")
     with TestClient(create_app(router)) as client:
         d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()
         assert d["kind"] == "cascade" and d["model"] == "s"
@@ -282,7 +282,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
 
 @pytest.fixture(scope="module")
 def cascade_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    router = OnlineRouter(ThresholdCascade(MODELS), tmp_path_factory.mktemp("fuzz") / "c.db")
+    router = OnlineRouter(LearningThresholdCascade(MODELS), tmp_path_factory.mktemp("fuzz") / "c.db")
     with TestClient(create_app(router, max_body_bytes=4096), raise_server_exceptions=False) as c:
         yield c
 
@@ -340,7 +340,7 @@ def test_floor_bench_endpoint_logs_apart_from_the_decisions(router: OnlineRouter
         # Nothing of it reaches the decisions (and so no export, OPE or learning).
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
     assert router.stats()["decisions"] == 0
-    cascade = OnlineRouter(ThresholdCascade(MODELS), DecisionStore(router.store.path.parent / "c.db"))
+    cascade = OnlineRouter(LearningThresholdCascade(MODELS), DecisionStore(router.store.path.parent / "c.db"))
     with TestClient(create_app(cascade, bench_endpoints=True), raise_server_exceptions=False) as client:
         r = client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]})
         assert r.status_code == 422 and "cascade" in r.json()["detail"]

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""agents.compare: the frontier study's tables on small synthetic logs, and its argument checks."""
+"""agents.studies.compare: the frontier study's tables on small synthetic logs, and its argument checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.compare import CompareConfig, compare_routers, prepare_splits, run_frontier_study
+from agents.studies.compare import CompareConfig, compare_routers, prepare_splits, run_frontier_study
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError
 

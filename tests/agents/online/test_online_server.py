@@ -19,15 +19,15 @@ import httpx
 import numpy as np
 import pytest
 
-from agents.bandits import LinUCB
 from agents.online import DecisionStore
+from agents.routers import LinUCB
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.policy import load_policy
-from tests.online.online_policies import assert_same_state
+from tests.agents.online.online_policies import assert_same_state
 
 pytest.importorskip("uvicorn")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
-from agents.baselines import BestSingleModel
-from agents.loop import run_online
+from agents.routers import BestSingleModel, EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
+from agents.training.loop import run_online
 from routing_env.data import LoggedDataset, TaskOneHot
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.policy import load_policy

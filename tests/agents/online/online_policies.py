@@ -1,7 +1,7 @@
 """Small policies for the online-router tests, with exactly known action distributions.
 
 ``FixedPolicy`` routes with a fixed distribution (for checking propensities and renormalisation);
-``ThresholdCascade`` is a minimal learning cascade (stop when the signal beats a threshold learned from returns).
+``LearningThresholdCascade`` is a minimal learning cascade (stop when the signal beats a threshold learned from returns).
 Both save and load without pickle like every policy of the project, so the router can checkpoint them.
 """
 
@@ -50,7 +50,7 @@ class FixedPolicy:
 
 
 @register_policy
-class ThresholdCascade:
+class LearningThresholdCascade:
     """Accept when the last signal exceeds a per-step threshold; thresholds move with the observed returns.
 
     ``stop_probabilities = sigmoid(sharpness · (signal_s − threshold_s))`` after ``s`` calls.
@@ -105,7 +105,7 @@ class ThresholdCascade:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> ThresholdCascade:
+    def load(cls, path: str | Path) -> LearningThresholdCascade:
         _, config, arrays = read_policy_dir(path)
         obj = cls(tuple(config["chain"]), config["n_features"], config["lr"], config["sharpness"])
         obj.threshold = arrays["threshold"].copy()

@@ -1,0 +1,34 @@
+"""Routers: one module per family, every one a :class:`~routing_env.policy.Policy` that saves without pickle.
+
+- :mod:`agents.routers.baselines`: fixed rules (random, fixed model, cheapest, best single model) and the oracle;
+- :mod:`agents.routers.predictive`: RouterBench-style kNN, MLP and logistic quality predictors;
+- :mod:`agents.routers.matrix_factorization`: RouteLLM's strong/weak matrix-factorisation router;
+- :mod:`agents.routers.bandits`: cost-aware disjoint linear bandits (LinUCB, Thompson sampling, ε-greedy,
+  softmax), with their compiled kernels in :mod:`agents.routers._kernels`;
+- :mod:`agents.routers.cascades`: the FrugalGPT-style threshold cascade and per-stage cascade bandits.
+"""
+
+from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
+from agents.routers.baselines import BestSingleModel, Cheapest, FixedModel, Oracle, RandomRouter
+from agents.routers.cascades import CascadeBandit, ThresholdCascade, cascade_outcomes
+from agents.routers.matrix_factorization import MatrixFactorizationRouter
+from agents.routers.predictive import KNNRouter, LogisticRouter, MLPRouter
+
+__all__ = [
+    "BestSingleModel",
+    "CascadeBandit",
+    "Cheapest",
+    "EpsilonGreedy",
+    "FixedModel",
+    "KNNRouter",
+    "LinUCB",
+    "LinearThompsonSampling",
+    "LogisticRouter",
+    "MLPRouter",
+    "MatrixFactorizationRouter",
+    "Oracle",
+    "RandomRouter",
+    "SoftmaxBandit",
+    "ThresholdCascade",
+    "cascade_outcomes",
+]

@@ -1,0 +1,29 @@
+"""Training routers as RL agents: SB3 PPO on the batched envs (:mod:`agents.training.ppo`, needs torch) and the
+online replay loop (:mod:`agents.training.loop`). The PPO module is imported on first use of its names, so
+``import agents.training`` stays free of torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.training.loop import OnlineResult, run_cascade_online, run_online
+
+__all__ = [
+    "OnlineResult",
+    "PPOConfig",
+    "PPOResult",
+    "SB3Policy",
+    "run_cascade_online",
+    "run_online",
+    "train_ppo",
+]
+
+_PPO_NAMES = ("PPOConfig", "PPOResult", "SB3Policy", "train_ppo")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PPO_NAMES:
+        from agents.training import ppo
+
+        return getattr(ppo, name)
+    raise AttributeError(f"module 'agents.training' has no attribute {name!r}")

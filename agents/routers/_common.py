@@ -92,6 +92,13 @@ def load_featurizer_dir(root: Path) -> Any:
     return load_featurizer(root / FEATURIZER_DIR)
 
 
+def featurize_prompts(policy: Any, prompts: Sequence[str]) -> np.ndarray:
+    """``(n, d)`` features of ``prompts`` from ``policy.featurizer``."""
+    if policy.featurizer is None:
+        raise ConfigurationError(f"{type(policy).__name__} carries no featurizer; pass features instead")
+    return np.asarray(policy.featurizer.transform(list(prompts)))
+
+
 def _check_models_arg(models: Sequence[str]) -> tuple[str, ...]:
     if isinstance(models, str):
         raise ConfigurationError(f"models must be a sequence of model names, got the string {models!r}")
@@ -207,9 +214,7 @@ class _BaseRouter:
 
     def featurize(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n, d)`` features of ``prompts`` from the router's featurizer."""
-        if self.featurizer is None:
-            raise ConfigurationError(f"{type(self).__name__} carries no featurizer; pass features instead")
-        return np.asarray(self.featurizer.transform(list(prompts)))
+        return featurize_prompts(self, prompts)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -265,3 +270,34 @@ def _one_hot(n: int, k: int, index: int) -> np.ndarray:
 def _mean_rewards(dataset: LoggedDataset, cost_weight: float, scale: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.nanmean(dataset.rewards(cost_weight, cost_scale=scale), axis=0)
+
+
+def _scalar_action(actions: Any, k: int) -> int:
+    if isinstance(actions, np.ndarray):
+        if actions.shape not in ((1,), ()):
+            raise ShapeError(f"actions must have shape (1,) for one row of features, got {actions.shape}")
+        if actions.dtype.kind not in "iu":
+            raise ShapeError(f"actions must be integer model indices, got dtype {actions.dtype}")
+        a = int(actions.reshape(-1)[0])
+    elif isinstance(actions, (int, np.integer)) and not isinstance(actions, bool):
+        a = int(actions)
+    else:
+        raise ShapeError(f"actions must be an integer model index or an array of them, got {actions!r}")
+    if not 0 <= a < k:
+        raise ShapeError(f"actions must lie in [0, {k}), got {a}")
+    return a
+
+
+def _scalar_value(value: Any, name: str) -> float:
+    if isinstance(value, np.ndarray):
+        if value.shape not in ((1,), ()):
+            raise ShapeError(f"{name} must have shape (1,) for one row of features, got {value.shape}")
+        v = float(value.reshape(-1)[0])
+    else:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ShapeError(f"{name} must be a number or an array of shape (1,), got {value!r}") from None
+    if not math.isfinite(v):
+        raise ConfigurationError(f"{name} must be finite, got {v!r}")
+    return v

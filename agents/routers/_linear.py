@@ -34,7 +34,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy import linalg as sla
@@ -42,11 +42,23 @@ from scipy import linalg as sla
 from agents.routers._common import (
     _check_models_arg,
     _finite,
+    _scalar_action,
+    _scalar_value,
+    featurize_prompts,
     load_featurizer_dir,
     rng_from_state,
     rng_state,
     sample_rows,
     save_featurizer_dir,
+)
+from agents.routers._cv import (
+    Objective,
+    Tunable,
+    make_folds,
+    outcome_weights,
+    pick,
+    ridge_oof,
+    standardizer,
 )
 from agents.routers._kernels import (
     rank_one_update,
@@ -69,15 +81,23 @@ Mode = Literal["none", "reward", "outcomes"]
 _SEQUENTIAL_MAX = 32
 # Rows of (K, n, p) work arrays per chunk in batched scoring, to bound memory.
 _CHUNK = 2048
+#: Ridge penalties cross-validation tries, as multiples of an arm's training rows (most regularised first).
+RIDGE_GRID = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- base class
 @dataclass(eq=False, kw_only=True)
-class _LinearBandit:
+class _LinearBandit(Tunable):
     """Shared state and learning rule of the disjoint linear bandits (see the module docstring).
 
     Hyperparameters (keyword only):
         ridge: prior precision of each arm's weights (> 0); larger = more shrinkage and slower initial learning.
+            ``None`` (default): :meth:`fit` chooses it by grouped cross-validation on the training logs
+            (:mod:`agents.routers._cv`), among multiples 1e-4 … 10 of each model's number of training rows; a
+            bandit that is not fitted, or fitted with ``tune=False``, uses 1.0. The value in use is ``ridge_``.
+        standardize: :meth:`fit` rescales each feature to mean 0, variance 1 on the training logs (kept for every
+            later call), so that the features' scale never decides the regularisation, and shrinks each arm
+            towards its mean outcome there instead of towards 0 (with ``fit_intercept``).
         cost_weight: λ, quality points one ``cost_scale`` of USD is worth (≥ 0). Used by cost-aware learning only.
         cost_scale: USD charged per unit of ``cost_weight``. ``None`` (default): :meth:`fit` uses the dataset's
             ``resolve_cost_scale("max_mean")`` (the mean cost of its most expensive model); a bandit that only
@@ -87,9 +107,17 @@ class _LinearBandit:
         models: the K model names; needed before the first ``act``/``update`` when the bandit is not ``fit``.
         seed: seed of the policy's random generator (exploration draws and tie-breaking).
         featurizer: optional text featurizer (``transform(prompts) -> (n, d)``, ``save(dir)``) saved with the policy.
+        tune, cv, cv_cost_weights: the cross-validation (see :class:`agents.routers._cv.Tunable`).
+
+    Only the ridge penalty (and LinUCB's ``alpha`` on bandit logs, where it changes the greedy choice) is chosen
+    from data: Thompson sampling's posterior scale, ε and the softmax temperature buy exploration, whose value
+    logged outcomes cannot show.
     """
 
-    ridge: float = 1.0
+    chosen_names: ClassVar[tuple[str, ...]] = ("ridge_",)
+
+    ridge: float | None = None
+    standardize: bool = True
     cost_weight: float = 0.0
     cost_scale: float | None = None
     fit_intercept: bool = True
@@ -102,9 +130,16 @@ class _LinearBandit:
     mode: Mode = field(default="none", init=False)
     cost_scale_: float = field(default=1.0, init=False)
     n_updates: int = field(default=0, init=False)
+    ridge_: float = field(default=1.0, init=False)
+    cv_score_: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.ridge = _finite("ridge", self.ridge, 0.0, strict=True)
+        if self.ridge is not None:
+            self.ridge = _finite("ridge", self.ridge, 0.0, strict=True)
+        self.ridge_ = 1.0 if self.ridge is None else self.ridge
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ConfigurationError(f"standardize must be True or False, got {self.standardize!r}")
+        self._validate_cv()
         self.cost_weight = _finite("cost_weight", self.cost_weight, 0.0)
         if self.cost_scale is not None:
             self.cost_scale = _finite("cost_scale", self.cost_scale, 0.0, strict=True)
@@ -121,6 +156,11 @@ class _LinearBandit:
         self._rng = np.random.default_rng(self.seed)
         self._w_cached = math.nan
         self._alloc_done = False
+        # Feature standardisation (fit on the training logs; None = identity) and each arm's prior mean.
+        self._shift: np.ndarray | None = None
+        self._unit: np.ndarray | None = None
+        self._mq = np.zeros(len(self.models))
+        self._mc = np.zeros(len(self.models))
 
     def _validate(self) -> None:
         """Subclasses check their own hyperparameters here."""
@@ -133,6 +173,8 @@ class _LinearBandit:
     def _hyperparameters(self) -> dict[str, Any]:
         return {
             "ridge": self.ridge,
+            "standardize": self.standardize,
+            **self._cv_hyperparameters(),
             "cost_weight": self.cost_weight,
             "cost_scale": self.cost_scale,
             "fit_intercept": self.fit_intercept,
@@ -151,13 +193,13 @@ class _LinearBandit:
         self.n_features = d
         self._d, self._p = d, p
         self._k, self._kp = k, k * p
-        eye = np.eye(p) * self.ridge
+        eye = np.eye(p) * self.ridge_
         self._A = np.repeat(eye[None], k, axis=0)
         # A⁻¹ of every arm and the score weights live in one (K·p + K, p) array, so that one matrix-vector
         # product gives A⁻¹x for every arm and every arm's mean score: per-call overhead dominates at d ≈ 64.
         self._stack = np.zeros((k * p + k, p))
         self._Ainv = self._stack[: k * p].reshape(k, p, p)
-        self._Ainv[:] = np.eye(p) / self.ridge
+        self._Ainv[:] = np.eye(p) / self.ridge_
         self._teff = self._stack[k * p :]
         self._bq = np.zeros((k, p))
         self._bc = np.zeros((k, p))
@@ -172,6 +214,8 @@ class _LinearBandit:
         self._buf_c = np.zeros(self.refresh_every)
         self._buf_n = 0
         self._x1 = np.ones(p)
+        if self._mq.shape != (k,):
+            self._mq, self._mc = np.zeros(k), np.zeros(k)
         self._alloc_done = True
 
     def _ensure(self, width: int) -> None:
@@ -236,6 +280,12 @@ class _LinearBandit:
             row = features[0]
         else:
             return None
+        if self._unit is not None:
+            assert self._shift is not None
+            out = self._x1[: self._d]
+            np.subtract(row, self._shift, out=out)
+            out /= self._unit
+            return self._x1
         if self.fit_intercept:
             self._x1[: self._d] = row
             return self._x1
@@ -248,6 +298,8 @@ class _LinearBandit:
         else:
             x = check_features(features, None)
             self._ensure(x.shape[1])
+        if self._unit is not None:
+            x = (x - self._shift) / self._unit
         if self.fit_intercept:
             x = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
         return x
@@ -416,8 +468,8 @@ class _LinearBandit:
             wa = w[m]
             xw = xa * wa[:, None]
             self._A[a] += xw.T @ xa
-            self._bq[a] += xw.T @ q[m]
-            self._bc[a] += xw.T @ c[m]
+            self._bq[a] += xw.T @ (q[m] - self._mq[a])
+            self._bc[a] += xw.T @ (c[m] - self._mc[a])
             self._counts[a] += int(m.sum())
         self._solve(touched)
 
@@ -434,8 +486,8 @@ class _LinearBandit:
             m = acts == a
             xa = X[m]
             self._A[a] += xa.T @ xa
-            self._bq[a] += xa.T @ self._buf_q[:n][m]
-            self._bc[a] += xa.T @ self._buf_c[:n][m]
+            self._bq[a] += xa.T @ (self._buf_q[:n][m] - self._mq[a])
+            self._bc[a] += xa.T @ (self._buf_c[:n][m] - self._mc[a])
         self._buf_n = 0
         if refresh:
             self._solve(touched)
@@ -448,6 +500,11 @@ class _LinearBandit:
             self._Ainv[a] = 0.5 * (ainv + ainv.T)
             self._tq[a] = sla.cho_solve(factor, self._bq[a], check_finite=False)
             self._tc[a] = sla.cho_solve(factor, self._bc[a], check_finite=False)
+            if self.fit_intercept:
+                # The sums hold outcomes minus the arm's prior mean; the constant feature carries it back. A
+                # rank-one step on the raw outcome then moves these weights exactly as one on the centred sums.
+                self._tq[a, -1] += self._mq[a]
+                self._tc[a, -1] += self._mc[a]
         if self.mode == "outcomes":
             self._w_cached = math.nan
 
@@ -469,6 +526,9 @@ class _LinearBandit:
           the arm's effective sample size.
         - Other partial logs: every observed cell, unweighted.
 
+        With ``standardize`` the features are standardised on ``dataset`` first; with ``tune`` the hyperparameters
+        left at ``None`` are chosen by grouped cross-validation on ``dataset`` (``ridge_``, ``cv_score_``).
+
         Args:
             dataset: logs over the same models (order matters) as ``self.models`` when those were given.
             cost_weight: λ to route with afterwards (default: keep ``self.cost_weight``).
@@ -486,42 +546,91 @@ class _LinearBandit:
             self.cost_weight = _finite("cost_weight", cost_weight, 0.0)
         if featurizer is not None:
             self.featurizer = featurizer
+        if max_importance_weight is not None:
+            max_importance_weight = _finite("max_importance_weight", max_importance_weight, 0.0, strict=True)
         self.models = dataset.models
+        self.cost_scale_ = (
+            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
+        )
+        weight = outcome_weights(dataset, max_importance_weight)
+        quality = np.nan_to_num(dataset.quality)
+        cost = np.nan_to_num(dataset.cost)
+        self._set_standardization(np.asarray(dataset.features, dtype=np.float64))
+        if self.fit_intercept:
+            total = np.maximum(weight.sum(axis=0), 1e-300)
+            self._mq, self._mc = (weight * quality).sum(axis=0) / total, (weight * cost).sum(axis=0) / total
+        else:
+            self._mq, self._mc = np.zeros(dataset.n_models), np.zeros(dataset.n_models)
+        self._alloc_done = False
+        X1 = self._batch(dataset.features)
+        self.cv_score_ = None
+        self.ridge_ = 1.0 if self.ridge is None else self.ridge
+        if self.tune:
+            self._tune(dataset, X1, weight)
         self._allocate(dataset.n_features)
         self.mode = "none"
         self._set_mode("outcomes")
         self.n_updates = 0
-        self.cost_scale_ = (
-            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
-        )
-        X1 = self._batch(dataset.features)
-        n, k = dataset.n_queries, dataset.n_models
-        if dataset.is_full_information:
-            weight = np.ones((n, k))
-        elif dataset.has_propensities:
-            assert dataset.logged_action is not None and dataset.propensity is not None
-            iw = 1.0 / dataset.propensity
-            if max_importance_weight is not None:
-                iw = np.minimum(iw, _finite("max_importance_weight", max_importance_weight, 0.0, strict=True))
-            weight = np.zeros((n, k))
-            weight[np.arange(n), dataset.logged_action] = iw
-            for a in range(k):
-                m = weight[:, a] > 0
-                if m.any():
-                    weight[m, a] /= weight[m, a].mean()
-        else:
-            weight = dataset.observed.astype(np.float64)
-        # A cell trains its arm only when both its quality and its cost were logged.
-        weight = weight * (np.isfinite(dataset.quality) & np.isfinite(dataset.cost))
-        quality = np.nan_to_num(dataset.quality)
-        cost = np.nan_to_num(dataset.cost)
         rows, arms = np.nonzero(weight > 0)
         self._accumulate(X1[rows], arms, quality[rows, arms], cost[rows, arms], weight[rows, arms])
         return self
 
+    def _set_standardization(self, x: np.ndarray) -> None:
+        if self.standardize and x.shape[0] > 1:
+            self._shift, self._unit = standardizer(x, center=self.fit_intercept)
+        else:
+            self._shift = self._unit = None
+
+    def _tuned_names(self) -> tuple[str, ...]:
+        """The hyperparameters this fit chooses by cross-validation."""
+        return ("ridge",) if self.ridge is None else ()
+
+    def _tune(self, dataset: LoggedDataset, X1: np.ndarray, weight: np.ndarray) -> None:
+        """Choose ``ridge_`` (and what subclasses add through :meth:`_cv_bonus`) by grouped cross-validation."""
+        folds = make_folds(dataset, self.cv, self.seed)
+        objective = Objective(dataset, self.cv_cost_weights or (self.cost_weight,), self.cost_scale_)
+        n_arm = float(np.median(weight.sum(axis=0)))
+        ridges = [self.ridge] if self.ridge is not None else [max(n_arm, 1.0) * r for r in RIDGE_GRID]
+        (q, c), widths = ridge_oof(
+            X1,
+            [dataset.quality, dataset.cost],
+            folds,
+            ridges,
+            weight,
+            center_targets=self.fit_intercept,
+            widths=True,
+        )
+        assert widths is not None
+        options, scores = [], []
+        for i, r in enumerate(ridges):
+            for extra, bonus in self._cv_bonus(widths[i]):
+                options.append((r, extra))
+                scores.append(objective.score(q[i], c[i], bonus))
+        choice = pick(options, scores, objective.metric)
+        i = ridges.index(choice.value[0])
+        self._cv_oof = (q[i], c[i])
+        self.ridge_ = float(choice.value[0])
+        self._apply_cv_extra(choice.value[1])
+        self.cv_score_ = choice.score
+
+    def _chosen(self) -> dict[str, Any]:
+        """JSON-able values a subclass chose on fit (saved with the policy)."""
+        return {}
+
+    def _restore_chosen(self, chosen: dict[str, Any]) -> None:
+        """Inverse of :meth:`_chosen`."""
+
+    def _cv_bonus(self, width: np.ndarray) -> list[tuple[Any, np.ndarray | None]]:
+        """``(value, bonus (n, K))`` pairs of a subclass's tuned exploration (none by default)."""
+        return [(None, None)]
+
+    def _apply_cv_extra(self, value: Any) -> None:
+        """Subclasses store what :meth:`_cv_bonus` offered and cross-validation chose."""
+
     def fit_rewards(self, features: np.ndarray, rewards: np.ndarray) -> _LinearBandit:
         """Warm-start reward-only learning (resets learned state) from ``rewards (n, K)`` of every model on
         ``features (n, d)``; NaN marks a model whose reward on that row is unknown. Needs ``models``.
+        Standardises the features with ``standardize``; the penalty is ``ridge`` (1.0 when ``None``).
         Returns ``self``."""
         if not self.models:
             raise ConfigurationError(f"{type(self).__name__}.fit_rewards needs models=[...] at construction")
@@ -533,12 +642,18 @@ class _LinearBandit:
             )
         if np.isinf(r).any():
             raise ConfigurationError("rewards must be finite or NaN (unknown), got ±inf")
+        self._set_standardization(x)
+        seen = ~np.isnan(r)
+        with np.errstate(invalid="ignore"):
+            mean = np.nan_to_num(np.nanmean(r, axis=0)) if self.fit_intercept else np.zeros(self.n_models)
+        self._mq, self._mc = mean, np.zeros(self.n_models)
+        self.ridge_ = 1.0 if self.ridge is None else self.ridge
         self._allocate(x.shape[1])
         self.mode = "none"
         self._set_mode("reward")
         self.n_updates = 0
         X1 = self._batch(x)
-        rows, arms = np.nonzero(~np.isnan(r))
+        rows, arms = np.nonzero(seen)
         self._accumulate(X1[rows], arms, r[rows, arms], np.zeros(rows.size), np.ones(rows.size))
         return self
 
@@ -575,9 +690,7 @@ class _LinearBandit:
     # ------------------------------------------------------------------ convenience
     def featurize(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n, d)`` features of ``prompts`` from the policy's featurizer."""
-        if self.featurizer is None:
-            raise ConfigurationError(f"{type(self).__name__} carries no featurizer; pass features instead")
-        return np.asarray(self.featurizer.transform(list(prompts)))
+        return featurize_prompts(self, prompts)
 
     def estimates(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Posterior means per model for ``features (n, d)``: ``quality``/``cost`` (cost-aware) or ``reward``,
@@ -607,11 +720,15 @@ class _LinearBandit:
             "rng_state": rng_state(self._rng),
             "w_cached": None if math.isnan(self._w_cached) else self._w_cached,
             "has_featurizer": self.featurizer is not None,
+            "chosen": {"ridge_": self.ridge_, "cv_score_": self.cv_score_, **self._chosen()},
         }
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {"prior_q": self._mq, "prior_c": self._mc}
+        if self._unit is not None:
+            assert self._shift is not None
+            arrays.update(shift=self._shift, unit=self._unit)
         if self._alloc_done:
             n = self._buf_n
-            arrays = {
+            arrays |= {
                 "A": self._A,
                 "Ainv": self._Ainv,
                 "bq": self._bq,
@@ -639,6 +756,15 @@ class _LinearBandit:
             obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
             obj._rng = rng_from_state(config["rng_state"])
             obj.cost_scale_ = float(config["cost_scale_"])
+            chosen = dict(config.get("chosen", {}))
+            obj.ridge_ = float(chosen.pop("ridge_", obj.ridge_))
+            score = chosen.pop("cv_score_", None)
+            obj.cv_score_ = None if score is None else float(score)
+            obj._restore_chosen(chosen)
+            if "unit" in arrays:
+                obj._shift, obj._unit = np.asarray(arrays["shift"]), np.asarray(arrays["unit"])
+            if "prior_q" in arrays:
+                obj._mq, obj._mc = np.array(arrays["prior_q"]), np.array(arrays["prior_c"])
             if config["n_features"] is not None:
                 obj._allocate(int(config["n_features"]))
                 obj.mode = config["mode"]
@@ -667,34 +793,3 @@ class _LinearBandit:
                 f"{root} is not a valid {cls.__name__}: missing or bad entry {exc}"
             ) from None
         return obj
-
-
-def _scalar_action(actions: Any, k: int) -> int:
-    if isinstance(actions, np.ndarray):
-        if actions.shape not in ((1,), ()):
-            raise ShapeError(f"actions must have shape (1,) for one row of features, got {actions.shape}")
-        if actions.dtype.kind not in "iu":
-            raise ShapeError(f"actions must be integer model indices, got dtype {actions.dtype}")
-        a = int(actions.reshape(-1)[0])
-    elif isinstance(actions, (int, np.integer)) and not isinstance(actions, bool):
-        a = int(actions)
-    else:
-        raise ShapeError(f"actions must be an integer model index or an array of them, got {actions!r}")
-    if not 0 <= a < k:
-        raise ShapeError(f"actions must lie in [0, {k}), got {a}")
-    return a
-
-
-def _scalar_value(value: Any, name: str) -> float:
-    if isinstance(value, np.ndarray):
-        if value.shape not in ((1,), ()):
-            raise ShapeError(f"{name} must have shape (1,) for one row of features, got {value.shape}")
-        v = float(value.reshape(-1)[0])
-    else:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ShapeError(f"{name} must be a number or an array of shape (1,), got {value!r}") from None
-    if not math.isfinite(v):
-        raise ConfigurationError(f"{name} must be finite, got {v!r}")
-    return v

@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import ndtr
@@ -29,6 +29,9 @@ from routing_env.policy import (
 
 __all__ = ["EpsilonGreedy", "LinUCB", "LinearThompsonSampling", "SoftmaxBandit"]
 
+#: LinUCB bonus widths cross-validation tries on bandit logs (most exploration first, so ties keep exploring).
+LINUCB_ALPHAS = (1.0, 0.3, 0.1, 0.0)
+
 
 # ---------------------------------------------------------------------------------------------- algorithms
 @register_policy
@@ -44,7 +47,9 @@ class LinUCB(_LinearBandit):
     ``epsilon > 0``; :meth:`action_probabilities` reports exactly the distribution :meth:`act` samples from.
 
     Args:
-        alpha: width of the confidence bonus (≥ 0).
+        alpha: width of the confidence bonus (≥ 0). ``None`` (default): 1.0, except that :meth:`fit` on bandit
+            logs — where the arms' confidence widths differ, so the bonus changes the greedy choice — picks it
+            from (1, 0.3, 0.1, 0) by grouped cross-validation. The value in use is ``alpha_``.
         epsilon: share of uniformly random choices, in [0, 1].
         (and the shared hyperparameters of the base class: ``ridge``, ``cost_weight``, ``cost_scale``,
         ``fit_intercept``, ``refresh_every``, ``models``, ``seed``, ``featurizer``)
@@ -57,12 +62,37 @@ class LinUCB(_LinearBandit):
         policy.cost_weight = 0.6                             # a new budget, no retraining
     """
 
-    alpha: float = 1.0
+    chosen_names: ClassVar[tuple[str, ...]] = ("ridge_", "alpha_")
+
+    alpha: float | None = None
     epsilon: float = 0.0
+    alpha_: float = field(default=1.0, init=False)
 
     def _validate(self) -> None:
-        self.alpha = _finite("alpha", self.alpha, 0.0)
+        if self.alpha is not None:
+            self.alpha = _finite("alpha", self.alpha, 0.0)
+        self.alpha_ = 1.0 if self.alpha is None else self.alpha
         self.epsilon = _finite("epsilon", self.epsilon, 0.0, 1.0)
+
+    def _tuned_names(self) -> tuple[str, ...]:
+        return (*super()._tuned_names(), *(("alpha",) if self.alpha is None else ()))
+
+    def _cv_bonus(self, width: np.ndarray) -> list[tuple[Any, np.ndarray | None]]:
+        if self.alpha is not None:
+            return [(self.alpha, self.alpha * width)]
+        if np.allclose(width, width[:, :1]):
+            # Equal widths (every arm saw the same rows): the bonus cannot change the greedy choice.
+            return [(None, None)]
+        return [(a, a * width) for a in LINUCB_ALPHAS]
+
+    def _apply_cv_extra(self, value: Any) -> None:
+        self.alpha_ = 1.0 if value is None else float(value)
+
+    def _chosen(self) -> dict[str, Any]:
+        return {"alpha_": self.alpha_}
+
+    def _restore_chosen(self, chosen: dict[str, Any]) -> None:
+        self.alpha_ = float(chosen.get("alpha_", self.alpha_))
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {**super()._hyperparameters(), "alpha": self.alpha, "epsilon": self.epsilon}
@@ -91,8 +121,8 @@ class LinUCB(_LinearBandit):
         width = v[:kp].reshape(self._k, self._p) @ x1
         np.maximum(width, 0.0, out=width)  # round-off can leave xᵀA⁻¹x a hair below 0
         np.sqrt(width, out=width)
-        if self.alpha != 1.0:
-            width *= self.alpha
+        if self.alpha_ != 1.0:
+            width *= self.alpha_
         width += v[kp:]
         scores: list[float] = width.tolist()
         return scores
@@ -103,7 +133,7 @@ class LinUCB(_LinearBandit):
         if self.mode == "outcomes":
             self._weights()  # refresh the stacked weights if λ changed
         v = self._stack @ x1
-        fast = linucb_probabilities(v, x1, self._k, self._p, self.alpha, self.epsilon)
+        fast = linucb_probabilities(v, x1, self._k, self._p, self.alpha_, self.epsilon)
         if fast is not None:
             return fast[None]
         scores = self._ucb_scores(v, x1)
@@ -117,7 +147,7 @@ class LinUCB(_LinearBandit):
     def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, k = X1.shape[0], len(self.models)
         mean, var = self._mean_var(X1, self._weights())
-        score = mean + self.alpha * np.sqrt(var)
+        score = mean + self.alpha_ * np.sqrt(var)
         if not np.isfinite(score).all():
             raise ShapeError("features must be finite, got NaN or inf")
         greedy = greedy_probabilities(score)
@@ -133,7 +163,7 @@ class LinUCB(_LinearBandit):
 
     def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
         mean, var = self._mean_var(X1, weights)
-        greedy = greedy_probabilities(mean + self.alpha * np.sqrt(var))
+        greedy = greedy_probabilities(mean + self.alpha_ * np.sqrt(var))
         k = len(self.models)
         return self.epsilon / k + (1.0 - self.epsilon) * greedy
 

@@ -406,7 +406,12 @@ class CascadeBandit:
         self.n_features = int(n_features)
         self.stages = []
         for seed in self._stage_seeds():
-            common: dict[str, Any] = {"ridge": self.ridge, "models": _ARMS, "seed": seed}
+            common: dict[str, Any] = {
+                "ridge": self.ridge,
+                "standardize": False,
+                "models": _ARMS,
+                "seed": seed,
+            }
             stage: _LinearBandit
             if self.algorithm == "linucb":
                 stage = LinUCB(alpha=self.alpha, epsilon=self.epsilon, **common)

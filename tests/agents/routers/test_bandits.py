@@ -29,6 +29,22 @@ def _batch_ridge(x: np.ndarray, acts: np.ndarray, y: np.ndarray, k: int, ridge: 
     return np.array(inv), np.array(theta)
 
 
+def _fitted_ridge(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float, standardize: bool = True
+) -> np.ndarray:
+    """The warm start ``fit`` computes for one arm: features standardised on all rows, the outcome centred on its
+    weighted mean over the arm's rows (the prior mean, carried back by the constant feature)."""
+    if standardize:
+        scale = x.std(axis=0)
+        x = (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
+    x1 = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+    mean = float((w * y).sum() / w.sum())
+    gram = ridge * np.eye(x1.shape[1]) + (x1 * w[:, None]).T @ x1
+    theta = np.linalg.solve(gram, (x1 * w[:, None]).T @ (y - mean))
+    theta[-1] += mean
+    return theta
+
+
 @pytest.mark.parametrize("refresh_every", [65536, 997])
 def test_rank_one_updates_match_batch_ridge(refresh_every: int) -> None:
     """2·10⁴ Sherman–Morrison updates (with and without periodic exact refreshes) equal the batch solve."""
@@ -75,18 +91,21 @@ def test_bulk_and_sequential_updates_agree() -> None:
     np.testing.assert_allclose(bulk.action_probabilities(x), seq.action_probabilities(x))
 
 
-def test_cost_aware_heads_and_decision_time_cost_weight(small: LoggedDataset) -> None:
-    policy = LinUCB(alpha=0.0, seed=0).fit(small, cost_weight=0.0)
+@pytest.mark.parametrize("standardize", [True, False])
+def test_cost_aware_heads_and_decision_time_cost_weight(small: LoggedDataset, standardize: bool) -> None:
+    policy = LinUCB(alpha=0.0, seed=0, standardize=standardize).fit(small, cost_weight=0.0)
     scale = small.resolve_cost_scale()
     assert policy.cost_scale_ == scale
-    # Quality and cost heads are per-arm ridge regressions on every cell (full information).
+    # Quality and cost heads are per-arm ridge regressions on every cell (full information), with the penalty
+    # cross-validation chose.
+    assert policy.ridge_ != 1.0 and policy.cv_score_ is not None
     x = np.asarray(small.features, dtype=np.float64)
-    n = small.n_queries
+    ones = np.ones(small.n_queries)
     for j in range(small.n_models):
-        _, tq = _batch_ridge(x, np.zeros(n, dtype=np.int64), small.quality[:, j], 1)
-        _, tc = _batch_ridge(x, np.zeros(n, dtype=np.int64), small.cost[:, j], 1)
-        np.testing.assert_allclose(policy._tq[j], tq[0], atol=1e-10)
-        np.testing.assert_allclose(policy._tc[j], tc[0], atol=1e-12)
+        tq = _fitted_ridge(x, small.quality[:, j], ones, policy.ridge_, standardize)
+        tc = _fitted_ridge(x, small.cost[:, j], ones, policy.ridge_, standardize)
+        np.testing.assert_allclose(policy._tq[j], tq, atol=1e-10)
+        np.testing.assert_allclose(policy._tc[j], tc, atol=1e-12)
     est = policy.estimates(x)
     for lam in (0.0, 0.5, 5.0):
         expected = est["quality"] - lam / scale * est["cost"]
@@ -203,14 +222,16 @@ def test_warm_start_from_bandit_logs_uses_importance_weights(small: LoggedDatase
         propensity=prob[np.arange(n), logged],
     )
     policy = LinUCB(seed=0).fit(bandit_logs, cost_weight=0.1)
-    x1 = np.concatenate([np.asarray(small.features, dtype=np.float64), np.ones((n, 1))], axis=1)
+    x = np.asarray(small.features, dtype=np.float64)
     for a in range(k):
         m = logged == a
-        w = 1.0 / prob[m, a]
-        w /= w.mean()
-        gram = np.eye(x1.shape[1]) + (x1[m] * w[:, None]).T @ x1[m]
-        theta = np.linalg.solve(gram, (x1[m] * w[:, None]).T @ small.quality[m, a])
+        w = np.zeros(n)
+        w[m] = 1.0 / prob[m, a]
+        w[m] /= w[m].mean()
+        theta = _fitted_ridge(x, np.nan_to_num(bandit_logs.quality[:, a]), w, policy.ridge_)
         np.testing.assert_allclose(policy._tq[a], theta, atol=1e-10)
+    # On bandit logs the arms' widths differ, so LinUCB's bonus is chosen by cross-validation too.
+    assert policy.alpha is None and policy.alpha_ in (1.0, 0.3, 0.1, 0.0)
     clipped = LinUCB(seed=0).fit(bandit_logs, cost_weight=0.1, max_importance_weight=2.0)
     assert not np.allclose(clipped._tq, policy._tq)
 
@@ -378,12 +399,11 @@ def test_warm_start_from_partial_logs_uses_the_observed_cells(small: LoggedDatas
         cost=np.where(seen, small.cost, np.nan),
         features=small.features,
     )
-    policy = EpsilonGreedy(seed=0).fit(partial)
+    policy = EpsilonGreedy(seed=0, ridge=2.0).fit(partial)
     x = np.asarray(small.features, dtype=np.float64)
     for j in range(small.n_models):
-        m = seen[:, j]
-        _, tq = _batch_ridge(x[m], np.zeros(m.sum(), dtype=np.int64), small.quality[m, j], 1)
-        np.testing.assert_allclose(policy._tq[j], tq[0], atol=1e-10)
+        theta = _fitted_ridge(x, small.quality[:, j], seen[:, j].astype(float), 2.0)
+        np.testing.assert_allclose(policy._tq[j], theta, atol=1e-10)
 
 
 @settings(max_examples=40, deadline=None)

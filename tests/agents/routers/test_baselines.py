@@ -237,7 +237,9 @@ def test_threshold_cascade_given_thresholds_and_errors(small: LoggedDataset) -> 
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: KNNRouter(n_neighbors=0), "n_neighbors must be an int ≥ 1, got 0"),
+        (lambda: KNNRouter(n_neighbors=0), "n_neighbors must be an int ≥ 1 or None, got 0"),
+        (lambda: KNNRouter(cv=1), "cv must be an int ≥ 2 \\(folds\\), got 1"),
+        (lambda: MLPRouter(n_epochs=0), "n_epochs must be in \\[1, max_iter=300\\], got 0"),
         (lambda: KNNRouter(weights="cosine"), "weights must be 'uniform' or 'distance', got 'cosine'"),
         (lambda: MLPRouter(hidden_layer_sizes=(0,)), "hidden_layer_sizes must be positive ints"),
         (lambda: LogisticRouter(C=0.0), "C must be a finite number > 0"),

@@ -23,6 +23,7 @@ import pytest
 from agents.routers import (
     BestSingleModel,
     Cheapest,
+    ClusterRouter,
     EpsilonGreedy,
     FixedModel,
     KNNRouter,
@@ -34,10 +35,12 @@ from agents.routers import (
     Oracle,
     RandomRouter,
     SoftmaxBandit,
+    TaskTableRouter,
     ThresholdCascade,
 )
 from agents.routers.cascades import CascadeBandit
-from routing_env.data import LoggedDataset, make_synthetic
+from agents.routers.selection import GuardedRouter
+from routing_env.data import LoggedDataset, TaskOneHot, make_synthetic
 from routing_env.errors import ModelMismatchError, ShapeError
 from routing_env.metrics import evaluate_policy
 from routing_env.policy import CascadePolicy, LearningPolicy, Policy, load_policy
@@ -74,6 +77,20 @@ def _online(cls: type, **kw: Any) -> Callable[[LoggedDataset], Any]:
     return make
 
 
+def _onboarded(ds: LoggedDataset) -> ClusterRouter:
+    """A clustering router fitted without the last model, which then joins from 100 labelled queries."""
+    router = ClusterRouter(n_clusters=3, seed=1).fit(ds.subset_models(ds.models[:-1]), cost_weight=0.2)
+    return router.add_model(ds.models[-1], ds.select(np.arange(100)))
+
+
+def _guarded(ds: LoggedDataset) -> GuardedRouter:
+    """A bandit that defers to the best single model from λ = 0.5 on."""
+    inner = LinUCB(seed=1).fit(ds, cost_weight=0.6)
+    return GuardedRouter(
+        inner, (0.0, 0.5), (False, True), ds.quality.mean(axis=0), ds.cost.mean(axis=0), seed=2
+    )
+
+
 POLICY_CASES: list[PolicyCase] = [
     PolicyCase("LinUCB-fit", lambda ds: LinUCB(alpha=0.5, seed=1).fit(ds, cost_weight=0.2)),
     PolicyCase("LinUCB-eps-online", _online(LinUCB, alpha=0.5, epsilon=0.2)),
@@ -98,6 +115,15 @@ POLICY_CASES: list[PolicyCase] = [
     PolicyCase("KNNRouter", lambda ds: KNNRouter(n_neighbors=5, weights="distance").fit(ds, cost_weight=0.3)),
     PolicyCase("MLPRouter", lambda ds: MLPRouter(hidden_layer_sizes=(16,), max_iter=50, seed=2).fit(ds, 0.3)),
     PolicyCase("LogisticRouter", lambda ds: LogisticRouter(C=0.5).fit(ds, cost_weight=0.3)),
+    PolicyCase("KNNRouter-tuned", lambda ds: KNNRouter(seed=1).fit(ds, cost_weight=0.3)),
+    PolicyCase("TaskTableRouter", lambda ds: TaskTableRouter().fit(ds, cost_weight=0.3)),
+    PolicyCase("ClusterRouter", lambda ds: ClusterRouter(seed=1).fit(ds, cost_weight=0.3)),
+    PolicyCase(
+        "ClusterRouter-residual",
+        lambda ds: ClusterRouter(n_clusters=3, residual=True, seed=1).fit(ds, cost_weight=0.3),
+    ),
+    PolicyCase("ClusterRouter-onboarded", _onboarded),
+    PolicyCase("GuardedRouter", _guarded),
     PolicyCase(
         "MatrixFactorizationRouter",
         lambda ds: MatrixFactorizationRouter(strong=ds.models[-1], weak=ds.models[0], epochs=60, seed=2).fit(
@@ -128,7 +154,11 @@ POLICY_CASES.append(PolicyCase("SB3Policy-PPO", _sb3_policy, prob_atol=1e-9))
 
 @pytest.fixture(scope="module")
 def train() -> LoggedDataset:
-    return make_synthetic(n_queries=240, models=4, n_features=6, seed=5)
+    """Synthetic logs whose features end with the task one-hot, as ``QueryFeaturizer`` writes them."""
+    ds = make_synthetic(n_queries=240, models=4, n_features=6, seed=5)
+    enc = TaskOneHot().fit(list(ds.tasks))
+    x = np.hstack([np.asarray(ds.features), enc.transform(list(ds.tasks))])
+    return ds.with_features(x, names=[*ds.feature_names, *enc.feature_names])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,74 @@
+"""``select_router``: the cross-validated choice among router families, its table, and what it returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents import select_router
+from agents.routers import BestSingleModel, ClusterRouter, LinUCB, TaskTableRouter
+from agents.routers.selection import make_router
+from routing_env.data import LoggedDataset
+from routing_env.errors import ConfigurationError
+from routing_env.metrics import evaluate_policy
+from tests.agents.routers.test_tables import blobs, with_task_columns
+
+
+def test_select_router_picks_the_family_that_fits_the_structure() -> None:
+    train, test = blobs(seed=10), blobs(seed=11)
+    selection = select_router(train, candidates=("task-table", "cluster", "linucb"), cost_weights=(0.0, 1.0))
+    table = selection.table
+    assert list(table["router"]) == ["task-table", "cluster", "linucb"]
+    assert {"chosen", "cv_score", "cv_gap_closed", "fit_seconds", "selected", "note"} <= set(table.columns)
+    assert table["selected"].sum() == 1
+    # Four clusters that a linear score cannot separate: the clustering router wins, on CV and on new queries.
+    assert isinstance(selection.router, ClusterRouter)
+    assert selection.metric == "aiq" and selection.cost_weights == (0.0, 1.0)
+    best = table.loc[table["selected"], "cv_score"].iloc[0]
+    assert best == table["cv_score"].max()
+    assert evaluate_policy(test, selection.router).mean_reward > 0.85
+    assert selection.router.cost_weight == 0.0  # the smallest λ served, until told otherwise
+
+
+def test_select_router_never_routes_below_the_best_single_model(sample: LoggedDataset) -> None:
+    data = with_task_columns(sample)
+    train, test = data.split(test_size=0.3, seed=0)
+    selection = select_router(train, candidates=("task-table", "cluster", "linucb"))
+    scale = selection.router.cost_scale_
+    for lam in selection.cost_weights:
+        single = BestSingleModel(cost_weight=lam, cost_scale=scale).fit(train)
+        routed = evaluate_policy(test, _at(selection.router, lam), lam, cost_scale=scale).mean_reward
+        assert routed >= evaluate_policy(test, single, lam, cost_scale=scale).mean_reward - 0.005, lam
+
+
+def _at(router, lam: float):
+    router.cost_weight = lam
+    return router
+
+
+def test_skipped_candidates_are_reported_and_instances_keep_their_settings(small: LoggedDataset) -> None:
+    selection = select_router(small, candidates=("task-table", LinUCB(ridge=3.0)), cost_weights=0.2, cv=3)
+    table = selection.table.set_index("router")
+    assert "skipped" in table.loc["task-table", "note"] and "categorical feature" in table.loc["task-table", "note"]
+    assert table.loc["LinUCB", "chosen"].startswith("ridge=3")
+    assert selection.metric == "mean_reward" and isinstance(selection.router, LinUCB)
+    assert selection.router.ridge == 3.0 and selection.router.cv == 3
+
+
+def test_select_router_refuses_bad_requests(small: LoggedDataset) -> None:
+    with pytest.raises(ConfigurationError, match="unknown router 'nope'"):
+        select_router(small, candidates=("nope",))
+    with pytest.raises(ConfigurationError, match="non-empty sequence"):
+        select_router(small, candidates=())
+    with pytest.raises(ConfigurationError, match="could not fit any candidate"):
+        select_router(small, candidates=("task-table",))
+    with pytest.raises(ConfigurationError, match="cost_weights must hold"):
+        select_router(small, cost_weights=(-1.0,))
+    with pytest.raises(ConfigurationError, match="router names or unfitted router instances"):
+        make_router(object())
+
+
+def test_make_router_applies_the_cross_validation_settings() -> None:
+    router = make_router(TaskTableRouter(column="tier"), cv=4, seed=9, cv_cost_weights=(0.0, 0.5))
+    assert (router.column, router.cv, router.seed, router.cv_cost_weights) == ("tier", 4, 9, (0.0, 0.5))
+    assert np.isclose(make_router("cluster", cv=3).cv, 3)

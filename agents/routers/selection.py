@@ -337,6 +337,24 @@ def select_router(
         if cost_weights is None
         else check_cost_weights(cost_weights, "cost_weights")
     )
+    from threadpoolctl import threadpool_limits
+
+    # The cross-validation multiplies many small matrices, where BLAS threads cost more than they give.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _select(train, candidates, weights, scale, cv, seed, cost_scale, featurizer, progress)
+
+
+def _select(
+    train: LoggedDataset,
+    candidates: Sequence[str | Any],
+    weights: tuple[float, ...],
+    scale: float,
+    cv: int,
+    seed: int,
+    cost_scale: float | None,
+    featurizer: Any,
+    progress: Callable[[str], None] | None,
+) -> Selection:
     folds = make_folds(train, cv, seed)  # refuses data too small to cross-validate, before any fitting
     objective = Objective(train, weights, scale)
     settings = {"cv": cv, "cv_cost_weights": weights, "seed": seed, "cost_scale": cost_scale, "tune": True}

@@ -328,7 +328,9 @@ class Objective:
             from routing_env.metrics import oracle_points
 
             zero = aiq(self._singles, self._range)
-            best = aiq(np.array([e.point for e in oracle_points(self.dataset)]), self._range)
+            # The oracle can always answer as the cheapest model does.
+            oracle = np.vstack([np.array([e.point for e in oracle_points(self.dataset)]), self._anchor])
+            best = aiq(oracle, self._range)
             self._gap = (zero, best - zero)
         zero, width = self._gap
         return (score - zero) / width if width > 1e-12 else math.nan

@@ -80,12 +80,14 @@ class Selection:
             ``selected``, and ``note`` (why a candidate was skipped).
         cost_weights: the λ values the candidates were scored at.
         metric: ``"aiq"`` or ``"mean_reward"``.
+        candidates: every fitted candidate in table order (``None`` where one was skipped), unguarded.
     """
 
     router: Any
     table: pd.DataFrame
     cost_weights: tuple[float, ...]
     metric: str
+    candidates: tuple[Any, ...] = ()
 
 
 @register_policy
@@ -402,7 +404,7 @@ def _select(
     router, note = guard(fitted[best], train, objective, folds)
     if note:
         table.loc[best, "note"] = note
-    return Selection(router, table, weights, objective.metric)
+    return Selection(router, table, weights, objective.metric, tuple(fitted))
 
 
 def _fmt(value: Any) -> str:

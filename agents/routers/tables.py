@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from scipy import sparse
 
 from agents.routers._common import _finite
 from agents.routers._cv import (
@@ -43,6 +42,17 @@ from agents.routers._cv import (
     pick,
     ridge_oof,
     standardizer,
+)
+from agents.routers._shrinkage import (
+    Chain,
+    chain_arrays,
+    chain_from,
+    correction_helps,
+    fit_chain,
+    insert_columns,
+    insert_model,
+    median_tau,
+    placement,
 )
 from agents.routers.predictive import _PredictiveRouter
 from routing_env.data.dataset import LoggedDataset
@@ -58,113 +68,6 @@ _MIN_PER_CLUSTER = 30
 RESIDUAL_GRID = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
 #: Fewest labelled queries add_model accepts for a new model.
 MIN_ONBOARDING_QUERIES = 10
-
-
-# ---------------------------------------------------------------------------------------------- empirical Bayes
-def eb_offsets(
-    groups: np.ndarray, n_groups: int, resid: np.ndarray, weight: np.ndarray, tau: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shrunk group means of ``resid (n, M)`` and the shrinkage strength of each column.
-
-    Args:
-        groups: ``(n,)`` group of each row in ``[0, n_groups)``; ``-1`` = the row belongs to no group.
-        n_groups: number of groups G.
-        resid: ``(n, M)`` what the coarser levels left unexplained.
-        weight: ``(n, M)`` row weights (0 = the cell is not observed).
-        tau: ``(M,)`` shrinkage strengths to use instead of estimating them (``inf`` = no offsets).
-
-    Returns:
-        ``(offsets (G, M), tau (M,))``: ``offsets[g] = n_g/(n_g + τ) · mean_g`` with ``n_g`` the group's weight;
-        ``τ = σ²_w/σ²_b`` from the moment estimator of the one-way random-effects model (``inf`` when the
-        between-group variance is not positive or fewer than two groups have data).
-    """
-    m = resid.shape[1]
-    valid = groups >= 0
-    g = groups[valid]
-    if g.size == 0 or n_groups == 0:
-        return np.zeros((n_groups, m)), np.full(m, math.inf) if tau is None else tau
-    onehot = sparse.csr_matrix((np.ones(g.size), (g, np.arange(g.size))), shape=(n_groups, g.size))
-    w = weight[valid]
-    r = np.where(w > 0, resid[valid], 0.0)
-    n_g = np.asarray(onehot @ w)
-    s_g = np.asarray(onehot @ (w * r))
-    mean_g = s_g / np.maximum(n_g, 1e-300)
-    if tau is None:
-        ss_g = np.asarray(onehot @ (w * r * r))
-        total = n_g.sum(axis=0)
-        present = (n_g > 0).sum(axis=0)
-        sigma_w = (ss_g - n_g * mean_g**2).sum(axis=0) / np.maximum(total - present, 1.0)
-        grand = s_g.sum(axis=0) / np.maximum(total, 1e-300)
-        dof = np.maximum(present - 1, 1)
-        msb = (n_g * (mean_g - grand) ** 2).sum(axis=0) / dof
-        n0 = (total - (n_g**2).sum(axis=0) / np.maximum(total, 1e-300)) / dof
-        sigma_b = (msb - sigma_w) / np.maximum(n0, 1e-300)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tau = np.where((sigma_b > 0) & (present >= 2), np.maximum(sigma_w, 0.0) / sigma_b, math.inf)
-    with np.errstate(invalid="ignore"):
-        shrink = np.where(np.isinf(tau)[None, :], 0.0, n_g / (n_g + tau[None, :]))
-    return np.nan_to_num(shrink * mean_g), np.asarray(tau, dtype=np.float64)
-
-
-@dataclass
-class _Chain:
-    """The fitted levels: global means ``(M,)`` and, per level, offsets ``(G, M)`` and strengths ``τ (M,)``.
-
-    ``M = 2K``: quality of the K models, then their cost (USD).
-    """
-
-    global_: np.ndarray
-    offsets: list[np.ndarray] = field(default_factory=list)
-    taus: list[np.ndarray] = field(default_factory=list)
-
-    def predict(self, levels: Sequence[np.ndarray]) -> np.ndarray:
-        """``(n, M)`` estimates for rows whose group at each level is ``levels[j] (n,)`` (``-1`` = none)."""
-        n = levels[0].shape[0] if levels else 0
-        out = np.repeat(self.global_[None, :], n, axis=0)
-        for groups, table in zip(levels, self.offsets):
-            ok = groups >= 0
-            out[ok] += table[groups[ok]]
-        return out
-
-
-def chain_arrays(prefix: str, chain: _Chain) -> dict[str, np.ndarray]:
-    """The arrays that save ``chain`` under names starting with ``prefix``."""
-    out = {f"{prefix}global": chain.global_}
-    for i, (table, tau) in enumerate(zip(chain.offsets, chain.taus)):
-        out[f"{prefix}offsets_{i}"] = table
-        out[f"{prefix}tau_{i}"] = tau
-    return out
-
-
-def chain_from(prefix: str, arrays: dict[str, np.ndarray]) -> _Chain:
-    """Inverse of :func:`chain_arrays`."""
-    n = sum(1 for key in arrays if key.startswith(f"{prefix}offsets_"))
-    return _Chain(
-        arrays[f"{prefix}global"],
-        [arrays[f"{prefix}offsets_{i}"] for i in range(n)],
-        [arrays[f"{prefix}tau_{i}"] for i in range(n)],
-    )
-
-
-def fit_chain(
-    levels: Sequence[tuple[np.ndarray, int]],
-    y: np.ndarray,
-    weight: np.ndarray,
-    taus: Sequence[np.ndarray] | None = None,
-) -> _Chain:
-    """Fit the global means and each level of ``levels`` (``(groups (n,), n_groups)``) in turn on ``y (n, M)``
-    with ``weight (n, M)``; ``taus`` fixes the shrinkage strengths instead of estimating them."""
-    total = np.maximum(weight.sum(axis=0), 1e-300)
-    glob = (weight * np.where(weight > 0, y, 0.0)).sum(axis=0) / total
-    chain = _Chain(glob)
-    resid = y - glob[None, :]
-    for j, (groups, n_groups) in enumerate(levels):
-        table, tau = eb_offsets(groups, n_groups, resid, weight, None if taus is None else taus[j])
-        ok = groups >= 0
-        resid[ok] -= table[groups[ok]]
-        chain.offsets.append(table)
-        chain.taus.append(tau)
-    return chain
 
 
 # ---------------------------------------------------------------------------------------------- categories
@@ -189,7 +92,7 @@ class _TableRouter(_PredictiveRouter, Tunable):
     column: str = "task"
 
     if TYPE_CHECKING:  # fitted state, set by fit or load (not dataclass fields)
-        chain_: _Chain
+        chain_: Chain
         categories_: tuple[str, ...]
         category_index_: np.ndarray
         category_values_: np.ndarray
@@ -284,11 +187,15 @@ class _TableRouter(_PredictiveRouter, Tunable):
     def add_model(self, name: str, dataset: LoggedDataset) -> _TableRouter:
         """Route to a new model ``name`` at once, from a small labelled ``dataset`` holding its outcomes.
 
-        The new model's quality and cost are placed in the same chain of levels as the others — its global mean,
-        then its task and cluster offsets — from the queries of ``dataset`` where it was observed (100–300 are
-        enough), shrunk with the median strength ``τ`` the existing models showed at each level (a few hundred
-        queries cannot estimate ``τ`` themselves). The other models' columns of ``dataset``, if any, are not
-        needed. The ridge residual of the new model is zero. Returns ``self``.
+        The new model is placed among the others (UniRoute's idea of describing a model by how it does where the
+        others do well or badly): on the queries of ``dataset`` where it was observed (100–300 are enough), a ridge
+        of its quality on the router's quality estimates of the existing models (its cost on theirs), with the
+        penalty chosen by leave-one-out error, gives every table of the router a column for it — the same linear
+        combination of the existing columns. What that placement leaves unexplained then enters each level of the
+        chain, shrunk with the median strength ``τ`` the existing models showed there (a few hundred queries
+        cannot estimate ``τ`` themselves) — for quality and for cost only where 5-fold cross-validation on the
+        labelled queries finds that it predicts them better. The other models' columns of ``dataset`` are not
+        needed. Returns ``self``.
 
         Raises:
             ConfigurationError: ``name`` is already routed to, or has fewer than 10 labelled queries.
@@ -317,19 +224,46 @@ class _TableRouter(_PredictiveRouter, Tunable):
         x = x[seen]
         y = np.stack([dataset.quality[seen, j], dataset.cost[seen, j]], axis=1)
         k = len(self.models)
-        taus = [np.array([_median_tau(t[:k]), _median_tau(t[k:])]) for t in self.chain_.taus]
-        levels = self._levels(x)
-        chain = fit_chain(list(zip(levels, self._level_sizes())), y, np.ones_like(y), taus)
-        self.chain_ = _insert_model(self.chain_, chain, k)
-        self._append_model_state(x)
+        est = self._estimates(x)
+        (bq, aq), (bc, ac) = placement(est[:, :k], y[:, 0]), placement(est[:, k:], y[:, 1])
+
+        def column(arr: np.ndarray, intercept: bool) -> np.ndarray:
+            """The new model's column of a per-model array ``(..., 2K)``: its placement among the others."""
+            q, c = arr[..., :k] @ bq, arr[..., k:] @ bc
+            return np.stack([q + aq, c + ac] if intercept else [q, c], axis=-1)
+
+        resid = y - column(est, True)
+        levels = self._chain_levels(x)
+        borrowed = {
+            attr: [np.array([median_tau(t[:k]), median_tau(t[k:])]) for t in chain.taus]
+            for attr, chain in self._chains().items()
+        }
+        keep = correction_helps(est, y, levels["chain_"], borrowed["chain_"], k, self.seed)
+        for attr, chain in self._chains().items():
+            taus = [np.where(keep, t, math.inf) for t in borrowed[attr]]
+            own = fit_chain(levels[attr], resid, np.ones_like(resid), taus)
+            new = Chain(
+                column(chain.global_, True) + own.global_,
+                [column(t, False) + o for t, o in zip(chain.offsets, own.offsets)],
+                taus,
+            )
+            setattr(self, attr, insert_model(chain, new, k))
+        for attr, arr in self._linear_state().items():
+            setattr(self, attr, insert_columns(arr, column(arr, False), k))
         self.models = (*self.models, name)
         return self
 
-    def _append_model_state(self, x: np.ndarray) -> None:
-        """Subclasses extend their per-model arrays for a model appended by :meth:`add_model`."""
+    def _chains(self) -> dict[str, Chain]:
+        """The fitted chains by attribute name (each a table over the K models)."""
+        return {"chain_": self.chain_}
 
-    def _drop_model_state(self, j: int) -> None:
-        """Subclasses drop model ``j`` from their per-model arrays."""
+    def _chain_levels(self, x: np.ndarray) -> dict[str, list[tuple[np.ndarray, int]]]:
+        """The groups of rows ``x`` at every level of each chain of :meth:`_chains`."""
+        return {"chain_": list(zip(self._levels(x), self._level_sizes()))}
+
+    def _linear_state(self) -> dict[str, np.ndarray]:
+        """Per-model arrays (last axis ``2K``) that enter the estimates linearly, by attribute name."""
+        return {}
 
     def remove_model(self, name: str) -> _TableRouter:
         """Stop routing to ``name`` (a model retired or down); the others' estimates are unchanged. Returns
@@ -347,12 +281,16 @@ class _TableRouter(_PredictiveRouter, Tunable):
         j = self.models.index(name)
         k = len(self.models)
         keep = np.array([i for i in range(2 * k) if i not in (j, k + j)], dtype=np.int64)
-        self.chain_ = _Chain(
-            self.chain_.global_[keep],
-            [t[:, keep] for t in self.chain_.offsets],
-            [t[keep] for t in self.chain_.taus],
-        )
-        self._drop_model_state(j)
+        for attr, chain in self._chains().items():
+            setattr(
+                self,
+                attr,
+                Chain(
+                    chain.global_[keep], [t[:, keep] for t in chain.offsets], [t[keep] for t in chain.taus]
+                ),
+            )
+        for attr, arr in self._linear_state().items():
+            setattr(self, attr, arr[..., keep])
         self.models = tuple(m for m in self.models if m != name)
         return self
 
@@ -399,27 +337,6 @@ class _TableRouter(_PredictiveRouter, Tunable):
 def _split_oof(oof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = oof.shape[1] // 2
     return oof[:, :k], oof[:, k:]
-
-
-def _median_tau(taus: np.ndarray) -> float:
-    finite = taus[np.isfinite(taus)]
-    # Most existing models found no structure at this level: the new one gets none either.
-    if finite.size * 2 < taus.size:
-        return math.inf
-    return float(np.median(finite))
-
-
-def _insert_model(chain: _Chain, new: _Chain, k: int) -> _Chain:
-    """``chain`` over K models with the one-model ``new`` appended (quality after column K−1, cost at the end)."""
-
-    def join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate([a[..., :k], b[..., :1], a[..., k:], b[..., 1:]], axis=-1)
-
-    return _Chain(
-        join(chain.global_, new.global_),
-        [join(a, b) for a, b in zip(chain.offsets, new.offsets)],
-        [join(a, b) for a, b in zip(chain.taus, new.taus)],
-    )
 
 
 # ---------------------------------------------------------------------------------------------- task table
@@ -712,40 +629,16 @@ class ClusterRouter(_TableRouter):
         return est + z @ self.resid_coef_ + self.resid_mean_[None, :]
 
     # ------------------------------------------------------------------ onboarding
-    def add_model(self, name: str, dataset: LoggedDataset) -> ClusterRouter:
-        notask = self.notask_
-        super().add_model(name, dataset)
-        x = self._onboarding_features(dataset)
-        j = dataset.model_index(name)
-        seen = np.isfinite(dataset.quality[:, j]) & np.isfinite(dataset.cost[:, j])
-        x = x[seen]
-        y = np.stack([dataset.quality[seen, j], dataset.cost[seen, j]], axis=1)
-        k = len(self.models) - 1
-        taus = [np.array([_median_tau(t[:k]), _median_tau(t[k:])]) for t in notask.taus]
+    def _chains(self) -> dict[str, Chain]:
+        return {"chain_": self.chain_, "notask_": self.notask_}
+
+    def _chain_levels(self, x: np.ndarray) -> dict[str, list[tuple[np.ndarray, int]]]:
         labels = self._assign(self._standardized(x))
-        k_clusters = int(self.n_clusters_ or 1)
-        new = fit_chain([(labels, k_clusters)] if k_clusters > 1 else [], y, np.ones_like(y), taus)
-        self.notask_ = _insert_model(notask, new, k)
-        return self
+        k = int(self.n_clusters_ or 1)
+        return {**super()._chain_levels(x), "notask_": [(labels, k)] if k > 1 else []}
 
-    def _append_model_state(self, x: np.ndarray) -> None:
-        k = self.resid_coef_.shape[1] // 2
-        zeros = np.zeros((self.resid_coef_.shape[0], 1))
-        self.resid_coef_ = np.concatenate(
-            [self.resid_coef_[:, :k], zeros, self.resid_coef_[:, k:], zeros], axis=1
-        )
-        self.resid_mean_ = np.concatenate([self.resid_mean_[:k], [0.0], self.resid_mean_[k:], [0.0]])
-
-    def _drop_model_state(self, j: int) -> None:
-        k = self.resid_coef_.shape[1] // 2
-        keep = np.array([i for i in range(2 * k) if i not in (j, k + j)], dtype=np.int64)
-        self.resid_coef_ = self.resid_coef_[:, keep]
-        self.resid_mean_ = self.resid_mean_[keep]
-        self.notask_ = _Chain(
-            self.notask_.global_[keep],
-            [t[:, keep] for t in self.notask_.offsets],
-            [t[keep] for t in self.notask_.taus],
-        )
+    def _linear_state(self) -> dict[str, np.ndarray]:
+        return {"resid_coef_": self.resid_coef_, "resid_mean_": self.resid_mean_}
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.routers import ClusterRouter, TaskTableRouter
-from agents.routers.tables import eb_offsets
+from agents.routers._shrinkage import eb_offsets
 from routing_env.data import LoggedDataset, TaskOneHot, make_synthetic
 from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeError
 from routing_env.metrics import evaluate_policy
@@ -72,7 +72,9 @@ def test_eb_offsets_shrink_by_the_estimated_signal_to_noise() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- task table
-def test_task_table_routes_the_best_model_per_task_and_the_global_table_otherwise(tasked: LoggedDataset) -> None:
+def test_task_table_routes_the_best_model_per_task_and_the_global_table_otherwise(
+    tasked: LoggedDataset,
+) -> None:
     table = TaskTableRouter().fit(tasked, cost_weight=0.0)
     assert table.cv_score_ is not None
     n_tasks = len(table.categories_)
@@ -118,7 +120,9 @@ def test_cluster_router_keeps_k_and_residual_as_given_and_takes_a_clustering() -
     assert fixed.n_clusters_ == 3 and fixed.residual_ridge_ is None
     on = ClusterRouter(n_clusters=2, residual=True, residual_ridge=50.0).fit(train)
     assert on.residual_ridge_ == 50.0 and np.abs(on.resid_coef_).sum() > 0
-    labels = (np.asarray(train.features)[:, 0] > 3).astype(np.int64) * 2 + (np.asarray(train.features)[:, 1] > 3)
+    labels = (np.asarray(train.features)[:, 0] > 3).astype(np.int64) * 2 + (
+        np.asarray(train.features)[:, 1] > 3
+    )
     given = ClusterRouter(residual=False).fit(train, clusters=labels)
     assert given.n_clusters_ == 4
     assert evaluate_policy(blobs(seed=3), given).mean_reward > 0.85
@@ -154,7 +158,9 @@ def test_add_model_routes_to_a_new_model_from_a_few_hundred_queries(tmp_path: Pa
     router.save(tmp_path / "p")
     loaded = load_policy(tmp_path / "p")
     assert loaded.models == router.models
-    np.testing.assert_array_equal(loaded.action_probabilities(test.features), router.action_probabilities(test.features))
+    np.testing.assert_array_equal(
+        loaded.action_probabilities(test.features), router.action_probabilities(test.features)
+    )
 
 
 def test_remove_model_stops_routing_to_it(tasked: LoggedDataset) -> None:
@@ -180,7 +186,16 @@ def test_onboarding_errors(tasked: LoggedDataset) -> None:
         router.add_model(new, tasked.select(np.arange(5)))
     narrow = tasked.with_features(np.zeros((tasked.n_queries, 2)))
     with pytest.raises(ShapeError, match="width 2"):
-        router.add_model(new, LoggedDataset(models=narrow.models, query_ids=narrow.query_ids, quality=narrow.quality, cost=narrow.cost, features=narrow.features))
+        router.add_model(
+            new,
+            LoggedDataset(
+                models=narrow.models,
+                query_ids=narrow.query_ids,
+                quality=narrow.quality,
+                cost=narrow.cost,
+                features=narrow.features,
+            ),
+        )
     with pytest.raises(ModelMismatchError, match="is not routed to"):
         router.remove_model(new)
     for m in router.models[:-1]:

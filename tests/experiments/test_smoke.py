@@ -144,3 +144,38 @@ def test_routerarena_headroom_script(tmp_path: Path, capsys: pytest.CaptureFixtu
     tested = table[table.index.str.contains("test")]["gain_vs_best_single"]
     assert len(tested) == 3 and (tested < oracle).all()
     assert "RouterArena, 809 queries" in capsys.readouterr().out
+
+
+def test_generalisation_script_on_the_sample(tmp_path: Path) -> None:
+    frames = load_script("generalisation").main(
+        [
+            "--datasets", "sample", "--only", "heldout", "onboarding", "--max-queries", "500",
+            "--bootstrap", "5", "--onboarding-queries", "60", "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    heldout = frames["heldout"]
+    assert heldout["router"].iloc[0].startswith("select_router → ")
+    assert {"task-table", "cluster", "linucb"} <= set(heldout["router"])
+    assert (heldout["ci_low"] <= heldout["gap_closed"] + 1e-12).all()
+    assert (heldout["gap_closed"] <= heldout["ci_high"] + 1e-12).all()
+    onboarding = frames["onboarding"]
+    assert len(onboarding) == 7 and (onboarding["labelled_queries"] == 60).all()
+    report = (tmp_path / "generalisation.md").read_text()
+    assert "## 1. select_router against the per-task table" in report and "## 2. Onboarding" in report
+    assert (tmp_path / "generalisation_heldout.csv").is_file()
+
+
+@pytest.mark.datasets
+def test_generalisation_script_on_the_shared_datasets(tmp_path: Path) -> None:
+    shared_dataset("llmrouter")
+    shared_dataset("routellm")
+    frames = load_script("generalisation").main(
+        [
+            "--datasets", "llmrouter", "--only", "heldout", "mmlu", "--max-queries", "400", "--bootstrap", "5",
+            "--datasets-root", str(shared_dataset("llmrouter").parent), "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert set(frames["heldout"]["dataset"]) == {"llmrouter"}
+    mmlu = frames["mmlu"]
+    assert mmlu["strong_share_at_95pct"].between(0.0, 1.0).all()
+    assert "## 3. RouteLLM MMLU" in (tmp_path / "generalisation.md").read_text()

@@ -18,7 +18,7 @@ from agents.routers._cv import (
     pick,
     ridge_oof,
 )
-from routing_env.data import LoggedDataset, make_synthetic
+from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 from routing_env.metrics import aiq, evaluate_probabilities
 from routing_env.policy import load_policy
@@ -191,7 +191,9 @@ def test_cross_validation_regularises_more_when_the_outcomes_are_noisier() -> No
     clean = LinUCB(seed=0).fit(_noisy(400, 0.01, 0))
     noisy = LinUCB(seed=0).fit(_noisy(400, 0.6, 0))
     assert noisy.ridge_ > clean.ridge_
-    assert KNNRouter().fit(_noisy(400, 0.6, 1)).n_neighbors_ > KNNRouter().fit(_noisy(400, 0.0, 1)).n_neighbors_
+    assert (
+        KNNRouter().fit(_noisy(400, 0.6, 1)).n_neighbors_ > KNNRouter().fit(_noisy(400, 0.0, 1)).n_neighbors_
+    )
 
 
 def test_standardised_bandits_do_not_depend_on_the_features_scale(small: LoggedDataset) -> None:

@@ -49,7 +49,10 @@ def _at(router, lam: float):
 def test_skipped_candidates_are_reported_and_instances_keep_their_settings(small: LoggedDataset) -> None:
     selection = select_router(small, candidates=("task-table", LinUCB(ridge=3.0)), cost_weights=0.2, cv=3)
     table = selection.table.set_index("router")
-    assert "skipped" in table.loc["task-table", "note"] and "categorical feature" in table.loc["task-table", "note"]
+    assert (
+        "skipped" in table.loc["task-table", "note"]
+        and "categorical feature" in table.loc["task-table", "note"]
+    )
     assert table.loc["LinUCB", "chosen"].startswith("ridge=3")
     assert selection.metric == "mean_reward" and isinstance(selection.router, LinUCB)
     assert selection.router.ridge == 3.0 and selection.router.cv == 3

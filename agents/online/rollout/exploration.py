@@ -37,12 +37,14 @@ class ExplorationPlan:
         expected_ess: the expected effective sample size at ``epsilon`` (at the best ε when unreachable).
         required_ess: the target.
         n_decisions: logged decisions the plan assumes.
+        best_epsilon: the ε of largest expected ESS (the most informative exploration for this candidate).
     """
 
     epsilon: float | None
     expected_ess: float
     required_ess: float
     n_decisions: int
+    best_epsilon: float = 0.0
 
     @property
     def reachable(self) -> bool:
@@ -155,7 +157,7 @@ def smallest_epsilon(
         return float(_expected_ess(live, cand, np.array(e), n))
 
     if ess(0.0) >= required:
-        return ExplorationPlan(0.0, ess(0.0), float(required), n)
+        return ExplorationPlan(0.0, ess(0.0), float(required), n, best_epsilon=0.0)
     # 1/ESS is convex in ε: golden-section search for the ε of largest ESS, then bisection below it.
     golden = (math.sqrt(5) - 1) / 2
     a, b = 0.0, 1.0
@@ -174,7 +176,7 @@ def smallest_epsilon(
     if ess(1.0) >= best_e[1]:
         best_e = (1.0, ess(1.0))
     if best_e[1] < required:
-        return ExplorationPlan(None, best_e[1], float(required), n)
+        return ExplorationPlan(None, best_e[1], float(required), n, best_epsilon=best_e[0])
     lo, hi = 0.0, best_e[0]
     while hi - lo > tolerance:
         mid = 0.5 * (lo + hi)
@@ -182,4 +184,4 @@ def smallest_epsilon(
             hi = mid
         else:
             lo = mid
-    return ExplorationPlan(hi, ess(hi), float(required), n)
+    return ExplorationPlan(hi, ess(hi), float(required), n, best_epsilon=best_e[0])

@@ -276,6 +276,11 @@ def verdict(evidence: Evidence, config: GateConfig) -> tuple[GateReason, str]:
         return GateReason.TOO_FEW_DECISIONS, (
             f"refuse: {n} logged decisions, the gate needs at least min_decisions={config.min_decisions}{summary}"
         )
+    if est is None:
+        return GateReason.TOO_FEW_DECISIONS, (
+            f"refuse: {n} logged decisions are too few to estimate the difference (too few to cross-fit the reward "
+            "model)"
+        )
     if evidence.deterministic_share > config.max_deterministic_share:
         return GateReason.DETERMINISTIC_LOGGER, (
             f"refuse: {evidence.deterministic_share:.0%} of the decisions were logged with propensity 1 (a "
@@ -294,7 +299,6 @@ def verdict(evidence: Evidence, config: GateConfig) -> tuple[GateReason, str]:
             f"refuse: the candidate's effective sample size is {evidence.ess:.1f} of {n} decisions, below "
             f"{floor:.1f}: collect more traffic or raise exploration{summary}"
         )
-    assert est is not None
     if est.low > config.margin:
         return (
             GateReason.PROMOTE,
@@ -343,9 +347,16 @@ def _exploration_advice(
 
 def _exploration_message(plan: ExplorationPlan, config: GateConfig) -> str:
     if plan.epsilon is None:
+        # The expected ESS grows in proportion to the traffic, so the best ε's ESS says how much traffic is needed.
+        more = (
+            f"; ε = {plan.best_epsilon:.2f} would need about "
+            f"{math.ceil(plan.n_decisions * plan.required_ess / plan.expected_ess)} decisions"
+            if plan.expected_ess > 0
+            else ""
+        )
         return (
-            f" (no uniform exploration share reaches the ESS of {plan.required_ess:.0f} needed in "
-            f"{plan.n_decisions} decisions; log more traffic)"
+            f" (no uniform exploration share reaches the ESS of {plan.required_ess:.0f} needed to detect a "
+            f"difference of {config.planned_difference:g} in {plan.n_decisions} decisions{more})"
         )
     return (
         f" (ε ≥ {plan.epsilon:.3f} of uniform exploration gives the ESS of {plan.required_ess:.0f} needed to "
@@ -386,10 +397,13 @@ def evaluate_gate(
     paired = PairedDifference(cfg.estimator)
     estimate: PairedEstimate | None = None
     diag: Diagnostics | None = None
-    if n >= 2:
+    model = RewardModel(seed=cfg.seed)
+    # A log too short to cross-fit the reward model on is refused below for its size; no estimate to show then.
+    fits = estimated_rewards is not None or not paired.needs_reward_model or n >= model.n_folds
+    if n >= 2 and fits:
         q = estimated_rewards
         if q is None and paired.needs_reward_model:
-            q = RewardModel(seed=cfg.seed).fit_predict(feedback.features, feedback.action, reward, k)
+            q = model.fit_predict(feedback.features, feedback.action, reward, k)
         estimate = paired.estimate_interval(
             reward,
             feedback.action,
@@ -473,7 +487,8 @@ def gate_from_store(
     cost_scale: float | Literal["max_mean"] = "max_mean",
     versions: Sequence[str] | None = None,
 ) -> GateResult:
-    """Run the gate on the decisions a store logged (read only: only :meth:`DecisionStore.export` is called).
+    """Run the gate on the decisions a store logged (read only: :meth:`DecisionStore.counts` and
+    :meth:`DecisionStore.export` are all it calls).
 
     Args:
         store: the decision store (its routed decisions with client feedback are evaluated).

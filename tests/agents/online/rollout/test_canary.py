@@ -150,6 +150,24 @@ def test_repeated_looks_keep_the_false_promotion_rate_near_nominal(world: World)
     decisions = [_run(canary, world, null, 0.5, seed=s, batch=200).decision for s in range(120)]  # type: ignore[attr-defined]
     promoted = np.mean([d is CanaryDecision.PROMOTE for d in decisions])
     assert promoted <= 0.08, promoted
+    # The same traffic judged by a fixed-sample one-sided 95% bound after every batch: promoted far more often.
+    paired, z = PairedDifference("IPS"), 1.6448536269514722
+    fixed = 0
+    for seed in range(120):
+        rng, terms = np.random.default_rng(seed), []
+        for _ in range(20):
+            fb, served, idx = _batch(world, null, 0.5, 200, rng)
+            fb = mixture_feedback(fb, served, 0.5, null[idx], world.live[idx])
+            terms.append(
+                paired.estimate_round_differences(
+                    fb.quality, fb.action, fb.propensity, null[idx], world.live[idx]
+                )
+            )
+            x = np.concatenate(terms)
+            if x.mean() - z * x.std(ddof=1) / np.sqrt(x.size) > 0:
+                fixed += 1
+                break
+    assert fixed / 120 > 0.15, fixed
 
 
 def test_bad_canary_configuration_is_refused() -> None:

@@ -57,6 +57,11 @@ def test_no_exploration_needed_or_none_enough() -> None:
     assert same.epsilon == 0.0 and same.expected_ess == pytest.approx(1000 / np.mean((cand**2 / cand).sum(1)))
     never = smallest_epsilon(live, cand, n_decisions=100, required=1e6)
     assert not never.reachable and never.epsilon is None and never.expected_ess < 100
+    # The best ε is where the expected ESS peaks.
+    grid = np.linspace(0, 1, 1001)
+    peak = grid[np.argmax(expected_ess(live, cand, grid, 100))]
+    assert never.best_epsilon == pytest.approx(peak, abs=2e-3)
+    assert float(expected_ess(live, cand, never.best_epsilon, 100)) == pytest.approx(never.expected_ess)
 
 
 def test_required_ess_is_the_normal_power_formula() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.online import DecisionStore, OnlineRouter
+from agents.online import OnlineRouter, SQLiteDecisionStore
 from agents.online.rollout import GateConfig, GateReason, evaluate_gate, gate_from_store
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.ope import BanditFeedback
@@ -109,6 +109,19 @@ def test_too_few_decisions_still_reports_the_evidence(world: World) -> None:
     assert math.isfinite(result.estimate) and result.n_decisions == 50
 
 
+def test_a_log_too_short_for_the_reward_model_is_refused_not_crashed(world: World) -> None:
+    for n in (1, 2, 4):
+        fb, idx = draw(world, n, np.random.default_rng(n))
+        result = evaluate_gate(fb, world.better[idx])  # DR: cross-fitting needs 5 rows
+        assert result.reason is GateReason.TOO_FEW_DECISIONS and math.isnan(result.estimate)
+    short = evaluate_gate(fb, world.better[idx], config=GateConfig(min_decisions=3))
+    assert (
+        short.reason is GateReason.TOO_FEW_DECISIONS and "too few to estimate the difference" in short.message
+    )
+    fb, idx = draw(world, 5, np.random.default_rng(9))
+    assert math.isfinite(evaluate_gate(fb, world.better[idx]).estimate)
+
+
 def test_sequence_and_bootstrap_methods(world: World) -> None:
     fb, idx = draw(world, 3000, np.random.default_rng(7))
     fixed = evaluate_gate(fb, world.better[idx], config=GateConfig(estimator="IPS"))
@@ -150,9 +163,9 @@ def test_bad_configuration_is_refused_with_what_was_expected() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the store
-def _serve(store_path: Path, world: World, n: int, seed: int = 0) -> DecisionStore:
+def _serve(store_path: Path, world: World, n: int, seed: int = 0) -> SQLiteDecisionStore:
     """Route ``n`` queries with an exploring live policy (probabilities 0.2/0.6/0.2) and send their outcomes."""
-    router = OnlineRouter(FixedPolicy(MODELS, [0.2, 0.6, 0.2], n_features=2), DecisionStore(store_path))  # type: ignore[arg-type]
+    router = OnlineRouter(FixedPolicy(MODELS, [0.2, 0.6, 0.2], n_features=2), SQLiteDecisionStore(store_path))  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
     for i in rng.integers(0, world.rewards.shape[0], n):
         d = router.route(world.features[i])
@@ -197,7 +210,7 @@ def test_gate_from_store_loads_a_saved_candidate_and_refuses_an_empty_store(
     assert same.reason is GateReason.NOT_BETTER and same.estimate == pytest.approx(0.0, abs=1e-12)
     dr = gate_from_store(store, saved, min_decisions=100, margin=0.0, confidence=0.9)
     assert dr.reason is GateReason.NOT_BETTER and dr.low < 0 < dr.high
-    empty = DecisionStore(tmp_path / "empty.db")
+    empty = SQLiteDecisionStore(tmp_path / "empty.db")
     result = gate_from_store(empty, saved, min_decisions=100, margin=0.0, confidence=0.9)
     assert result.reason is GateReason.TOO_FEW_DECISIONS and result.n_decisions == 0
     assert "0 logged decisions" in result.message

@@ -84,6 +84,15 @@ class PairedTerms(NamedTuple):
     candidate: Terms
     live: Terms
 
+    def estimate(self) -> float:
+        """``V̂(candidate) − V̂(live)`` (reward units)."""
+        return combine(self.difference)[0]
+
+    def round_values(self) -> np.ndarray:
+        """``(n,)`` per-round differences whose mean is the estimate (for the self-normalised estimators, the
+        delta-method influence values, which depend on the whole log)."""
+        return round_values(self.difference)
+
 
 @dataclass(frozen=True)
 class PairedEstimate:
@@ -143,7 +152,12 @@ class PairedDifference:
 
     The per-call arrays follow :mod:`routing_env.ope.estimators`: ``reward (n,)``, ``action (n,)``,
     ``pscore (n,)``, ``candidate_dist`` and ``live_dist`` ``(n, K)`` (``live_dist=None``: the live policy is the
-    logger), ``estimated_rewards (n, K)`` for the DR family.
+    logger), ``estimated_rewards (n, K)`` for the DR family::
+
+        paired = PairedDifference("DR")
+        terms = paired.terms(reward, action, pscore, candidate_dist, live_dist, estimated_rewards)
+        terms.estimate()                                   # V̂(candidate) − V̂(live)
+        paired.interval(terms, alpha=0.05, sides="one-sided")  # PairedEstimate with its bounds
     """
 
     estimator: OffPolicyEstimator | str = "DR"
@@ -202,41 +216,9 @@ class PairedDifference:
             live = est.terms(prepare_inputs(reward, action, pscore, live_dist, None, q))
         return PairedTerms(Terms(cand.parts + _negate(live), cand.weights), cand, live)
 
-    def estimate_difference(
+    def interval(
         self,
-        reward: np.ndarray,
-        action: np.ndarray,
-        pscore: np.ndarray,
-        candidate_dist: np.ndarray,
-        live_dist: np.ndarray | None = None,
-        estimated_rewards: np.ndarray | None = None,
-    ) -> float:
-        """``V̂(candidate) − V̂(live)`` (reward units)."""
-        t = self.terms(reward, action, pscore, candidate_dist, live_dist, estimated_rewards)
-        return combine(t.difference)[0]
-
-    def estimate_round_differences(
-        self,
-        reward: np.ndarray,
-        action: np.ndarray,
-        pscore: np.ndarray,
-        candidate_dist: np.ndarray,
-        live_dist: np.ndarray | None = None,
-        estimated_rewards: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """``(n,)`` per-round differences whose mean is the estimate (for the self-normalised estimators, the
-        delta-method influence values, which depend on the whole log)."""
-        t = self.terms(reward, action, pscore, candidate_dist, live_dist, estimated_rewards)
-        return round_values(t.difference)
-
-    def estimate_interval(
-        self,
-        reward: np.ndarray,
-        action: np.ndarray,
-        pscore: np.ndarray,
-        candidate_dist: np.ndarray,
-        live_dist: np.ndarray | None = None,
-        estimated_rewards: np.ndarray | None = None,
+        terms: PairedTerms,
         *,
         alpha: float = 0.05,
         sides: Sides = "two-sided",
@@ -245,7 +227,7 @@ class PairedDifference:
         seed: int = 0,
         n_opt: int | None = None,
     ) -> PairedEstimate:
-        """The paired difference with an interval.
+        """The paired difference of ``terms`` (from :meth:`terms`) with an interval.
 
         Args:
             alpha: error rate (see the module docstring for ``sides``).
@@ -262,7 +244,7 @@ class PairedDifference:
         check_sides(sides)
         if method not in _METHODS:
             raise ConfigurationError(f"method must be one of {list(_METHODS)}, got {method!r}")
-        t = self.terms(reward, action, pscore, candidate_dist, live_dist, estimated_rewards)
+        t = terms
         value, influence = combine(t.difference)
         n = influence.shape[0]
         # Two-sided intervals split alpha between the ends; one-sided bounds spend all of it on each end.

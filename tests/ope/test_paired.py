@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.ope import DR, IPS, SNDR, SNIPS, DRos, SwitchDR
 from routing_env.ope.paired import (
     PairedDifference,
+    PairedEstimate,
     RunningSequence,
     SequenceConfig,
     confidence_sequence,
@@ -34,6 +36,10 @@ ESTIMATOR_CLASSES = {"IPS": IPS, "SNIPS": SNIPS, "DR": DR, "SNDR": SNDR, "Switch
 def _dist(rng: np.random.Generator, n: int, k: int, floor: float = 0.0) -> np.ndarray:
     d = rng.dirichlet(np.ones(k), size=n)
     return (1 - floor) * d + floor / k
+
+
+def _interval(paired: PairedDifference, *arrays: np.ndarray | None, **options: Any) -> PairedEstimate:
+    return paired.interval(paired.terms(*arrays), **options)  # type: ignore[arg-type]
 
 
 def _log(seed: int, n: int, k: int) -> tuple[np.ndarray, ...]:
@@ -59,15 +65,15 @@ def test_difference_is_antisymmetric_and_equals_the_unpaired_difference(
 ) -> None:
     reward, action, pscore, _, cand, live, qhat = _log(seed, n, k)
     paired = PairedDifference(name)
-    forward = paired.estimate_difference(reward, action, pscore, cand, live, qhat)
-    backward = paired.estimate_difference(reward, action, pscore, live, cand, qhat)
+    forward = paired.terms(reward, action, pscore, cand, live, qhat).estimate()
+    backward = paired.terms(reward, action, pscore, live, cand, qhat).estimate()
     assert forward == pytest.approx(-backward, rel=1e-10, abs=1e-12)
     est = ESTIMATOR_CLASSES[name]()
     unpaired = est.estimate_policy_value(reward, action, pscore, cand, estimated_rewards=qhat) - (
         est.estimate_policy_value(reward, action, pscore, live, estimated_rewards=qhat)
     )
     assert forward == pytest.approx(unpaired, rel=1e-10, abs=1e-12)
-    interval = paired.estimate_interval(reward, action, pscore, cand, live, qhat)
+    interval = _interval(paired, reward, action, pscore, cand, live, qhat)
     assert interval.estimate == pytest.approx(forward, rel=1e-12, abs=1e-15)
     assert interval.candidate_value - interval.live_value == pytest.approx(forward, rel=1e-10, abs=1e-12)
 
@@ -81,7 +87,7 @@ def test_difference_is_antisymmetric_and_equals_the_unpaired_difference(
 )
 def test_identical_policies_differ_by_zero(seed: int, n: int, k: int, name: str) -> None:
     reward, action, pscore, _, cand, _, qhat = _log(seed, n, k)
-    result = PairedDifference(name).estimate_interval(reward, action, pscore, cand, cand.copy(), qhat)
+    result = _interval(PairedDifference(name), reward, action, pscore, cand, cand.copy(), qhat)
     assert result.estimate == pytest.approx(0.0, abs=1e-12)
     # Every per-round difference is 0, so the interval is the point: the pairing removes all the noise.
     assert (result.std_error, result.low, result.high) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
@@ -101,8 +107,10 @@ def test_ips_and_dr_differences_are_unbiased_over_every_possible_log(seed: int, 
         a = np.array(actions)
         prob = float(np.prod(logger[rows, a]))
         for name in expected:
-            value = PairedDifference(name).estimate_difference(
-                rewards[rows, a], a, logger[rows, a], cand, live, qhat
+            value = (
+                PairedDifference(name)
+                .terms(rewards[rows, a], a, logger[rows, a], cand, live, qhat)
+                .estimate()
             )
             expected[name] += prob * value
     for value in expected.values():
@@ -113,13 +121,13 @@ def test_live_none_scores_the_logger_on_its_own_log() -> None:
     reward, action, pscore, logger, cand, _, qhat = _log(3, 200, 4)
     for name in ("IPS", "SNIPS"):
         paired = PairedDifference(name)
-        on_policy = paired.estimate_interval(reward, action, pscore, cand, None)
+        on_policy = _interval(paired, reward, action, pscore, cand, None)
         # The logger's own IPS/SNIPS weights are all 1: its value is the logged mean either way.
-        explicit = paired.estimate_interval(reward, action, pscore, cand, logger)
+        explicit = _interval(paired, reward, action, pscore, cand, logger)
         assert on_policy.live_value == pytest.approx(reward.mean())
         assert on_policy.estimate == pytest.approx(explicit.estimate, rel=1e-10)
         assert on_policy.ess_live == 200
-    dr = PairedDifference("DR").estimate_difference(reward, action, pscore, cand, None, qhat)
+    dr = PairedDifference("DR").terms(reward, action, pscore, cand, None, qhat).estimate()
     expected = (
         DR().estimate_policy_value(reward, action, pscore, cand, estimated_rewards=qhat) - reward.mean()
     )
@@ -166,7 +174,7 @@ def test_paired_interval_covers_the_true_difference_on_simulated_logs(
     est = ESTIMATOR_CLASSES[name]()
     for _ in range(300):
         reward, action, pscore, cand, live, qhat = _simulate(rng, population, 400)
-        r = PairedDifference(name).estimate_interval(reward, action, pscore, cand, live, qhat, alpha=0.05)
+        r = _interval(PairedDifference(name), reward, action, pscore, cand, live, qhat, alpha=0.05)
         covered.append(r.low <= truth <= r.high)
         paired_width.append(r.high - r.low)
         se = [
@@ -184,13 +192,13 @@ def test_paired_interval_covers_the_true_difference_on_simulated_logs(
 def test_one_sided_bounds_spend_alpha_on_each_end(population: dict[str, np.ndarray]) -> None:
     reward, action, pscore, cand, live, qhat = _simulate(np.random.default_rng(1), population, 2000)
     paired = PairedDifference("DR")
-    two = paired.estimate_interval(reward, action, pscore, cand, live, qhat, alpha=0.10)
-    one = paired.estimate_interval(reward, action, pscore, cand, live, qhat, alpha=0.05, sides="one-sided")
+    two = _interval(paired, reward, action, pscore, cand, live, qhat, alpha=0.10)
+    one = _interval(paired, reward, action, pscore, cand, live, qhat, alpha=0.05, sides="one-sided")
     # A 90% two-sided interval is the pair of 95% one-sided bounds.
     assert (one.low, one.high) == pytest.approx((two.low, two.high), rel=1e-12)
     assert one.high - one.estimate == pytest.approx(z_quantile(0.95) * one.std_error)
-    boot = paired.estimate_interval(
-        reward, action, pscore, cand, live, qhat, method="bootstrap", n_bootstrap=400, seed=2
+    boot = _interval(
+        paired, reward, action, pscore, cand, live, qhat, method="bootstrap", n_bootstrap=400, seed=2
     )
     assert boot.low < boot.estimate < boot.high
     assert boot.std_error == pytest.approx(two.std_error, rel=0.15)
@@ -262,12 +270,12 @@ def test_confidence_sequence_covers_at_every_look_where_repeated_fixed_intervals
 def test_sequence_method_of_the_paired_estimator(population: dict[str, np.ndarray]) -> None:
     reward, action, pscore, cand, live, qhat = _simulate(np.random.default_rng(2), population, 3000)
     paired = PairedDifference("DR")
-    seq = paired.estimate_interval(reward, action, pscore, cand, live, qhat, method="sequence", n_opt=3000)
-    fixed = paired.estimate_interval(reward, action, pscore, cand, live, qhat)
+    seq = _interval(paired, reward, action, pscore, cand, live, qhat, method="sequence", n_opt=3000)
+    fixed = _interval(paired, reward, action, pscore, cand, live, qhat)
     # The anytime-valid interval is wider than the one-look interval, around the same estimate.
     assert seq.estimate == fixed.estimate
     assert seq.low < fixed.low < fixed.high < seq.high
-    d = paired.estimate_round_differences(reward, action, pscore, cand, live, qhat)
+    d = paired.terms(reward, action, pscore, cand, live, qhat).round_values()
     expected = RunningSequence(SequenceConfig(n_opt=3000)).extend(d).bounds()
     assert (seq.low, seq.high) == pytest.approx(expected)
 
@@ -280,19 +288,17 @@ def test_bad_arguments_are_refused_with_what_was_expected() -> None:
     with pytest.raises(ConfigurationError, match="unknown estimator 'nope'"):
         PairedDifference("nope")
     with pytest.raises(ConfigurationError, match="needs estimated_rewards"):
-        PairedDifference("DR").estimate_difference(reward, action, pscore, cand, live)
+        PairedDifference("DR").terms(reward, action, pscore, cand, live).estimate()
     with pytest.raises(ShapeError, match="live_dist must have the shape of candidate_dist"):
-        PairedDifference("IPS").estimate_difference(reward, action, pscore, cand, live[:, :2])
+        PairedDifference("IPS").terms(reward, action, pscore, cand, live[:, :2]).estimate()
     with pytest.raises(ConfigurationError, match="linear estimator"):
-        PairedDifference("SNIPS").estimate_interval(
-            reward, action, pscore, cand, live, method="sequence", n_opt=5
-        )
+        _interval(PairedDifference("SNIPS"), reward, action, pscore, cand, live, method="sequence", n_opt=5)
     with pytest.raises(ConfigurationError, match="needs n_opt"):
-        PairedDifference("IPS").estimate_interval(reward, action, pscore, cand, live, method="sequence")
+        _interval(PairedDifference("IPS"), reward, action, pscore, cand, live, method="sequence")
     with pytest.raises(ConfigurationError, match="sides must be one of"):
-        PairedDifference("IPS").estimate_interval(reward, action, pscore, cand, live, sides="left")  # type: ignore[arg-type]
+        _interval(PairedDifference("IPS"), reward, action, pscore, cand, live, sides="left")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="method must be one of"):
-        PairedDifference("IPS").estimate_interval(reward, action, pscore, cand, live, method="exact")  # type: ignore[arg-type]
+        _interval(PairedDifference("IPS"), reward, action, pscore, cand, live, method="exact")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="n_opt must be an integer"):
         SequenceConfig(n_opt=0)
     with pytest.raises(ConfigurationError, match=r"looks must be increasing sample sizes in \[2, 20\]"):

@@ -404,13 +404,8 @@ def evaluate_gate(
         q = estimated_rewards
         if q is None and paired.needs_reward_model:
             q = model.fit_predict(feedback.features, feedback.action, reward, k)
-        estimate = paired.estimate_interval(
-            reward,
-            feedback.action,
-            feedback.propensity,
-            cand,
-            live_dist,
-            q,
+        estimate = paired.interval(
+            paired.terms(reward, feedback.action, feedback.propensity, cand, live_dist, q),
             alpha=cfg.alpha,
             sides="one-sided",
             method=cfg.method,

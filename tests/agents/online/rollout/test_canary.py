@@ -78,8 +78,9 @@ def test_mixture_weights_make_the_difference_unbiased_over_every_arm_and_model(
             propensity=canary_propensity(split, np.array([served]), cand, live, np.array([a])), quality=rewards[:, a],
         )  # fmt: skip
         fb = mixture_feedback(logged, np.array([served]), split, cand, live)
-        expected += prob * PairedDifference("DR").estimate_difference(
-            fb.quality, fb.action, fb.propensity, cand, live, qhat
+        expected += (
+            prob
+            * PairedDifference("DR").terms(fb.quality, fb.action, fb.propensity, cand, live, qhat).estimate()
         )
     assert expected == pytest.approx(truth, rel=1e-9, abs=1e-12)
 
@@ -159,9 +160,7 @@ def test_repeated_looks_keep_the_false_promotion_rate_near_nominal(world: World)
             fb, served, idx = _batch(world, null, 0.5, 200, rng)
             fb = mixture_feedback(fb, served, 0.5, null[idx], world.live[idx])
             terms.append(
-                paired.estimate_round_differences(
-                    fb.quality, fb.action, fb.propensity, null[idx], world.live[idx]
-                )
+                paired.terms(fb.quality, fb.action, fb.propensity, null[idx], world.live[idx]).round_values()
             )
             x = np.concatenate(terms)
             if x.mean() - z * x.std(ddof=1) / np.sqrt(x.size) > 0:

@@ -17,8 +17,6 @@ which it shares: derived datasets (``select``, ``split``…) and large builds av
 
 from __future__ import annotations
 
-import csv
-import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from routing_env.data import schema as S
-from routing_env.data.schema import ModelCard, as_model_cards
+from routing_env.data.files import StoredExtras, check_suffix, read_canonical, write_canonical
+from routing_env.data.schema import ModelCard, as_model_cards, is_missing
 from routing_env.errors import (
     ConfigurationError,
     ModelMismatchError,
@@ -42,7 +41,6 @@ from routing_env.errors import (
 Normalize = Literal["minmax", "clip"]
 CostScale = float | Literal["max_mean"]
 
-_META_KEY = b"routing_env"
 _OPTIONAL_MATRICES = ("latency", "signal", "input_tokens", "output_tokens")
 _MATRIX_COLUMNS = {
     "latency": S.LATENCY,
@@ -578,7 +576,7 @@ class LoggedDataset:
 
         if S.PROMPT in columns:
             prompts = per_query(S.PROMPT)
-            kwargs["prompts"] = np.array([None if _is_missing(p) else p for p in prompts], dtype=object)
+            kwargs["prompts"] = np.array([None if is_missing(p) else p for p in prompts], dtype=object)
         if S.TASK in columns:
             tasks = per_query(S.TASK)
             kwargs["tasks"] = np.array([None if pd.isna(t) else str(t) for t in tasks], dtype=object)
@@ -690,33 +688,15 @@ class LoggedDataset:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no logged data at {path}")
-        suffix = path.suffix.lower()
-        stored: dict[str, Any] = {}
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-            raw = (table.schema.metadata or {}).get(_META_KEY)
-            if raw:
-                stored = json.loads(raw)
-            frame = table.to_pandas()
-        elif suffix == ".csv":
-            frame = _read_csv(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = _read_jsonl(path)
-        else:
-            raise SchemaError(f"cannot read {path}: expected a .parquet, .csv or .jsonl file, got {suffix!r}")
-        sidecar = _sidecar(path)
-        if suffix != ".parquet" and sidecar.exists():
-            stored = json.loads(sidecar.read_text())
-        if stored:
-            if "model_cards" not in kwargs and stored.get("model_cards"):
-                kwargs["model_cards"] = {c["name"]: ModelCard.from_dict(c) for c in stored["model_cards"]}
-            if "models" not in kwargs and stored.get("models"):
-                kwargs["models"] = stored["models"]
-            kwargs["meta"] = {**stored.get("meta", {}), **kwargs.get("meta", {})}
-            if stored.get("feature_names") and not kwargs.get("feature_names"):
-                kwargs["feature_names"] = stored["feature_names"]
+        frame, stored = read_canonical(path)
+        if stored is not None:
+            if "model_cards" not in kwargs and stored.model_cards:
+                kwargs["model_cards"] = {c.name: c for c in stored.model_cards}
+            if "models" not in kwargs and stored.models:
+                kwargs["models"] = list(stored.models)
+            kwargs["meta"] = {**stored.meta, **kwargs.get("meta", {})}
+            if stored.feature_names and not kwargs.get("feature_names"):
+                kwargs["feature_names"] = stored.feature_names
         names = kwargs.pop("feature_names", None)
         ds = cls.from_frame(frame, **kwargs)
         if names and len(names) == ds.n_features:
@@ -730,36 +710,14 @@ class LoggedDataset:
         ``<file>.meta.json`` sidecar for csv/jsonl, so :meth:`read` restores the same dataset.
         """
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson"):
-            raise SchemaError(
-                f"cannot save to {path}: expected a .parquet, .csv or .jsonl suffix, got {suffix!r}"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame = self.to_frame()
-        stored = {
-            "models": list(self.models),
-            "model_cards": [c.to_dict() for c in self.model_cards.values()],
-            "meta": dict(self.meta),
-            "feature_names": list(self.feature_names or ()),
-        }
-        if suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            metadata = dict(table.schema.metadata or {})
-            metadata[_META_KEY] = json.dumps(stored).encode()
-            pq.write_table(table.replace_schema_metadata(metadata), path)
-        else:
-            if suffix == ".csv":
-                # Quote every text field: pandas leaves a lone carriage return unquoted otherwise, which
-                # splits the row when read back.
-                frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
-            else:
-                _write_jsonl(frame, path)
-            _sidecar(path).write_text(json.dumps(stored, indent=1))
-        return path
+        check_suffix(path, "save")
+        extras = StoredExtras(
+            models=self.models,
+            model_cards=tuple(self.model_cards.values()),
+            meta=dict(self.meta),
+            feature_names=tuple(self.feature_names or ()),
+        )
+        return write_canonical(self.to_frame(), path, extras)
 
     # ------------------------------------------------------------------ selection
     def select(self, indices: np.ndarray | Sequence[int]) -> LoggedDataset:
@@ -991,65 +949,3 @@ def oracle_from_arrays(
     else:
         rank = np.argsort(np.argsort(np.nan_to_num(mean_cost, nan=np.inf), kind="stable"), kind="stable")
     return np.where(cand, rank[None, :], rewards.shape[1] + 1).argmin(axis=1).astype(np.int64)
-
-
-def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
-    # json.dumps writes floats with repr (shortest round-trip form), which pandas' to_json does not guarantee.
-    columns = list(frame.columns)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in frame.itertuples(index=False, name=None):
-            record = {
-                c: (None if _is_missing(v) else v.item() if isinstance(v, np.generic) else v)
-                for c, v in zip(columns, row)
-            }
-            fh.write(json.dumps(record, ensure_ascii=False))
-            fh.write("\n")
-
-
-_TEXT_COLUMNS = (S.QUERY_ID, S.MODEL, S.PROMPT, S.TASK)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    # Text columns keep strings such as "NA" or "None" as text: only an empty field is missing (so an empty
-    # prompt reads back as missing). Numeric columns use pandas' usual missing markers.
-    header = pd.read_csv(path, nrows=0).columns
-    text = [c for c in header if c in _TEXT_COLUMNS]
-    na_values: dict[str, list[str]] = {c: [""] for c in text}
-    for c in header:
-        if c not in text:
-            na_values[c] = ["", "nan", "NaN", "NA", "<NA>", "null", "NULL", "None", "N/A", "n/a"]
-    return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=na_values)
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    # json.loads keeps strings as strings and floats exact; pandas.read_json would coerce "123" prompts to numbers.
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SchemaError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise SchemaError(f"{path}:{lineno} must hold a JSON object, got {type(record).__name__}")
-            records.append(record)
-    frame = pd.DataFrame.from_records(records)
-    for col in frame.columns:
-        if col not in _TEXT_COLUMNS and frame[col].dtype == object:
-            # A numeric column with missing values (None) comes back as object; make it numeric again.
-            values = frame[col]
-            if values.map(
-                lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-            ).all():
-                frame[col] = pd.to_numeric(values)
-    return frame
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".meta.json")

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from routing_env.errors import PriceError
 
@@ -50,6 +51,11 @@ PER_QUERY_COLUMNS = (PROMPT, TASK)
 FEATURE_PATTERN = re.compile(r"^x_(\d+)$")
 
 TOKENS_PER_MILLION = 1_000_000.0
+
+
+def is_missing(value: object) -> bool:
+    """``None``, ``pd.NA`` or a float NaN: a cell with no value."""
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def feature_columns(columns: list[str] | tuple[str, ...]) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -249,15 +249,42 @@ class LoggedDataset:
             quality_range: ``(low, high)`` of the judge scale for ``normalize="minmax"`` (e.g. ``(1, 10)``).
             meta: provenance notes to carry along.
         """
-        arrays = S.frame_to_arrays(
-            frame,
-            model_cards=model_cards,
-            models=models,
-            normalize=normalize,
-            quality_range=quality_range,
-            meta=meta,
+        cards = as_model_cards(model_cards)
+        feat_cols = S.check_frame_columns(frame, cards)
+        layout = S.frame_layout(frame, models)
+        S.validate_model_cards(cards, layout.models)
+        notes = dict(meta or {})
+        quality = S.normalized_quality(S.numeric_column(frame, S.QUALITY), normalize, quality_range, notes)
+        values = S.optional_columns(frame, layout)
+        cost = S.row_costs(frame, layout, cards, values, notes)
+        S.warn_unobserved_models(layout.models, layout.scatter(quality))
+        bandit = S.bandit_columns(frame, layout)
+        columns = layout.columns
+
+        def matrix(name: str) -> np.ndarray | None:
+            col = S.OPTIONAL_MATRICES[name]
+            return layout.scatter(values[col]) if col in values else None
+
+        return cls(
+            models=layout.models,
+            query_ids=layout.query_ids,
+            quality=layout.scatter(quality),
+            cost=layout.scatter(cost),
+            observed=layout.observed(),
+            features=S.per_query_features(frame, feat_cols, layout) if feat_cols else None,
+            latency=matrix("latency"),
+            signal=matrix("signal"),
+            input_tokens=matrix("input_tokens"),
+            output_tokens=matrix("output_tokens"),
+            prompts=S.per_query_text(frame, S.PROMPT, layout, keep_type=True)
+            if S.PROMPT in columns
+            else None,
+            tasks=S.per_query_text(frame, S.TASK, layout, keep_type=False) if S.TASK in columns else None,
+            logged_action=None if bandit is None else bandit[0],
+            propensity=None if bandit is None else bandit[1],
+            model_cards=cards,
+            meta=notes,
         )
-        return cls(**{f.name: getattr(arrays, f.name) for f in fields(arrays)})
 
     def to_frame(self) -> pd.DataFrame:
         """The canonical long table: one row per observed query × model cell, query-major, model order."""

@@ -354,9 +354,9 @@ def validate_model_cards(cards: Mapping[str, ModelCard], models: Sequence[str]) 
 
 
 # ---------------------------------------------------------------------------------------------------- long frames
-# LoggedDataset.from_frame is this pipeline: check the columns, lay the rows out as (query, model) cells, then
-# read each column group into dense arrays. Each step raises its own error, naming the column, the bad value and
-# what was expected.
+# The steps of LoggedDataset.from_frame: check the columns, lay the rows out as (query, model) cells, then read
+# each column group into dense arrays. Each step raises its own error, naming the column, the bad value and what
+# was expected.
 @dataclass(frozen=True)
 class FrameLayout:
     """Where each row of a long frame goes.
@@ -399,75 +399,16 @@ class FrameLayout:
         return str(self.query_ids[self.query_code[row]])
 
 
-@dataclass(frozen=True)
-class FrameArrays:
-    """A long frame read into the arrays of a :class:`~routing_env.data.LoggedDataset` (same names and shapes)."""
-
-    models: tuple[str, ...]
-    query_ids: np.ndarray
-    quality: np.ndarray
-    cost: np.ndarray
-    observed: np.ndarray
-    model_cards: Mapping[str, ModelCard]
-    meta: Mapping[str, str]
-    features: np.ndarray | None = None
-    latency: np.ndarray | None = None
-    signal: np.ndarray | None = None
-    input_tokens: np.ndarray | None = None
-    output_tokens: np.ndarray | None = None
-    prompts: np.ndarray | None = None
-    tasks: np.ndarray | None = None
-    logged_action: np.ndarray | None = None
-    propensity: np.ndarray | None = None
+def optional_columns(frame: pd.DataFrame, layout: FrameLayout) -> dict[str, np.ndarray]:
+    """``{column: (rows,) float64}`` of the optional per-row columns the frame has (latency, signal, tokens)."""
+    return {c: numeric_column(frame, c) for c in OPTIONAL_MATRICES.values() if c in layout.columns}
 
 
-def frame_to_arrays(
-    frame: pd.DataFrame,
-    *,
-    model_cards: Mapping[str, ModelCard] | Mapping[str, Mapping[str, float]] | list[ModelCard] | None = None,
-    models: Sequence[str] | None = None,
-    normalize: Normalize | None = None,
-    quality_range: tuple[float, float] | None = None,
-    meta: Mapping[str, str] | None = None,
-) -> FrameArrays:
-    """The validation pipeline of :meth:`LoggedDataset.from_frame` (see there for the arguments)."""
-    cards = as_model_cards(model_cards)
-    feat_cols = check_frame_columns(frame, cards)
-    layout = frame_layout(frame, models)
-    validate_model_cards(cards, layout.models)
-    notes = dict(meta or {})
-    columns = layout.columns
-    quality = normalized_quality(numeric_column(frame, QUALITY), normalize, quality_range, notes)
-    values = {c: numeric_column(frame, c) for c in OPTIONAL_MATRICES.values() if c in columns}
-
-    def matrix(name: str) -> np.ndarray | None:
-        col = OPTIONAL_MATRICES[name]
-        return layout.scatter(values[col]) if col in values else None
-
-    cost = row_costs(frame, layout, cards, values, notes)
-    q = layout.scatter(quality)
-    empty = [layout.models[j] for j in range(q.shape[1]) if not np.isfinite(q[:, j]).any()]
+def warn_unobserved_models(models: tuple[str, ...], quality: np.ndarray) -> None:
+    """Warn about the models without any observed quality in ``quality (n, K)``."""
+    empty = [models[j] for j in range(quality.shape[1]) if not np.isfinite(quality[:, j]).any()]
     if empty:
         warn(f"models {empty} have no observed quality in the data", stacklevel=None)
-    bandit = bandit_columns(frame, layout)
-    return FrameArrays(
-        models=layout.models,
-        query_ids=np.asarray(layout.query_ids, dtype=object),
-        quality=q,
-        cost=layout.scatter(cost),
-        observed=layout.observed(),
-        model_cards=cards,
-        meta=notes,
-        features=per_query_features(frame, feat_cols, layout) if feat_cols else None,
-        prompts=per_query_text(frame, PROMPT, layout, keep_type=True) if PROMPT in columns else None,
-        tasks=per_query_text(frame, TASK, layout, keep_type=False) if TASK in columns else None,
-        logged_action=None if bandit is None else bandit[0],
-        propensity=None if bandit is None else bandit[1],
-        latency=matrix("latency"),
-        signal=matrix("signal"),
-        input_tokens=matrix("input_tokens"),
-        output_tokens=matrix("output_tokens"),
-    )
 
 
 def check_frame_columns(frame: pd.DataFrame, cards: Mapping[str, ModelCard]) -> list[str]:

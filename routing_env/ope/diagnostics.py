@@ -117,7 +117,6 @@ def diagnose(
     rows = np.arange(n)
     pos = None if position is None else np.asarray(position, dtype=np.int64)
     flat = dist[rows, :, pos] if dist.ndim == 3 and pos is not None else dist
-    k = flat.shape[1]
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
     else:
@@ -128,36 +127,9 @@ def diagnose(
     mean_w = s1 / n
     # Weights are O(1) around their mean, so the one-pass variance loses nothing to cancellation here.
     se_w = math.sqrt(max(s2 - n * mean_w * mean_w, 0.0) / (n - 1) / n) if n > 1 else math.inf
-    messages: list[str] = []
-
-    # Support: only the (round, action) cells the logger cannot produce are read, so the common case of full
-    # support costs nothing beyond finding that there are none.
-    mass_rows = np.zeros(n)
-    unsupported_set: set[int] = set()
-    if logging_dist is not None and dist.ndim == 2:
-        ld = np.asarray(logging_dist)
-        if ld.min() <= 0:
-            hole = ld <= 0
-            mass_rows = np.where(hole, flat, 0.0).sum(axis=1)
-            unsupported_set.update(np.flatnonzero((hole & (flat > 0)).any(axis=0)).tolist())
-    elif dist.ndim == 3 and pos is not None:
-        seen = np.zeros((k, dist.shape[2]), dtype=bool)
-        seen[a, pos] = True
-        for j, slot in np.argwhere(~seen):
-            rows_at = pos == slot
-            col = flat[rows_at, j]
-            if (col > 0).any():
-                mass_rows[rows_at] += col
-                unsupported_set.add(int(j))
-    else:
-        seen1 = np.bincount(a, minlength=k) > 0
-        for j in np.flatnonzero(~seen1):
-            col = flat[:, j]
-            if (col > 0).any():
-                mass_rows += col
-                unsupported_set.add(int(j))
-    unsupported = np.array(sorted(unsupported_set), dtype=np.int64)
+    mass_rows, unsupported = _unsupported_mass(a, flat, dist, pos, logging_dist)
     mass = float(mass_rows.mean())
+    messages: list[str] = []
     if mass > 1e-12:
         names = [models[j] if models else str(j) for j in unsupported[:8]]
         messages.append(
@@ -183,7 +155,7 @@ def diagnose(
         )
     if emit:
         for m in messages:
-            warn(m, OPEWarning, stacklevel=4)
+            warn(m, OPEWarning, stacklevel=None)
     return Diagnostics(
         n_rounds=n,
         ess=ess,
@@ -193,6 +165,47 @@ def diagnose(
         min_propensity=float(p.min()),
         n_tiny_propensity=tiny,
         unsupported_mass=mass,
-        unsupported_actions=tuple(int(j) for j in unsupported),
+        unsupported_actions=unsupported,
         warnings=tuple(messages),
     )
+
+
+def _unsupported_mass(
+    a: np.ndarray,
+    flat: np.ndarray,
+    dist: np.ndarray,
+    pos: np.ndarray | None,
+    logging_dist: np.ndarray | None,
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``(mass (n,), actions)``: per round, the target probability on actions the logger cannot take there, and
+    the actions that carry such mass somewhere.
+
+    Only the (round, action) cells the logger cannot produce are read, so the common case of full support costs
+    nothing beyond finding that there are none.
+    """
+    n, k = flat.shape
+    mass_rows = np.zeros(n)
+    unsupported: set[int] = set()
+    if logging_dist is not None and dist.ndim == 2:
+        ld = np.asarray(logging_dist)
+        if ld.min() <= 0:
+            hole = ld <= 0
+            mass_rows = np.where(hole, flat, 0.0).sum(axis=1)
+            unsupported.update(np.flatnonzero((hole & (flat > 0)).any(axis=0)).tolist())
+    elif dist.ndim == 3 and pos is not None:
+        seen = np.zeros((k, dist.shape[2]), dtype=bool)
+        seen[a, pos] = True
+        for j, slot in np.argwhere(~seen):
+            rows_at = pos == slot
+            col = flat[rows_at, j]
+            if (col > 0).any():
+                mass_rows[rows_at] += col
+                unsupported.add(int(j))
+    else:
+        seen1 = np.bincount(a, minlength=k) > 0
+        for j in np.flatnonzero(~seen1):
+            col = flat[:, j]
+            if (col > 0).any():
+                mass_rows += col
+                unsupported.add(int(j))
+    return mass_rows, tuple(sorted(unsupported))

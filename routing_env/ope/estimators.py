@@ -410,7 +410,24 @@ class SelfNormalizedInverseProbabilityWeighting(_Weighted):
 
 
 @dataclass(frozen=True)
-class DoublyRobust(_Weighted):
+class _Corrected(_Weighted):
+    """The DR family: ``mean(dm + w̃·(r − q̂(x, a)))`` with the importance weights ``w`` adjusted to ``w̃`` by
+    :meth:`adjust` (identity for DR)."""
+
+    needs_reward_model: ClassVar[bool] = True
+
+    def adjust(self, w: np.ndarray) -> np.ndarray:
+        """``(n,)`` the weights the correction term applies."""
+        return w
+
+    def terms(self, inputs: Inputs) -> Terms:
+        assert inputs.dm is not None and inputs.q_logged is not None
+        w = self.adjust(self.weights(inputs))
+        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
+
+
+@dataclass(frozen=True)
+class DoublyRobust(_Corrected):
     """DR: ``mean(dm + w·(r − q̂(x, a)))``. Unbiased when the weights are right, whatever the reward model;
     low variance when the model is good.
 
@@ -418,12 +435,6 @@ class DoublyRobust(_Weighted):
     """
 
     name: str = "DR"
-    needs_reward_model: ClassVar[bool] = True
-
-    def terms(self, inputs: Inputs) -> Terms:
-        assert inputs.dm is not None and inputs.q_logged is not None
-        w = self.weights(inputs)
-        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
 
 
 @dataclass(frozen=True)
@@ -443,7 +454,7 @@ class SelfNormalizedDoublyRobust(_Weighted):
 
 
 @dataclass(frozen=True)
-class SwitchDoublyRobust(_Weighted):
+class SwitchDoublyRobust(_Corrected):
     """Switch-DR: DR on rounds whose weight is at most ``tau``, DM alone on the others.
 
     Args:
@@ -455,22 +466,18 @@ class SwitchDoublyRobust(_Weighted):
 
     tau: float = 10.0
     name: str = "SwitchDR"
-    needs_reward_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not float(self.tau) >= 0:
             raise ConfigurationError(f"tau must be ≥ 0 (inf gives DR), got {self.tau!r}")
 
-    def terms(self, inputs: Inputs) -> Terms:
-        assert inputs.dm is not None and inputs.q_logged is not None
-        w = self.weights(inputs)
-        w = np.where(w <= self.tau, w, 0.0)
-        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
+    def adjust(self, w: np.ndarray) -> np.ndarray:
+        return np.where(w <= self.tau, w, 0.0)
 
 
 @dataclass(frozen=True)
-class DoublyRobustWithShrinkage(_Weighted):
+class DoublyRobustWithShrinkage(_Corrected):
     """DR-OS: DR with the weights shrunk to ``λw / (w² + λ)`` (optimistic shrinkage).
 
     Args:
@@ -482,19 +489,15 @@ class DoublyRobustWithShrinkage(_Weighted):
 
     shrinkage: float = 100.0
     name: str = "DRos"
-    needs_reward_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not float(self.shrinkage) > 0:
             raise ConfigurationError(f"shrinkage must be > 0, got {self.shrinkage!r}")
 
-    def terms(self, inputs: Inputs) -> Terms:
-        assert inputs.dm is not None and inputs.q_logged is not None
-        w = self.weights(inputs)
+    def adjust(self, w: np.ndarray) -> np.ndarray:
         lam = float(self.shrinkage)
-        w = w if math.isinf(lam) else lam * w / (w * w + lam)
-        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
+        return w if math.isinf(lam) else lam * w / (w * w + lam)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import os
 import sys
 import warnings
 
-
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 

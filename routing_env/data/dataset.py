@@ -32,6 +32,7 @@ from routing_env.data.schema import ModelCard, as_model_cards
 from routing_env.errors import (
     ConfigurationError,
     ModelMismatchError,
+    PartialInformationError,
     SchemaError,
     ShapeError,
     warn,
@@ -39,6 +40,79 @@ from routing_env.errors import (
 
 Normalize = S.Normalize
 CostScale = float | Literal["max_mean"]
+
+
+@dataclass(frozen=True)
+class MissingOutcomes:
+    """What a dataset lacks for full information (see :meth:`LoggedDataset.missing_outcomes`).
+
+    Attributes:
+        n_queries: n.
+        n_incomplete: queries where at least one model has no known outcome.
+        unlogged: per model, the number of queries without a logged row (models with none left out).
+        nan_quality: per model, the number of logged rows whose quality is NaN (models with none left out).
+        bandit_logs: the dataset holds bandit logs (one logged model per query, with propensities).
+    """
+
+    n_queries: int
+    n_incomplete: int
+    unlogged: Mapping[str, int]
+    nan_quality: Mapping[str, int]
+    bandit_logs: bool
+
+    @property
+    def complete(self) -> bool:
+        """Every model's outcome is known on every query."""
+        return self.n_incomplete == 0
+
+    def describe(self) -> str:
+        """One sentence with the counts, e.g. ``"3 of 40 queries lack an outcome: model 'c' has no row on 2
+        queries; model 'b' has a NaN quality on 1 logged row"``."""
+        if self.complete:
+            return f"every model has an outcome on each of the {_plural(self.n_queries, 'query', 'queries')}"
+        if self.bandit_logs:
+            return (
+                "these are bandit logs: only the logged model's outcome is known on each of the "
+                f"{_plural(self.n_queries, 'query', 'queries')}"
+            )
+        parts = [
+            f"model {m!r} has no row on {_plural(c, 'query', 'queries')}" for m, c in _largest(self.unlogged)
+        ]
+        parts += [
+            f"model {m!r} has a NaN quality on {_plural(c, 'logged row', 'logged rows')}"
+            for m, c in _largest(self.nan_quality)
+        ]
+        hidden = len(self.unlogged) + len(self.nan_quality) - len(parts)
+        more = f"; … ({hidden} more models)" if hidden > 0 else ""
+        return (
+            f"{self.n_incomplete} of {_plural(self.n_queries, 'query', 'queries')} lack an outcome: "
+            + "; ".join(parts)
+            + more
+        )
+
+    def remedy(self, alternative: str | None = None) -> str:
+        """What to do about it, as a sentence; ``alternative`` (another remedy of the caller) is appended."""
+        if self.bandit_logs:
+            text = (
+                "Evaluate policies on bandit logs off-policy with routing_env.ope "
+                "(BanditFeedback.from_dataset, estimate_policy_value)"
+            )
+        elif self.n_incomplete < self.n_queries:
+            text = (
+                f"Keep the {self.n_queries - self.n_incomplete} complete queries with dataset.complete_only()"
+            )
+        else:
+            text = "No query is complete: collect the missing outcomes"
+        return f"{text}{', ' + alternative if alternative else ''}."
+
+
+def _plural(count: int, singular: str, plural: str) -> str:
+    return f"{count} {singular if count == 1 else plural}"
+
+
+def _largest(counts: Mapping[str, int], limit: int = 5) -> list[tuple[str, int]]:
+    """The ``limit`` largest counts, largest first (ties in the given order)."""
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +214,33 @@ class LoggedDataset:
     def has_propensities(self) -> bool:
         """The data are bandit logs with the logging policy's action and propensity per query."""
         return self.propensity is not None
+
+    def missing_outcomes(self) -> MissingOutcomes:
+        """Which outcomes the dataset lacks for full information, counted per model."""
+        known = np.isfinite(self.quality) & np.isfinite(self.cost)
+        unlogged = (~self.observed).sum(axis=0)
+        nan_quality = (self.observed & np.isnan(self.quality)).sum(axis=0)
+        return MissingOutcomes(
+            n_queries=self.n_queries,
+            n_incomplete=int((~known.all(axis=1)).sum()),
+            unlogged={m: int(c) for m, c in zip(self.models, unlogged) if c},
+            nan_quality={m: int(c) for m, c in zip(self.models, nan_quality) if c},
+            bandit_logs=self.has_propensities,
+        )
+
+    def require_full_information(self, what: str, alternative: str | None = None) -> None:
+        """Refuse partial data for ``what`` (an operation that needs every model's outcome on every query).
+
+        Raises:
+            PartialInformationError: naming the counts of missing outcomes and the remedy
+                (:meth:`complete_only`, or off-policy evaluation for bandit logs), then ``alternative``.
+        """
+        gaps = self.missing_outcomes()
+        if gaps.complete:
+            return
+        raise PartialInformationError(
+            f"{what} needs every model's outcome on every query, but {gaps.describe()}. {gaps.remedy(alternative)}"
+        )
 
     def model_index(self, model: str) -> int:
         try:
@@ -265,7 +366,7 @@ class LoggedDataset:
             col = S.OPTIONAL_MATRICES[name]
             return layout.scatter(values[col]) if col in values else None
 
-        return cls(
+        dataset = cls(
             models=layout.models,
             query_ids=layout.query_ids,
             quality=layout.scatter(quality),
@@ -285,6 +386,14 @@ class LoggedDataset:
             model_cards=cards,
             meta=notes,
         )
+        gaps = dataset.missing_outcomes()
+        if not gaps.complete and not gaps.bandit_logs:
+            warn(
+                f"{gaps.describe()}. Exact replay (evaluate_policy, gym.make, train_ppo) needs every outcome. "
+                f"{gaps.remedy('or impute the missing ones (routing_env.envs.OutcomeModel)')}",
+                stacklevel=None,
+            )
+        return dataset
 
     def to_frame(self) -> pd.DataFrame:
         """The canonical long table: one row per observed query × model cell, query-major, model order."""
@@ -407,6 +516,28 @@ class LoggedDataset:
                 f"mask must be a boolean array of shape ({self.n_queries},), got {m.dtype} {m.shape}"
             )
         return self.select(np.flatnonzero(m))
+
+    def complete_only(self) -> LoggedDataset:
+        """A dataset with only the queries on which every model's quality and cost is known (full information).
+
+        The dropped count goes to ``meta["complete_only"]``; a dataset that is already complete is returned as is.
+        Use it before :func:`~routing_env.metrics.evaluate_policy`, ``gym.make`` or training on logs where a model
+        is missing for some queries or a quality is NaN (:meth:`missing_outcomes` counts them).
+
+        Raises:
+            PartialInformationError: no query is complete (e.g. bandit logs, which call for off-policy evaluation).
+        """
+        keep = np.isfinite(self.quality).all(axis=1) & np.isfinite(self.cost).all(axis=1)
+        if keep.all():
+            return self
+        gaps = self.missing_outcomes()
+        if not keep.any():
+            raise PartialInformationError(
+                f"complete_only: no query has an outcome for every model; {gaps.describe()}. {gaps.remedy()}"
+            )
+        kept = self.filter(keep)
+        note = f"kept {int(keep.sum())} of {self.n_queries} queries, dropping those that lack an outcome ({gaps.describe()})"
+        return replace(kept, meta={**self.meta, "complete_only": note})
 
     def subset_models(self, models: Sequence[str]) -> LoggedDataset:
         """A dataset restricted to ``models`` (in that order).

@@ -382,11 +382,7 @@ def simulate_bandit_feedback(
     """
     if not isinstance(dataset, LoggedDataset):
         raise ConfigurationError(f"dataset must be a LoggedDataset, got {type(dataset).__name__}")
-    if not dataset.is_full_information:
-        raise PartialInformationError(
-            "simulate_bandit_feedback needs every model's outcome on every query; this dataset is partial. "
-            "Use BanditFeedback.from_dataset for real bandit logs"
-        )
+    dataset.require_full_information("simulate_bandit_feedback")
     n, k = dataset.n_queries, dataset.n_models
     if isinstance(logging_policy, np.ndarray):
         dist = np.asarray(logging_policy, dtype=np.float64)

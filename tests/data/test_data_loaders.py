@@ -405,7 +405,10 @@ class TestRouterBench:
     @pytest.mark.filterwarnings("ignore:load_routerbench. duplicated sample_id")
     def test_keep_missing_quality_as_unobserved(self, tmp_path: Path) -> None:
         make_routerbench(tmp_path / "rb.csv")
-        with pytest.warns(DataWarning, match="1 NaN quality cells kept as unobserved"):
+        with (
+            pytest.warns(DataWarning, match="1 NaN quality cells kept as unobserved"),
+            pytest.warns(DataWarning, match=r"1 of 5 queries lack an outcome: .*complete_only\(\)"),
+        ):
             ds = load_routerbench(tmp_path / "rb.csv", missing_quality="keep")
         assert ds.n_queries == 5 and not ds.is_full_information
         assert not ds.observed[-1, 0] and ds.observed[-1, 1]

@@ -18,6 +18,11 @@ announced with a :class:`~routing_env.errors.DataWarning` when it alters the dat
   propensities);
 - :func:`load_dataset` (``canonical.py``): any of the above by name, the bundled sample, or a canonical file.
 
+Model order: every split or file of one source gives the same model (column) order, the source's own list, so a
+router fitted on one split scores another: RouteLLM weak then strong; LLMRouter the order of
+``llm_candidates.json``; RouterArena the per-model files in name order; RouterBench the order of the
+``<model>|total_cost`` columns; Open Bandit the item ids, one per affinity column.
+
 Shared helpers: ``_prices.py`` (token estimates, price cards, token-based costs), ``_warnings.py`` (announcing a
 change to the data), ``_inputs.py`` (argument and file checks).
 """

@@ -82,7 +82,8 @@ def load_llmrouter(
 
     Returns:
         A full-information dataset over the 9 scored models, with prompts, tasks and estimated USD costs.
-        Query ids are ``"train/<i>"`` / ``"test/<i>"`` (position in the source file).
+        The models are in the order ``llm_candidates.json`` lists them, whatever the split, so a router fitted on
+        one split scores another. Query ids are ``"train/<i>"`` / ``"test/<i>"`` (position in the source file).
     """
     check_choice("split", split, (*_SPLITS, "all"))
     root = require_dir(dir, "load_llmrouter(dir)")
@@ -94,12 +95,7 @@ def load_llmrouter(
     if chosen.overlap and split != "train":
         announce(f"load_llmrouter(split={split!r})", chosen.overlap_note)
     tables = {which: _task_table(root, which) for which in _SPLITS}
-    models: list[str] = []
-    for _, _, x in chosen.items:
-        for m in x["scores"]:
-            if m not in models:
-                models.append(str(m))
-    cards = _price_cards(root, models)
+    models, cards = _models_and_cards(root, chosen)
     qids, prompts, tasks = [], [], []
     for which, i, x in chosen.items:
         q = str(x["question"])
@@ -191,16 +187,23 @@ def _choose(train: list[dict[str, Any]], test: list[dict[str, Any]], split: str)
     return _Chosen(items, len(overlap), note)
 
 
-def _price_cards(root: Path, models: list[str]) -> dict[str, ModelCard]:
-    """Price cards of the scored ``models`` from ``llm_candidates.json``; every scored model needs one."""
+def _models_and_cards(root: Path, chosen: _Chosen) -> tuple[list[str], dict[str, ModelCard]]:
+    """The scored models in the order ``llm_candidates.json`` lists them (the same for every split), and their
+    price cards; every scored model needs a price."""
     cpath = root / "llm_candidates.json"
     if not cpath.exists():
         raise FileNotFoundError(f"load_llmrouter: {cpath} not found (the per-model prices)")
     candidates = json.loads(cpath.read_text(encoding="utf-8"))
-    missing_price = [m for m in models if m not in candidates]
+    scored: list[str] = []
+    for _, _, x in chosen.items:
+        scored += [str(m) for m in x["scores"] if str(m) not in scored]
+    missing_price = [m for m in scored if m not in candidates]
     if missing_price:
         raise SchemaError(f"{cpath}: no price for the scored models {missing_price}")
-    return cards_from_prices(candidates, models, "input_price", "output_price", description_key="feature")
+    models = [str(m) for m in candidates if str(m) in set(scored)]
+    return models, cards_from_prices(
+        candidates, models, "input_price", "output_price", description_key="feature"
+    )
 
 
 def _score_matrix(chosen: _Chosen, models: list[str]) -> np.ndarray:

@@ -42,7 +42,9 @@ def load_open_bandit(
     Mapping onto the canonical format:
 
     - each impression (row) is a query, ``query_id = "<policy>/<campaign>/<row index>"``;
-    - the "models" are the items, named ``item_<id>`` for every id from 0 to the largest in the file;
+    - the "models" are the items, named ``item_<id>``: one per ``user-item_affinity_<id>`` column (the
+      campaign's item list, so the random and bts logs of a campaign share it even when an item is never shown),
+      or every id from 0 to the largest in the file when there are no affinity columns;
     - **partial information**: only the logged item's cell is observed, with quality = click (0/1) and cost 0
       (the cost of showing an item is not part of this data);
     - ``logged_action`` = the item shown, ``propensity`` = the file's ``propensity_score`` (the logging
@@ -92,7 +94,7 @@ def load_open_bandit(
     items = pd.to_numeric(raw["item_id"], errors="raise").to_numpy(dtype=np.int64)
     if (items < 0).any():
         raise SchemaError(f"load_open_bandit: item_id must be ≥ 0, got {int(items.min())}")
-    n_items = int(items.max()) + 1
+    n_items = _item_count(raw, items)
     models = tuple(f"item_{i}" for i in range(n_items))
     position = pd.to_numeric(raw["position"], errors="raise").to_numpy(dtype=np.int64)
     if not np.isin(position, (1, 2, 3)).all():
@@ -160,6 +162,20 @@ def _propensities(
         raw, prop = raw[~zero], prop[~zero]
     announce(where, msg, notes, "zero_propensity")
     return raw, prop
+
+
+def _item_count(raw: pd.DataFrame, items: np.ndarray) -> int:
+    """K: the campaign's items (one affinity column each), or ``max(item_id) + 1`` without affinity columns."""
+    aff_cols = _numbered_columns(raw, "user-item_affinity_")
+    if not aff_cols:
+        return int(items.max()) + 1
+    k = int(str(aff_cols[-1])[len("user-item_affinity_") :]) + 1
+    if int(items.max()) >= k:
+        raise SchemaError(
+            f"load_open_bandit: item_id {int(items.max())} has no user-item_affinity_{int(items.max())} column; "
+            f"the affinity columns describe {k} items"
+        )
+    return k
 
 
 def _numbered_columns(raw: pd.DataFrame, stem: str) -> list[str]:

@@ -84,8 +84,9 @@ def load_routellm(
         model_cards: other prices for the two models (default :data:`ROUTELLM_MODEL_CARDS`).
 
     Returns:
-        A full-information dataset over ``("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")``
-        with prompts, tasks, token estimates and USD costs.
+        A full-information dataset over ``("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")``, in
+        that order (weak, strong) for every task whatever the column order of the files, with prompts, tasks,
+        token estimates and USD costs.
     """
     check_choice("task", task, tuple(_ROUTELLM_LAYOUT))
     root = require_dir(dir, "load_routellm(dir)")
@@ -120,11 +121,16 @@ def load_routellm(
     return LoggedDataset.from_frame(
         frame,
         model_cards={m: c for m, c in cards.items() if m in present},
-        models=[m for m in (_MIXTRAL, _GPT4) if m in present] + sorted(present - {_MIXTRAL, _GPT4}),
+        models=_source_order(sorted(present)),
         normalize="minmax",
         quality_range=(1.0, 10.0),
         meta=meta,
     )
+
+
+def _source_order(models: list[str]) -> list[str]:
+    """RouteLLM's model order, the same for every task: the weak model, the strong one, then any other models."""
+    return [m for m in (_MIXTRAL, _GPT4) if m in models] + [m for m in models if m not in (_MIXTRAL, _GPT4)]
 
 
 def _routellm_tabular(
@@ -146,7 +152,9 @@ def _routellm_tabular(
     subject = np.concatenate([np.full(len(p), name, dtype=object) for p, name in zip(parts, names)])
     row = np.concatenate([np.arange(len(p)) for p in parts])
     wide = pd.concat(parts, ignore_index=True)
-    models = [c for c in wide.columns if c != "prompt" and not str(c).endswith("_response")]
+    models = _source_order(
+        [str(c) for c in wide.columns if c != "prompt" and not str(c).endswith("_response")]
+    )
     if not models:
         raise SchemaError(f"{data_path}: no model columns besides 'prompt' and '<model>_response'")
     unpriced = [m for m in models if m not in cards]

@@ -31,7 +31,7 @@ def load_routerarena(
 
     Every ``*.jsonl`` file of ``dir`` holds one model's answers (``global_index``, ``question``,
     ``llm_selected``, ``token_usage``, ``evaluation_result.score`` / ``.inference_cost``). Queries are joined on
-    ``global_index``; cost is the logged ``inference_cost`` (USD). When ``model_cost.json`` is present its prices
+    ``global_index``; the models are in the files' name order; cost is the logged ``inference_cost`` (USD). When ``model_cost.json`` is present its prices
     become the model cards (USD per 1M tokens).
 
     Quality is ``evaluation_result.score``. METEOR scores of translation tasks can be slightly negative (down to

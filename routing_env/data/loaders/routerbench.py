@@ -47,7 +47,8 @@ def load_routerbench(
 
     Columns: ``sample_id``, ``prompt``, ``eval_name`` (the task), one quality column per model,
     ``<model>|model_response``, ``<model>|total_cost`` (USD) and ``oracle_model_to_route_to`` (ignored: the oracle
-    is recomputed from the outcomes). The models are the columns that have a ``<model>|total_cost`` partner.
+    is recomputed from the outcomes). The models are the columns that have a ``<model>|total_cost`` partner, in the
+    order of those cost columns.
 
     **Trust:** a ``.pkl``/``.pickle`` file is read with :func:`pandas.read_pickle`, which can run code embedded in
     the file. RouterBench is published as a pickle, so this loader accepts one; only pass files you trust (or

@@ -258,7 +258,18 @@ class OffPolicyEstimator:
         """Estimated mean reward of the target policy (see the module docstring for the arrays)."""
         inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         value, _ = combine(self.terms(inputs))
+        self._warn_undefined(value)
         return value
+
+    def _warn_undefined(self, value: float) -> None:
+        # NaN comes only from a self-normalising denominator of 0: no logged round has target probability.
+        if math.isnan(value):
+            warn(
+                f"{self.label}: no support: the target never chooses a logged action, so every importance weight "
+                "is 0 and the self-normalised estimate is undefined (NaN); see routing_env.ope.diagnose",
+                OPEWarning,
+                stacklevel=None,
+            )
 
     def estimate_round_rewards(
         self,
@@ -299,6 +310,7 @@ class OffPolicyEstimator:
         inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         terms = self.terms(inputs)
         value, influence = combine(terms)
+        self._warn_undefined(value)
         if method == "normal":
             se, low, high = normal_interval(value, influence, alpha)
             return Interval(value, se, low, high)
@@ -537,11 +549,6 @@ class Replay(OffPolicyEstimator):
                     f"{'' if inputs.position is None else ' within a position'}; use SNIPS or DR instead"
                 )
         accept = inputs.pi_logged
-        if not accept.any():
-            warn(
-                "Replay: the target never chooses a logged action; the estimate is undefined (NaN)",
-                OPEWarning,
-            )
         return Terms(((accept * inputs.reward, accept),), accept)
 
 

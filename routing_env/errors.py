@@ -21,6 +21,10 @@ class SchemaError(RoutingEnvError, ValueError):
     """A logged table does not follow the canonical format (missing column, bad value, duplicate row...)."""
 
 
+class FileFormatError(SchemaError):
+    """A file cannot be read as the format it claims (truncated, corrupt, empty, or another format)."""
+
+
 class PriceError(SchemaError):
     """A price card is missing, negative, or names a model the data does not have."""
 

@@ -372,7 +372,11 @@ class LoggedDataset:
             quality=layout.scatter(quality),
             cost=layout.scatter(cost),
             observed=layout.observed(),
-            features=S.per_query_features(frame, feat_cols, layout) if feat_cols else None,
+            features=(
+                S.per_query_features(frame, feat_cols, layout)
+                if feat_cols
+                else np.zeros((layout.shape[0], 0), dtype=np.float32)
+            ),
             latency=matrix("latency"),
             signal=matrix("signal"),
             input_tokens=matrix("input_tokens"),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+import pickle
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pandas as pd
 
 from routing_env.data import schema as S
 from routing_env.data.schema import ModelCard, is_missing
-from routing_env.errors import SchemaError
+from routing_env.errors import FileFormatError, RoutingEnvError, SchemaError
 
 #: File suffixes of the canonical format, by the reader that handles them.
 SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
@@ -62,6 +64,31 @@ class StoredExtras:
         )
 
 
+@contextmanager
+def reading(path: Path, kind: str) -> Iterator[None]:
+    """Report a reader's failure on a corrupt, truncated, empty or mistyped file as one
+    :class:`~routing_env.errors.FileFormatError` naming the file, ``kind`` (``"parquet"``, ``"CSV"``…) and the
+    reader's reason, instead of the reader's own traceback. Wrap only the reading, not the validation."""
+    try:
+        yield
+    except RoutingEnvError:
+        raise
+    except (ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise _unreadable(path, kind, exc) from None
+    except OSError as exc:
+        # pyarrow reports some corrupt files as OSError; a missing or unreadable path is not a format problem.
+        if not type(exc).__module__.startswith("pyarrow"):
+            raise
+        raise _unreadable(path, kind, exc) from None
+
+
+def _unreadable(path: Path, kind: str, exc: BaseException) -> FileFormatError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if len(reason) > 200:
+        reason = reason[:200] + "…"
+    return FileFormatError(f"{path} is not a readable {kind} file: {reason}")
+
+
 def check_suffix(path: Path, action: str) -> str:
     """The lower-case suffix of ``path`` for ``action`` (``"read"`` or ``"save"``), one of :data:`SUFFIXES`."""
     suffix = path.suffix.lower()
@@ -81,18 +108,21 @@ def read_canonical(path: Path) -> tuple[pd.DataFrame, StoredExtras | None]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(_META_KEY)
-        if raw:
-            stored = json.loads(raw)
-        frame = table.to_pandas()
+        with reading(path, "parquet"):
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(_META_KEY)
+            if raw:
+                stored = json.loads(raw)
+            frame = table.to_pandas()
     elif suffix == ".csv":
-        frame = _read_csv(path)
+        with reading(path, "CSV"):
+            frame = _read_csv(path)
     else:
         frame = _read_jsonl_frame(path)
     sidecar = _sidecar(path)
     if suffix != ".parquet" and sidecar.exists():
-        stored = json.loads(sidecar.read_text())
+        with reading(sidecar, "JSON"):
+            stored = json.loads(sidecar.read_text(encoding="utf-8"))
     return frame, (StoredExtras.from_json(stored) if stored else None)
 
 
@@ -127,7 +157,7 @@ def read_jsonl_records(path: Path) -> list[dict[str, Any]]:
         SchemaError: a line is not valid JSON or not an object; the message names the file and the line.
     """
     records = []
-    with path.open(encoding="utf-8") as fh:
+    with reading(path, "JSON-lines"), path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

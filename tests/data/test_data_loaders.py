@@ -25,7 +25,7 @@ from routing_env.data.loaders import (
     ROUTELLM_MODEL_CARDS,
     estimate_tokens,
 )
-from routing_env.errors import ConfigurationError, DataWarning, SchemaError
+from routing_env.errors import ConfigurationError, DataWarning, FileFormatError, SchemaError
 from tests.conftest import shared_dataset
 from tests.data.datahelpers import assert_datasets_equal
 
@@ -531,6 +531,21 @@ class TestOpenBandit:
         with pytest.raises(FileNotFoundError, match=r"expected <dir>/<policy>/<campaign>/<campaign>.csv"):
             load_open_bandit(tmp_path, "random", "all")
 
+    def test_corrupt_files_are_named(self, tmp_path: Path) -> None:
+        make_obd(tmp_path)
+        (tmp_path / "bts" / "men" / "men.csv").write_bytes(b'"unclosed,quote\n1,2\n')
+        with pytest.raises(
+            FileFormatError, match=r"men\.csv is not a readable CSV file: .*EOF inside string"
+        ):
+            load_open_bandit(tmp_path, "bts", "men")
+        make_llmrouter(tmp_path / "llmrouter")
+        (tmp_path / "llmrouter" / "llm_candidates.json").write_text('{"m1": ')
+        with pytest.raises(FileFormatError, match=r"llm_candidates\.json is not a readable JSON file"):
+            load_llmrouter(tmp_path / "llmrouter")
+        (tmp_path / "rb.parquet").write_bytes(b"not parquet")
+        with pytest.raises(FileFormatError, match=r"rb\.parquet is not a readable parquet file"):
+            load_routerbench(tmp_path / "rb.parquet")
+
     @pytest.mark.datasets
     @pytest.mark.parametrize("policy", ["random", "bts"])
     def test_real_files(self, policy: str) -> None:
@@ -643,7 +658,10 @@ class TestModelOrder:
         assert ds.models == ("item_0", "item_1", "item_2")
         raw["item_id"] = [3, 0, 1, 0]
         raw.to_csv(path)
-        with pytest.raises(SchemaError, match=r"item_id 3 has no user-item_affinity_3 column; the affinity columns describe 3 items"):
+        with pytest.raises(
+            SchemaError,
+            match=r"item_id 3 has no user-item_affinity_3 column; the affinity columns describe 3 items",
+        ):
             load_open_bandit(tmp_path, "bts", "men")
 
     @pytest.mark.datasets

@@ -18,6 +18,7 @@ from routing_env.data.sample import SAMPLE_FILE
 from routing_env.errors import (
     ConfigurationError,
     DataWarning,
+    FileFormatError,
     ModelMismatchError,
     PartialInformationError,
     PriceError,
@@ -418,6 +419,28 @@ class TestRoundTrip:
         (tmp_path / "bad.jsonl").write_text('{"query_id": "q"}\nnot json\n')
         with pytest.raises(SchemaError, match=r"bad.jsonl:2 is not valid JSON"):
             LoggedDataset.read(tmp_path / "bad.jsonl")
+
+    def test_corrupt_files_are_named(self, tmp_path: Path) -> None:
+        good = LoggedDataset.from_frame(frame()).save(tmp_path / "good.parquet").read_bytes()
+        cases = {
+            "truncated.parquet": (good[: len(good) // 2], "parquet", "magic bytes"),
+            "text.parquet": (b"query_id,model\n", "parquet", "magic bytes"),
+            "empty.csv": (b"", "CSV", "No columns to parse"),
+            "binary.csv": (good, "CSV", ""),
+            "open_quote.csv": (b'query_id,model,quality,cost\n"q1,a,1,0.1\n', "CSV", "EOF inside string"),
+            "binary.jsonl": (good, "JSON-lines", "codec can't decode"),
+        }
+        for name, (content, kind, reason) in cases.items():
+            (tmp_path / name).write_bytes(content)
+            with pytest.raises(
+                FileFormatError, match=rf"{name} is not a readable {kind} file: .*{reason}"
+            ) as info:
+                LoggedDataset.read(tmp_path / name)
+            assert "\n" not in str(info.value), name
+        (tmp_path / "side.csv").write_text("query_id,model,quality,cost\nq1,a,1,0.1\n")
+        (tmp_path / "side.csv.meta.json").write_text("{not json")
+        with pytest.raises(FileFormatError, match=r"side\.csv\.meta\.json is not a readable JSON file"):
+            LoggedDataset.read(tmp_path / "side.csv")
 
     def test_sample_round_trip(self, tmp_path: Path, small: LoggedDataset) -> None:
         for suffix in (".parquet", ".csv", ".jsonl"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from routing_env.data.files import reading
 from routing_env.errors import ConfigurationError
 
 
@@ -36,3 +39,15 @@ def first_existing(root: Path, candidates: Sequence[str], what: str) -> Path:
 def scalar(value: Any) -> Any:
     """A numpy scalar as the Python value (for error messages)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_csv(path, **kwargs)``; a corrupt file is a ``FileFormatError`` naming it."""
+    with reading(path, "CSV"):
+        return pd.read_csv(path, **kwargs)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``; a corrupt file is a ``FileFormatError`` naming it."""
+    with reading(path, "JSON"):
+        return json.loads(path.read_text(encoding="utf-8"))

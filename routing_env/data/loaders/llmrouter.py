@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pandas as pd
 from routing_env.data import schema as S
 from routing_env.data.dataset import LoggedDataset
 from routing_env.data.files import read_jsonl_records
-from routing_env.data.loaders._inputs import check_choice, require_dir
+from routing_env.data.loaders._inputs import check_choice, read_json, require_dir
 from routing_env.data.loaders._prices import cards_from_prices, estimate_tokens, input_tokens_note
 from routing_env.data.loaders._warnings import announce
 from routing_env.data.schema import ModelCard
@@ -143,7 +142,7 @@ def _read_items(root: Path, which: str) -> list[dict[str, Any]]:
     path = root / f"dcrouter_{which}.json"
     if not path.exists():
         raise FileNotFoundError(f"load_llmrouter: {path} not found")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     if not isinstance(data, list) or (data and not {"question", "scores"} <= set(data[0])):
         raise SchemaError(f"{path}: expected a JSON list of objects with 'question' and 'scores'")
     return data
@@ -193,7 +192,7 @@ def _models_and_cards(root: Path, chosen: _Chosen) -> tuple[list[str], dict[str,
     cpath = root / "llm_candidates.json"
     if not cpath.exists():
         raise FileNotFoundError(f"load_llmrouter: {cpath} not found (the per-model prices)")
-    candidates = json.loads(cpath.read_text(encoding="utf-8"))
+    candidates = read_json(cpath)
     scored: list[str] = []
     for _, _, x in chosen.items:
         scored += [str(m) for m in x["scores"] if str(m) not in scored]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from routing_env.data.dataset import LoggedDataset
-from routing_env.data.loaders._inputs import check_choice, require_dir, scalar
+from routing_env.data.loaders._inputs import check_choice, read_csv, require_dir, scalar
 from routing_env.data.loaders._warnings import announce
 from routing_env.errors import ConfigurationError, SchemaError
 
@@ -80,7 +80,7 @@ def load_open_bandit(
         raise FileNotFoundError(
             f"load_open_bandit: {path} not found (expected <dir>/<policy>/<campaign>/<campaign>.csv)"
         )
-    raw = pd.read_csv(path, index_col=0)
+    raw = read_csv(path, index_col=0)
     missing = [c for c in _REQUIRED if c not in raw.columns]
     if missing:
         raise SchemaError(f"load_open_bandit: {path} lacks the columns {missing}")

@@ -14,7 +14,7 @@ import pandas as pd
 from routing_env.data import schema as S
 from routing_env.data.dataset import LoggedDataset
 from routing_env.data.files import read_jsonl_records
-from routing_env.data.loaders._inputs import check_choice, first_existing, require_dir
+from routing_env.data.loaders._inputs import check_choice, first_existing, read_csv, require_dir
 from routing_env.data.loaders._prices import estimate_tokens, input_tokens_note, token_costs
 from routing_env.data.schema import ModelCard
 from routing_env.errors import SchemaError
@@ -142,10 +142,10 @@ def _routellm_tabular(
         files = sorted(data_path.glob("mmlu_*.csv")) if data_path.is_dir() else [data_path]
         if not files:
             raise FileNotFoundError(f"load_routellm(task='mmlu'): no mmlu_<subject>.csv files in {data_path}")
-        parts = [pd.read_csv(f) for f in files]
+        parts = [read_csv(f) for f in files]
         names = [f.stem.removeprefix("mmlu_") for f in files]
     else:
-        parts, names = [pd.read_csv(data_path)], ["gsm8k"]
+        parts, names = [read_csv(data_path)], ["gsm8k"]
     for f, part in zip(files if task == "mmlu" else [data_path], parts):
         if "prompt" not in part.columns:
             raise SchemaError(f"{f}: RouteLLM files need a 'prompt' column, got {list(part.columns)}")

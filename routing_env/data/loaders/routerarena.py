@@ -3,7 +3,6 @@ counts per call."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ import pandas as pd
 from routing_env.data import schema as S
 from routing_env.data.dataset import LoggedDataset, Normalize
 from routing_env.data.files import read_jsonl_records
-from routing_env.data.loaders._inputs import check_choice, require_dir
+from routing_env.data.loaders._inputs import check_choice, read_json, require_dir
 from routing_env.data.loaders._prices import cards_from_prices
 from routing_env.data.loaders._warnings import announce
 from routing_env.errors import SchemaError
@@ -66,7 +65,7 @@ def load_routerarena(
     cost_path = root / "model_cost.json"
     cards = (
         cards_from_prices(
-            json.loads(cost_path.read_text(encoding="utf-8")),
+            read_json(cost_path),
             [str(m) for m in frame[S.MODEL].unique()],
             "input_token_price_per_million",
             "output_token_price_per_million",

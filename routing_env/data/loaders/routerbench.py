@@ -11,6 +11,7 @@ import pandas as pd
 
 from routing_env.data import schema as S
 from routing_env.data.dataset import LoggedDataset, Normalize
+from routing_env.data.files import reading
 from routing_env.data.loaders._inputs import check_choice
 from routing_env.data.loaders._warnings import announce
 from routing_env.errors import SchemaError
@@ -115,14 +116,17 @@ def _read_wide(p: Path) -> pd.DataFrame:
     if not p.is_file():
         raise FileNotFoundError(f"load_routerbench: no file at {p}")
     suffix = p.suffix.lower()
-    if suffix in (".pkl", ".pickle"):
-        wide = pd.read_pickle(p)  # trust decision documented in load_routerbench
-    elif suffix == ".csv":
-        wide = pd.read_csv(p, dtype={"sample_id": str, "prompt": str, "eval_name": str})
-    elif suffix == ".parquet":
-        wide = pd.read_parquet(p)
-    else:
+    readers = {
+        ".pkl": ("pickle", lambda: pd.read_pickle(p)),  # trust decision documented in load_routerbench
+        ".pickle": ("pickle", lambda: pd.read_pickle(p)),
+        ".csv": ("CSV", lambda: pd.read_csv(p, dtype={"sample_id": str, "prompt": str, "eval_name": str})),
+        ".parquet": ("parquet", lambda: pd.read_parquet(p)),
+    }
+    if suffix not in readers:
         raise SchemaError(f"load_routerbench: expected a .pkl, .csv or .parquet file, got {p.name!r}")
+    kind, reader = readers[suffix]
+    with reading(p, kind):
+        wide = reader()
     if not isinstance(wide, pd.DataFrame):
         raise SchemaError(f"load_routerbench: {p} holds a {type(wide).__name__}, expected a DataFrame")
     return wide.reset_index(drop=True)

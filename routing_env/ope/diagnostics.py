@@ -146,7 +146,8 @@ def diagnose(
     if tiny:
         messages.append(
             f"{tiny} of {n} rounds have a propensity below {th.tiny_propensity:g} (min {p.min():.3g}); their "
-            f"importance weights reach {float(w.max()):.3g}. Consider max_weight clipping, min_pscore, or SNIPS/DR"
+            f"importance weights reach {float(w.max()):.3g}. Consider clipping the weights (max_weight=...), "
+            "flooring the propensities (min_pscore=...), or SNIPS/DR"
         )
     if s1 > 0 and (ess < th.min_ess or ess < th.min_ess_ratio * n):
         messages.append(

@@ -31,16 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from routing_env.data import (
-    DATASET_NAMES,
-    LoggedDataset,
-    load_dataset,
-    load_llmrouter,
-    load_open_bandit,
-    load_routellm,
-    load_routerarena,
-    load_routerbench,
-)
+from routing_env.data import DATASET_NAMES, LoggedDataset, loaders
 from routing_env.data.files import SUFFIXES
 from routing_env.errors import ConfigurationError
 
@@ -264,21 +255,21 @@ def _load(
 ) -> LoggedDataset:
     if fmt is None:
         if target in DATASET_NAMES or Path(target).suffix.lower() in SUFFIXES:
-            return load_dataset(target, root=root, **normalizing)
+            return loaders.load_dataset(target, root=root, **normalizing)
         raise ConfigurationError(
             f"{target!r} is not a dataset name ({', '.join(DATASET_NAMES)}) nor a .parquet/.csv/.jsonl file; "
             f"pass --format ({', '.join(FORMATS)}) to read a third-party file or folder"
         )
-    loaders: dict[str, Callable[..., LoggedDataset]] = {
+    readers: dict[str, Callable[..., LoggedDataset]] = {
         "canonical": lambda: LoggedDataset.read(target, **normalizing),
-        "routellm": lambda: load_routellm(target, task=options.get("task", "mmlu")),
-        "llmrouter": lambda: load_llmrouter(target, split=options.get("split", "train")),
-        "routerarena": lambda: load_routerarena(target, **normalizing),
-        "routerbench": lambda: load_routerbench(target, **normalizing),
-        "open-bandit": lambda: load_open_bandit(
+        "routellm": lambda: loaders.load_routellm(target, task=options.get("task", "mmlu")),
+        "llmrouter": lambda: loaders.load_llmrouter(target, split=options.get("split", "train")),
+        "routerarena": lambda: loaders.load_routerarena(target, **normalizing),
+        "routerbench": lambda: loaders.load_routerbench(target, **normalizing),
+        "open-bandit": lambda: loaders.load_open_bandit(
             target, policy=options.get("policy", "random"), campaign=options.get("campaign", "all")
         ),
     }
-    if fmt not in loaders:
+    if fmt not in readers:
         raise ConfigurationError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
-    return loaders[fmt]()
+    return readers[fmt]()

@@ -192,6 +192,14 @@ def test_tables_fit_the_terminal(
         assert body and max(len(line) for line in body) <= 72, extra
 
 
+def ope(capsys: pytest.CaptureFixture[str], log: Path, policy: Path, *options: str) -> tuple[int, str]:
+    """``routing-env ope`` without the bootstrap: ``(exit code, stdout)``."""
+    code, out, _ = run(
+        capsys, "ope", "--log", str(log), "--policy", str(policy), "--n-bootstrap", "0", *options
+    )
+    return code, out
+
+
 def test_ope_takes_the_cost_weight_from_the_policy(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -202,20 +210,7 @@ def test_ope_takes_the_cost_weight_from_the_policy(
     policy = router.save(tmp_path / "best")
     fb = simulate_bandit_feedback(data, np.full((data.n_queries, 3), 1 / 3), seed=1)
     log_path = fb.to_dataset().save(tmp_path / "logs.parquet")
-    code, out, _ = run(
-        capsys,
-        "ope",
-        "--log",
-        str(log_path),
-        "--policy",
-        str(policy),
-        "--estimators",
-        "IPS",
-        "--n-bootstrap",
-        "0",
-        "--csv",
-        str(tmp_path / "t.csv"),
-    )
+    code, out = ope(capsys, log_path, policy, "--estimators", "IPS", "--csv", str(tmp_path / "t.csv"))
     assert code == 0
     assert "λ = 0.5 (the policy's cost_weight, the λ it was trained for" in out
     assert f"cost_scale = {router.cost_scale_:.4g} USD (the policy's fitted cost scale)" in out
@@ -226,21 +221,8 @@ def test_ope_takes_the_cost_weight_from_the_policy(
     expected = estimate_policy_value(router, logs, ["IPS"], n_bootstrap=0)
     assert table["cost_weight"].iloc[0] == 0.5
     np.testing.assert_allclose(table["estimate"], expected["estimate"])
-    code, out, _ = run(
-        capsys,
-        "ope",
-        "--log",
-        str(log_path),
-        "--policy",
-        str(policy),
-        "--estimators",
-        "IPS",
-        "--n-bootstrap",
-        "0",
-        "--cost-weight",
-        "0",
-        "--cost-scale",
-        "max_mean",
+    code, out = ope(
+        capsys, log_path, policy, "--estimators", "IPS", "--cost-weight", "0", "--cost-scale", "max_mean"
     )
     assert code == 0 and "λ = 0 (--cost-weight)" in out and "(--cost-scale max_mean" in out
 
@@ -249,27 +231,11 @@ def test_ope_takes_the_cost_weight_from_the_policy(
 def test_ope_weight_options_reach_the_estimators(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     data = make_synthetic(n_queries=400, models=3, n_features=4, seed=2)
     logger = random_linear(data.models, data.n_features, seed=0, temperature=1.0)
-    fb = simulate_bandit_feedback(data, logger, seed=0)
-    log_path = fb.to_dataset().save(tmp_path / "logs.parquet")
+    log_path = simulate_bandit_feedback(data, logger, seed=0).to_dataset().save(tmp_path / "logs.parquet")
     target = random_linear(data.models, data.n_features, seed=4, temperature=0.3)
     policy = target.save(tmp_path / "policy")
-    code, _, _ = run(
-        capsys,
-        "ope",
-        "--log",
-        str(log_path),
-        "--policy",
-        str(policy),
-        "--estimators",
-        "IPS,DM",
-        "--n-bootstrap",
-        "0",
-        "--max-weight",
-        "2",
-        "--csv",
-        str(tmp_path / "t.csv"),
-    )
-    assert code == 0
+    options = ("--estimators", "IPS,DM", "--max-weight", "2", "--csv", str(tmp_path / "t.csv"))
+    assert ope(capsys, log_path, policy, *options)[0] == 0
     logs = BanditFeedback.from_dataset(LoggedDataset.read(log_path))
     clipped = estimate_policy_value(target, logs, [IPS(max_weight=2.0)], n_bootstrap=0)
     assert pd.read_csv(tmp_path / "t.csv")["estimate"].iloc[0] == pytest.approx(clipped["estimate"].iloc[0])

@@ -351,6 +351,8 @@ class _Weighted(OffPolicyEstimator):
     max_weight: float = math.inf
     min_pscore: float = 0.0
     name: str = ""
+    #: divide by the mean weight (SNIPS) instead of n (IPS).
+    self_normalized: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         mw = float(self.max_weight)
@@ -389,6 +391,11 @@ class _Weighted(OffPolicyEstimator):
         inputs.cache[key] = w
         return w
 
+    def terms(self, inputs: Inputs) -> Terms:
+        """Weighted rewards: ``mean(w·r)``, divided by ``mean(w)`` when :attr:`self_normalized`."""
+        w = self.weights(inputs)
+        return Terms(((w * inputs.reward, w if self.self_normalized else None),), w)
+
 
 @dataclass(frozen=True)
 class InverseProbabilityWeighting(_Weighted):
@@ -402,10 +409,6 @@ class InverseProbabilityWeighting(_Weighted):
 
     name: str = "IPS"
 
-    def terms(self, inputs: Inputs) -> Terms:
-        w = self.weights(inputs)
-        return Terms(((w * inputs.reward, None),), w)
-
 
 @dataclass(frozen=True)
 class SelfNormalizedInverseProbabilityWeighting(_Weighted):
@@ -415,10 +418,7 @@ class SelfNormalizedInverseProbabilityWeighting(_Weighted):
     """
 
     name: str = "SNIPS"
-
-    def terms(self, inputs: Inputs) -> Terms:
-        w = self.weights(inputs)
-        return Terms(((w * inputs.reward, w),), w)
+    self_normalized: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 
 from routing_env.data.dataset import CostScale, LoggedDataset
 from routing_env.data.schema import feature_names as schema_feature_names
-from routing_env.data.schema import readonly
+from routing_env.data.schema import readonly, validate_models
 from routing_env.errors import ConfigurationError, PartialInformationError, SchemaError, ShapeError
 from routing_env.policy import Policy, check_features, check_models
 
@@ -77,9 +77,7 @@ class BanditFeedback:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        models = tuple(str(m) for m in self.models)
-        if not models or len(set(models)) != len(models):
-            raise SchemaError(f"models must be a non-empty list of unique names, got {list(models)}")
+        models = validate_models(self.models)
         set_(self, "models", models)
         action = _checked_action(self.action, len(models))
         n = action.shape[0]

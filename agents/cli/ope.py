@@ -157,9 +157,13 @@ def run(args: argparse.Namespace) -> int:
         )
     diag = table.attrs["diagnostics"]
     level = f"{1 - args.alpha:.0%}"
+    hidden = ["n_rounds", "cost_weight"] + (
+        [c for c in table.columns if c.startswith("boot_")] if not args.n_bootstrap else []
+    )
     print_table(
-        table.drop(columns=["n_rounds", "cost_weight"]),
-        title=f"off-policy estimates at λ = {weight:g} ({level} intervals: ci = normal, boot_ci = bootstrap)",
+        table.drop(columns=hidden),
+        title=f"off-policy estimates at λ = {weight:g} ({level} intervals: "
+        + ("ci = normal, boot_ci = bootstrap)" if args.n_bootstrap else "normal)"),
     )
     print(
         f"diagnostics: ESS {diag.ess:.1f} of {diag.n_rounds} rounds, mean weight {diag.mean_weight:.3f}, "

@@ -268,6 +268,8 @@ class TestValidation:
             LoggedDataset(**{**ok, "quality": [[0.0, 1.0, 1.0]]})  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match=r"models must be unique, got duplicates \['a'\]"):
             LoggedDataset(**{**ok, "models": ("a", "a")})  # type: ignore[arg-type]
+        with pytest.raises(SchemaError, match=r"quality and cost are required \(n, K\) arrays, got None"):
+            LoggedDataset(**{**ok, "quality": None})  # type: ignore[arg-type]
         with pytest.raises(ShapeError, match=r"features must have shape \(n, d\) with n = 1, got \(2, 3\)"):
             LoggedDataset(**{**ok, "features": np.zeros((2, 3))})  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match="logged_action and propensity go together"):

@@ -1,24 +1,28 @@
-"""Benchmark of the online router's HTTP service against a no-op endpoint of the same app, in the same run.
+"""Benchmark of the online router's HTTP service: the lean hot path against plain FastAPI endpoints, in one run.
 
-``routing-env serve`` (one uvicorn worker, LinUCB fitted on the bundled sample, SQLite store) runs on one CPU and
-this load generator (an asyncio client with raw keep-alive HTTP/1.1 connections) on another, over loopback. For
-each concurrency level the script times ``POST /v1/noop`` (server + network only: it reads the body and answers
-JSON on the same lean path as the hot endpoints, which skip FastAPI's request handling), ``POST /v1/route`` (a
-policy call on the request's features + a committed SQLite insert) and ``POST /v1/feedback`` (a committed insert
-+ an online update), then ``/v1/noop`` again; the reference is the mean of the two no-op runs. Concurrent writes
-share one commit (group commit); each request is acknowledged after its commit.
+Two servers run at once, each one uvicorn process on a loopback port (``experiments/_bench_app.py``: the production
+app with the benchmark's reference endpoints, LinUCB fitted on the bundled sample, its own SQLite store), pinned
+to one CPU while this load generator (an asyncio client with raw keep-alive HTTP/1.1 connections) runs on another:
 
-It also times ``POST /v1/floor``, the least a route can do on the same path (validate the body, one policy call,
-one sampled model, one grouped insert of the decision's core fields, the JSON answer; no idempotency, output checks,
-caches or counters), and prints how close ``/v1/route`` comes to it: the ratio that any route implementation could
-reach on this machine.
+- ``hot``: route and feedback on the lean hot path in front of FastAPI, as ``routing-env serve`` serves them;
+- ``fastapi``: the same app with route and feedback through their plain FastAPI endpoints (pydantic body,
+  response model).
 
-Reported: requests/s and their ratio to the no-op (target ≥ 0.5), p50 and p99 latency (targets: p50 ≤ 1 ms at
-concurrency 1, p99 ≤ 10 ms at concurrency 16), and decisions persisted per second (every acknowledged route is a
-committed row; checked against the store) next to the raw SQLite insert rate without HTTP. For context it also
-times ``POST /v1/noop-fastapi``, a plain FastAPI endpoint that does nothing, and prints the ratios to it.
+For each round (the two servers alternate, so drift on a shared machine hits both alike) and concurrency level it
+times ``POST /v1/route`` (a policy call on the request's features + a committed SQLite insert) and
+``POST /v1/feedback`` (a committed insert + an online update) on both servers. Concurrent writes share one commit
+(group commit); each request is acknowledged after its commit. On the hot server it also times the references:
+``POST /v1/noop`` (server + network only, on the lean path; before and after, the mean is the reference),
+``POST /v1/floor`` (the least a route can do on the same path: validate the body, one policy call, one sampled
+model, one grouped insert of the decision's core fields into a table of its own, the JSON answer) and
+``POST /v1/noop-fastapi`` (a plain FastAPI endpoint that does nothing).
 
-    python experiments/bench_server.py                      # full run (~1 min)
+Reported: requests/s and their ratio to the no-op, p50 and p99 latency per path, the hot path's gain over plain
+FastAPI (requests/s and p99 at each concurrency: the figure that decides whether the hot path pays for itself),
+and decisions persisted per second (every acknowledged route is a committed row; checked against each store) next
+to the raw SQLite insert rate without HTTP.
+
+    python experiments/bench_server.py                      # full run (~2 min)
     python experiments/bench_server.py --requests 200       # quick look
 """
 
@@ -53,6 +57,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU this load generator is pinned to")
     p.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds over the two servers")
+    p.add_argument(
+        "--paths", default="hot,fastapi", help="how route and feedback are served: hot, fastapi or both"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "experiments" / "results" / "bench_server.csv"))
     return p.parse_args()
@@ -130,10 +138,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(store: Path, policy: Path, port: int, cpu: int, synchronous: str) -> subprocess.Popen[bytes]:
+def start_server(
+    store: Path, policy: Path, port: int, cpu: int, synchronous: str, path: str
+) -> subprocess.Popen[bytes]:
+    """``experiments/_bench_app.py`` serving ``policy`` with route and feedback on ``path``, once it answers."""
     cmd = [
-        sys.executable, "-m", "agents.cli", "serve", "--store", str(store), "--policy", str(policy),
-        "--port", str(port), "--bench-endpoints", "--checkpoint-every", "1000", "--synchronous", synchronous,
+        sys.executable, str(REPO / "experiments" / "_bench_app.py"), "--store", str(store), "--policy", str(policy),
+        "--port", str(port), "--path", path, "--checkpoint-every", "1000", "--synchronous", synchronous,
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}), stderr=subprocess.DEVNULL
@@ -141,7 +152,7 @@ def start_server(store: Path, policy: Path, port: int, cpu: int, synchronous: st
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
+            raise RuntimeError(f"the {path} server exited with status {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
                 if r.status == 200:
@@ -149,14 +160,14 @@ def start_server(store: Path, policy: Path, port: int, cpu: int, synchronous: st
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the server did not start within 120 s")
+    raise RuntimeError(f"the {path} server did not start within 120 s")
 
 
 def sqlite_insert_rate(tmp: Path, n: int, synchronous: str) -> float:
-    """Decisions per second that DecisionStore commits one by one in process (no HTTP)."""
-    from agents.online.stores.sqlite import Decision, DecisionStore
+    """Decisions per second that SQLiteDecisionStore commits one by one in process (no HTTP)."""
+    from agents.online import Decision, SQLiteDecisionStore
 
-    store = DecisionStore(tmp / "raw.db", synchronous=synchronous)  # type: ignore[arg-type]
+    store = SQLiteDecisionStore(tmp / "raw.db", synchronous=synchronous)  # type: ignore[arg-type]
     store.record_policy("v1", "bench", ("a", "b"), 16, time.time())
     x = np.zeros(16, dtype=np.float32)
     p = np.array([0.5, 0.5])
@@ -170,10 +181,117 @@ def sqlite_insert_rate(tmp: Path, n: int, synchronous: str) -> float:
     return rate
 
 
+# ---------------------------------------------------------------------------------------------------- measurement
+Timing = dict[
+    tuple[str, str, int], list[tuple[float, np.ndarray]]
+]  # (path, endpoint, c) → (elapsed s, latencies)
+
+
+def measure_round(
+    port: int,
+    path: str,
+    c: int,
+    features: list[bytes],
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    timing: Timing,
+) -> int:
+    """One round at concurrency ``c`` on the ``path`` server; returns the routes it acknowledged."""
+    warm, timed = features[: args.warmup], features[args.warmup :]
+    noop_body = [b"{}"] * args.requests
+
+    def timed_run(endpoint: str, bodies: list[bytes], warmup: list[bytes]) -> list[bytes]:
+        elapsed, lat, out = asyncio.run(run_level(port, f"/v1/{endpoint}", bodies, c, warmup))
+        timing.setdefault((path, endpoint, c), []).append((elapsed, lat))
+        return out
+
+    if path == "hot":
+        timed_run("noop", noop_body, [b"{}"] * args.warmup)
+        timed_run("floor", timed, warm)
+    route_out = timed_run("route", timed, warm)
+    ids = [json.loads(r)["decision_id"] for r in route_out]
+    fb_bodies = [
+        json.dumps({"decision_id": d, "quality": float(q), "cost": 1e-4}).encode()
+        for d, q in zip(ids, rng.random(len(ids)))
+    ]
+    timed_run("feedback", fb_bodies, [])
+    if path == "hot":
+        timed_run("noop", noop_body, [])
+        timed_run("noop-fastapi", noop_body, [b"{}"] * args.warmup)
+    return len(timed) + len(warm)
+
+
+def summarise(timing: Timing, requests: int) -> list[dict[str, object]]:
+    """One CSV row per (path, endpoint, concurrency): requests/s over all its runs, p50 and p99 of every request."""
+    noop = {
+        c: requests * len(runs) / sum(e for e, _ in runs) for (p, e, c), runs in timing.items() if e == "noop"
+    }
+    rows: list[dict[str, object]] = []
+    for (path, endpoint, c), runs in timing.items():
+        rps = len(runs) * requests / sum(elapsed for elapsed, _ in runs)
+        lat = np.concatenate([lat for _, lat in runs])
+        rows.append(
+            {
+                "path": path,
+                "endpoint": endpoint,
+                "concurrency": c,
+                "requests": len(lat),
+                "req_per_s": round(rps, 1),
+                "ratio_to_noop": round(rps / noop[c], 3) if c in noop else "",
+                "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+                "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+            }
+        )
+    return rows
+
+
+def report(rows: list[dict[str, object]], levels: list[int], paths: list[str]) -> None:
+    print(f"{'path':<9}{'endpoint':<14}{'conc':>5}{'req/s':>10}{'÷noop':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for r in rows:
+        print(
+            f"{r['path']:<9}{r['endpoint']:<14}{r['concurrency']:>5}{r['req_per_s']:>10}{r['ratio_to_noop']:>8}"
+            f"{r['p50_ms']:>9}{r['p99_ms']:>9}"
+        )
+    by = {(r["path"], r["endpoint"], r["concurrency"]): r for r in rows}
+    if set(paths) == {"hot", "fastapi"}:
+        print(
+            "hot path against plain FastAPI endpoints (the figure that decides whether the hot path is kept):"
+        )
+        for endpoint in ("route", "feedback"):
+            for c in levels:
+                hot, plain = by["hot", endpoint, c], by["fastapi", endpoint, c]
+                gain = float(hot["req_per_s"]) / float(plain["req_per_s"]) - 1  # type: ignore[arg-type]
+                p99 = float(hot["p99_ms"]) / float(plain["p99_ms"])  # type: ignore[arg-type]
+                p50 = float(hot["p50_ms"]) / float(plain["p50_ms"])  # type: ignore[arg-type]
+                print(
+                    f"  {endpoint:<9}c={c:<3} requests/s {gain:+.0%}, p50 ×{p50:.2f}, p99 ×{p99:.2f} "
+                    f"({hot['req_per_s']} vs {plain['req_per_s']}/s; p99 {hot['p99_ms']} vs {plain['p99_ms']} ms)"
+                )
+    if "hot" in paths:
+        for c in levels:
+            floor, route = by["hot", "floor", c], by["hot", "route", c]
+            print(
+                f"c={c}: the floor (the least a route can do) reaches {floor['ratio_to_noop']} of the no-op; "
+                f"route reaches {float(route['req_per_s']) / float(floor['req_per_s']):.2f} of the floor"  # type: ignore[arg-type]
+            )
+    for path in paths:
+        for endpoint in ("route", "feedback"):
+            checks = []
+            if 1 in levels:
+                checks.append(f"p50 ≤ 1 ms at c=1: {float(by[path, endpoint, 1]['p50_ms']) <= 1.0}")  # type: ignore[arg-type]
+            if 16 in levels:
+                checks.append(f"p99 ≤ 10 ms at c=16: {float(by[path, endpoint, 16]['p99_ms']) <= 10.0}")  # type: ignore[arg-type]
+            if checks:
+                print(f"  [{path} {endpoint}] " + "; ".join(checks))
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    paths = [p for p in args.paths.split(",") if p]
+    if not paths or set(paths) - {"hot", "fastapi"}:
+        raise SystemExit(f"--paths must list hot and/or fastapi, got {args.paths!r}")
     ncpu = os.cpu_count() or 1
     pinned = args.server_cpu != args.client_cpu and max(args.server_cpu, args.client_cpu) < ncpu
     if pinned:
@@ -181,6 +299,7 @@ def main() -> None:
     else:
         print(f"note: cannot pin server and client to separate CPUs on {ncpu} CPU(s); running unpinned")
 
+    from agents.online import SQLiteDecisionStore
     from agents.routers import LinUCB
     from routing_env.data import load_sample
 
@@ -190,115 +309,59 @@ def main() -> None:
     rows = rng.integers(sample.n_queries, size=args.requests + args.warmup)
     features = [json.dumps({"features": sample.features[r].tolist()}).encode() for r in rows]
 
-    results: list[dict[str, object]] = []
+    timing: Timing = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         policy_dir = policy.save(tmp / "policy")
-        store = tmp / "store.db"
-        port = free_port()
-        server = start_server(store, policy_dir, port, args.server_cpu if pinned else 0, args.synchronous)
-        routed = 0
+        servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+        routed = dict.fromkeys(paths, 0)
         try:
-            for c in levels:
-                warm, timed = features[: args.warmup], features[args.warmup :]
-                noop_body = [b"{}"] * args.requests
-                level: dict[str, tuple[float, np.ndarray]] = {}
-                t1, l1, _ = asyncio.run(run_level(port, "/v1/noop", noop_body, c, [b"{}"] * args.warmup))
-                tfl, lfl, _ = asyncio.run(run_level(port, "/v1/floor", timed, c, warm))
-                tr, lr, route_out = asyncio.run(run_level(port, "/v1/route", timed, c, warm))
-                routed += len(timed) + len(warm)
-                ids = [json.loads(r)["decision_id"] for r in route_out]
-                quality = rng.random(len(ids))
-                fb_bodies = [
-                    json.dumps({"decision_id": d, "quality": float(q), "cost": 1e-4}).encode()
-                    for d, q in zip(ids, quality)
-                ]
-                tf, lf, _ = asyncio.run(run_level(port, "/v1/feedback", fb_bodies, c, []))
-                t2, l2, _ = asyncio.run(run_level(port, "/v1/noop", noop_body, c, []))
-                tfa, lfa, _ = asyncio.run(
-                    run_level(port, "/v1/noop-fastapi", noop_body, c, [b"{}"] * args.warmup)
+            for path in paths:
+                port = free_port()
+                cpu = args.server_cpu if pinned else 0
+                servers[path] = (
+                    port,
+                    start_server(tmp / f"{path}.db", policy_dir, port, cpu, args.synchronous, path),
                 )
-                noop_rps = 0.5 * (args.requests / t1 + args.requests / t2)
-                level["noop"] = (noop_rps, np.concatenate([l1, l2]))
-                level["noop-fastapi"] = (args.requests / tfa, lfa)
-                level["floor"] = (args.requests / tfl, lfl)
-                level["route"] = (args.requests / tr, lr)
-                level["feedback"] = (args.requests / tf, lf)
-                for endpoint, (rps, lat) in level.items():
-                    results.append(
-                        {
-                            "endpoint": endpoint,
-                            "concurrency": c,
-                            "requests": args.requests,
-                            "req_per_s": round(rps, 1),
-                            "ratio_to_noop": round(rps / noop_rps, 3),
-                            "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
-                            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
-                        }
-                    )
+            for _ in range(args.rounds):
+                for c in levels:
+                    for path in paths:
+                        routed[path] += measure_round(servers[path][0], path, c, features, args, rng, timing)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-        from agents.online import DecisionStore
-
-        persisted = DecisionStore(store).max_decision_seq()
-        if persisted != routed:
-            raise RuntimeError(f"{routed} routes were acknowledged but the store holds {persisted} decisions")
+            for _, proc in servers.values():
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+        for path in paths:
+            persisted = SQLiteDecisionStore(tmp / f"{path}.db").max_decision_seq()
+            if persisted != routed[path]:
+                raise RuntimeError(
+                    f"{routed[path]} routes were acknowledged by the {path} server but its store holds {persisted}"
+                )
         raw_rate = sqlite_insert_rate(tmp, 2000, args.synchronous)
 
-    print(f"\nserver on CPU {args.server_cpu}, load generator on CPU {args.client_cpu} (pinned: {pinned}); "
-          f"SQLite synchronous={args.synchronous}; {args.requests} timed requests per cell")  # fmt: skip
-    by = {(r["endpoint"], r["concurrency"]): r for r in results}
-    print(f"{'endpoint':<14}{'conc':>5}{'req/s':>10}{'÷noop':>8}{'÷fastapi':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for r in results:
-        fastapi_rps = float(by["noop-fastapi", r["concurrency"]]["req_per_s"])  # type: ignore[arg-type]
-        print(
-            f"{r['endpoint']:<14}{r['concurrency']:>5}{r['req_per_s']:>10}{r['ratio_to_noop']:>8}"
-            f"{float(r['req_per_s']) / fastapi_rps:>10.3f}{r['p50_ms']:>9}{r['p99_ms']:>9}"  # type: ignore[arg-type]
-        )
+    print(f"\nservers on CPU {args.server_cpu}, load generator on CPU {args.client_cpu} (pinned: {pinned}); "
+          f"SQLite synchronous={args.synchronous}; {args.rounds} rounds × {args.requests} timed requests per cell")  # fmt: skip
+    results = summarise(timing, args.requests)
+    report(results, levels, paths)
+    best_route = max(float(r["req_per_s"]) for r in results if r["endpoint"] == "route")  # type: ignore[arg-type]
     print(
-        "÷noop: to the no-op on the hot endpoints' own path (the target's reference); ÷fastapi: to a plain "
-        "FastAPI endpoint that does nothing"
+        f"decisions persisted per second over HTTP: {best_route:.0f} (every acknowledged route is in its store)"
     )
-    checks = []
-    for endpoint in ("route", "feedback"):
-        for c in levels:
-            checks.append((f"{endpoint} c={c} ratio ≥ 0.5", float(by[endpoint, c]["ratio_to_noop"]) >= 0.5))  # type: ignore[arg-type]
-        if 1 in levels:
-            checks.append((f"{endpoint} p50 ≤ 1 ms at c=1", float(by[endpoint, 1]["p50_ms"]) <= 1.0))  # type: ignore[arg-type]
-        if 16 in levels:
-            checks.append((f"{endpoint} p99 ≤ 10 ms at c=16", float(by[endpoint, 16]["p99_ms"]) <= 10.0))  # type: ignore[arg-type]
-    for c in levels:
-        floor = by["floor", c]
-        print(
-            f"c={c}: the floor (the least a route can do) reaches {floor['ratio_to_noop']} of the no-op; "
-            f"route reaches {float(by['route', c]['req_per_s']) / float(floor['req_per_s']):.2f} of the floor"  # type: ignore[arg-type]
-        )
-    best_route = max(float(by["route", c]["req_per_s"]) for c in levels)  # type: ignore[arg-type]
-    print(
-        f"decisions persisted per second over HTTP: {best_route:.0f} (all {persisted} acknowledged routes in the store)"
-    )
-    print(f"raw SQLite commits per second (DecisionStore.insert_decision, no HTTP): {raw_rate:.0f}")
-    for name, ok in checks:
-        print(f"  [{'met' if ok else 'NOT met'}] {name}")
+    print(f"raw SQLite commits per second (SQLiteDecisionStore.insert_decision, no HTTP): {raw_rate:.0f}")
     results.append(
-        {"endpoint": "sqlite_insert", "concurrency": 1, "requests": 2000, "req_per_s": round(raw_rate, 1)}
+        {
+            "path": "",
+            "endpoint": "sqlite_insert",
+            "concurrency": 1,
+            "requests": 2000,
+            "req_per_s": round(raw_rate, 1),
+        }
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["path", "endpoint", "concurrency", "requests", "req_per_s", "ratio_to_noop", "p50_ms", "p99_ms"]
     with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(
-            fh,
-            fieldnames=[
-                "endpoint",
-                "concurrency",
-                "requests",
-                "req_per_s",
-                "ratio_to_noop",
-                "p50_ms",
-                "p99_ms",
-            ],
-        )
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(results)
     print(f"wrote {out}")

@@ -6,7 +6,11 @@ family at once. Messages name the argument or column, the offending value and wh
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class RoutingEnvError(Exception):
@@ -15,6 +19,10 @@ class RoutingEnvError(Exception):
 
 class SchemaError(RoutingEnvError, ValueError):
     """A logged table does not follow the canonical format (missing column, bad value, duplicate row...)."""
+
+
+class FileFormatError(SchemaError):
+    """A file cannot be read as the format it claims (truncated, corrupt, empty, or another format)."""
 
 
 class PriceError(SchemaError):
@@ -53,6 +61,22 @@ class OPEWarning(RoutingEnvWarning):
     """An off-policy estimate may be unreliable (support violation, tiny propensities, small effective sample)."""
 
 
-def warn(message: str, category: type[Warning] = DataWarning, stacklevel: int = 3) -> None:
-    """Emit a routing-env warning attributed to the caller of the public function."""
-    warnings.warn(message, category, stacklevel=stacklevel)
+def warn(message: str, category: type[Warning] = DataWarning, stacklevel: int | None = 3) -> None:
+    """Emit a routing-env warning attributed to the caller of the public function.
+
+    ``stacklevel=None`` attributes it to the first caller outside the ``routing_env`` package, however deep the
+    helper that warns.
+    """
+    warnings.warn(message, category, stacklevel=_external_stacklevel() if stacklevel is None else stacklevel)
+
+
+def _external_stacklevel() -> int:
+    """The ``stacklevel`` (as seen from :func:`warn`) of the first frame outside this package."""
+    level = 1
+    frame = sys._getframe(2)  # the caller of warn(); level 1 is warn() itself
+    while frame is not None:
+        level += 1
+        if not frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    return level

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
+from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.policy import CascadePolicy, Policy, check_models
 
 __all__ = [
@@ -114,12 +114,7 @@ class PolicyEvaluation:
 def _require_full_information(dataset: LoggedDataset, what: str) -> None:
     if not isinstance(dataset, LoggedDataset):
         raise ConfigurationError(f"dataset must be a LoggedDataset, got {type(dataset).__name__}")
-    if not dataset.is_full_information:
-        missing = int((~np.isfinite(dataset.quality) | ~np.isfinite(dataset.cost)).sum())
-        raise PartialInformationError(
-            f"{what} needs every model's outcome on every query, but {missing} query × model cells of this "
-            "dataset are unobserved; score partial logs with routing_env.ope.estimate_policy_value"
-        )
+    dataset.require_full_information(what)
     if dataset.n_queries == 0:
         raise ConfigurationError(f"{what} needs at least one query, got an empty dataset")
 

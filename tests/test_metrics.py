@@ -123,8 +123,16 @@ def test_partial_information_is_refused() -> None:
     cost = ds.cost.copy()
     cost[0, 1] = np.nan
     partial = LoggedDataset(models=ds.models, query_ids=ds.query_ids, quality=quality, cost=cost)
-    with pytest.raises(PartialInformationError, match="1 query × model cells"):
+    with pytest.raises(
+        PartialInformationError,
+        match=(
+            rf"evaluate_policy needs every model's outcome on every query, but 1 of {ds.n_queries} queries lack an "
+            rf"outcome: model '{ds.models[1]}' has no row on 1 query\. Keep the {ds.n_queries - 1} complete queries "
+            r"with dataset\.complete_only\(\)\."
+        ),
+    ):
         evaluate_policy(partial, FixedProbs(ds.models, [1.0, 0.0]))
+    evaluate_policy(partial.complete_only(), FixedProbs(ds.models, [1.0, 0.0]))
     with pytest.raises(PartialInformationError, match="oracle needs every model"):
         oracle(partial)
 

@@ -44,11 +44,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger requests get 413")
     p.add_argument("--policy-root", help="only allow hot swaps to policy directories inside this one")
     p.add_argument(
-        "--bench-endpoints",
-        action="store_true",
-        help="add POST /v1/noop, /v1/noop-fastapi and /v1/floor (for benchmarks)",
-    )
-    p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -57,11 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_router(args: argparse.Namespace) -> OnlineRouter:
     """The :class:`~agents.online.OnlineRouter` the arguments describe (restored when the store has a checkpoint)."""
-    from agents.online import DecisionStore, OnlineRouter
+    from agents.online import OnlineRouter, open_store
     from routing_env.errors import ConfigurationError
     from routing_env.policy import load_policy
 
-    store = DecisionStore(args.store, synchronous=args.synchronous)
+    store = open_store(args.store, synchronous=args.synchronous)
     options = {
         "cost_weight": args.cost_weight,
         "cost_scale": args.cost_scale,
@@ -95,12 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.online import create_app
 
     router = build_router(args)
-    app = create_app(
-        router,
-        max_body_bytes=args.max_body_bytes,
-        policy_root=args.policy_root,
-        bench_endpoints=args.bench_endpoints,
-    )
+    app = create_app(router, max_body_bytes=args.max_body_bytes, policy_root=args.policy_root)
     print(
         f"routing-env serve: version {router.version!r} on http://{args.host}:{args.port} "
         f"(store {args.store})",

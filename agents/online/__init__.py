@@ -1,8 +1,10 @@
-"""The online router: route → decision id → (delayed) feedback → online update, durable on SQLite.
+"""The online router: route → decision id → (delayed) feedback → online update, durable in a decision store.
 
 - :class:`OnlineRouter` serves a policy (or a cascade policy), logs every decision with its propensity and learns
   from feedback; :meth:`OnlineRouter.restore` resumes after a crash with a bit-identical policy.
-- :class:`DecisionStore` is the SQLite (WAL) log; ``export()`` gives the traffic in the canonical logged format.
+- :class:`DecisionStore` is the protocol of its durable log; :class:`SQLiteDecisionStore` (SQLite in WAL mode) is
+  the default implementation and :func:`open_store` opens the store a path names. ``export()`` gives the traffic
+  in the canonical logged format.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
 """
@@ -11,9 +13,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
-from agents.online.router import Observation, OnlineRouter, RouterConfig
-from agents.online.stores.sqlite import Checkpoint, Decision, DecisionStore, Feedback, Step
+from agents.online.router import Observation, OnlineRouter
+from agents.online.stores import (
+    Checkpoint,
+    Decision,
+    DecisionStore,
+    Feedback,
+    PolicyVersion,
+    SQLiteDecisionStore,
+    Step,
+    StoreCounts,
+    open_store,
+)
 
 __all__ = [
     "Checkpoint",
@@ -24,9 +37,13 @@ __all__ = [
     "Feedback",
     "Observation",
     "OnlineRouter",
+    "PolicyVersion",
     "RouterConfig",
+    "SQLiteDecisionStore",
     "Step",
+    "StoreCounts",
     "create_app",
+    "open_store",
 ]
 
 

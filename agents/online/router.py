@@ -1,4 +1,4 @@
-"""`OnlineRouter`: route → decision id → (delayed) feedback → online update, durable in a :class:`DecisionStore`.
+"""`OnlineRouter`: route → decision id → (delayed) feedback → online update, durable in a decision store.
 
 The loop follows the rank/reward API of Azure Personalizer and Microsoft's Decision Service:
 
@@ -20,76 +20,31 @@ that never crashed.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import os
-import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from agents.online.cascades import call_costs, stop_draw, stop_returns
+from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError
-from agents.online.stores.sqlite import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
+from agents.online.monitoring import prometheus_text
+from agents.online.sampling import draw, renormalise, uniform
+from agents.online.stores import open_store
+from agents.online.stores.base import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
 from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeError
 from routing_env.policy import CascadePolicy, CostAwarePolicy, check_features, load_policy
 
 Kind = Literal["route", "cascade"]
 # Open decisions a router keeps in memory for their feedback (about 1 KB each at d = 64).
 _OPEN_CACHE = 100_000
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    """Hyperparameters of an :class:`OnlineRouter` (validated on construction).
-
-    Attributes:
-        cost_weight: λ of the reward ``quality − λ·cost/cost_scale``; ``None`` = the policy's own ``cost_weight``
-            attribute when it has one, else 0.
-        cost_scale: USD per unit of λ (e.g. the mean cost of the most expensive model per call); ``None`` = the
-            policy's fitted ``cost_scale_`` when it has one, else 1.0.
-        checkpoint_every: save the policy after this many applied updates (≥ 1).
-        feedback_timeout_s: seconds after which an open decision expires (``None`` = wait forever).
-        default_quality: quality in [0, 1] applied to expired decisions, or ``None`` to learn nothing from them.
-        model_costs: USD per call of each model, used when feedback omits ``cost`` (else 0).
-        seed: root seed of the per-decision sampling RNGs.
-    """
-
-    cost_weight: float | None = None
-    cost_scale: float | None = None
-    checkpoint_every: int = 100
-    feedback_timeout_s: float | None = None
-    default_quality: float | None = None
-    model_costs: Mapping[str, float] = field(default_factory=dict)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.cost_weight is not None and not (math.isfinite(self.cost_weight) and self.cost_weight >= 0):
-            raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {self.cost_weight!r}")
-        if self.cost_scale is not None and not (math.isfinite(self.cost_scale) and self.cost_scale > 0):
-            raise ConfigurationError(f"cost_scale must be a positive USD amount, got {self.cost_scale!r}")
-        if int(self.checkpoint_every) < 1:
-            raise ConfigurationError(f"checkpoint_every must be ≥ 1, got {self.checkpoint_every!r}")
-        if self.feedback_timeout_s is not None and not (
-            math.isfinite(self.feedback_timeout_s) and self.feedback_timeout_s > 0
-        ):
-            raise ConfigurationError(
-                f"feedback_timeout_s must be a positive number of seconds or None, got {self.feedback_timeout_s!r}"
-            )
-        if self.default_quality is not None and not (0.0 <= self.default_quality <= 1.0):
-            raise ConfigurationError(
-                f"default_quality must lie in [0, 1] or be None, got {self.default_quality!r}"
-            )
-        for model, c in self.model_costs.items():
-            if not (math.isfinite(c) and c >= 0):
-                raise ConfigurationError(f"model_costs[{model!r}] must be a USD amount ≥ 0, got {c!r}")
-        if int(self.seed) < 0:
-            raise ConfigurationError(f"seed must be ≥ 0, got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +87,8 @@ class OnlineRouter:
         policy: a :class:`~routing_env.policy.Policy` (``models``, ``action_probabilities``; learners add
             ``update`` or ``update_outcomes``) or a :class:`~routing_env.policy.CascadePolicy`. It must have
             ``save(dir)`` (checkpoints) and be loadable with :func:`routing_env.policy.load_policy`.
-        store: the :class:`DecisionStore` (or a path to its SQLite file).
+        store: the :class:`~agents.online.stores.base.DecisionStore`, or a path or URL for
+            :func:`~agents.online.stores.open_store` (a path: a SQLite file, created when absent).
         cost_weight, featurizer, …: see :class:`RouterConfig`. ``featurizer`` (``transform(prompts) -> (n, d)``)
             turns prompts into features; default the policy's own ``featurizer`` attribute.
         version: the policy's version id (default ``v<n>``, n = versions served by the store so far + 1).
@@ -166,7 +122,7 @@ class OnlineRouter:
             model_costs={str(k): float(v) for k, v in (model_costs or {}).items()},
             seed=int(seed),
         )
-        self.store = store if isinstance(store, DecisionStore) else DecisionStore(store)
+        self.store: DecisionStore = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self._lock = threading.RLock()
         self._featurizer_override = featurizer
         self._decision_seq = self.store.max_decision_seq()
@@ -284,11 +240,11 @@ class OnlineRouter:
         """
         if "version" in kwargs:
             raise ConfigurationError("restore() takes the version from the checkpoint; do not pass version=")
-        db = store if isinstance(store, DecisionStore) else DecisionStore(store)
+        db = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         ckpt = db.latest_checkpoint()
         if ckpt is None:
             raise ConfigurationError(
-                f"the store {db.path} has no policy checkpoint to restore; start it with OnlineRouter(policy, store)"
+                f"the store {db.location} has no policy checkpoint to restore; start it with OnlineRouter(policy, store)"
             )
         policy = load_policy(ckpt.path)
         router = cls(policy, db, version=ckpt.policy_version, _restoring=True, **kwargs)
@@ -315,7 +271,7 @@ class OnlineRouter:
             ckpt = self.store.latest_checkpoint()
             if ckpt is None:
                 raise ConfigurationError(
-                    f"the store {self.store.path} has no policy checkpoint to resync from"
+                    f"the store {self.store.location} has no policy checkpoint to resync from"
                 )
             served = self._inspect(load_policy(ckpt.path), ckpt.policy_version)
             if self.config.cost_weight is not None and served.cost_aware:
@@ -415,8 +371,8 @@ class OnlineRouter:
             seq = self._decision_seq + 1
             if s.kind == "route":
                 probs = self._probabilities(x, lam if cost_weight is not None and s.cost_aware else None)
-                sampled = probs if allowed is None else _renormalise(probs, allowed)
-                action = _draw(sampled, _uniform(self.config.seed, seq))
+                sampled = probs if allowed is None else renormalise(probs, allowed)
+                action = draw(sampled, uniform(self.config.seed, seq))
                 max_calls = 1
             else:
                 if allowed is not None and not allowed[0]:
@@ -575,18 +531,8 @@ class OnlineRouter:
             if forced:
                 p_stop, stop, propensity = 1.0, True, 1.0
             else:
-                p_stop = float(
-                    np.asarray(s.policy.stop_probabilities(d.features[None, :], signals[None, :])).reshape(
-                        -1
-                    )[0]
-                )
-                if not (0.0 <= p_stop <= 1.0):
-                    raise ConfigurationError(
-                        f"{type(s.policy).__name__}.stop_probabilities returned {p_stop!r}, expected [0, 1]"
-                    )
-                u = _uniform(self.config.seed, d.seq, t + 1)
-                stop = bool(u < p_stop)
-                propensity = p_stop if stop else 1.0 - p_stop
+                u = uniform(self.config.seed, d.seq, t + 1)
+                p_stop, stop, propensity = stop_draw(s.policy, d.features, signals, u)
             n_calls = d.n_calls if stop else d.n_calls + 1
             step = Step(decision_id, t, time.time(), signal, cost, stop, float(propensity), forced)
             current = t if stop else t + 1
@@ -618,7 +564,7 @@ class OnlineRouter:
             latency_s: seconds, ≥ 0 (stored and exported; not part of the reward).
 
         Returns:
-            the stored :class:`~agents.online.stores.sqlite.Feedback` (reward, apply ``seq``, whether the policy learned).
+            the stored :class:`~agents.online.stores.base.Feedback` (reward, apply ``seq``, whether the policy learned).
 
         Raises:
             DecisionNotFoundError: unknown id.
@@ -701,28 +647,8 @@ class OnlineRouter:
 
     def _call_costs(self, d: Decision, total: float | None) -> list[float]:
         """USD cost of each call of the decision: reported per call (observe), the rest from ``total``."""
-        if d.kind == "route":
-            if total is None:
-                total = self.config.model_costs.get(d.model, 0.0)
-            return [float(total)]
-        steps = {st.step: st.cost for st in self.store.steps(d.decision_id)}
-        known = [steps.get(i) for i in range(d.n_calls)]
-        if total is None:
-            return [
-                float(c) if c is not None else self.config.model_costs.get(d.models[i], 0.0)
-                for i, c in enumerate(known)
-            ]
-        unknown = [i for i, c in enumerate(known) if c is None]
-        rest = max(float(total) - sum(c for c in known if c is not None), 0.0)
-        if not unknown:
-            # The reported total wins over the per-call reports: scale them to it.
-            per_call = [float(c) for c in known if c is not None]
-            reported = sum(per_call)
-            if reported > 0:
-                return [c * (float(total) / reported) for c in per_call]
-            return [float(total) / len(per_call)] * len(per_call)
-        share = rest / len(unknown)
-        return [float(c) if c is not None else share for c in known]
+        reported = {} if d.kind == "route" else {st.step: st.cost for st in self.store.steps(d.decision_id)}
+        return call_costs(d, reported, total, self.config.model_costs)
 
     def _apply(self, fb: Feedback, d: Decision) -> None:
         """Update the policy with one stored feedback (used live and when replaying after a restart)."""
@@ -737,15 +663,8 @@ class OnlineRouter:
         else:
             steps = self.store.steps(d.decision_id)
             costs = self._call_costs(d, fb.cost)
-            signals = np.array([st.signal for st in steps], dtype=np.float64)
-            for st in steps:
-                if st.forced:
-                    continue
-                later = float(sum(costs[st.step + 1 :]))
-                ret = fb.quality - d.cost_weight * later / self._served.cost_scale
-                s.policy.update(
-                    x, signals[None, : st.step + 1], np.array([st.stop]), np.array([ret], dtype=np.float64)
-                )
+            for signals, stop, ret in stop_returns(steps, costs, fb.quality, d.cost_weight, s.cost_scale):
+                s.policy.update(x, signals, stop, ret)
         self.n_applied += 1
 
     # ------------------------------------------------------------------ missing feedback
@@ -832,58 +751,12 @@ class OnlineRouter:
 
     def prometheus(self) -> str:
         """The :meth:`stats` in Prometheus' text exposition format (version 0.0.4)."""
-        st = self.stats()
-
-        def esc(v: str) -> str:
-            return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-        lines = [
-            "# HELP routing_env_decisions_total Routing decisions logged.",
-            "# TYPE routing_env_decisions_total counter",
-        ]
-        lines += [
-            f'routing_env_decisions_total{{model="{esc(m)}"}} {n}'
-            for m, n in sorted(st["decisions_by_model"].items())
-        ]
-        lines += [
-            "# HELP routing_env_feedback_total Feedback received (source=client) or defaulted (source=default).",
-            "# TYPE routing_env_feedback_total counter",
-        ]
-        for source in ("client", "default"):
-            lines.append(f'routing_env_feedback_total{{source="{source}"}} {st["feedback"].get(source, 0)}')
-        lines += [
-            "# HELP routing_env_pending_decisions Decisions waiting for feedback.",
-            "# TYPE routing_env_pending_decisions gauge",
-            f"routing_env_pending_decisions {st['pending']}",
-            "# HELP routing_env_policy_updates_total Feedback applied to the policy since the process started.",
-            "# TYPE routing_env_policy_updates_total counter",
-            f"routing_env_policy_updates_total {st['applied_updates']}",
-            "# HELP routing_env_reward_sum Sum of rewards by model.",
-            "# TYPE routing_env_reward_sum counter",
-        ]
-        lines += [
-            f'routing_env_reward_sum{{model="{esc(m)}"}} {v!r}'
-            for m, v in sorted(st["reward_sum_by_model"].items())
-        ]
-        lines += [
-            "# HELP routing_env_reward_count Rewards received by model.",
-            "# TYPE routing_env_reward_count counter",
-        ]
-        lines += [
-            f'routing_env_reward_count{{model="{esc(m)}"}} {n}'
-            for m, n in sorted(st["feedback_by_model"].items())
-        ]
-        lines += [
-            "# HELP routing_env_policy_info The policy version being served.",
-            "# TYPE routing_env_policy_info gauge",
-            f'routing_env_policy_info{{version="{esc(st["policy_version"])}",kind="{st["policy_kind"]}"}} 1',
-        ]
-        return "\n".join(lines) + "\n"
+        return prometheus_text(self.stats())
 
     def __repr__(self) -> str:
         return (
             f"OnlineRouter(policy={type(self.policy).__name__}, version={self.version!r}, "
-            f"store={str(self.store.path)!r})"
+            f"store={self.store.location!r})"
         )
 
 
@@ -896,41 +769,3 @@ def _finite(value: Any, name: str) -> float:
     if not math.isfinite(out):
         raise ConfigurationError(f"{name} must be finite, got {value!r}")
     return out
-
-
-def _uniform(seed: int, seq: int, step: int = 0) -> float:
-    """A uniform number in [0, 1) determined by ``(seed, seq, step)``: BLAKE2b of the three as 64-bit integers.
-
-    Counter-based, so a decision's draw depends on nothing but its sequence number (no generator state to
-    checkpoint), and about 50 times cheaper than seeding a numpy generator per request.
-    """
-    digest = hashlib.blake2b(struct.pack("<QQQ", seed, seq, step), digest_size=8).digest()
-    return (int.from_bytes(digest, "little") >> 11) * 2.0**-53
-
-
-def _renormalise(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """``probs (K,)`` restricted to ``allowed (K,) bool`` and rescaled to sum to 1 (uniform if it has no mass)."""
-    q = np.where(allowed, probs, 0.0)
-    total = q.sum()
-    if total <= 0:
-        return allowed / allowed.sum()
-    return q / total
-
-
-def _draw(probs: np.ndarray, u: float) -> int:
-    """Index drawn from ``probs (K,)`` with the uniform number ``u`` in [0, 1); never a zero-probability index.
-
-    Inverse CDF on a Python list (K is small; numpy's per-call overhead would dominate a request).
-    """
-    values = probs.tolist()
-    cdf = []
-    acc = 0.0
-    for q in values:
-        acc += q
-        cdf.append(acc)
-    target = u * acc
-    for a, c in enumerate(cdf):
-        if c > target:
-            return a
-    # Float rounding at the top end: the last model with mass.
-    return max(a for a, q in enumerate(values) if q > 0)

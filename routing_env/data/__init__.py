@@ -1,6 +1,6 @@
 """Logged query × model outcomes: the canonical schema, `LoggedDataset`, loaders and the synthetic generator."""
 
-from routing_env.data.dataset import LoggedDataset, oracle_from_arrays
+from routing_env.data.dataset import LoggedDataset, MissingOutcomes, oracle_from_arrays
 from routing_env.data.featurizers import (
     FeaturizedSplit,
     Featurizer,
@@ -33,6 +33,7 @@ __all__ = [
     "FeaturizedSplit",
     "Featurizer",
     "LoggedDataset",
+    "MissingOutcomes",
     "ModelCard",
     "QueryFeaturizer",
     "SentenceEmbeddingFeaturizer",

@@ -17,10 +17,8 @@ which it shares: derived datasets (``select``, ``split``…) and large builds av
 
 from __future__ import annotations
 
-import csv
-import json
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -29,56 +27,92 @@ import numpy as np
 import pandas as pd
 
 from routing_env.data import schema as S
+from routing_env.data.files import StoredExtras, check_suffix, read_canonical, write_canonical
 from routing_env.data.schema import ModelCard, as_model_cards
 from routing_env.errors import (
     ConfigurationError,
     ModelMismatchError,
-    PriceError,
+    PartialInformationError,
     SchemaError,
     ShapeError,
     warn,
 )
 
-Normalize = Literal["minmax", "clip"]
+Normalize = S.Normalize
 CostScale = float | Literal["max_mean"]
 
-_META_KEY = b"routing_env"
-_OPTIONAL_MATRICES = ("latency", "signal", "input_tokens", "output_tokens")
-_MATRIX_COLUMNS = {
-    "latency": S.LATENCY,
-    "signal": S.SIGNAL,
-    "input_tokens": S.INPUT_TOKENS,
-    "output_tokens": S.OUTPUT_TOKENS,
-}
 
+@dataclass(frozen=True)
+class MissingOutcomes:
+    """What a dataset lacks for full information (see :meth:`LoggedDataset.missing_outcomes`).
 
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
-    if a is not None:
-        a.setflags(write=False)
-    return a
-
-
-def _owned(value: Any, dtype: type) -> np.ndarray:
-    """``value`` as an array of ``dtype`` that nobody else can modify.
-
-    A read-only array of the right dtype (whose bases are read-only too) is shared as is; this is how datasets
-    derived from one another, and callers building large datasets, avoid a second copy. Anything else is copied.
+    Attributes:
+        n_queries: n.
+        n_incomplete: queries where at least one model has no known outcome.
+        unlogged: per model, the number of queries without a logged row (models with none left out).
+        nan_quality: per model, the number of logged rows whose quality is NaN (models with none left out).
+        bandit_logs: the dataset holds bandit logs (one logged model per query, with propensities).
     """
-    if isinstance(value, np.ndarray) and value.dtype == dtype:
-        base: Any = value
-        while isinstance(base, np.ndarray):
-            if base.flags.writeable:
-                break
-            base = base.base
+
+    n_queries: int
+    n_incomplete: int
+    unlogged: Mapping[str, int]
+    nan_quality: Mapping[str, int]
+    bandit_logs: bool
+
+    @property
+    def complete(self) -> bool:
+        """Every model's outcome is known on every query."""
+        return self.n_incomplete == 0
+
+    def describe(self) -> str:
+        """One sentence with the counts, e.g. ``"3 of 40 queries lack an outcome: model 'c' has no row on 2
+        queries; model 'b' has a NaN quality on 1 logged row"``."""
+        if self.complete:
+            return f"every model has an outcome on each of the {_plural(self.n_queries, 'query', 'queries')}"
+        if self.bandit_logs:
+            return (
+                "these are bandit logs: only the logged model's outcome is known on each of the "
+                f"{_plural(self.n_queries, 'query', 'queries')}"
+            )
+        parts = [
+            f"model {m!r} has no row on {_plural(c, 'query', 'queries')}" for m, c in _largest(self.unlogged)
+        ]
+        parts += [
+            f"model {m!r} has a NaN quality on {_plural(c, 'logged row', 'logged rows')}"
+            for m, c in _largest(self.nan_quality)
+        ]
+        hidden = len(self.unlogged) + len(self.nan_quality) - len(parts)
+        more = f"; … ({hidden} more models)" if hidden > 0 else ""
+        return (
+            f"{self.n_incomplete} of {_plural(self.n_queries, 'query', 'queries')} lack an outcome: "
+            + "; ".join(parts)
+            + more
+        )
+
+    def remedy(self, alternative: str | None = None) -> str:
+        """What to do about it, as a sentence; ``alternative`` (another remedy of the caller) is appended."""
+        if self.bandit_logs:
+            text = (
+                "Evaluate policies on bandit logs off-policy with routing_env.ope "
+                "(BanditFeedback.from_dataset, estimate_policy_value)"
+            )
+        elif self.n_incomplete < self.n_queries:
+            text = (
+                f"Keep the {self.n_queries - self.n_incomplete} complete queries with dataset.complete_only()"
+            )
         else:
-            return value
-    return np.array(value, dtype=dtype, copy=True)
+            text = "No query is complete: collect the missing outcomes"
+        return f"{text}{', ' + alternative if alternative else ''}."
 
 
-def _examples(values: Iterable[Any], limit: int = 5) -> str:
-    items = [v.item() if isinstance(v, np.generic) else v for v in values]
-    shown = ", ".join(repr(v) for v in items[:limit])
-    return shown + (f" … ({len(items)} in all)" if len(items) > limit else "")
+def _plural(count: int, singular: str, plural: str) -> str:
+    return f"{count} {singular if count == 1 else plural}"
+
+
+def _largest(counts: Mapping[str, int], limit: int = 5) -> list[tuple[str, int]]:
+    """The ``limit`` largest counts, largest first (ties in the given order)."""
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,140 +156,36 @@ class LoggedDataset:
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        models = tuple(str(m) for m in self.models)
-        if len(models) == 0:
-            raise SchemaError("models must name at least one model, got an empty list")
-        if len(set(models)) != len(models):
-            dup = sorted({m for m in models if models.count(m) > 1})
-            raise SchemaError(f"models must be unique, got duplicates {dup}")
-        set_(self, "models", models)
-        k = len(models)
-        qids = np.asarray(self.query_ids, dtype=object)
-        if qids.ndim != 1:
-            raise ShapeError(f"query_ids must be 1-D (n,), got shape {qids.shape}")
-        n = qids.shape[0]
-        set_(self, "query_ids", qids)
-
-        def matrix(name: str, value: Any, dtype: type) -> np.ndarray | None:
-            if value is None:
-                return None
-            arr = _owned(value, dtype)
-            if arr.shape != (n, k):
-                raise ShapeError(f"{name} must have shape (n, K) = ({n}, {k}), got {arr.shape}")
-            return arr
-
-        def blank_unobserved(arr: np.ndarray, seen: np.ndarray) -> np.ndarray:
-            # Cells without a logged row carry no outcome: keep them NaN whatever the caller passed.
-            stale = ~seen & ~np.isnan(arr)
-            if stale.any():
-                arr = arr.copy() if not arr.flags.writeable else arr
-                arr[stale] = np.nan
-            return arr
-
-        quality = matrix("quality", self.quality, np.float64)
-        cost = matrix("cost", self.cost, np.float64)
-        assert quality is not None and cost is not None
-        observed = matrix("observed", self.observed, bool)
+        models = S.validate_models(self.models)
+        qids = S.validate_query_ids(self.query_ids)
+        shape = (qids.shape[0], len(models))
+        quality = S.owned_matrix("quality", self.quality, shape, np.float64)
+        cost = S.owned_matrix("cost", self.cost, shape, np.float64)
+        if quality is None or cost is None:
+            raise SchemaError("quality and cost are required (n, K) arrays, got None")
+        observed = S.owned_matrix("observed", self.observed, shape, bool)
         if observed is None:
             observed = ~np.isnan(quality) | ~np.isnan(cost)
-        bad_q = observed & ~np.isnan(quality) & ((quality < 0) | (quality > 1))
-        if bad_q.any():
-            i, j = np.argwhere(bad_q)[0]
-            raise SchemaError(
-                f"quality must lie in [0, 1]; query {qids[i]!r}, model {models[j]!r} has {float(quality[i, j])!r} "
-                f"({int(bad_q.sum())} cells out of range). Use from_frame(normalize='minmax'|'clip') "
-                "for judge scores on another scale"
-            )
-        if np.isinf(quality).any():
-            raise SchemaError("quality must be finite or NaN (not observed), got ±inf")
-        nan_cost = observed & np.isnan(cost)
-        if nan_cost.any():
-            i, j = np.argwhere(nan_cost)[0]
-            raise SchemaError(
-                f"cost is NaN for query {qids[i]!r}, model {models[j]!r} ({int(nan_cost.sum())} observed cells); "
-                "every logged call needs a USD cost, or input_tokens/output_tokens and a price card"
-            )
-        bad_c = observed & ((cost < 0) | np.isinf(cost))
-        if bad_c.any():
-            i, j = np.argwhere(bad_c)[0]
-            raise SchemaError(
-                f"cost must be a finite USD amount ≥ 0; query {qids[i]!r}, model {models[j]!r} has {float(cost[i, j])!r}"
-            )
-        quality = blank_unobserved(quality, observed)
-        cost = blank_unobserved(cost, observed)
-        set_(self, "quality", _readonly(quality))
-        set_(self, "cost", _readonly(cost))
-        set_(self, "observed", _readonly(observed))
-
-        for name in _OPTIONAL_MATRICES:
-            arr = matrix(name, getattr(self, name), np.float32)
-            if arr is not None:
-                negative = arr < 0  # NaN compares False
-                if name != "signal" and negative.any():
-                    raise SchemaError(f"{_MATRIX_COLUMNS[name]} must be ≥ 0, got {float(arr[negative][0])!r}")
-                if np.isinf(arr).any():
-                    raise SchemaError(f"{_MATRIX_COLUMNS[name]} must be finite or NaN, got ±inf")
-                # Like quality and cost: a cell without a logged call has no tokens, latency or signal.
-                arr = blank_unobserved(arr, observed)
-            set_(self, name, _readonly(arr))
-
-        feats = self.features
-        if feats is None:
-            feats = np.zeros((n, 0), dtype=np.float32)
-        feats = _owned(feats, np.float32)
-        if feats.ndim != 2 or feats.shape[0] != n:
-            raise ShapeError(f"features must have shape (n, d) with n = {n}, got {feats.shape}")
-        if not np.isfinite(feats).all():
-            rows = np.unique(np.argwhere(~np.isfinite(feats))[:, 0])
-            raise SchemaError(
-                f"features must be finite; queries {_examples(qids[rows])} have NaN or inf features"
-            )
-        names = self.feature_names
-        names = S.feature_names(feats.shape[1]) if names is None else tuple(str(x) for x in names)
-        if len(names) != feats.shape[1]:
-            raise ShapeError(f"feature_names has {len(names)} names for {feats.shape[1]} feature columns")
-        set_(self, "features", _readonly(feats))
+        quality, cost = S.validate_outcomes(quality, cost, observed, qids, models)
+        feats, names = S.validate_features(self.features, self.feature_names, qids)
+        bandit = S.validate_bandit_log(self.logged_action, self.propensity, observed, qids)
+        set_(self, "models", models)
+        set_(self, "query_ids", qids)
+        set_(self, "quality", S.readonly(quality))
+        set_(self, "cost", S.readonly(cost))
+        set_(self, "observed", S.readonly(observed))
+        for name in S.OPTIONAL_MATRICES:
+            arr = S.validate_optional_matrix(name, getattr(self, name), shape, observed)
+            set_(self, name, None if arr is None else S.readonly(arr))
+        set_(self, "features", S.readonly(feats))
         set_(self, "feature_names", names)
-
         for name in ("prompts", "tasks"):
-            value = getattr(self, name)
-            if value is not None:
-                arr = np.asarray(value, dtype=object)
-                if arr.shape != (n,):
-                    raise ShapeError(f"{name} must have shape (n,) = ({n},), got {arr.shape}")
-                set_(self, name, _readonly(arr.copy()))
-
-        if (self.logged_action is None) != (self.propensity is None):
-            raise SchemaError("logged_action and propensity go together: give both or neither")
-        if self.logged_action is not None and self.propensity is not None:
-            act = np.array(self.logged_action, dtype=np.int64, copy=True)
-            prop = np.array(self.propensity, dtype=np.float64, copy=True)
-            if act.shape != (n,) or prop.shape != (n,):
-                raise ShapeError(
-                    f"logged_action and propensity must have shape ({n},), got {act.shape} and {prop.shape}"
-                )
-            if ((act < 0) | (act >= k)).any():
-                raise SchemaError(f"logged_action must be in [0, {k}), got {act[(act < 0) | (act >= k)][0]}")
-            bad_p = ~((prop > 0) & (prop <= 1))
-            if bad_p.any():
-                i = int(np.flatnonzero(bad_p)[0])
-                raise SchemaError(
-                    f"propensity must lie in (0, 1]; query {qids[i]!r} has {float(prop[i])!r} "
-                    f"({int(bad_p.sum())} rows). A zero propensity means the logged arm could not be chosen"
-                )
-            if not observed[np.arange(n), act].all():
-                i = int(np.flatnonzero(~observed[np.arange(n), act])[0])
-                raise SchemaError(f"query {qids[i]!r}: the logged action has no logged outcome row")
-            set_(self, "logged_action", _readonly(act))
-            set_(self, "propensity", _readonly(prop))
-
-        cards = as_model_cards(self.model_cards)
-        unknown = sorted(set(cards) - set(models))
-        if unknown:
-            raise PriceError(
-                f"the price table names models {unknown} that are not in the data (models: {list(models)})"
-            )
-        set_(self, "model_cards", dict(cards))
+            text = S.validate_per_query(name, getattr(self, name), shape[0])
+            set_(self, name, None if text is None else S.readonly(text))
+        if bandit is not None:
+            set_(self, "logged_action", S.readonly(bandit[0]))
+            set_(self, "propensity", S.readonly(bandit[1]))
+        set_(self, "model_cards", S.validate_model_cards(as_model_cards(self.model_cards), models))
         set_(self, "meta", dict(self.meta))
 
     # ------------------------------------------------------------------ basic properties
@@ -284,6 +214,33 @@ class LoggedDataset:
     def has_propensities(self) -> bool:
         """The data are bandit logs with the logging policy's action and propensity per query."""
         return self.propensity is not None
+
+    def missing_outcomes(self) -> MissingOutcomes:
+        """Which outcomes the dataset lacks for full information, counted per model."""
+        known = np.isfinite(self.quality) & np.isfinite(self.cost)
+        unlogged = (~self.observed).sum(axis=0)
+        nan_quality = (self.observed & np.isnan(self.quality)).sum(axis=0)
+        return MissingOutcomes(
+            n_queries=self.n_queries,
+            n_incomplete=int((~known.all(axis=1)).sum()),
+            unlogged={m: int(c) for m, c in zip(self.models, unlogged) if c},
+            nan_quality={m: int(c) for m, c in zip(self.models, nan_quality) if c},
+            bandit_logs=self.has_propensities,
+        )
+
+    def require_full_information(self, what: str, alternative: str | None = None) -> None:
+        """Refuse partial data for ``what`` (an operation that needs every model's outcome on every query).
+
+        Raises:
+            PartialInformationError: naming the counts of missing outcomes and the remedy
+                (:meth:`complete_only`, or off-policy evaluation for bandit logs), then ``alternative``.
+        """
+        gaps = self.missing_outcomes()
+        if gaps.complete:
+            return
+        raise PartialInformationError(
+            f"{what} needs every model's outcome on every query, but {gaps.describe()}. {gaps.remedy(alternative)}"
+        )
 
     def model_index(self, model: str) -> int:
         try:
@@ -393,258 +350,54 @@ class LoggedDataset:
             quality_range: ``(low, high)`` of the judge scale for ``normalize="minmax"`` (e.g. ``(1, 10)``).
             meta: provenance notes to carry along.
         """
-        if not isinstance(frame, pd.DataFrame):
-            raise SchemaError(f"from_frame expects a pandas DataFrame, got {type(frame).__name__}")
-        columns = [str(c) for c in frame.columns]
-        missing = [c for c in S.REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise SchemaError(f"missing required columns {missing}; the frame has {columns}")
         cards = as_model_cards(model_cards)
-        has_tokens = S.INPUT_TOKENS in columns and S.OUTPUT_TOKENS in columns
-        if S.COST not in columns and not (has_tokens and cards):
-            raise SchemaError(
-                "missing required column 'cost': give a USD cost per row, or input_tokens and output_tokens "
-                "plus model_cards with the price per 1M tokens"
-            )
-        feat_cols = S.feature_columns(columns)
-        expected_feats = list(S.feature_names(len(feat_cols)))
-        if feat_cols != expected_feats:
-            raise SchemaError(f"feature columns must be x_0 … x_{{d-1}} without gaps, got {feat_cols}")
-        known = set(S.REQUIRED_COLUMNS) | set(S.PER_ROW_COLUMNS) | set(S.PER_QUERY_COLUMNS) | set(feat_cols)
-        extra = [c for c in columns if c not in known]
-        if extra:
-            warn(
-                f"from_frame ignores columns that are not part of the canonical format: {extra}; "
-                "rename per-query features to x_0 … x_{d-1} to keep them"
-            )
-        if len(frame) == 0:
-            raise SchemaError("the frame has no rows")
-
-        qid_col = frame[S.QUERY_ID]
-        model_col = frame[S.MODEL]
-        if qid_col.isna().any() or model_col.isna().any():
-            col = S.QUERY_ID if qid_col.isna().any() else S.MODEL
-            raise SchemaError(f"column {col!r} has missing values in {int(frame[col].isna().sum())} rows")
-        qid_str = qid_col.astype(str).to_numpy(dtype=object)
-        model_str = model_col.astype(str).to_numpy(dtype=object)
-        q_codes, q_uniques = pd.factorize(qid_str, sort=False)
-        if models is None:
-            m_codes, m_uniques = pd.factorize(model_str, sort=False)
-            model_names = tuple(str(m) for m in m_uniques)
-        else:
-            model_names = tuple(str(m) for m in models)
-            lookup = {m: i for i, m in enumerate(model_names)}
-            m_codes = np.fromiter(
-                (lookup.get(m, -1) for m in model_str), dtype=np.int64, count=len(model_str)
-            )
-            if (m_codes < 0).any():
-                raise ModelMismatchError(
-                    f"the frame has models {_examples(sorted(set(model_str[m_codes < 0])))} that are not in "
-                    f"models={list(model_names)}"
-                )
-        n, k = len(q_uniques), len(model_names)
-        flat = q_codes.astype(np.int64) * k + m_codes
-        counts = np.bincount(flat, minlength=n * k)
-        if (counts > 1).any():
-            dup = np.flatnonzero(counts > 1)
-            pairs = [(str(q_uniques[c // k]), model_names[c % k]) for c in dup[:5]]
-            raise SchemaError(
-                f"duplicate (query_id, model) rows: {pairs}{' …' if len(dup) > 5 else ''} ({len(dup)} pairs); "
-                "each query × model outcome must appear once"
-            )
-        unknown_cards = sorted(set(cards) - set(model_names))
-        if unknown_cards:
-            raise PriceError(
-                f"the price table names models {unknown_cards} that are not in the data (models: {list(model_names)})"
-            )
-
-        def numeric(col: str) -> np.ndarray:
-            series = frame[col]
-            # Copies: pandas may hand out read-only views (copy-on-write), and costs are filled in place below.
-            if series.dtype == bool or str(series.dtype) == "boolean":
-                return np.array(series.astype("float64").to_numpy(), dtype=np.float64, copy=True)
-            try:
-                return np.array(
-                    pd.to_numeric(series, errors="raise").astype("float64").to_numpy(),
-                    dtype=np.float64,
-                    copy=True,
-                )
-            except (ValueError, TypeError):
-                bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()]
-                raise SchemaError(
-                    f"column {col!r} must be numeric, got values like {_examples(bad.unique())}"
-                ) from None
-
-        def scatter(values: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-            out: np.ndarray = np.full(n * k, np.nan, dtype=dtype)
-            out[flat] = values
-            return out.reshape(n, k)
-
+        feat_cols = S.check_frame_columns(frame, cards)
+        layout = S.frame_layout(frame, models)
+        S.validate_model_cards(cards, layout.models)
         notes = dict(meta or {})
-        q = numeric(S.QUALITY)
-        if np.isinf(q).any():
-            raise SchemaError(
-                "column 'quality' has ±inf values; use NaN for an outcome that was not observed"
-            )
-        finite_q = q[~np.isnan(q)]
-        out_of_range = finite_q.size and (finite_q.min() < 0 or finite_q.max() > 1)
-        if normalize == "minmax":
-            lo, hi = (
-                quality_range if quality_range is not None else (float(finite_q.min()), float(finite_q.max()))
-            )
-            if not hi > lo:
-                raise ConfigurationError(f"quality_range must have high > low, got {(lo, hi)}")
-            if finite_q.size and (finite_q.min() < lo or finite_q.max() > hi):
-                raise SchemaError(
-                    f"quality values [{finite_q.min()}, {finite_q.max()}] fall outside quality_range={(lo, hi)}"
-                )
-            q = (q - lo) / (hi - lo)
-            notes["quality_normalization"] = f"minmax from [{lo}, {hi}] to [0, 1]"
-        elif normalize == "clip":
-            n_clipped = int(((finite_q < 0) | (finite_q > 1)).sum())
-            q = np.clip(q, 0.0, 1.0)
-            notes["quality_normalization"] = f"clipped into [0, 1] ({n_clipped} values changed)"
-            if n_clipped:
-                warn(f"normalize='clip' changed {n_clipped} quality values into [0, 1]")
-        elif normalize is not None:
-            raise ConfigurationError(f"normalize must be None, 'minmax' or 'clip', got {normalize!r}")
-        elif out_of_range:
-            raise SchemaError(
-                f"column 'quality' must lie in [0, 1], got values in [{finite_q.min()}, {finite_q.max()}]; "
-                "pass normalize='minmax' (with quality_range=(low, high) for a judge scale such as (1, 10)) "
-                "or normalize='clip' to map it explicitly"
-            )
+        quality = S.normalized_quality(S.numeric_column(frame, S.QUALITY), normalize, quality_range, notes)
+        values = S.optional_columns(frame, layout)
+        cost = S.row_costs(frame, layout, cards, values, notes)
+        S.warn_unobserved_models(layout.models, layout.scatter(quality))
+        bandit = S.bandit_columns(frame, layout)
+        columns = layout.columns
 
-        cost = numeric(S.COST) if S.COST in columns else np.full(len(frame), np.nan)
-        tokens: dict[str, np.ndarray] = {}
-        for col in (S.INPUT_TOKENS, S.OUTPUT_TOKENS):
-            if col in columns:
-                tokens[col] = numeric(col)
-        need = np.isnan(cost)
-        if need.any() and has_tokens and cards:
-            for j, name in enumerate(model_names):
-                rows = need & (m_codes == j)
-                if not rows.any():
-                    continue
-                if name not in cards:
-                    raise PriceError(
-                        f"model {name!r} has rows without a cost and no price card to compute it from tokens "
-                        f"(cards: {sorted(cards)})"
-                    )
-                cost[rows] = cards[name].cost(tokens[S.INPUT_TOKENS][rows], tokens[S.OUTPUT_TOKENS][rows])
-            notes.setdefault(
-                "cost", "computed from input_tokens/output_tokens and the price cards where not logged"
-            )
-        if np.isnan(cost).any():
-            i = int(np.flatnonzero(np.isnan(cost))[0])
-            raise SchemaError(
-                f"column 'cost' is NaN in {int(np.isnan(cost).sum())} rows (first: query {qid_str[i]!r}, "
-                f"model {model_str[i]!r}); give a USD cost, or token counts and a price card for that model"
-            )
-        if (cost < 0).any():
-            i = int(np.flatnonzero(cost < 0)[0])
-            raise SchemaError(
-                f"column 'cost' must be ≥ 0 USD, got {float(cost[i])!r} for query {qid_str[i]!r}, model {model_str[i]!r}"
-            )
+        def matrix(name: str) -> np.ndarray | None:
+            col = S.OPTIONAL_MATRICES[name]
+            return layout.scatter(values[col]) if col in values else None
 
-        observed_flat = np.zeros(n * k, dtype=bool)
-        observed_flat[flat] = True
-        observed = observed_flat.reshape(n, k)
-        empty = [model_names[j] for j in range(k) if not np.isfinite(scatter(q)[:, j]).any()]
-        if empty:
-            warn(f"models {empty} have no observed quality in the data")
-
-        kwargs: dict[str, Any] = {}
-        for name, col in _MATRIX_COLUMNS.items():
-            if col in columns:
-                values = tokens[col] if col in tokens else numeric(col)
-                kwargs[name] = scatter(values)
-
-        # Per-query columns must agree on every row of a query; keep the first row's value.
-        first_row = np.full(n, -1, dtype=np.int64)
-        first_row[q_codes[::-1]] = np.arange(len(frame) - 1, -1, -1)
-
-        def per_query(col: str) -> np.ndarray:
-            values = frame[col].to_numpy(dtype=object)
-            first = values[first_row]
-            same = (
-                pd.Series(values).fillna("\x00nan").to_numpy()
-                == pd.Series(first[q_codes]).fillna("\x00nan").to_numpy()
-            )
-            if not same.all():
-                bad = sorted({str(q_uniques[c]) for c in q_codes[~same]})
-                raise SchemaError(f"column {col!r} differs between rows of the same query: {_examples(bad)}")
-            return first
-
-        if S.PROMPT in columns:
-            prompts = per_query(S.PROMPT)
-            kwargs["prompts"] = np.array([None if _is_missing(p) else p for p in prompts], dtype=object)
-        if S.TASK in columns:
-            tasks = per_query(S.TASK)
-            kwargs["tasks"] = np.array([None if pd.isna(t) else str(t) for t in tasks], dtype=object)
-        if feat_cols:
-            x = frame[feat_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-            if np.isnan(x).any():
-                rows = np.unique(np.argwhere(np.isnan(x))[:, 0])
-                raise SchemaError(
-                    f"feature columns must be numeric with no missing values; queries "
-                    f"{_examples(sorted({str(qid_str[r]) for r in rows}))} have NaN or non-numeric features"
-                )
-            first_x = x[first_row]
-            ragged = ~(x == first_x[q_codes]).all(axis=1)
-            if ragged.any():
-                bad = sorted({str(q_uniques[c]) for c in q_codes[ragged]})
-                raise SchemaError(
-                    f"ragged features: x_* differ between rows of the same query {_examples(bad)}"
-                )
-            kwargs["features"] = first_x.astype(np.float32)
-
-        if S.PROPENSITY in columns or S.LOGGED in columns:
-            prop = numeric(S.PROPENSITY) if S.PROPENSITY in columns else None
-            if S.LOGGED in columns:
-                logged_raw = frame[S.LOGGED]
-                if logged_raw.isna().any():
-                    raise SchemaError("column 'logged' must be true/false on every row, got missing values")
-                logged = logged_raw.astype(bool).to_numpy()
-            else:
-                assert prop is not None
-                logged = ~np.isnan(prop)
-            if prop is None:
-                raise SchemaError(
-                    "column 'logged' needs a 'propensity' column with the logging probabilities"
-                )
-            per_query_logged = np.bincount(q_codes[logged], minlength=n)
-            if (per_query_logged != 1).any():
-                bad = [str(q_uniques[i]) for i in np.flatnonzero(per_query_logged != 1)]
-                raise SchemaError(
-                    f"bandit logs need exactly one logged row per query; queries {_examples(bad)} have "
-                    f"{sorted(set(per_query_logged[per_query_logged != 1].tolist()))} logged rows"
-                )
-            p_logged = prop[logged]
-            bad_p = ~((p_logged > 0) & (p_logged <= 1))
-            if bad_p.any():
-                rows = np.flatnonzero(logged)[bad_p]
-                raise SchemaError(
-                    f"column 'propensity' must lie in (0, 1] on logged rows, got {_examples(prop[rows])} "
-                    f"(queries {_examples(qid_str[rows])})"
-                )
-            action = np.empty(n, dtype=np.int64)
-            propensity = np.empty(n, dtype=np.float64)
-            action[q_codes[logged]] = m_codes[logged]
-            propensity[q_codes[logged]] = p_logged
-            kwargs["logged_action"] = action
-            kwargs["propensity"] = propensity
-
-        return cls(
-            models=model_names,
-            query_ids=np.asarray(q_uniques, dtype=object),
-            quality=scatter(q),
-            cost=scatter(cost),
-            observed=observed,
+        dataset = cls(
+            models=layout.models,
+            query_ids=layout.query_ids,
+            quality=layout.scatter(quality),
+            cost=layout.scatter(cost),
+            observed=layout.observed(),
+            features=(
+                S.per_query_features(frame, feat_cols, layout)
+                if feat_cols
+                else np.zeros((layout.shape[0], 0), dtype=np.float32)
+            ),
+            latency=matrix("latency"),
+            signal=matrix("signal"),
+            input_tokens=matrix("input_tokens"),
+            output_tokens=matrix("output_tokens"),
+            prompts=S.per_query_text(frame, S.PROMPT, layout, keep_type=True)
+            if S.PROMPT in columns
+            else None,
+            tasks=S.per_query_text(frame, S.TASK, layout, keep_type=False) if S.TASK in columns else None,
+            logged_action=None if bandit is None else bandit[0],
+            propensity=None if bandit is None else bandit[1],
             model_cards=cards,
             meta=notes,
-            **kwargs,
         )
+        gaps = dataset.missing_outcomes()
+        if not gaps.complete and not gaps.bandit_logs:
+            warn(
+                f"{gaps.describe()}. Exact replay (evaluate_policy, gym.make, train_ppo) needs every outcome. "
+                f"{gaps.remedy('or impute the missing ones (routing_env.envs.OutcomeModel)')}",
+                stacklevel=None,
+            )
+        return dataset
 
     def to_frame(self) -> pd.DataFrame:
         """The canonical long table: one row per observed query × model cell, query-major, model order."""
@@ -655,7 +408,7 @@ class LoggedDataset:
             S.QUALITY: self.quality[qi, mj],
             S.COST: self.cost[qi, mj],
         }
-        for name, col in _MATRIX_COLUMNS.items():
+        for name, col in S.OPTIONAL_MATRICES.items():
             arr = getattr(self, name)
             if arr is None:
                 continue
@@ -690,33 +443,15 @@ class LoggedDataset:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no logged data at {path}")
-        suffix = path.suffix.lower()
-        stored: dict[str, Any] = {}
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-            raw = (table.schema.metadata or {}).get(_META_KEY)
-            if raw:
-                stored = json.loads(raw)
-            frame = table.to_pandas()
-        elif suffix == ".csv":
-            frame = _read_csv(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = _read_jsonl(path)
-        else:
-            raise SchemaError(f"cannot read {path}: expected a .parquet, .csv or .jsonl file, got {suffix!r}")
-        sidecar = _sidecar(path)
-        if suffix != ".parquet" and sidecar.exists():
-            stored = json.loads(sidecar.read_text())
-        if stored:
-            if "model_cards" not in kwargs and stored.get("model_cards"):
-                kwargs["model_cards"] = {c["name"]: ModelCard.from_dict(c) for c in stored["model_cards"]}
-            if "models" not in kwargs and stored.get("models"):
-                kwargs["models"] = stored["models"]
-            kwargs["meta"] = {**stored.get("meta", {}), **kwargs.get("meta", {})}
-            if stored.get("feature_names") and not kwargs.get("feature_names"):
-                kwargs["feature_names"] = stored["feature_names"]
+        frame, stored = read_canonical(path)
+        if stored is not None:
+            if "model_cards" not in kwargs and stored.model_cards:
+                kwargs["model_cards"] = {c.name: c for c in stored.model_cards}
+            if "models" not in kwargs and stored.models:
+                kwargs["models"] = list(stored.models)
+            kwargs["meta"] = {**stored.meta, **kwargs.get("meta", {})}
+            if stored.feature_names and not kwargs.get("feature_names"):
+                kwargs["feature_names"] = stored.feature_names
         names = kwargs.pop("feature_names", None)
         ds = cls.from_frame(frame, **kwargs)
         if names and len(names) == ds.n_features:
@@ -730,36 +465,14 @@ class LoggedDataset:
         ``<file>.meta.json`` sidecar for csv/jsonl, so :meth:`read` restores the same dataset.
         """
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson"):
-            raise SchemaError(
-                f"cannot save to {path}: expected a .parquet, .csv or .jsonl suffix, got {suffix!r}"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame = self.to_frame()
-        stored = {
-            "models": list(self.models),
-            "model_cards": [c.to_dict() for c in self.model_cards.values()],
-            "meta": dict(self.meta),
-            "feature_names": list(self.feature_names or ()),
-        }
-        if suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            metadata = dict(table.schema.metadata or {})
-            metadata[_META_KEY] = json.dumps(stored).encode()
-            pq.write_table(table.replace_schema_metadata(metadata), path)
-        else:
-            if suffix == ".csv":
-                # Quote every text field: pandas leaves a lone carriage return unquoted otherwise, which
-                # splits the row when read back.
-                frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
-            else:
-                _write_jsonl(frame, path)
-            _sidecar(path).write_text(json.dumps(stored, indent=1))
-        return path
+        check_suffix(path, "save")
+        extras = StoredExtras(
+            models=self.models,
+            model_cards=tuple(self.model_cards.values()),
+            meta=dict(self.meta),
+            feature_names=tuple(self.feature_names or ()),
+        )
+        return write_canonical(self.to_frame(), path, extras)
 
     # ------------------------------------------------------------------ selection
     def select(self, indices: np.ndarray | Sequence[int]) -> LoggedDataset:
@@ -807,6 +520,28 @@ class LoggedDataset:
                 f"mask must be a boolean array of shape ({self.n_queries},), got {m.dtype} {m.shape}"
             )
         return self.select(np.flatnonzero(m))
+
+    def complete_only(self) -> LoggedDataset:
+        """A dataset with only the queries on which every model's quality and cost is known (full information).
+
+        The dropped count goes to ``meta["complete_only"]``; a dataset that is already complete is returned as is.
+        Use it before :func:`~routing_env.metrics.evaluate_policy`, ``gym.make`` or training on logs where a model
+        is missing for some queries or a quality is NaN (:meth:`missing_outcomes` counts them).
+
+        Raises:
+            PartialInformationError: no query is complete (e.g. bandit logs, which call for off-policy evaluation).
+        """
+        keep = np.isfinite(self.quality).all(axis=1) & np.isfinite(self.cost).all(axis=1)
+        if keep.all():
+            return self
+        gaps = self.missing_outcomes()
+        if not keep.any():
+            raise PartialInformationError(
+                f"complete_only: no query has an outcome for every model; {gaps.describe()}. {gaps.remedy()}"
+            )
+        kept = self.filter(keep)
+        note = f"kept {int(keep.sum())} of {self.n_queries} queries, dropping those that lack an outcome ({gaps.describe()})"
+        return replace(kept, meta={**self.meta, "complete_only": note})
 
     def subset_models(self, models: Sequence[str]) -> LoggedDataset:
         """A dataset restricted to ``models`` (in that order).
@@ -991,65 +726,3 @@ def oracle_from_arrays(
     else:
         rank = np.argsort(np.argsort(np.nan_to_num(mean_cost, nan=np.inf), kind="stable"), kind="stable")
     return np.where(cand, rank[None, :], rewards.shape[1] + 1).argmin(axis=1).astype(np.int64)
-
-
-def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
-    # json.dumps writes floats with repr (shortest round-trip form), which pandas' to_json does not guarantee.
-    columns = list(frame.columns)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in frame.itertuples(index=False, name=None):
-            record = {
-                c: (None if _is_missing(v) else v.item() if isinstance(v, np.generic) else v)
-                for c, v in zip(columns, row)
-            }
-            fh.write(json.dumps(record, ensure_ascii=False))
-            fh.write("\n")
-
-
-_TEXT_COLUMNS = (S.QUERY_ID, S.MODEL, S.PROMPT, S.TASK)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    # Text columns keep strings such as "NA" or "None" as text: only an empty field is missing (so an empty
-    # prompt reads back as missing). Numeric columns use pandas' usual missing markers.
-    header = pd.read_csv(path, nrows=0).columns
-    text = [c for c in header if c in _TEXT_COLUMNS]
-    na_values: dict[str, list[str]] = {c: [""] for c in text}
-    for c in header:
-        if c not in text:
-            na_values[c] = ["", "nan", "NaN", "NA", "<NA>", "null", "NULL", "None", "N/A", "n/a"]
-    return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=na_values)
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    # json.loads keeps strings as strings and floats exact; pandas.read_json would coerce "123" prompts to numbers.
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SchemaError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise SchemaError(f"{path}:{lineno} must hold a JSON object, got {type(record).__name__}")
-            records.append(record)
-    frame = pd.DataFrame.from_records(records)
-    for col in frame.columns:
-        if col not in _TEXT_COLUMNS and frame[col].dtype == object:
-            # A numeric column with missing values (None) comes back as object; make it numeric again.
-            values = frame[col]
-            if values.map(
-                lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-            ).all():
-                frame[col] = pd.to_numeric(values)
-    return frame
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".meta.json")

@@ -110,6 +110,14 @@ def _write(directory: str | Path, kind: str, params: dict[str, Any], arrays: dic
     return path
 
 
+def _read_kind(directory: str | Path, expected: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(params, arrays)`` of a featurizer saved in ``directory``, refused unless it is of kind ``expected``."""
+    kind, params, arrays = _read(directory)
+    if kind != expected:
+        raise FeaturizerFormatError(f"{directory} holds a {kind!r} featurizer, not {expected!r}")
+    return params, arrays
+
+
 def _read(directory: str | Path) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
     path = Path(directory)
     spec = path / FEATURIZER_FILE
@@ -283,9 +291,7 @@ class TextFeaturizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> TextFeaturizer:
-        kind, params, arrays = _read(directory)
-        if kind != cls.kind:
-            raise FeaturizerFormatError(f"{directory} holds a {kind!r} featurizer, not {cls.kind!r}")
+        params, arrays = _read_kind(directory, cls.kind)
         obj = cls(**params)
         needed = {"buckets", "idf", "components", "mean", "scale"}
         if not needed <= set(arrays):
@@ -358,9 +364,7 @@ class TaskOneHot:
 
     @classmethod
     def load(cls, directory: str | Path) -> TaskOneHot:
-        kind, params, _ = _read(directory)
-        if kind != cls.kind:
-            raise FeaturizerFormatError(f"{directory} holds a {kind!r} featurizer, not {cls.kind!r}")
+        params, _ = _read_kind(directory, cls.kind)
         obj = cls(handle_unknown=params["handle_unknown"])
         obj.categories = tuple(params["categories"])
         return obj
@@ -571,9 +575,7 @@ class SentenceEmbeddingFeaturizer:
     @classmethod
     def load(cls, directory: str | Path) -> SentenceEmbeddingFeaturizer:
         """Restore the settings; the model itself is opened (from disk) on first use."""
-        kind, params, _ = _read(directory)
-        if kind != cls.kind:
-            raise FeaturizerFormatError(f"{directory} holds a {kind!r} featurizer, not {cls.kind!r}")
+        params, _ = _read_kind(directory, cls.kind)
         dim = params.pop("dimension", None)
         known = {"model", "normalize", "unit_variance", "batch_size", "device"}
         unknown = sorted(set(params) - known)
@@ -659,9 +661,7 @@ class QueryFeaturizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> QueryFeaturizer:
-        kind, params, _ = _read(directory)
-        if kind != cls.kind:
-            raise FeaturizerFormatError(f"{directory} holds a {kind!r} featurizer, not {cls.kind!r}")
+        params, _ = _read_kind(directory, cls.kind)
         text = load_featurizer(Path(directory) / "text")
         if not isinstance(text, (TextFeaturizer, SentenceEmbeddingFeaturizer)):
             raise FeaturizerFormatError(

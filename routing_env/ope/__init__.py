@@ -9,7 +9,10 @@
   ``SwitchDR``, ``DRos``);
 - :class:`RewardModel`: cross-fitted scikit-learn reward models for DM and the DR family;
 - :func:`estimate_policy_value`: all of the above as a tidy table with normal and bootstrap intervals, effective
-  sample sizes, and diagnostics emitted as :class:`~routing_env.errors.OPEWarning`.
+  sample sizes, and diagnostics emitted as :class:`~routing_env.errors.OPEWarning`;
+- :class:`PairedDifference`: ``V(candidate) − V(live)`` on the same logged rows with the interval on the difference,
+  and anytime-valid confidence sequences (:func:`confidence_sequence`, :class:`RunningSequence`) for monitoring that
+  re-tests as data arrive (:mod:`routing_env.ope.paired`).
 
 Example::
 
@@ -49,6 +52,14 @@ from routing_env.ope.estimators import (
 from routing_env.ope.evaluate import estimate_policy_value
 from routing_env.ope.feedback import BanditFeedback, simulate_bandit_feedback
 from routing_env.ope.intervals import bootstrap_values
+from routing_env.ope.paired import (
+    ConfidenceSequence,
+    PairedDifference,
+    PairedEstimate,
+    RunningSequence,
+    SequenceConfig,
+    confidence_sequence,
+)
 from routing_env.ope.reward_model import RewardModel
 
 __all__ = [
@@ -60,6 +71,7 @@ __all__ = [
     "SNDR",
     "SNIPS",
     "BanditFeedback",
+    "ConfidenceSequence",
     "DRos",
     "DiagnosticThresholds",
     "Diagnostics",
@@ -70,13 +82,18 @@ __all__ = [
     "InverseProbabilityWeighting",
     "OPEWarning",
     "OffPolicyEstimator",
+    "PairedDifference",
+    "PairedEstimate",
     "Replay",
     "RewardModel",
+    "RunningSequence",
     "SelfNormalizedDoublyRobust",
     "SelfNormalizedInverseProbabilityWeighting",
+    "SequenceConfig",
     "SwitchDR",
     "SwitchDoublyRobust",
     "bootstrap_values",
+    "confidence_sequence",
     "diagnose",
     "effective_sample_size",
     "estimate_policy_value",

@@ -63,6 +63,8 @@ class Diagnostics:
         n_tiny_propensity: rounds with a propensity below the threshold.
         unsupported_mass: mean target probability on actions the logger does not take (0 = no violation).
         unsupported_actions: indices of actions with target mass and no logger support (in some round/position).
+        n_deterministic: rounds logged with propensity 1, where the logger had no other choice: no policy that
+            chooses differently there can be evaluated on them.
         warnings: the messages emitted (also available when warnings are filtered out).
     """
 
@@ -75,6 +77,7 @@ class Diagnostics:
     n_tiny_propensity: int
     unsupported_mass: float
     unsupported_actions: tuple[int, ...]
+    n_deterministic: int
     warnings: tuple[str, ...]
 
     @property
@@ -117,7 +120,6 @@ def diagnose(
     rows = np.arange(n)
     pos = None if position is None else np.asarray(position, dtype=np.int64)
     flat = dist[rows, :, pos] if dist.ndim == 3 and pos is not None else dist
-    k = flat.shape[1]
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
     else:
@@ -128,50 +130,26 @@ def diagnose(
     mean_w = s1 / n
     # Weights are O(1) around their mean, so the one-pass variance loses nothing to cancellation here.
     se_w = math.sqrt(max(s2 - n * mean_w * mean_w, 0.0) / (n - 1) / n) if n > 1 else math.inf
-    messages: list[str] = []
-
-    # Support: only the (round, action) cells the logger cannot produce are read, so the common case of full
-    # support costs nothing beyond finding that there are none.
-    mass_rows = np.zeros(n)
-    unsupported_set: set[int] = set()
-    if logging_dist is not None and dist.ndim == 2:
-        ld = np.asarray(logging_dist)
-        if ld.min() <= 0:
-            hole = ld <= 0
-            mass_rows = np.where(hole, flat, 0.0).sum(axis=1)
-            unsupported_set.update(np.flatnonzero((hole & (flat > 0)).any(axis=0)).tolist())
-    elif dist.ndim == 3 and pos is not None:
-        seen = np.zeros((k, dist.shape[2]), dtype=bool)
-        seen[a, pos] = True
-        for j, slot in np.argwhere(~seen):
-            rows_at = pos == slot
-            col = flat[rows_at, j]
-            if (col > 0).any():
-                mass_rows[rows_at] += col
-                unsupported_set.add(int(j))
-    else:
-        seen1 = np.bincount(a, minlength=k) > 0
-        for j in np.flatnonzero(~seen1):
-            col = flat[:, j]
-            if (col > 0).any():
-                mass_rows += col
-                unsupported_set.add(int(j))
-    unsupported = np.array(sorted(unsupported_set), dtype=np.int64)
+    # A propensity of 1 says the logger had no choice on that round: its distribution there is known exactly
+    # (all mass on the logged action), so the target's mass elsewhere is unsupported, whatever other rounds show.
+    deterministic = p >= 1.0 - 1e-12
+    n_det = int(np.count_nonzero(deterministic))
+    mass_rows, unsupported, det_mass = _unsupported_mass(a, flat, dist, pos, logging_dist, deterministic)
     mass = float(mass_rows.mean())
-    if mass > 1e-12:
-        names = [models[j] if models else str(j) for j in unsupported[:8]]
-        messages.append(
-            f"support violation: the target puts {mass:.3%} of its probability on actions the logger never takes "
-            f"({', '.join(names)}{' …' if len(unsupported) > 8 else ''}); IPS/SNIPS cannot see those outcomes and "
-            "DR relies on the reward model there"
-        )
+    messages: list[str] = []
+    support = _support_message(
+        mass, det_mass, n_det, n, s1 == 0, [models[j] if models else str(j) for j in unsupported]
+    )
+    if support:
+        messages.append(support)
     tiny = int(np.count_nonzero(p < th.tiny_propensity))
     if tiny:
         messages.append(
             f"{tiny} of {n} rounds have a propensity below {th.tiny_propensity:g} (min {p.min():.3g}); their "
-            f"importance weights reach {float(w.max()):.3g}. Consider max_weight clipping, min_pscore, or SNIPS/DR"
+            f"importance weights reach {float(w.max()):.3g}. Consider clipping the weights (max_weight=...), "
+            "flooring the propensities (min_pscore=...), or SNIPS/DR"
         )
-    if ess < th.min_ess or ess < th.min_ess_ratio * n:
+    if s1 > 0 and (ess < th.min_ess or ess < th.min_ess_ratio * n):
         messages.append(
             f"small effective sample size: ESS = {ess:.1f} of {n} rounds ({ess / n:.2%}); the estimate rests on a "
             "few heavily weighted rounds"
@@ -183,7 +161,7 @@ def diagnose(
         )
     if emit:
         for m in messages:
-            warn(m, OPEWarning, stacklevel=4)
+            warn(m, OPEWarning, stacklevel=None)
     return Diagnostics(
         n_rounds=n,
         ess=ess,
@@ -193,6 +171,92 @@ def diagnose(
         min_propensity=float(p.min()),
         n_tiny_propensity=tiny,
         unsupported_mass=mass,
-        unsupported_actions=tuple(int(j) for j in unsupported),
+        unsupported_actions=unsupported,
+        n_deterministic=n_det,
         warnings=tuple(messages),
     )
+
+
+def _unsupported_mass(
+    a: np.ndarray,
+    flat: np.ndarray,
+    dist: np.ndarray,
+    pos: np.ndarray | None,
+    logging_dist: np.ndarray | None,
+    deterministic: np.ndarray,
+) -> tuple[np.ndarray, tuple[int, ...], float]:
+    """``(mass (n,), actions, deterministic mass)``: per round, the target probability on actions the logger
+    cannot take there; the actions that carry such mass somewhere; and the part of ``mean(mass)`` that comes
+    from the ``deterministic`` rounds (propensity 1).
+
+    Only the (round, action) cells the logger cannot produce are read, so the common case of full support costs
+    nothing beyond finding that there are none.
+    """
+    n, k = flat.shape
+    mass_rows = np.zeros(n)
+    unsupported: set[int] = set()
+    if logging_dist is not None and dist.ndim == 2:
+        ld = np.asarray(logging_dist)
+        if ld.min() <= 0:
+            hole = ld <= 0
+            mass_rows = np.where(hole, flat, 0.0).sum(axis=1)
+            unsupported.update(np.flatnonzero((hole & (flat > 0)).any(axis=0)).tolist())
+    elif dist.ndim == 3 and pos is not None:
+        seen = np.zeros((k, dist.shape[2]), dtype=bool)
+        seen[a, pos] = True
+        for j, slot in np.argwhere(~seen):
+            rows_at = pos == slot
+            col = flat[rows_at, j]
+            if (col > 0).any():
+                mass_rows[rows_at] += col
+                unsupported.add(int(j))
+    else:
+        seen1 = np.bincount(a, minlength=k) > 0
+        for j in np.flatnonzero(~seen1):
+            col = flat[:, j]
+            if (col > 0).any():
+                mass_rows += col
+                unsupported.add(int(j))
+    det_mass = 0.0
+    if logging_dist is None and deterministic.any():
+        rows = np.flatnonzero(deterministic)
+        others = flat[rows].copy()
+        others[np.arange(rows.size), a[rows]] = 0.0
+        mass_rows[rows] = others.sum(axis=1)
+        unsupported.update(np.flatnonzero((others > 0).any(axis=0)).tolist())
+        det_mass = float(mass_rows[rows].sum()) / n
+    return mass_rows, tuple(sorted(unsupported)), det_mass
+
+
+def _support_message(
+    mass: float, det_mass: float, n_det: int, n: int, no_weight: bool, names: list[str]
+) -> str | None:
+    """The support diagnostic (``None`` with full support), naming the cause: no logged action the target would
+    choose, a deterministic logger, or actions the logger never takes."""
+    if mass <= 1e-12 and not no_weight:
+        return None
+    shown = f"{', '.join(names[:8])}{' …' if len(names) > 8 else ''}"
+    parts = []
+    if no_weight:
+        parts.append(
+            "no support: the target never chooses a logged action (every importance weight is 0), so IPS estimates "
+            "0, SNIPS, SNDR and Replay are undefined (NaN) and DR rests on the reward model alone"
+        )
+    if det_mass > 1e-12:
+        where = (
+            "the logging policy was deterministic (every propensity is 1)"
+            if n_det == n
+            else f"the logging policy was deterministic on {n_det} of {n} rounds (propensity 1)"
+        )
+        parts.append(
+            f"{'' if no_weight else 'no support: '}{where}, so the logs hold only the model it chose there and no "
+            f"other policy can be evaluated on those rounds; the target puts {det_mass:.3%} of its probability on "
+            f"models the logger never tried there ({shown}). Enable exploration in the policy that serves and logs "
+            "(e.g. LinUCB(epsilon=0.05)) and collect new logs"
+        )
+    elif not no_weight:
+        parts.append(
+            f"support violation: the target puts {mass:.3%} of its probability on actions the logger never takes "
+            f"({shown}); IPS/SNIPS cannot see those outcomes and DR relies on the reward model there"
+        )
+    return "; ".join(parts)

@@ -258,7 +258,18 @@ class OffPolicyEstimator:
         """Estimated mean reward of the target policy (see the module docstring for the arrays)."""
         inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         value, _ = combine(self.terms(inputs))
+        self._warn_undefined(value)
         return value
+
+    def _warn_undefined(self, value: float) -> None:
+        # NaN comes only from a self-normalising denominator of 0: no logged round has target probability.
+        if math.isnan(value):
+            warn(
+                f"{self.label}: no support: the target never chooses a logged action, so every importance weight "
+                "is 0 and the self-normalised estimate is undefined (NaN); see routing_env.ope.diagnose",
+                OPEWarning,
+                stacklevel=None,
+            )
 
     def estimate_round_rewards(
         self,
@@ -299,6 +310,7 @@ class OffPolicyEstimator:
         inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         terms = self.terms(inputs)
         value, influence = combine(terms)
+        self._warn_undefined(value)
         if method == "normal":
             se, low, high = normal_interval(value, influence, alpha)
             return Interval(value, se, low, high)
@@ -339,6 +351,8 @@ class _Weighted(OffPolicyEstimator):
     max_weight: float = math.inf
     min_pscore: float = 0.0
     name: str = ""
+    #: divide by the mean weight (SNIPS) instead of n (IPS).
+    self_normalized: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         mw = float(self.max_weight)
@@ -377,6 +391,11 @@ class _Weighted(OffPolicyEstimator):
         inputs.cache[key] = w
         return w
 
+    def terms(self, inputs: Inputs) -> Terms:
+        """Weighted rewards: ``mean(w·r)``, divided by ``mean(w)`` when :attr:`self_normalized`."""
+        w = self.weights(inputs)
+        return Terms(((w * inputs.reward, w if self.self_normalized else None),), w)
+
 
 @dataclass(frozen=True)
 class InverseProbabilityWeighting(_Weighted):
@@ -390,10 +409,6 @@ class InverseProbabilityWeighting(_Weighted):
 
     name: str = "IPS"
 
-    def terms(self, inputs: Inputs) -> Terms:
-        w = self.weights(inputs)
-        return Terms(((w * inputs.reward, None),), w)
-
 
 @dataclass(frozen=True)
 class SelfNormalizedInverseProbabilityWeighting(_Weighted):
@@ -403,14 +418,28 @@ class SelfNormalizedInverseProbabilityWeighting(_Weighted):
     """
 
     name: str = "SNIPS"
-
-    def terms(self, inputs: Inputs) -> Terms:
-        w = self.weights(inputs)
-        return Terms(((w * inputs.reward, w),), w)
+    self_normalized: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class DoublyRobust(_Weighted):
+class _Corrected(_Weighted):
+    """The DR family: ``mean(dm + w̃·(r − q̂(x, a)))`` with the importance weights ``w`` adjusted to ``w̃`` by
+    :meth:`adjust` (identity for DR)."""
+
+    needs_reward_model: ClassVar[bool] = True
+
+    def adjust(self, w: np.ndarray) -> np.ndarray:
+        """``(n,)`` the weights the correction term applies."""
+        return w
+
+    def terms(self, inputs: Inputs) -> Terms:
+        assert inputs.dm is not None and inputs.q_logged is not None
+        w = self.adjust(self.weights(inputs))
+        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
+
+
+@dataclass(frozen=True)
+class DoublyRobust(_Corrected):
     """DR: ``mean(dm + w·(r − q̂(x, a)))``. Unbiased when the weights are right, whatever the reward model;
     low variance when the model is good.
 
@@ -418,12 +447,6 @@ class DoublyRobust(_Weighted):
     """
 
     name: str = "DR"
-    needs_reward_model: ClassVar[bool] = True
-
-    def terms(self, inputs: Inputs) -> Terms:
-        assert inputs.dm is not None and inputs.q_logged is not None
-        w = self.weights(inputs)
-        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
 
 
 @dataclass(frozen=True)
@@ -443,7 +466,7 @@ class SelfNormalizedDoublyRobust(_Weighted):
 
 
 @dataclass(frozen=True)
-class SwitchDoublyRobust(_Weighted):
+class SwitchDoublyRobust(_Corrected):
     """Switch-DR: DR on rounds whose weight is at most ``tau``, DM alone on the others.
 
     Args:
@@ -455,22 +478,18 @@ class SwitchDoublyRobust(_Weighted):
 
     tau: float = 10.0
     name: str = "SwitchDR"
-    needs_reward_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not float(self.tau) >= 0:
             raise ConfigurationError(f"tau must be ≥ 0 (inf gives DR), got {self.tau!r}")
 
-    def terms(self, inputs: Inputs) -> Terms:
-        assert inputs.dm is not None and inputs.q_logged is not None
-        w = self.weights(inputs)
-        w = np.where(w <= self.tau, w, 0.0)
-        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
+    def adjust(self, w: np.ndarray) -> np.ndarray:
+        return np.where(w <= self.tau, w, 0.0)
 
 
 @dataclass(frozen=True)
-class DoublyRobustWithShrinkage(_Weighted):
+class DoublyRobustWithShrinkage(_Corrected):
     """DR-OS: DR with the weights shrunk to ``λw / (w² + λ)`` (optimistic shrinkage).
 
     Args:
@@ -482,19 +501,15 @@ class DoublyRobustWithShrinkage(_Weighted):
 
     shrinkage: float = 100.0
     name: str = "DRos"
-    needs_reward_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not float(self.shrinkage) > 0:
             raise ConfigurationError(f"shrinkage must be > 0, got {self.shrinkage!r}")
 
-    def terms(self, inputs: Inputs) -> Terms:
-        assert inputs.dm is not None and inputs.q_logged is not None
-        w = self.weights(inputs)
+    def adjust(self, w: np.ndarray) -> np.ndarray:
         lam = float(self.shrinkage)
-        w = w if math.isinf(lam) else lam * w / (w * w + lam)
-        return Terms(((inputs.dm + w * (inputs.reward - inputs.q_logged), None),), w)
+        return w if math.isinf(lam) else lam * w / (w * w + lam)
 
 
 @dataclass(frozen=True)
@@ -534,11 +549,6 @@ class Replay(OffPolicyEstimator):
                     f"{'' if inputs.position is None else ' within a position'}; use SNIPS or DR instead"
                 )
         accept = inputs.pi_logged
-        if not accept.any():
-            warn(
-                "Replay: the target never chooses a logged action; the estimate is undefined (NaN)",
-                OPEWarning,
-            )
         return Terms(((accept * inputs.reward, accept),), accept)
 
 

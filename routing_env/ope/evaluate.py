@@ -84,35 +84,11 @@ def estimate_policy_value(
         OPEWarning: support violation, tiny propensities, small effective sample size (see
         :mod:`routing_env.ope.diagnostics`).
     """
-    if not isinstance(feedback, BanditFeedback):
-        raise ConfigurationError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
-    check_alpha(alpha)
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0 or n_bootstrap == 1:
-        raise ConfigurationError(
-            f"n_bootstrap must be 0 (no bootstrap) or an integer ≥ 2, got {n_bootstrap!r}"
-        )
-    specs = list(DEFAULT_ESTIMATORS if estimators is None else estimators)
-    if not specs:
-        raise ConfigurationError("estimators is empty: name at least one estimator")
-    ests = [make_estimator(s) for s in specs]
-    labels = [e.label for e in ests]
-    if len(set(labels)) != len(labels):
-        raise ConfigurationError(f"estimator names must be unique in one table, got {labels}; set name=...")
+    ests = _check_arguments(feedback, estimators, n_bootstrap, alpha)
     weight = feedback.resolve_cost_weight(cost_weight)
-    dist = feedback.action_dist(policy)
-    n, k = feedback.n_rounds, feedback.n_actions
-    if dist.ndim == 3:
-        if feedback.position is None:
-            raise ShapeError(f"a 3-D action_dist {dist.shape} needs feedback with positions")
-        if dist.shape[:2] != (n, k) or dist.shape[2] < (feedback.n_positions or 0):
-            raise ShapeError(
-                f"action_dist must have shape (n, K, P) = ({n}, {k}, {feedback.n_positions}), got {dist.shape}"
-            )
-    elif dist.shape != (n, k):
-        raise ShapeError(f"action_dist must have shape (n, K) = ({n}, {k}), got {dist.shape}")
+    dist = _target_dist(policy, feedback)
     reward = feedback.rewards(weight)
     position = feedback.position if dist.ndim == 3 else None
-
     q = estimated_rewards
     if q is None and any(e.needs_reward_model for e in ests):
         model = reward_model if reward_model is not None else RewardModel(seed=seed)
@@ -120,7 +96,7 @@ def estimate_policy_value(
             feedback.features,
             feedback.action,
             reward,
-            k,
+            feedback.n_actions,
             position=feedback.position,
             n_positions=feedback.n_positions,
         )
@@ -137,6 +113,67 @@ def estimate_policy_value(
         target_prob=inputs.pi_logged,
         weights=inputs.cache.get((0.0, math.inf)),
     )
+    rows = _rows(ests, all_terms, alpha, feedback, weight)
+    if n_bootstrap:
+        reps = bootstrap_values(all_terms, n_bootstrap=int(n_bootstrap), seed=seed, groups=feedback.slate_id)
+        for row, rep in zip(rows, reps):
+            row["boot_std_error"], row["boot_ci_low"], row["boot_ci_high"] = percentile_interval(rep, alpha)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    if feedback.has_ground_truth and dist.ndim == 2:
+        frame["true_value"] = feedback.true_value(dist, weight)
+    frame.attrs["diagnostics"] = diag
+    return frame
+
+
+def _check_arguments(
+    feedback: BanditFeedback,
+    estimators: Sequence[OffPolicyEstimator | str] | None,
+    n_bootstrap: int,
+    alpha: float,
+) -> list[OffPolicyEstimator]:
+    """The estimator instances, once the arguments of :func:`estimate_policy_value` are known to be valid."""
+    if not isinstance(feedback, BanditFeedback):
+        raise ConfigurationError(f"feedback must be a BanditFeedback, got {type(feedback).__name__}")
+    check_alpha(alpha)
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0 or n_bootstrap == 1:
+        raise ConfigurationError(
+            f"n_bootstrap must be 0 (no bootstrap) or an integer ≥ 2, got {n_bootstrap!r}"
+        )
+    specs = list(DEFAULT_ESTIMATORS if estimators is None else estimators)
+    if not specs:
+        raise ConfigurationError("estimators is empty: name at least one estimator")
+    ests = [make_estimator(s) for s in specs]
+    labels = [e.label for e in ests]
+    if len(set(labels)) != len(labels):
+        raise ConfigurationError(f"estimator names must be unique in one table, got {labels}; set name=...")
+    return ests
+
+
+def _target_dist(policy: Policy | np.ndarray, feedback: BanditFeedback) -> np.ndarray:
+    """``(n, K)`` or ``(n, K, P)`` target distribution of ``policy`` on the logged rounds, shape-checked."""
+    dist = feedback.action_dist(policy)
+    n, k = feedback.n_rounds, feedback.n_actions
+    if dist.ndim == 3:
+        if feedback.position is None:
+            raise ShapeError(f"a 3-D action_dist {dist.shape} needs feedback with positions")
+        if dist.shape[:2] != (n, k) or dist.shape[2] < (feedback.n_positions or 0):
+            raise ShapeError(
+                f"action_dist must have shape (n, K, P) = ({n}, {k}, {feedback.n_positions}), got {dist.shape}"
+            )
+    elif dist.shape != (n, k):
+        raise ShapeError(f"action_dist must have shape (n, K) = ({n}, {k}), got {dist.shape}")
+    return dist
+
+
+def _rows(
+    ests: list[OffPolicyEstimator],
+    all_terms: list[Terms],
+    alpha: float,
+    feedback: BanditFeedback,
+    weight: float,
+) -> list[dict[str, object]]:
+    """One table row per estimator: the estimate, its normal interval and ESS (bootstrap columns NaN)."""
+    n = feedback.n_rounds
     ess_of: dict[int, float] = {}
     rows = []
     for est, terms in zip(ests, all_terms):
@@ -160,12 +197,4 @@ def estimate_policy_value(
                 "cost_weight": weight,
             }
         )
-    if n_bootstrap:
-        reps = bootstrap_values(all_terms, n_bootstrap=int(n_bootstrap), seed=seed, groups=feedback.slate_id)
-        for row, rep in zip(rows, reps):
-            row["boot_std_error"], row["boot_ci_low"], row["boot_ci_high"] = percentile_interval(rep, alpha)
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    if feedback.has_ground_truth and dist.ndim == 2:
-        frame["true_value"] = feedback.true_value(dist, weight)
-    frame.attrs["diagnostics"] = diag
-    return frame
+    return rows

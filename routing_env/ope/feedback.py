@@ -24,13 +24,9 @@ import numpy as np
 
 from routing_env.data.dataset import CostScale, LoggedDataset
 from routing_env.data.schema import feature_names as schema_feature_names
+from routing_env.data.schema import readonly, validate_models
 from routing_env.errors import ConfigurationError, PartialInformationError, SchemaError, ShapeError
 from routing_env.policy import Policy, check_features, check_models
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,38 +77,18 @@ class BanditFeedback:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        models = tuple(str(m) for m in self.models)
-        if not models or len(set(models)) != len(models):
-            raise SchemaError(f"models must be a non-empty list of unique names, got {list(models)}")
+        models = validate_models(self.models)
         set_(self, "models", models)
-        k = len(models)
-        action = np.array(self.action, copy=True)
-        if action.ndim != 1:
-            raise ShapeError(f"action must have shape (n,), got {action.shape}")
+        action = _checked_action(self.action, len(models))
         n = action.shape[0]
-        if n == 0:
-            raise SchemaError("bandit feedback needs at least one round, got n = 0")
-        integral = np.issubdtype(action.dtype, np.integer) or (
-            np.issubdtype(action.dtype, np.floating) and bool(np.all(action == np.round(action)))
-        )
-        if not integral:
-            raise SchemaError(f"action must hold integer model indices, got dtype {action.dtype}")
-        action = action.astype(np.int64)
-        bad = (action < 0) | (action >= k)
-        if bad.any():
-            raise SchemaError(
-                f"action must lie in [0, {k}) (K = {k} models), got {action[bad][0]} at row {np.flatnonzero(bad)[0]}"
-            )
-        set_(self, "action", _readonly(action))
-
+        set_(self, "action", readonly(action))
         feats = np.array(np.zeros((n, 0)) if self.features is None else self.features, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[0] != n:
             raise ShapeError(f"features must have shape (n, d) with n = {n}, got {feats.shape}")
         if not np.isfinite(feats).all():
             raise SchemaError("features must be finite, got NaN or inf")
-        set_(self, "features", _readonly(feats))
-
-        prop = self._vector("propensity", self.propensity, n)
+        set_(self, "features", readonly(feats))
+        prop = _vector("propensity", self.propensity, n)
         bad = ~((prop > 0) & (prop <= 1))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -121,16 +97,22 @@ class BanditFeedback:
                 "A zero propensity means the logged action could not be chosen; floor it explicitly "
                 "(and say so) or drop those rows"
             )
-        set_(self, "propensity", _readonly(prop))
-        quality = self._vector("quality", self.quality, n)
+        set_(self, "propensity", readonly(prop))
+        quality = _vector("quality", self.quality, n)
         if not np.isfinite(quality).all():
             raise SchemaError(f"quality must be finite, got {float(quality[~np.isfinite(quality)][0])!r}")
-        set_(self, "quality", _readonly(quality))
+        set_(self, "quality", readonly(quality))
         if self.cost is not None:
-            cost = self._vector("cost", self.cost, n)
+            cost = _vector("cost", self.cost, n)
             if not np.isfinite(cost).all() or (cost < 0).any():
                 raise SchemaError("cost must be a finite USD amount ≥ 0 on every row")
-            set_(self, "cost", _readonly(cost))
+            set_(self, "cost", readonly(cost))
+        self._check_cost_settings()
+        self._check_slots(n)
+        self._check_hidden(n, len(models))
+
+    def _check_cost_settings(self) -> None:
+        set_ = object.__setattr__
         scale = float(self.cost_scale)
         if not np.isfinite(scale) or scale <= 0:
             raise ConfigurationError(f"cost_scale must be a positive USD amount, got {self.cost_scale!r}")
@@ -144,6 +126,9 @@ class BanditFeedback:
             )
         set_(self, "cost_weight", weight)
 
+    def _check_slots(self, n: int) -> None:
+        """Positions, slate ids and query ids: each ``(n,)`` when given."""
+        set_ = object.__setattr__
         if self.position is not None:
             pos = np.array(self.position, copy=True)
             if (
@@ -158,7 +143,7 @@ class BanditFeedback:
             n_pos = int(pos.max()) + 1 if self.n_positions is None else int(self.n_positions)
             if n_pos <= pos.max():
                 raise SchemaError(f"n_positions={n_pos} but position holds slot {pos.max()}")
-            set_(self, "position", _readonly(pos))
+            set_(self, "position", readonly(pos))
             set_(self, "n_positions", n_pos)
         elif self.n_positions is not None:
             raise ConfigurationError("n_positions is given without position")
@@ -170,12 +155,15 @@ class BanditFeedback:
             # Renumber by first appearance so the codes do not depend on how the ids sort.
             order = np.empty_like(first)
             order[np.argsort(first, kind="stable")] = np.arange(first.size)
-            set_(self, "slate_id", _readonly(order[codes.reshape(-1)].astype(np.int64)))
+            set_(self, "slate_id", readonly(order[codes.reshape(-1)].astype(np.int64)))
         if self.query_ids is not None:
             qids = np.asarray(self.query_ids, dtype=object)
             if qids.shape != (n,):
                 raise ShapeError(f"query_ids must have shape ({n},), got {qids.shape}")
-            set_(self, "query_ids", _readonly(qids.copy()))
+            set_(self, "query_ids", readonly(qids.copy()))
+
+    def _check_hidden(self, n: int, k: int) -> None:
+        """The hidden ``(n, K)`` outcomes and logging distribution of simulated logs."""
         for name in ("full_quality", "full_cost", "logging_dist"):
             value = getattr(self, name)
             if value is None:
@@ -185,20 +173,13 @@ class BanditFeedback:
                 raise ShapeError(f"{name} must have shape (n, K) = ({n}, {k}), got {arr.shape}")
             if not np.isfinite(arr).all():
                 raise SchemaError(f"{name} must be finite (hidden outcomes of every model on every round)")
-            set_(self, name, _readonly(arr))
+            object.__setattr__(self, name, readonly(arr))
         if (self.full_quality is None) != (self.full_cost is None):
             raise ConfigurationError("full_quality and full_cost go together: give both or neither")
         if self.logging_dist is not None:
             ld = self.logging_dist
             if (ld < 0).any() or not np.allclose(ld.sum(axis=1), 1.0, atol=1e-6):
                 raise SchemaError("logging_dist rows must be probabilities summing to 1")
-
-    @staticmethod
-    def _vector(name: str, value: Any, n: int) -> np.ndarray:
-        arr = np.array(value, dtype=np.float64, copy=True)
-        if arr.shape != (n,):
-            raise ShapeError(f"{name} must have shape (n,) = ({n},), got {arr.shape}")
-        return arr
 
     # ------------------------------------------------------------------ properties
     @property
@@ -399,11 +380,7 @@ def simulate_bandit_feedback(
     """
     if not isinstance(dataset, LoggedDataset):
         raise ConfigurationError(f"dataset must be a LoggedDataset, got {type(dataset).__name__}")
-    if not dataset.is_full_information:
-        raise PartialInformationError(
-            "simulate_bandit_feedback needs every model's outcome on every query; this dataset is partial. "
-            "Use BanditFeedback.from_dataset for real bandit logs"
-        )
+    dataset.require_full_information("simulate_bandit_feedback")
     n, k = dataset.n_queries, dataset.n_models
     if isinstance(logging_policy, np.ndarray):
         dist = np.asarray(logging_policy, dtype=np.float64)
@@ -458,3 +435,32 @@ def uniform_dist(n: int, models: Sequence[str] | int) -> np.ndarray:
     """``(n, K)`` uniform distribution (the logging policy of a randomised experiment)."""
     k = models if isinstance(models, int) else len(models)
     return np.full((n, k), 1.0 / k)
+
+
+def _checked_action(value: Any, k: int) -> np.ndarray:
+    """``(n,) int64`` logged actions in ``[0, K)``, n ≥ 1 (integral floats are accepted)."""
+    action = np.array(value, copy=True)
+    if action.ndim != 1:
+        raise ShapeError(f"action must have shape (n,), got {action.shape}")
+    if action.shape[0] == 0:
+        raise SchemaError("bandit feedback needs at least one round, got n = 0")
+    integral = np.issubdtype(action.dtype, np.integer) or (
+        np.issubdtype(action.dtype, np.floating) and bool(np.all(action == np.round(action)))
+    )
+    if not integral:
+        raise SchemaError(f"action must hold integer model indices, got dtype {action.dtype}")
+    action = action.astype(np.int64)
+    bad = (action < 0) | (action >= k)
+    if bad.any():
+        raise SchemaError(
+            f"action must lie in [0, {k}) (K = {k} models), got {action[bad][0]} at row {np.flatnonzero(bad)[0]}"
+        )
+    return action
+
+
+def _vector(name: str, value: Any, n: int) -> np.ndarray:
+    """``value`` as a fresh ``(n,) float64`` array."""
+    arr = np.array(value, dtype=np.float64, copy=True)
+    if arr.shape != (n,):
+        raise ShapeError(f"{name} must have shape (n,) = ({n},), got {arr.shape}")
+    return arr

@@ -25,7 +25,7 @@ from routing_env.data.loaders import (
     ROUTELLM_MODEL_CARDS,
     estimate_tokens,
 )
-from routing_env.errors import ConfigurationError, DataWarning, SchemaError
+from routing_env.errors import ConfigurationError, DataWarning, FileFormatError, SchemaError
 from tests.conftest import shared_dataset
 from tests.data.datahelpers import assert_datasets_equal
 
@@ -405,7 +405,10 @@ class TestRouterBench:
     @pytest.mark.filterwarnings("ignore:load_routerbench. duplicated sample_id")
     def test_keep_missing_quality_as_unobserved(self, tmp_path: Path) -> None:
         make_routerbench(tmp_path / "rb.csv")
-        with pytest.warns(DataWarning, match="1 NaN quality cells kept as unobserved"):
+        with (
+            pytest.warns(DataWarning, match="1 NaN quality cells kept as unobserved"),
+            pytest.warns(DataWarning, match=r"1 of 5 queries lack an outcome: .*complete_only\(\)"),
+        ):
             ds = load_routerbench(tmp_path / "rb.csv", missing_quality="keep")
         assert ds.n_queries == 5 and not ds.is_full_information
         assert not ds.observed[-1, 0] and ds.observed[-1, 1]
@@ -528,6 +531,21 @@ class TestOpenBandit:
         with pytest.raises(FileNotFoundError, match=r"expected <dir>/<policy>/<campaign>/<campaign>.csv"):
             load_open_bandit(tmp_path, "random", "all")
 
+    def test_corrupt_files_are_named(self, tmp_path: Path) -> None:
+        make_obd(tmp_path)
+        (tmp_path / "bts" / "men" / "men.csv").write_bytes(b'"unclosed,quote\n1,2\n')
+        with pytest.raises(
+            FileFormatError, match=r"men\.csv is not a readable CSV file: .*EOF inside string"
+        ):
+            load_open_bandit(tmp_path, "bts", "men")
+        make_llmrouter(tmp_path / "llmrouter")
+        (tmp_path / "llmrouter" / "llm_candidates.json").write_text('{"m1": ')
+        with pytest.raises(FileFormatError, match=r"llm_candidates\.json is not a readable JSON file"):
+            load_llmrouter(tmp_path / "llmrouter")
+        (tmp_path / "rb.parquet").write_bytes(b"not parquet")
+        with pytest.raises(FileFormatError, match=r"rb\.parquet is not a readable parquet file"):
+            load_routerbench(tmp_path / "rb.parquet")
+
     @pytest.mark.datasets
     @pytest.mark.parametrize("policy", ["random", "bts"])
     def test_real_files(self, policy: str) -> None:
@@ -588,3 +606,69 @@ class TestLoadDataset:
         root = shared_dataset("routellm").parent
         assert load_dataset("routellm-mt_bench", root=root).n_queries == 144
         assert load_dataset("open-bandit-bts", root=root, campaign="men").n_models == 34
+
+
+# ---------------------------------------------------------------------------------------------------- model order
+class TestModelOrder:
+    """Every split or file of a source gets the same, documented model order: the source's own list."""
+
+    def test_llmrouter_splits_follow_the_candidate_list(self, tmp_path: Path) -> None:
+        make_llmrouter(tmp_path)
+        # The test file lists the scores in another order than the train file.
+        test = [
+            {"question": "Write a sort", "scores": {"m2": 0.5, "m1": 0.0}},
+            {"question": "Name a prime", "scores": {"m2": 1.0, "m1": 1.0}},
+        ]
+        (tmp_path / "dcrouter_test.json").write_text(json.dumps(test))
+        train = load_llmrouter(tmp_path, "train")
+        held_out = load_llmrouter(tmp_path, "test")
+        everything = load_llmrouter(tmp_path, "all")
+        assert train.models == held_out.models == everything.models == ("m1", "m2")
+        np.testing.assert_array_equal(held_out.quality[0], [0.0, 0.5])
+        cands = json.loads((tmp_path / "llm_candidates.json").read_text())
+        (tmp_path / "llm_candidates.json").write_text(
+            json.dumps({k: cands[k] for k in ("m2", "unscored", "m1")})
+        )
+        assert (
+            load_llmrouter(tmp_path, "train").models
+            == load_llmrouter(tmp_path, "test").models
+            == ("m2", "m1")
+        )
+
+    def test_routellm_tasks_share_the_weak_then_strong_order(self, tmp_path: Path) -> None:
+        make_routellm(tmp_path)
+        gsm = pd.read_csv(tmp_path / "gsm8k_responses.csv")
+        gsm[["prompt", GPT4, MIX, f"{GPT4}_response", f"{MIX}_response"]].to_csv(
+            tmp_path / "gsm8k_responses.csv", index=False
+        )
+        for task in ("mmlu", "gsm8k", "mt_bench"):
+            assert load_routellm(tmp_path, task).models == (MIX, GPT4), task  # type: ignore[arg-type]
+        ds = load_routellm(tmp_path, "gsm8k")
+        np.testing.assert_array_equal(ds.quality, [[1, 1], [0, 1]])
+
+    def test_open_bandit_items_follow_the_affinity_columns(self, tmp_path: Path) -> None:
+        # Item 2 is never shown in this file, yet the campaign has three items (one affinity column each).
+        make_obd(tmp_path, propensities=[0.5, 0.25, 0.1, 0.02])
+        path = tmp_path / "bts" / "men" / "men.csv"
+        raw = pd.read_csv(path, index_col=0)
+        raw["item_id"] = [1, 0, 1, 0]
+        raw.to_csv(path)
+        with pytest.warns(DataWarning, match=r"items \['item_2'\] are never shown"):
+            ds = load_open_bandit(tmp_path, "bts", "men")
+        assert ds.models == ("item_0", "item_1", "item_2")
+        raw["item_id"] = [3, 0, 1, 0]
+        raw.to_csv(path)
+        with pytest.raises(
+            SchemaError,
+            match=r"item_id 3 has no user-item_affinity_3 column; the affinity columns describe 3 items",
+        ):
+            load_open_bandit(tmp_path, "bts", "men")
+
+    @pytest.mark.datasets
+    def test_real_llmrouter_splits_share_one_order(self) -> None:
+        root = shared_dataset("llmrouter")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            train, test = load_llmrouter(root, "train"), load_llmrouter(root, "test")
+        cands = list(json.loads((root / "llm_candidates.json").read_text()))
+        assert train.models == test.models == tuple(m for m in cands if m in set(train.models))

@@ -18,7 +18,9 @@ from routing_env.data.sample import SAMPLE_FILE
 from routing_env.errors import (
     ConfigurationError,
     DataWarning,
+    FileFormatError,
     ModelMismatchError,
+    PartialInformationError,
     PriceError,
     SchemaError,
     ShapeError,
@@ -218,10 +220,16 @@ class TestValidation:
             LoggedDataset.from_frame(frame(task=["a", "a", "b", "c"]))
 
     def test_warning_for_model_without_outcomes(self) -> None:
-        with pytest.warns(DataWarning, match=r"models \['extra'\] have no observed quality"):
+        with (
+            pytest.warns(DataWarning, match=r"models \['extra'\] have no observed quality"),
+            pytest.warns(DataWarning, match=r"model 'extra' has no row on 2 queries"),
+        ):
             ds = LoggedDataset.from_frame(frame(), models=["small", "large", "extra"])
         assert ds.n_models == 3 and not ds.observed[:, 2].any()
-        with pytest.warns(DataWarning, match=r"models \['large'\] have no observed quality"):
+        with (
+            pytest.warns(DataWarning, match=r"models \['large'\] have no observed quality"),
+            pytest.warns(DataWarning, match=r"model 'large' has a NaN quality on 2 logged rows"),
+        ):
             LoggedDataset.from_frame(frame(quality=[0.0, np.nan, 1.0, np.nan]))
 
     def test_models_argument_must_cover_the_frame(self) -> None:
@@ -260,6 +268,8 @@ class TestValidation:
             LoggedDataset(**{**ok, "quality": [[0.0, 1.0, 1.0]]})  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match=r"models must be unique, got duplicates \['a'\]"):
             LoggedDataset(**{**ok, "models": ("a", "a")})  # type: ignore[arg-type]
+        with pytest.raises(SchemaError, match=r"quality and cost are required \(n, K\) arrays, got None"):
+            LoggedDataset(**{**ok, "quality": None})  # type: ignore[arg-type]
         with pytest.raises(ShapeError, match=r"features must have shape \(n, d\) with n = 1, got \(2, 3\)"):
             LoggedDataset(**{**ok, "features": np.zeros((2, 3))})  # type: ignore[arg-type]
         with pytest.raises(SchemaError, match="logged_action and propensity go together"):
@@ -411,6 +421,28 @@ class TestRoundTrip:
         (tmp_path / "bad.jsonl").write_text('{"query_id": "q"}\nnot json\n')
         with pytest.raises(SchemaError, match=r"bad.jsonl:2 is not valid JSON"):
             LoggedDataset.read(tmp_path / "bad.jsonl")
+
+    def test_corrupt_files_are_named(self, tmp_path: Path) -> None:
+        good = LoggedDataset.from_frame(frame()).save(tmp_path / "good.parquet").read_bytes()
+        cases = {
+            "truncated.parquet": (good[: len(good) // 2], "parquet", "magic bytes"),
+            "text.parquet": (b"query_id,model\n", "parquet", "magic bytes"),
+            "empty.csv": (b"", "CSV", "No columns to parse"),
+            "binary.csv": (good, "CSV", ""),
+            "open_quote.csv": (b'query_id,model,quality,cost\n"q1,a,1,0.1\n', "CSV", "EOF inside string"),
+            "binary.jsonl": (good, "JSON-lines", "codec can't decode"),
+        }
+        for name, (content, kind, reason) in cases.items():
+            (tmp_path / name).write_bytes(content)
+            with pytest.raises(
+                FileFormatError, match=rf"{name} is not a readable {kind} file: .*{reason}"
+            ) as info:
+                LoggedDataset.read(tmp_path / name)
+            assert "\n" not in str(info.value), name
+        (tmp_path / "side.csv").write_text("query_id,model,quality,cost\nq1,a,1,0.1\n")
+        (tmp_path / "side.csv.meta.json").write_text("{not json")
+        with pytest.raises(FileFormatError, match=r"side\.csv\.meta\.json is not a readable JSON file"):
+            LoggedDataset.read(tmp_path / "side.csv")
 
     def test_sample_round_trip(self, tmp_path: Path, small: LoggedDataset) -> None:
         for suffix in (".parquet", ".csv", ".jsonl"):
@@ -613,3 +645,89 @@ def test_bundled_sample_file_equals_load_sample(sample: LoggedDataset) -> None:
     assert path.stat().st_size < 5_000_000
     assert_datasets_equal(LoggedDataset.read(path), sample)
     assert sample.n_queries == 4000 and sample.n_models == 7
+
+
+# ---------------------------------------------------------------------------------------------------- partial data
+def holes() -> pd.DataFrame:
+    """Four queries × three models: 'c' has no row on q2 and q3, 'b' a NaN quality on q4."""
+    rows = [
+        (q, m, 0.5, 0.01)
+        for q in ("q1", "q2", "q3", "q4")
+        for m in ("a", "b", "c")
+        if not (m == "c" and q in ("q2", "q3"))
+    ]
+    out = pd.DataFrame(rows, columns=["query_id", "model", "quality", "cost"])
+    out.loc[(out["query_id"] == "q4") & (out["model"] == "b"), "quality"] = np.nan
+    return out
+
+
+class TestMissingOutcomes:
+    def test_loading_partial_data_warns_with_the_counts(self, tmp_path: Path) -> None:
+        expected = (
+            r"3 of 4 queries lack an outcome: model 'c' has no row on 2 queries; model 'b' has a NaN quality "
+            r"on 1 logged row\. .*complete_only\(\)"
+        )
+        with pytest.warns(DataWarning, match=expected):
+            ds = LoggedDataset.from_frame(holes())
+        assert not ds.is_full_information
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            path = ds.save(tmp_path / "holes.csv")
+        with pytest.warns(DataWarning, match=expected):
+            LoggedDataset.read(path)
+
+    def test_full_information_and_bandit_logs_load_silently(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            LoggedDataset.from_frame(frame())
+            LoggedDataset.from_frame(
+                frame(logged=[True, False, False, True], propensity=[0.5, np.nan, np.nan, 0.5]).iloc[[0, 3]],
+                models=["small", "large"],
+            )
+
+    def test_missing_outcomes_counts_per_model(self) -> None:
+        with pytest.warns(DataWarning):
+            ds = LoggedDataset.from_frame(holes())
+        gaps = ds.missing_outcomes()
+        assert gaps.n_queries == 4 and gaps.n_incomplete == 3 and not gaps.complete
+        assert dict(gaps.unlogged) == {"c": 2} and dict(gaps.nan_quality) == {"b": 1}
+        assert not gaps.bandit_logs
+        full = LoggedDataset.from_frame(frame()).missing_outcomes()
+        assert full.complete and full.n_incomplete == 0 and not full.unlogged and not full.nan_quality
+        assert full.describe() == "every model has an outcome on each of the 2 queries"
+
+    def test_complete_only_drops_incomplete_queries(self) -> None:
+        with pytest.warns(DataWarning):
+            ds = LoggedDataset.from_frame(holes(), meta={"source": "test"})
+        full = ds.complete_only()
+        assert full.is_full_information and full.query_ids.tolist() == ["q1"]
+        assert full.models == ds.models
+        assert full.meta["source"] == "test"
+        assert full.meta["complete_only"].startswith("kept 1 of 4 queries")
+        assert ds.n_queries == 4  # the original is untouched
+        again = full.complete_only()
+        assert again.query_ids.tolist() == ["q1"]
+
+    def test_complete_only_refuses_to_return_nothing(self) -> None:
+        bandit = LoggedDataset.from_frame(
+            frame(logged=[True, False, False, True], propensity=[0.5, np.nan, np.nan, 0.5]).iloc[[0, 3]],
+            models=["small", "large"],
+        )
+        with pytest.raises(PartialInformationError, match=r"no query .* bandit logs .*routing_env\.ope"):
+            bandit.complete_only()
+
+    def test_require_full_information_names_counts_and_remedy(self) -> None:
+        with pytest.warns(DataWarning):
+            ds = LoggedDataset.from_frame(holes())
+        with pytest.raises(
+            PartialInformationError,
+            match=(
+                r"exact scoring needs every model's outcome on every query, but 3 of 4 queries lack an outcome: "
+                r"model 'c' has no row on 2 queries; model 'b' has a NaN quality on 1 logged row\. "
+                r"Keep the 1 complete queries with dataset\.complete_only\(\)"
+            ),
+        ):
+            ds.require_full_information("exact scoring")
+        with pytest.raises(PartialInformationError, match=r"or impute them"):
+            ds.require_full_information("replay", alternative="or impute them")
+        LoggedDataset.from_frame(frame()).require_full_information("anything")

@@ -15,6 +15,7 @@ from routing_env.errors import ConfigurationError, ModelMismatchError, OPEWarnin
 from routing_env.ope import (
     DEFAULT_ESTIMATORS,
     IPS,
+    SNIPS,
     BanditFeedback,
     DiagnosticThresholds,
     RewardModel,
@@ -24,6 +25,7 @@ from routing_env.ope import (
     simulate_bandit_feedback,
 )
 from routing_env.ope.estimators import Terms
+from routing_env.ope.evaluate import COLUMNS
 from routing_env.ope.intervals import _TABLE, poisson_weights
 from tests.ope.ope_policies import ConstantPolicy, LinearSoftmaxPolicy, random_linear
 
@@ -45,16 +47,8 @@ def test_table_has_one_row_per_estimator(data: LoggedDataset, log: BanditFeedbac
         warnings.simplefilter("error", OPEWarning)  # a healthy log/target pair raises no diagnostics
         table = estimate_policy_value(target, log, n_bootstrap=200, seed=0)
     assert list(table["estimator"]) == list(DEFAULT_ESTIMATORS)
-    for col in (
-        "estimate",
-        "std_error",
-        "ci_low",
-        "ci_high",
-        "boot_std_error",
-        "boot_ci_low",
-        "boot_ci_high",
-        "ess",
-    ):
+    assert list(table.columns) == [*COLUMNS, "true_value"]
+    for col in COLUMNS[1:]:
         assert table[col].notna().all(), col
     assert (table["ci_low"] < table["estimate"]).all() and (table["estimate"] < table["ci_high"]).all()
     truth = log.true_value(target)
@@ -127,6 +121,57 @@ def test_support_violation_warns(data: LoggedDataset) -> None:
     )
     d = diagnose(real.action, real.propensity, target.action_probabilities(real.features), emit=False)
     assert d.unsupported_actions == (3,) and d.warnings
+
+
+def test_a_deterministic_logger_is_named_as_the_cause(data: LoggedDataset) -> None:
+    # A greedy logger logs propensity 1 on every round; read back from disk, the logs no longer say what else it
+    # could have done. OPE must blame the missing support (and say how to get it), not the propensities.
+    logger = random_linear(data.models, data.n_features, seed=3, temperature=0.0)
+    fb = simulate_bandit_feedback(data, logger, seed=0)
+    assert (fb.propensity == 1.0).all() and len(set(fb.action.tolist())) == data.n_models
+    logs = BanditFeedback.from_dataset(fb.to_dataset())
+    target = random_linear(data.models, data.n_features, seed=9, temperature=1.0)
+    with pytest.warns(OPEWarning) as record:
+        table = estimate_policy_value(target, logs, ["IPS", "SNIPS"], n_bootstrap=0)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "propensities may not be" not in messages
+    assert "no support: the logging policy was deterministic (every propensity is 1)" in messages
+    assert "no other policy can be evaluated" in messages and "exploration" in messages
+    diag = table.attrs["diagnostics"]
+    assert diag.n_deterministic == data.n_queries
+    pi = target.action_probabilities(logs.features)[np.arange(logs.n_rounds), logs.action]
+    assert diag.unsupported_mass == pytest.approx(1.0 - pi.mean())
+    # Some deterministic rounds among stochastic ones are counted and named as such.
+    mixed = logs.propensity.copy()
+    mixed[: logs.n_rounds // 2] = 0.5
+    partly = diagnose(logs.action, mixed, target.action_probabilities(logs.features), emit=False)
+    assert partly.n_deterministic == logs.n_rounds - logs.n_rounds // 2
+    assert any(
+        f"deterministic on {partly.n_deterministic} of {logs.n_rounds} rounds" in m for m in partly.warnings
+    )
+    # The logger itself is evaluated on its own logs without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OPEWarning)
+        own = estimate_policy_value(logger, logs, ["IPS"], n_bootstrap=0)
+    assert own["estimate"].iloc[0] == pytest.approx(logs.quality.mean())
+
+
+def test_no_support_at_all_is_named_and_snips_is_undefined() -> None:
+    # The target never chooses a logged action: every importance weight is 0. IPS says 0 (it is unbiased for the
+    # supported part only), the self-normalised estimators have no denominator: NaN, and the diagnostics say why.
+    n = 200
+    action = np.zeros(n, dtype=np.int64)
+    dist = np.tile([0.0, 1.0], (n, 1))
+    reward = np.linspace(0.0, 1.0, n)
+    with pytest.warns(OPEWarning, match=r"no support: the target never chooses a logged action"):
+        d = diagnose(action, np.full(n, 0.5), dist)
+    assert d.unsupported_mass == pytest.approx(1.0) and d.ess == 0.0
+    with pytest.warns(
+        OPEWarning, match=r"SNIPS: no support: .*every importance weight is 0 .*undefined \(NaN\)"
+    ):
+        value = SNIPS().estimate_policy_value(reward, action, np.full(n, 0.5), dist)
+    assert math.isnan(value)
+    assert IPS().estimate_policy_value(reward, action, np.full(n, 0.5), dist) == 0.0
 
 
 def test_tiny_propensities_and_small_ess_warn() -> None:

@@ -59,7 +59,7 @@ def test_rewards_use_the_cost_weight_chosen_at_evaluation() -> None:
         ({"cost": np.array([0.1, -1.0, 0.0])}, SchemaError, "cost must be a finite USD amount"),
         ({"cost_scale": 0.0}, ConfigurationError, "cost_scale must be a positive USD amount"),
         ({"cost": None, "cost_weight": 1.0}, ConfigurationError, "cost_weight=1.0 needs a cost per round"),
-        ({"models": ("a", "a", "b")}, SchemaError, "unique names"),
+        ({"models": ("a", "a", "b")}, SchemaError, r"models must be unique, got duplicates \[.a.\]"),
         ({"position": np.array([0, 1])}, ShapeError, "position must be an"),
         ({"n_positions": 3}, ConfigurationError, "n_positions is given without position"),
         ({"full_quality": np.zeros((3, 3))}, ConfigurationError, "full_quality and full_cost go together"),
@@ -176,3 +176,8 @@ def test_slate_ids_are_coded_by_first_appearance() -> None:
     fb = _fb(slate_id=["z", "a", "z"])
     np.testing.assert_array_equal(fb.slate_id, [0, 1, 0])
     assert fb.slate_id.dtype == np.int64 and not fb.slate_id.flags.writeable
+
+
+def test_feedback_needs_a_model() -> None:
+    with pytest.raises(SchemaError, match="models must name at least one model"):
+        BanditFeedback(models=(), features=np.zeros((1, 0)), action=[0], propensity=[1.0], quality=[1.0])

@@ -3,18 +3,22 @@
 - IPS and DR are unbiased: on a tiny problem the expectation over every possible log is enumerated exactly;
 - SNIPS returns the logged mean reward when the target is the logger;
 - DR equals DM when the reward model is exact on the logged rounds;
-- every estimator is invariant to the order of the rounds.
+- every estimator is invariant to the order of the rounds;
+- without support (every importance weight 0) the self-normalised estimators answer NaN and say why.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import warnings
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from routing_env.errors import OPEWarning
 from routing_env.ope import DM, DR, ESTIMATORS, IPS, SNDR, SNIPS, make_estimator
 
 
@@ -86,8 +90,34 @@ def test_estimators_are_invariant_to_row_order(seed: int, n: int, k: int) -> Non
     for name in ESTIMATORS:
         est = make_estimator(name)
         p = uniform if name == "Replay" else logger[np.arange(n), a]
-        if name == "Replay" and not (target[np.arange(n), a] > 0).any():
-            continue
-        v1 = est.estimate_policy_value(r, a, p, target, estimated_rewards=qhat)
-        v2 = est.estimate_policy_value(r[perm], a[perm], p[perm], target[perm], estimated_rewards=qhat[perm])
-        assert v1 == pytest.approx(v2, rel=1e-10, abs=1e-12, nan_ok=True), name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OPEWarning)  # no support: tested below
+            v1 = est.estimate_policy_value(r, a, p, target, estimated_rewards=qhat)
+            v2 = est.estimate_policy_value(
+                r[perm], a[perm], p[perm], target[perm], estimated_rewards=qhat[perm]
+            )
+        assert v1 == pytest.approx(v2, rel=1e-10, abs=1e-12, nan_ok=math.isnan(v1)), name
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 30), k=st.integers(2, 5))
+def test_without_support_self_normalised_estimates_are_nan_and_say_why(seed: int, n: int, k: int) -> None:
+    # The target never chooses a logged action: every importance weight is 0. A number would be made up (there is
+    # nothing to normalise by), so SNIPS, SNDR and Replay answer NaN with a warning that names the missing support;
+    # IPS estimates 0 and DR the reward model's value, as their formulas say.
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, k, n)
+    target = _dist(rng, n, k)
+    target[np.arange(n), a] = 0.0
+    target[np.arange(n), (a + 1) % k] += 1e-3
+    target /= target.sum(axis=1, keepdims=True)
+    r, qhat, p = rng.random(n), rng.random((n, k)), np.full(n, 1.0 / k)
+    for name in ("SNIPS", "SNDR", "Replay"):
+        with pytest.warns(OPEWarning, match=rf"{name}: no support: the target never chooses a logged action"):
+            value = make_estimator(name).estimate_policy_value(r, a, p, target, estimated_rewards=qhat)
+        assert math.isnan(value), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OPEWarning)
+        assert IPS().estimate_policy_value(r, a, p, target) == 0.0
+        dm = DM().estimate_policy_value(r, a, p, target, estimated_rewards=qhat)
+        assert DR().estimate_policy_value(r, a, p, target, estimated_rewards=qhat) == pytest.approx(dm)

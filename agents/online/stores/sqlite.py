@@ -1,8 +1,9 @@
-"""`DecisionStore`: the durable log of an online router, on SQLite in WAL mode (standard library only).
+"""`SQLiteDecisionStore`: the durable log of an online router, on SQLite in WAL mode (standard library only).
 
 Every decision, cascade step and feedback is committed before the router acknowledges it: one short transaction
 each, or, in the HTTP service, one transaction shared by the concurrent requests of an event-loop turn (group
-commit: :meth:`DecisionStore.begin_deferred`).
+commit: :meth:`SQLiteDecisionStore.begin_deferred`).
+It implements the :class:`~agents.online.stores.base.DecisionStore` protocol.
 The tables are the router's source of truth:
 
 - ``policies``: every policy version served (kind, model names, feature width);
@@ -28,13 +29,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from agents.online.errors import DecisionNotFoundError
+from agents.online.stores.base import Checkpoint, Decision, Feedback, PolicyVersion, Step, StoreCounts
+from agents.online.stores.export import bandit_feedback, check_versions, traffic_dataset
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
@@ -112,149 +114,12 @@ _DECISION_COLUMNS = (
     "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "
     "propensity, probabilities, allowed, cost_weight, status, n_calls, max_calls"
 )
-
-
-# ---------------------------------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class Decision:
-    """One routing decision, as returned by :meth:`OnlineRouter.route` and stored by :class:`DecisionStore`.
-
-    Attributes:
-        decision_id: the id to send feedback for.
-        seq: decision sequence number in the store (seeds this decision's sampling RNG).
-        request_id: the caller's idempotency key, if given.
-        created_at: UNIX time (s) of the decision.
-        policy_version: version id of the policy that decided.
-        kind: ``"route"`` (one model) or ``"cascade"`` (call ``model`` first, then :meth:`OnlineRouter.observe`).
-        model: the model to call.
-        action: index of ``model`` in ``models``.
-        propensity: probability of ``model`` under ``probabilities`` (the distribution actually sampled from).
-        models: the K models of the policy version (a cascade's chain, in call order).
-        probabilities: ``(K,) float64`` distribution sampled from; 0 for models outside ``allowed_models``.
-        features: ``(d,) float32`` features the policy saw.
-        prompt: the prompt, when the features were computed from one.
-        allowed_models: the allowed subset the caller gave, or ``None``.
-        cost_weight: λ of this decision's reward ``quality − λ·cost/cost_scale``.
-        status: ``"open"`` (waiting for feedback), ``"closed"`` (feedback applied) or ``"expired"``
-            (no feedback within the wait time; the default reward, if any, was applied).
-        n_calls: models called so far (cascades; 1 for ``route``).
-        max_calls: models the cascade may call (its chain, cut at the first model outside ``allowed_models``).
-    """
-
-    decision_id: str
-    seq: int
-    request_id: str | None
-    created_at: float
-    policy_version: str
-    kind: Literal["route", "cascade"]
-    model: str
-    action: int
-    propensity: float
-    models: tuple[str, ...]
-    probabilities: np.ndarray
-    features: np.ndarray
-    prompt: str | None = None
-    allowed_models: tuple[str, ...] | None = None
-    cost_weight: float = 0.0
-    status: Literal["open", "closed", "expired"] = "open"
-    n_calls: int = 1
-    max_calls: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able view (probabilities as ``{model: p}``; features as a list)."""
-        return {
-            "decision_id": self.decision_id,
-            "request_id": self.request_id,
-            "created_at": self.created_at,
-            "policy_version": self.policy_version,
-            "kind": self.kind,
-            "model": self.model,
-            "action": self.action,
-            "propensity": self.propensity,
-            "probabilities": {m: float(p) for m, p in zip(self.models, self.probabilities)},
-            "features": [float(v) for v in self.features],
-            "prompt": self.prompt,
-            "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
-            "cost_weight": self.cost_weight,
-            "status": self.status,
-            "n_calls": self.n_calls,
-            "max_calls": self.max_calls,
-        }
-
-
-@dataclass(frozen=True)
-class Step:
-    """One cascade step: after call ``step`` (0-based) returned ``signal``, the policy drew ``stop``.
-
-    ``forced`` steps (the last model allowed was called) were not the policy's choice and are not learned from.
-    ``cost`` is the USD cost of that call when the gateway reported it.
-    """
-
-    decision_id: str
-    step: int
-    created_at: float
-    signal: float
-    cost: float | None
-    stop: bool
-    propensity: float
-    forced: bool
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """The outcome of a decision, in the order it was applied (``seq``).
-
-    ``quality`` in [0, 1], ``cost`` USD (all calls of a cascade), ``reward`` = ``quality − λ·cost/cost_scale``,
-    ``source`` = ``"client"`` or ``"default"`` (applied when the wait time expired), ``applied`` = the policy
-    learned from it.
-    """
-
-    seq: int
-    decision_id: str
-    received_at: float
-    source: Literal["client", "default"]
-    quality: float
-    cost: float
-    latency_s: float | None
-    reward: float
-    applied: bool
-    policy_version: str
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A saved policy directory holding every feedback with ``seq ≤ last_feedback_seq``."""
-
-    id: int
-    created_at: float
-    policy_version: str
-    path: str
-    last_feedback_seq: int
-
-
-@dataclass(frozen=True)
-class PolicyVersion:
-    version: str
-    created_at: float
-    kind: str
-    models: tuple[str, ...]
-    n_features: int | None
-
-
-@dataclass
-class StoreCounts:
-    """Aggregates for ``/metrics``: totals and per-model reward sums."""
-
-    decisions: int = 0
-    pending: int = 0
-    feedback: dict[str, int] = field(default_factory=dict)
-    decisions_by_model: dict[str, int] = field(default_factory=dict)
-    feedback_by_model: dict[str, int] = field(default_factory=dict)
-    reward_by_model: dict[str, float] = field(default_factory=dict)
+# The same columns of the decisions table aliased ``d`` in joins.
+_D_COLUMNS = ", ".join("d." + c.strip() for c in _DECISION_COLUMNS.split(","))
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class DecisionStore:
+class SQLiteDecisionStore:
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -374,18 +239,8 @@ class DecisionStore:
                 error = self._group_errors.get(self._group_id)
                 if error is not None:
                     raise error
-            if len(statements) == 1:  # autocommit: one implicit transaction, one round of file locking
-                self._writer.execute(*statements[0])
-                return
-            cur = self._writer.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    cur.execute(sql, params)
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+            # One statement autocommits: one implicit transaction, one round of file locking.
+            _run_atomically(self._writer, statements, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
 
     # ------------------------------------------------------------------ group commit
     def begin_deferred(self) -> None:
@@ -444,19 +299,14 @@ class DecisionStore:
         self._group_open = True
 
     def _run_in_group(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        if len(statements) == 1:  # one statement is atomic on its own: a failure undoes only it
-            self._writer.execute(*statements[0])
-            return
-        cur = self._writer.cursor()
-        cur.execute("SAVEPOINT write")
-        try:
-            for sql, params in statements:
-                cur.execute(sql, params)
-        except BaseException:
-            cur.execute("ROLLBACK TO write")
-            cur.execute("RELEASE write")
-            raise
-        cur.execute("RELEASE write")
+        # A failure undoes only this write's statements, not the group's earlier ones.
+        _run_atomically(
+            self._writer,
+            statements,
+            "SAVEPOINT write",
+            ("ROLLBACK TO write", "RELEASE write"),
+            "RELEASE write",
+        )
 
     def _commit_sql(self) -> None:
         self._writer.execute("COMMIT")
@@ -476,14 +326,19 @@ class DecisionStore:
                 conn.close()
                 self._local.conn = None
 
-    def __enter__(self) -> DecisionStore:
+    @property
+    def location(self) -> str:
+        """The database file, for messages."""
+        return str(self.path)
+
+    def __enter__(self) -> SQLiteDecisionStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"DecisionStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+        return f"SQLiteDecisionStore({str(self.path)!r}, synchronous={self.synchronous!r})"
 
     # ------------------------------------------------------------------ policies and checkpoints
     def record_policy(
@@ -744,7 +599,7 @@ class DecisionStore:
         """Feedback with ``seq > after_seq`` in apply order, each with its decision (for replay and audits)."""
         rows = self._reader().execute(
             "SELECT f.seq, f.decision_id, f.received_at, f.source, f.quality, f.cost, f.latency_s, f.reward, "
-            f"f.applied, f.policy_version, {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))} "
+            f"f.applied, f.policy_version, {_D_COLUMNS} "
             "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
             (int(after_seq),),
         )
@@ -801,14 +656,10 @@ class DecisionStore:
             ConfigurationError: nothing to export, or the selected decisions have different feature widths.
         """
         known = self.policy_versions()
-        if versions is not None:
-            unknown = [v for v in versions if v not in known]
-            if unknown:
-                raise ConfigurationError(f"versions {unknown} were never served; the store has {list(known)}")
+        check_versions(versions, known)
         sql = (
-            f"SELECT {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))}, "
-            "f.quality, f.cost, f.latency_s FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id "
-            "WHERE d.kind = 'route'"
+            f"SELECT {_D_COLUMNS}, f.quality, f.cost, f.latency_s "
+            "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE d.kind = 'route'"
         )
         params: list[Any] = []
         if not include_default:
@@ -822,51 +673,13 @@ class DecisionStore:
                 f"nothing to export from {self.path}: no routed decision has feedback yet"
                 + ("" if versions is None else f" for versions {list(versions)}")
             )
-        decisions = [self._decision_from_row(r[:17]) for r in rows]
-        if models is None:
-            order: list[str] = []
-            for v in dict.fromkeys(d.policy_version for d in decisions):
-                order.extend(m for m in known[v].models if m not in order)
-            models = order
-        names = tuple(str(m) for m in models)
-        col = {m: j for j, m in enumerate(names)}
-        missing = sorted({d.model for d in decisions} - set(col))
-        if missing:
-            raise ConfigurationError(f"models={list(names)} lacks the logged models {missing}")
-        widths: dict[int, set[str]] = {}
-        for d in decisions:
-            widths.setdefault(d.features.shape[0], set()).add(d.policy_version)
-        if len(widths) > 1:
-            detail = ", ".join(f"width {w}: versions {sorted(v)}" for w, v in sorted(widths.items()))
-            raise ConfigurationError(
-                f"the decisions have different feature widths ({detail}); pass versions=[...] to export one"
-            )
-        n, k = len(decisions), len(names)
-        quality = np.full((n, k), np.nan)
-        cost = np.full((n, k), np.nan)
-        latency = np.full((n, k), np.nan, dtype=np.float32)
-        action = np.array([col[d.model] for d in decisions], dtype=np.int64)
-        idx = np.arange(n)
-        quality[idx, action] = [r[17] for r in rows]
-        cost[idx, action] = [r[18] for r in rows]
-        lat = np.array([np.nan if r[19] is None else r[19] for r in rows], dtype=np.float32)
-        latency[idx, action] = lat
-        prompts = [d.prompt for d in decisions]
-        return LoggedDataset(
-            models=names,
-            query_ids=np.array([d.decision_id for d in decisions], dtype=object),
-            quality=quality,
-            cost=cost,
-            features=np.stack([d.features for d in decisions]).astype(np.float32),
-            latency=latency if np.isfinite(lat).any() else None,
-            prompts=np.array(prompts, dtype=object) if any(p is not None for p in prompts) else None,
-            logged_action=action,
-            propensity=np.array([d.propensity for d in decisions], dtype=np.float64),
-            meta={
-                "source": f"routing_env DecisionStore {self.path.name}",
-                "policy_versions": ",".join(dict.fromkeys(d.policy_version for d in decisions)),
-                "default_rewards": "included" if include_default else "excluded",
-            },
+        return traffic_dataset(
+            [self._decision_from_row(r[:17]) for r in rows],
+            [(r[17], r[18], r[19]) for r in rows],
+            known,
+            models=models,
+            include_default=include_default,
+            source=f"routing_env DecisionStore {self.path.name}",
         )
 
     def export_bandit_feedback(
@@ -877,11 +690,31 @@ class DecisionStore:
         ``cost_weight`` (λ) and ``cost_scale`` (USD, or ``"max_mean"``) define the reward the estimators score;
         other keyword arguments go to :meth:`export`.
         """
-        from routing_env.ope import BanditFeedback
+        return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)
 
-        return BanditFeedback.from_dataset(
-            self.export(**kwargs), cost_weight=cost_weight, cost_scale=cost_scale
-        )
+
+def _run_atomically(
+    conn: sqlite3.Connection,
+    statements: Sequence[tuple[str, Sequence[Any]]],
+    begin: str,
+    undo: Sequence[str],
+    end: str,
+) -> None:
+    """Run ``statements`` all or none: one statement on its own (atomic by itself), several between ``begin`` and
+    ``end``, with ``undo`` run (and the error re-raised) when one fails."""
+    if len(statements) == 1:
+        conn.execute(*statements[0])
+        return
+    cur = conn.cursor()
+    cur.execute(begin)
+    try:
+        for sql, params in statements:
+            cur.execute(sql, params)
+    except BaseException:
+        for statement in undo:
+            cur.execute(statement)
+        raise
+    cur.execute(end)
 
 
 def _feedback_from_row(r: Sequence[Any]) -> Feedback:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from agents.online import DecisionStore, OnlineRouter, create_app
-from agents.online.stores.sqlite import Decision
+from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
+from agents.online.stores.base import Decision
 from agents.routers import LinUCB
 from tests.agents.online.online_policies import assert_same_state
 
@@ -23,7 +23,7 @@ MODELS = ("a", "b", "c")
 D = 4
 
 
-class CountingStore(DecisionStore):
+class CountingStore(SQLiteDecisionStore):
     """Counts commits of group transactions; fails the next ``fail`` of them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,7 +102,9 @@ def test_concurrent_requests_share_commits_and_all_are_stored(tmp_path: Path) ->
     # 128 acknowledged writes (plus checkpoints, committed on their own) in far fewer group commits.
     assert 0 < store.commits - before < 32
     assert router.n_applied == 64
-    restored = OnlineRouter.restore(DecisionStore(store.path, wal_checkpoint_s=None), checkpoint_every=25)
+    restored = OnlineRouter.restore(
+        SQLiteDecisionStore(store.path, wal_checkpoint_s=None), checkpoint_every=25
+    )
     assert_same_state(router.policy, restored.policy, tmp_path)
 
 
@@ -128,7 +130,9 @@ def test_a_failed_group_commit_is_a_503_and_rolls_back_the_router(tmp_path: Path
         assert not closed & set(failed)
         # The router forgot the rolled-back feedback: its policy equals a replay of the store, and the
         # decisions whose feedback failed still take feedback.
-        restored = OnlineRouter.restore(DecisionStore(store.path, wal_checkpoint_s=None), checkpoint_every=25)
+        restored = OnlineRouter.restore(
+            SQLiteDecisionStore(store.path, wal_checkpoint_s=None), checkpoint_every=25
+        )
         assert_same_state(router.policy, restored.policy, tmp_path)
         retry = await _concurrently(
             app, "/v1/feedback", [{"decision_id": d, "quality": 0.9, "cost": 2e-4} for d in failed]
@@ -145,7 +149,7 @@ def _decision(seq: int) -> Decision:
 
 
 def test_store_defers_writes_until_the_group_commits(tmp_path: Path) -> None:
-    store = DecisionStore(tmp_path / "s.db", wal_checkpoint_s=None)
+    store = SQLiteDecisionStore(tmp_path / "s.db", wal_checkpoint_s=None)
     store.record_policy("v1", "test", MODELS, D, 0.0)
     other = sqlite3.connect(store.path)
     count = "SELECT COUNT(*) FROM decisions"

@@ -17,8 +17,9 @@ pytest.importorskip("fastapi")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's deprecation notice about its httpx-based client
     from fastapi.testclient import TestClient
-from agents.online import DecisionStore, OnlineRouter, create_app
-from agents.online.http.app import RouteResponse
+from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
+from agents.online.http.app import ServiceSettings, build_app
+from agents.online.http.schemas import RouteResponse
 from tests.agents.online.online_policies import FixedPolicy, LearningThresholdCascade
 
 MODELS = ("a", "b", "c")
@@ -28,7 +29,7 @@ TOKEN = "s3cret-token"
 @pytest.fixture
 def router(tmp_path: Path) -> OnlineRouter:
     return OnlineRouter(
-        FixedPolicy(MODELS, [0.5, 0.3, 0.2]), DecisionStore(tmp_path / "d.db"), feedback_timeout_s=60
+        FixedPolicy(MODELS, [0.5, 0.3, 0.2]), SQLiteDecisionStore(tmp_path / "d.db"), feedback_timeout_s=60
     )
 
 
@@ -319,31 +320,59 @@ def test_fuzz_observe_never_5xx(cascade_client: TestClient, body: object) -> Non
     assert _send(cascade_client, "/v1/decisions/unknown/observe", body) < 500
 
 
-def test_floor_bench_endpoint_logs_apart_from_the_decisions(router: OnlineRouter) -> None:
-    import sqlite3
-
-    with TestClient(create_app(router, bench_endpoints=True), raise_server_exceptions=False) as client:
-        answers = [client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]}) for _ in range(5)]
-        for r in answers:
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert body["model"] in MODELS
-            assert body["propensity"] == pytest.approx(body["probabilities"][body["model"]])
-            assert sum(body["probabilities"].values()) == pytest.approx(1.0)
-        assert client.post("/v1/floor", json={"features": [0.1, 0.2]}).status_code == 422
-        assert client.post("/v1/floor", json={"prompt": "hi"}).status_code == 422
-        assert client.post("/v1/floor", content=b"{").status_code == 422
-        assert "/v1/floor" in client.get("/openapi.json").json()["paths"]
-    with sqlite3.connect(router.store.path) as conn:
-        ids = [row[0] for row in conn.execute("SELECT decision_id FROM bench_floor ORDER BY seq")]
-        assert ids == [r.json()["decision_id"] for r in answers]
-        # Nothing of it reaches the decisions (and so no export, OPE or learning).
-        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
-    assert router.stats()["decisions"] == 0
-    cascade = OnlineRouter(LearningThresholdCascade(MODELS), DecisionStore(router.store.path.parent / "c.db"))
-    with TestClient(create_app(cascade, bench_endpoints=True), raise_server_exceptions=False) as client:
-        r = client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]})
-        assert r.status_code == 422 and "cascade" in r.json()["detail"]
-    # Without the bench endpoints the path does not exist.
+def test_production_app_has_none_of_the_bench_endpoints(router: OnlineRouter) -> None:
     with TestClient(create_app(router), raise_server_exceptions=False) as client:
-        assert client.post("/v1/floor", json={"features": [0.1, 0.2, 0.3]}).status_code in (404, 405)
+        paths = client.get("/openapi.json").json()["paths"]
+        for path in ("/v1/floor", "/v1/noop", "/v1/noop-fastapi"):
+            assert client.post(path, json={"features": [0.1, 0.2, 0.3]}).status_code in (404, 405)
+            assert path not in paths
+    with pytest.raises(TypeError, match="bench_endpoints"):
+        create_app(router, bench_endpoints=True)
+
+
+def _exchange(client: TestClient, decision_id: str) -> list[tuple[int, object]]:
+    """Statuses and bodies of a fixed series of route and feedback requests (ids and times left out)."""
+    out: list[tuple[int, object]] = []
+    requests: list[tuple[str, object]] = [
+        ("/v1/route", {"features": [0.1, 0.2, 0.3], "allowed_models": ["a"], "request_id": "ü"}),
+        ("/v1/route", {"features": [0.1, 0.2]}),
+        ("/v1/route", {"features": [0.1, 0.2, 0.3], "extra": 1}),
+        ("/v1/route", b'{"features": [0, NaN, 1]}'),
+        ("/v1/route", b"{"),
+        ("/v1/feedback", {"decision_id": "missing", "quality": 0.5}),
+        ("/v1/feedback", {"decision_id": decision_id, "quality": 1.5}),
+        ("/v1/feedback", {"decision_id": decision_id, "quality": 0.5, "cost": 0.01}),
+        ("/v1/feedback", {"decision_id": decision_id, "quality": 0.5}),
+    ]
+    for path, body in requests:
+        if isinstance(body, bytes):
+            r = client.post(path, content=body, headers={"content-type": "application/json"})
+        else:
+            r = client.post(path, json=body)
+        payload = r.json()
+        if r.status_code == 200:
+            assert r.content == json.dumps(payload, separators=(",", ":")).encode()
+            payload = {
+                k: v for k, v in payload.items() if k not in ("decision_id", "created_at", "received_at")
+            }
+        elif isinstance(payload["detail"], list):
+            # Malformed JSON is reported by pydantic on one path and by the json module on the other.
+            payload = [
+                (e["type"], e["loc"], e["msg"]) if e["type"] != "json_invalid" else e["type"]
+                for e in payload["detail"]
+            ]
+        else:
+            payload = payload["detail"].replace(decision_id, "<id>")
+        out.append((r.status_code, payload))
+    return out
+
+
+def test_plain_fastapi_endpoints_answer_like_the_hot_path(tmp_path: Path) -> None:
+    answers = []
+    for name, build in (("hot", create_app), ("plain", lambda r: build_app(r, ServiceSettings()))):
+        router = OnlineRouter(FixedPolicy(MODELS, [0.5, 0.3, 0.2]), tmp_path / f"{name}.db")
+        with TestClient(build(router), raise_server_exceptions=False) as client:
+            d = client.post("/v1/route", json={"features": [0, 0, 0]}).json()["decision_id"]
+            answers.append(_exchange(client, d))
+    assert answers[0] == answers[1]
+    assert [status for status, _ in answers[0]] == [200, 422, 422, 422, 422, 404, 422, 200, 409]

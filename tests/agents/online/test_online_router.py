@@ -1,4 +1,4 @@
-"""OnlineRouter and DecisionStore in process: propensities, feedback rules, expiry, cascades, restore, export."""
+"""OnlineRouter and the SQLite decision store in process: propensities, feedback rules, expiry, cascades, restore, export."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from agents.online import (
     DecisionConflictError,
     DecisionNotFoundError,
-    DecisionStore,
     OnlineRouter,
+    SQLiteDecisionStore,
 )
 from agents.routers import LinUCB
 from routing_env.data import LoggedDataset, make_synthetic
@@ -38,7 +38,7 @@ def linucb(data: LoggedDataset) -> LinUCB:
 
 def fixed_router(tmp_path: Path, probs: list[float] | None = None, **kw: object) -> OnlineRouter:
     policy = FixedPolicy(MODELS, probs or [0.5, 0.3, 0.2])
-    return OnlineRouter(policy, DecisionStore(tmp_path / "d.db"), **kw)  # type: ignore[arg-type]
+    return OnlineRouter(policy, SQLiteDecisionStore(tmp_path / "d.db"), **kw)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------- route
@@ -142,7 +142,7 @@ def test_route_with_prompt_uses_the_policys_featurizer(tmp_path: Path) -> None:
     d = router.route(prompt=str(ds.prompts[0]))
     np.testing.assert_array_equal(d.features, feat.transform([str(ds.prompts[0])])[0])
     assert d.prompt == ds.prompts[0]
-    restored = OnlineRouter.restore(DecisionStore(tmp_path / "d.db"))
+    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db"))
     assert restored.route(prompt=str(ds.prompts[0])).features.tolist() == d.features.tolist()
 
 
@@ -220,7 +220,7 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="must have save"):
         OnlineRouter(object(), tmp_path / "x.db")
     with pytest.raises(ConfigurationError, match="database file"):
-        DecisionStore(":memory:")
+        SQLiteDecisionStore(":memory:")
     with pytest.raises(ConfigurationError, match="no policy checkpoint"):
         OnlineRouter.restore(tmp_path / "empty.db")
 
@@ -244,7 +244,7 @@ def test_restore_is_bit_identical_to_a_router_that_never_crashed(tmp_path: Path,
     _traffic(router, data, range(200, 320), seed=0)
     assert router.store.latest_checkpoint() is not None
     assert router.store.max_feedback_seq() % 7 != 0  # some feedback came after the last checkpoint
-    restored = OnlineRouter.restore(DecisionStore(tmp_path / "d.db"), checkpoint_every=7)
+    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db"), checkpoint_every=7)
     assert_same_state(router.policy, restored.policy, tmp_path)  # includes the generator state
     assert restored.policy._rng.bit_generator.state == router.policy._rng.bit_generator.state
     # Both policies keep going identically: same draws from their generators, same updates.
@@ -404,7 +404,7 @@ def test_package_imports_without_fastapi() -> None:
     code = (
         "import sys; sys.modules['fastapi'] = None\n"
         "import agents.online as o\n"
-        "assert o.OnlineRouter and o.DecisionStore\n"
+        "assert o.OnlineRouter and o.DecisionStore and o.SQLiteDecisionStore\n"
         "try:\n"
         "    o.create_app(None)\n"
         "except ImportError as e:\n"
@@ -420,7 +420,7 @@ def test_package_imports_without_fastapi() -> None:
     ids=["inf", "nan", "negative", "sum"],
 )
 def test_route_refuses_a_policy_that_returns_no_distribution(tmp_path: Path, probs: list[float]) -> None:
-    router = OnlineRouter(FixedPolicy(("a", "b", "c"), [1 / 3] * 3), DecisionStore(tmp_path / "d.db"))
+    router = OnlineRouter(FixedPolicy(("a", "b", "c"), [1 / 3] * 3), SQLiteDecisionStore(tmp_path / "d.db"))
     router.policy.probs = np.array(probs)
     with pytest.raises(ConfigurationError, match="action_probabilities returned"):
         router.route([0.1, 0.2, 0.3])

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from agents.online import DecisionStore
+from agents.online import SQLiteDecisionStore
 from agents.routers import LinUCB
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.policy import load_policy
@@ -114,7 +114,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, policy_dir: Path) -> Iterat
     yield from _server(tmp_path_factory.mktemp("shared"), policy_dir)
 
 
-def replayed(policy_dir: Path | str, store: DecisionStore, after_seq: int = 0) -> object:
+def replayed(policy_dir: Path | str, store: SQLiteDecisionStore, after_seq: int = 0) -> object:
     """The policy saved in ``policy_dir`` with the applied feedback of ``store`` after ``after_seq`` replayed."""
     policy = load_policy(policy_dir)
     # The router primes the policy's lazily built caches; do the same.
@@ -246,7 +246,7 @@ def test_load_16_clients_x_1000_pairs(shared: Server, data: LoggedDataset, tmp_p
     assert traffic.errors == []
     assert len(traffic.statuses) == 32_000 and set(traffic.statuses) == {200}
     assert len(traffic.acked) == 16_000
-    store = DecisionStore(shared.store)
+    store = SQLiteDecisionStore(shared.store)
     stored = {fb.decision_id for fb, _ in store.feedback(after_seq=before["last_feedback_seq"])}
     assert stored == set(traffic.acked)
     live = served_policy(shared)
@@ -269,7 +269,7 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(
     acked, routed = set(traffic.acked), set(traffic.routed)
     assert len(acked) >= 400 and set(traffic.statuses) == {200}
     server.start()  # same command, same store: resumes from the last checkpoint + replay
-    store = DecisionStore(tmp_path / "store.db")
+    store = SQLiteDecisionStore(tmp_path / "store.db")
     assert acked <= {fb.decision_id for fb, _ in store.feedback()}
     assert routed <= {d.decision_id for d in store.decisions()}
     restored = served_policy(server)

@@ -1,0 +1,84 @@
+"""Group commit: the writes that concurrent requests make on the event loop share one store transaction.
+
+Each request is still acknowledged only after its own writes are committed; concurrent requests share the
+commit's cost (one store commit per event-loop turn instead of one per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from agents.online.router import OnlineRouter
+
+log = logging.getLogger("routing_env.serve")
+
+_T = TypeVar("_T")
+
+
+class StoreCommitError(RuntimeError):
+    """The decision store could not commit a group of writes; they were rolled back (HTTP 503)."""
+
+
+class GroupCommit:
+    """Group commit of the writes that concurrent requests make on the event loop.
+
+    A request runs its router call inside :meth:`run`: its writes join one open SQLite transaction, and it waits
+    for the commit, which runs once per loop iteration for every request that wrote meanwhile. Each request is
+    still acknowledged only after its writes are committed; concurrent requests share the commit's cost. If a
+    commit fails, its requests get :class:`StoreCommitError` and the router is resynchronised with the store
+    (the rolled-back decisions and updates are undone in memory too).
+    """
+
+    def __init__(self, router: OnlineRouter) -> None:
+        self.router = router
+        self.store = router.store
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._scheduled = False
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        store = self.store
+        store.begin_deferred()
+        try:
+            result = work()
+        finally:
+            group = store.end_deferred()
+        if group is not None:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((group, future))
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._commit)
+            await future
+        return result
+
+    def _commit(self) -> None:
+        self._scheduled = False
+        waiters, self._waiters = self._waiters, []
+        self.store.commit_group()
+        failed = False
+        for group, future in waiters:
+            error = self.store.group_error(group)
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                failed = True
+                future.set_exception(StoreCommitError(f"the decision store could not commit: {error}"))
+        if failed:
+            log.error("a group commit failed; resynchronising the router with the store")
+            try:
+                self.router.resync()
+            except Exception:
+                log.exception("resynchronising the router failed")
+
+    def close(self) -> None:
+        """Commit what is still open (at shutdown)."""
+        if self._waiters:
+            self._commit()
+        else:
+            self.store.commit_group()

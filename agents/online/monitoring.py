@@ -1,0 +1,66 @@
+"""Monitoring of the online router: its counters in Prometheus' text exposition format (version 0.0.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _escape(value: str) -> str:
+    """A label value escaped as the exposition format requires (backslash, double quote, newline)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(name: str, help_text: str, kind: str, label: str, values: Mapping[str, int | float]) -> list[str]:
+    """One metric family with one sample per label value, sorted by label value (floats written by repr)."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f'{name}{{{label}="{_escape(k)}"}} {v!r}' for k, v in sorted(values.items())]
+    return lines
+
+
+def prometheus_text(stats: Mapping[str, Any]) -> str:
+    """The counters of :meth:`agents.online.OnlineRouter.stats` as Prometheus text (one line per sample)."""
+    feedback = {source: stats["feedback"].get(source, 0) for source in ("client", "default")}
+    lines = _family(
+        "routing_env_decisions_total",
+        "Routing decisions logged.",
+        "counter",
+        "model",
+        stats["decisions_by_model"],
+    )
+    lines += _family(
+        "routing_env_feedback_total",
+        "Feedback received (source=client) or defaulted (source=default).",
+        "counter",
+        "source",
+        feedback,
+    )
+    lines += [
+        "# HELP routing_env_pending_decisions Decisions waiting for feedback.",
+        "# TYPE routing_env_pending_decisions gauge",
+        f"routing_env_pending_decisions {stats['pending']}",
+        "# HELP routing_env_policy_updates_total Feedback applied to the policy since the process started.",
+        "# TYPE routing_env_policy_updates_total counter",
+        f"routing_env_policy_updates_total {stats['applied_updates']}",
+    ]
+    lines += _family(
+        "routing_env_reward_sum",
+        "Sum of rewards by model.",
+        "counter",
+        "model",
+        stats["reward_sum_by_model"],
+    )
+    lines += _family(
+        "routing_env_reward_count",
+        "Rewards received by model.",
+        "counter",
+        "model",
+        stats["feedback_by_model"],
+    )
+    version, kind = _escape(stats["policy_version"]), stats["policy_kind"]
+    lines += [
+        "# HELP routing_env_policy_info The policy version being served.",
+        "# TYPE routing_env_policy_info gauge",
+        f'routing_env_policy_info{{version="{version}",kind="{kind}"}} 1',
+    ]
+    return "\n".join(lines) + "\n"

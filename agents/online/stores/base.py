@@ -1,0 +1,299 @@
+"""The decision store contract: the records of the online router's log and the :class:`DecisionStore` protocol.
+
+:class:`~agents.online.OnlineRouter` and the HTTP service use a store only through this protocol, so every backend
+(:class:`~agents.online.stores.sqlite.SQLiteDecisionStore` today) serves both unchanged. The store is the router's
+source of truth: decisions with their propensities, cascade steps, feedback in the order it was applied, policy
+versions and checkpoints. A method returns only after its writes are committed, except inside a group-commit
+deferral (:meth:`DecisionStore.begin_deferred`), whose writes are committed together by
+:meth:`DecisionStore.commit_group`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from routing_env.data import LoggedDataset
+
+
+# ---------------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Decision:
+    """One routing decision, as returned by :meth:`OnlineRouter.route` and stored by a :class:`DecisionStore`.
+
+    Attributes:
+        decision_id: the id to send feedback for.
+        seq: decision sequence number in the store (seeds this decision's sampling RNG).
+        request_id: the caller's idempotency key, if given.
+        created_at: UNIX time (s) of the decision.
+        policy_version: version id of the policy that decided.
+        kind: ``"route"`` (one model) or ``"cascade"`` (call ``model`` first, then :meth:`OnlineRouter.observe`).
+        model: the model to call.
+        action: index of ``model`` in ``models``.
+        propensity: probability of ``model`` under ``probabilities`` (the distribution actually sampled from).
+        models: the K models of the policy version (a cascade's chain, in call order).
+        probabilities: ``(K,) float64`` distribution sampled from; 0 for models outside ``allowed_models``.
+        features: ``(d,) float32`` features the policy saw.
+        prompt: the prompt, when the features were computed from one.
+        allowed_models: the allowed subset the caller gave, or ``None``.
+        cost_weight: λ of this decision's reward ``quality − λ·cost/cost_scale``.
+        status: ``"open"`` (waiting for feedback), ``"closed"`` (feedback applied) or ``"expired"``
+            (no feedback within the wait time; the default reward, if any, was applied).
+        n_calls: models called so far (cascades; 1 for ``route``).
+        max_calls: models the cascade may call (its chain, cut at the first model outside ``allowed_models``).
+    """
+
+    decision_id: str
+    seq: int
+    request_id: str | None
+    created_at: float
+    policy_version: str
+    kind: Literal["route", "cascade"]
+    model: str
+    action: int
+    propensity: float
+    models: tuple[str, ...]
+    probabilities: np.ndarray
+    features: np.ndarray
+    prompt: str | None = None
+    allowed_models: tuple[str, ...] | None = None
+    cost_weight: float = 0.0
+    status: Literal["open", "closed", "expired"] = "open"
+    n_calls: int = 1
+    max_calls: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view (probabilities as ``{model: p}``; features as a list)."""
+        return {
+            "decision_id": self.decision_id,
+            "request_id": self.request_id,
+            "created_at": self.created_at,
+            "policy_version": self.policy_version,
+            "kind": self.kind,
+            "model": self.model,
+            "action": self.action,
+            "propensity": self.propensity,
+            "probabilities": {m: float(p) for m, p in zip(self.models, self.probabilities)},
+            "features": [float(v) for v in self.features],
+            "prompt": self.prompt,
+            "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
+            "cost_weight": self.cost_weight,
+            "status": self.status,
+            "n_calls": self.n_calls,
+            "max_calls": self.max_calls,
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cascade step: after call ``step`` (0-based) returned ``signal``, the policy drew ``stop``.
+
+    ``forced`` steps (the last model allowed was called) were not the policy's choice and are not learned from.
+    ``cost`` is the USD cost of that call when the gateway reported it.
+    """
+
+    decision_id: str
+    step: int
+    created_at: float
+    signal: float
+    cost: float | None
+    stop: bool
+    propensity: float
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The outcome of a decision, in the order it was applied (``seq``).
+
+    ``quality`` in [0, 1], ``cost`` USD (all calls of a cascade), ``reward`` = ``quality − λ·cost/cost_scale``,
+    ``source`` = ``"client"`` or ``"default"`` (applied when the wait time expired), ``applied`` = the policy
+    learned from it.
+    """
+
+    seq: int
+    decision_id: str
+    received_at: float
+    source: Literal["client", "default"]
+    quality: float
+    cost: float
+    latency_s: float | None
+    reward: float
+    applied: bool
+    policy_version: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved policy directory holding every feedback with ``seq ≤ last_feedback_seq``."""
+
+    id: int
+    created_at: float
+    policy_version: str
+    path: str
+    last_feedback_seq: int
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    """A policy version registered in a store: its kind, its models (in the policy's order) and feature width."""
+
+    version: str
+    created_at: float
+    kind: str
+    models: tuple[str, ...]
+    n_features: int | None
+
+
+@dataclass
+class StoreCounts:
+    """Aggregates for ``/metrics``: totals and per-model reward sums."""
+
+    decisions: int = 0
+    pending: int = 0
+    feedback: dict[str, int] = field(default_factory=dict)
+    decisions_by_model: dict[str, int] = field(default_factory=dict)
+    feedback_by_model: dict[str, int] = field(default_factory=dict)
+    reward_by_model: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------- protocol
+class DecisionStore(Protocol):
+    """What :class:`~agents.online.OnlineRouter` and the HTTP service need from a decision store.
+
+    Sequence numbers: decisions are numbered ``1, 2, …`` by the router (``Decision.seq``), feedback by the order
+    it was applied (``Feedback.seq``); a restored router replays feedback in that order after its checkpoint.
+    Lookups of ids the store never issued raise :class:`~agents.online.errors.DecisionNotFoundError`.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, for messages (a file path, or a URL without its password)."""
+        ...
+
+    # ---- policy versions and checkpoints
+    def record_policy(
+        self, version: str, kind: str, models: Sequence[str], n_features: int | None, created_at: float
+    ) -> None:
+        """Register a policy version (a version id names one policy for the life of the store)."""
+        ...
+
+    def policy_versions(self) -> dict[str, PolicyVersion]:
+        """Every version served, in order of registration."""
+        ...
+
+    def checkpoint_path(self, version: str, last_feedback_seq: int) -> Path:
+        """Directory where a new checkpoint of ``version`` holding feedback up to ``last_feedback_seq`` goes."""
+        ...
+
+    def add_checkpoint(self, version: str, path: str | Path, last_feedback_seq: int) -> Checkpoint:
+        """Record a saved policy directory (committed at once) and return it."""
+        ...
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint whose directory still exists, or ``None``."""
+        ...
+
+    # ---- decisions and cascade steps
+    def insert_decision(self, d: Decision) -> None:
+        """Log a new decision."""
+        ...
+
+    def get_decision(self, decision_id: str) -> Decision:
+        """The decision with that id (:class:`~agents.online.errors.DecisionNotFoundError` if never issued)."""
+        ...
+
+    def find_request(self, request_id: str) -> Decision | None:
+        """The decision made for the caller's idempotency key ``request_id``, if any."""
+        ...
+
+    def decisions(self, status: str | None = None) -> list[Decision]:
+        """Every decision (or those with ``status``), in decision order."""
+        ...
+
+    def open_before(self, before: float) -> list[str]:
+        """Ids of open decisions created before UNIX time ``before`` (s), oldest first."""
+        ...
+
+    def max_decision_seq(self) -> int:
+        """The highest decision ``seq`` logged (0 for an empty store)."""
+        ...
+
+    def insert_step(self, step: Step, n_calls: int, model: str, action: int) -> None:
+        """Log a cascade step with the decision's new number of calls and current model, atomically."""
+        ...
+
+    def steps(self, decision_id: str) -> list[Step]:
+        """The cascade steps of a decision, in call order."""
+        ...
+
+    # ---- feedback
+    def insert_feedback(self, fb: Feedback) -> None:
+        """Log feedback and close its decision (``closed``; ``expired`` for a default), atomically.
+
+        A second feedback for the same decision must fail (a uniqueness constraint of the store).
+        """
+        ...
+
+    def mark_expired(self, decision_id: str) -> None:
+        """Close a decision whose wait time expired, without any feedback."""
+        ...
+
+    def get_feedback(self, decision_id: str) -> Feedback | None:
+        """The feedback of a decision, if it has any."""
+        ...
+
+    def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
+        """Feedback with ``seq > after_seq`` in apply order, each with its decision (replay and audits)."""
+        ...
+
+    def max_feedback_seq(self) -> int:
+        """The highest feedback ``seq`` logged (0 for an empty store)."""
+        ...
+
+    def counts(self) -> StoreCounts:
+        """Totals for monitoring."""
+        ...
+
+    # ---- export
+    def export(
+        self,
+        *,
+        versions: Sequence[str] | None = None,
+        include_default: bool = False,
+        models: Sequence[str] | None = None,
+    ) -> LoggedDataset:
+        """The logged traffic in the canonical format (partial information, ``logged_action`` + ``propensity``)."""
+        ...
+
+    def export_bandit_feedback(
+        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
+    ) -> Any:
+        """The exported logs as a :class:`routing_env.ope.BanditFeedback`."""
+        ...
+
+    # ---- group commit
+    def begin_deferred(self) -> None:
+        """Defer the calling thread's writes into one shared transaction until :meth:`end_deferred`."""
+        ...
+
+    def end_deferred(self) -> int | None:
+        """Stop deferring; the id of the group this deferral wrote into, if it wrote."""
+        ...
+
+    def commit_group(self) -> None:
+        """Commit the open group transaction, if any; a failure rolls it back and is kept for
+        :meth:`group_error` (not raised)."""
+        ...
+
+    def group_error(self, group: int) -> BaseException | None:
+        """The error that rolled back group ``group`` (``None``: committed, or still open)."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is open and release the store's connections."""
+        ...

@@ -2,13 +2,15 @@
 
 ::
 
-    routing-env evaluate LOGS --policy DIR [--split auto|test|all] [--cost-weight λ | --cost-weight-range LO HI]
-                         [--plot PATH] [--csv PATH] [--root DIR] [--option KEY=VALUE ...] [--quiet]
+    routing-env evaluate LOGS --policy DIR [--rows auto|held-out|all] [--cost-weight λ | --cost-weight-range LO HI]
+                         [--plot PATH] [--csv PATH] [--root DIR] [--format FORMAT --split S --task T] [--quiet]
 
-- ``LOGS``: a dataset name of :func:`routing_env.data.load_dataset` (with ``--root``) or a canonical
-  ``.parquet``/``.csv``/``.jsonl`` file; ``--option split=test`` passes loader options (LLMRouter's test file).
-- ``--split auto`` (default): when ``DIR/training.json`` (written by ``routing-env train``) names the same logs,
-  the held-out split of that run (same seed and share, so no training query is scored); otherwise all of ``LOGS``.
+- ``LOGS``: a dataset name of :func:`routing_env.data.load_dataset` (with ``--root``), a canonical
+  ``.parquet``/``.csv``/``.jsonl`` file, or with ``--format`` a third-party file or folder (``--format llmrouter
+  --split test`` reads LLMRouter's test file).
+- ``--rows auto`` (default): when ``DIR/training.json`` (written by ``routing-env train``) names the same logs read
+  the same way, the held-out split of that run (same seed and share, so no training query is scored); otherwise
+  all of ``LOGS``.
 - Features: from the prompts with the policy's own featurizer when it carries one, else the logs' features.
 - Full-information logs: per λ the expected quality, cost (USD), reward and call shares against the best single
   model and the oracle; then AIQ and gap closed over the λ grid, and a cost–quality plot.
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.cli.datasets import print_table
+from agents.cli.common import FORMATS, add_command, add_data_options, print_table, read_logs
 from routing_env.errors import ConfigurationError, ModelMismatchError, OPEWarning, ShapeError
 
 #: Written into the policy directory by ``routing-env train``: what was trained on, how it was split.
@@ -40,22 +42,24 @@ EVALUATION_POINTS = 48
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "evaluate",
-        help="score a saved policy on logs: quality, cost, reward, call shares, AIQ, gap closed (OPE on bandit logs)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "score a saved policy on logs: quality, cost, reward, call shares, AIQ, gap closed (OPE on bandit logs)",
+        __doc__,
     )
-    p.add_argument("logs", help="a dataset name (with --root) or a canonical .parquet/.csv/.jsonl file")
+    p.add_argument(
+        "logs", help="a dataset name (with --root), a canonical .parquet/.csv/.jsonl file, or a path"
+    )
     p.add_argument("--policy", required=True, type=Path, help="saved policy directory")
     p.add_argument(
-        "--split",
+        "--rows",
         default="auto",
-        choices=("auto", "test", "all"),
-        help="rows to score: the training run's held-out split (test), all rows, or test when DIR/training.json "
-        "names these logs (auto; default)",
+        choices=("auto", "held-out", "all"),
+        help="rows to score: the training run's held-out split, all rows, or held-out when DIR/training.json "
+        "names these logs read the same way (auto)",
     )
-    add_data_arguments(p)
+    add_log_arguments(p)
     add_cost_weight_arguments(p)
     p.add_argument("--plot", type=Path, default=Path("evaluation.png"), help="cost–quality plot (PNG)")
     p.add_argument("--csv", type=Path, default=None, help="also write the per-λ table to this CSV file")
@@ -63,16 +67,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """``--root`` and ``--option``, shared with ``routing-env train``."""
-    p.add_argument("--root", default=None, help="folder of third-party datasets, for dataset names")
+def add_log_arguments(p: argparse.ArgumentParser) -> None:
+    """How the logs are read (the CLI's data options, ``--format`` and its loader options), shared with
+    ``routing-env train``."""
+    add_data_options(p)
+    p.add_argument("--format", choices=FORMATS, default=None, help="read LOGS with this loader (a path)")
     p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a loader option, e.g. split=test for llmrouter (repeatable)",
+        "--split", default="train", choices=("train", "test", "all"), help="for --format llmrouter"
     )
+    p.add_argument(
+        "--task", default="mmlu", choices=("mmlu", "gsm8k", "mt_bench"), help="for --format routellm"
+    )
+
+
+def read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The logs ``args`` name, and how they were read (recorded in ``training.json``)."""
+    reader = {
+        "format": args.format,
+        "split": args.split if args.format == "llmrouter" else None,
+        "task": args.task if args.format == "routellm" else None,
+        "normalize": args.normalize,
+        "quality_range": None if args.quality_range is None else list(args.quality_range),
+        "complete_only": bool(args.complete_only),
+    }
+    return read_logs(args.logs, args, fmt=args.format, task=args.task, split=args.split), reader
 
 
 def add_cost_weight_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,25 +108,6 @@ def add_cost_weight_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
-def loader_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["split=test", "n=3"]`` → ``{"split": "test", "n": 3}`` (numbers and booleans parsed)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigurationError(f"--option must be KEY=VALUE, got {pair!r}")
-        parsed: Any = value
-        if value.lower() in ("true", "false"):
-            parsed = value.lower() == "true"
-        else:
-            try:
-                parsed = json.loads(value) if value[:1].isdigit() or value[:1] == "-" else value
-            except json.JSONDecodeError:
-                parsed = value
-        out[key] = parsed
-    return out
-
-
 def cost_weight_grid(
     cost_weight: float | None, cost_range: Sequence[float] | None
 ) -> tuple[float, ...] | None:
@@ -368,22 +367,19 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
 
 # ---------------------------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace) -> int:
-    from routing_env.data import load_dataset
     from routing_env.policy import load_policy
 
     say = _say(args)
     policy = load_policy(args.policy)
     training = read_training(args.policy)
-    options = loader_options(args.option)
-    logs = load_dataset(args.logs, root=args.root, **options)
+    logs, reader = read(args)
     say(f"logs: {logs}")
     say(f"policy: {type(policy).__name__} from {args.policy}")
-    same_logs = training.get("logs") == str(args.logs) and training.get("options", {}) == options
-    use_test = args.split == "test" or (args.split == "auto" and same_logs)
-    if use_test:
+    same_logs = training.get("logs") == str(args.logs) and training.get("reader") == reader
+    if args.rows == "held-out" or (args.rows == "auto" and same_logs):
         if not training:
             raise ConfigurationError(
-                f"--split test needs {args.policy / TRAINING_FILE} (written by routing-env train)"
+                f"--rows held-out needs {args.policy / TRAINING_FILE} (written by routing-env train)"
             )
         _, logs = logs.split(test_size=float(training["test_size"]), seed=int(training["seed"]))
         say(f"scoring the held-out split of the training run: {logs.n_queries} queries")

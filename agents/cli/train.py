@@ -5,20 +5,20 @@
     routing-env train LOGS --out DIR [--router auto|task-table|cluster|linucb|…] [--candidates a,b,…]
                       [--cost-weight λ | --cost-weight-range LO HI] [--featurizer text|embeddings]
                       [--features auto|prompts|logs] [--test-size 0.25] [--cv 5] [--seed 0]
-                      [--root DIR] [--option KEY=VALUE ...] [--force] [--quiet]
+                      [--root DIR] [--format FORMAT --split S --task T] [--force] [--quiet]
 
-1. Load ``LOGS``: a dataset name of :func:`routing_env.data.load_dataset` (with ``--root``) or a canonical
-   ``.parquet``/``.csv``/``.jsonl`` file (``--option split=test`` passes loader options).
-2. Split off a test share by prompt (a duplicated prompt never straddles the split; tasks keep their shares).
-3. Features: with ``--features auto`` (default) and prompts in the logs, the ``--featurizer`` (TF-IDF + SVD
-   ``text``, or ``embeddings``: all-MiniLM-L6-v2, needs the embeddings extra) fitted on the training prompts plus
-   the task one-hot; the policy carries it, so ``routing-env serve --policy DIR`` routes ``{"prompt": …}``.
-   Logs without prompts use their own features.
-4. ``--router auto`` (default): :func:`agents.select_router` fits every candidate family with its own grouped
-   cross-validation and keeps the best by cross-validated AIQ over the λ range (mean reward for one
-   ``--cost-weight``); a family name fits that family alone (its hyperparameters still chosen by CV).
-5. Print the CV table and the test-split figures; write the policy, ``training.json`` (the split, the λ grid, the
-   choice) and ``cv_table.csv`` into ``DIR``. ``routing-env evaluate LOGS --policy DIR`` scores the same split.
+- Load ``LOGS``: a dataset name of :func:`routing_env.data.load_dataset` (with ``--root``), a canonical
+  ``.parquet``/``.csv``/``.jsonl`` file, or with ``--format`` a third-party file or folder.
+- Split off a test share by prompt (a duplicated prompt never straddles the split; tasks keep their shares).
+- Features: with ``--features auto`` (default) and prompts in the logs, the ``--featurizer`` (TF-IDF + SVD
+  ``text``, or ``embeddings``: all-MiniLM-L6-v2, needs the embeddings extra) fitted on the training prompts plus
+  the task one-hot; the policy carries it, so ``routing-env serve --policy DIR`` routes ``{"prompt": …}``.
+  Logs without prompts use their own features.
+- ``--router auto`` (default): :func:`agents.select_router` fits every candidate family with its own grouped
+  cross-validation and keeps the best by cross-validated AIQ over the λ range (mean reward for one
+  ``--cost-weight``); a family name fits that family alone (its hyperparameters still chosen by CV).
+- Print the CV table and the test-split figures; write the policy, ``training.json`` (the split, the λ grid, the
+  choice) and ``cv_table.csv`` into ``DIR``. ``routing-env evaluate LOGS --policy DIR`` scores the same split.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.cli.datasets import print_table
+from agents.cli.common import add_command, print_table
 from agents.cli.evaluate import (
     TRAINING_FILE,
     add_cost_weight_arguments,
-    add_data_arguments,
+    add_log_arguments,
     cost_weight_grid,
-    loader_options,
+    read,
     report_bandit_logs,
     report_full_information,
 )
@@ -54,11 +54,11 @@ def _families() -> tuple[str, ...]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
-        help="choose a router for your logs by cross-validation, fit it and save it with its featurizer",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "choose a router for your logs by cross-validation, fit it and save it with its featurizer",
+        __doc__,
     )
     p.add_argument("logs", help="a dataset name (with --root) or a canonical .parquet/.csv/.jsonl file")
     p.add_argument("--out", required=True, type=Path, help="policy directory to write")
@@ -66,12 +66,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--router",
         default="auto",
         choices=("auto", *_families()),
-        help="auto: the best of --candidates by cross-validation (default); or one router family",
+        help="auto: the best of --candidates by cross-validation; or one router family",
     )
     p.add_argument(
         "--candidates",
         default=None,
-        help="comma-separated families --router auto compares (default: task-table,cluster,linucb,logistic,knn)",
+        help="comma-separated families --router auto compares",
     )
     add_cost_weight_arguments(p)
     p.add_argument("--featurizer", default="text", choices=FEATURIZERS, help="features from the prompts")
@@ -80,16 +80,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         choices=("auto", "prompts", "logs"),
         help="derive features from the prompts (prompts), keep the logs' own (logs), or prompts when the logs "
-        "have them (auto; default)",
+        "have them (auto)",
     )
-    p.add_argument(
-        "--test-size", type=float, default=0.25, help="held-out share of the queries (default 0.25)"
-    )
-    p.add_argument("--cv", type=int, default=5, help="folds of the grouped cross-validation (default 5)")
-    p.add_argument(
-        "--seed", type=int, default=0, help="seeds the split, the folds and the routers (default 0)"
-    )
-    add_data_arguments(p)
+    p.add_argument("--test-size", type=float, default=0.25, help="held-out share of the queries")
+    p.add_argument("--cv", type=int, default=5, help="folds of the grouped cross-validation")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the folds and the routers")
+    add_log_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite a policy already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages (tables still print)")
     p.set_defaults(func=run)
@@ -175,21 +171,18 @@ class _Progress:
 
 # ---------------------------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace) -> int:
-    from routing_env.data import load_dataset
-
     if (args.out / "policy.json").exists() and not args.force:
         raise ConfigurationError(f"{args.out} already holds a policy; pass --force to overwrite it")
     if not 0.0 < args.test_size < 1.0:
         raise ConfigurationError(f"--test-size must be in (0, 1), got {args.test_size}")
     weights = cost_weight_grid(args.cost_weight, args.cost_weight_range)
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    options = loader_options(args.option)
     n_candidates = 1 if args.router != "auto" else len((args.candidates or "a,b,c,d,e").split(","))
     progress = _Progress(total=2 + n_candidates, quiet=args.quiet)
     start = time.perf_counter()
     try:
         progress("loading logs")
-        dataset = load_dataset(args.logs, root=args.root, **options)
+        dataset, reader = read(args)
         progress("featurizing")
         train, test, featurizer, features = _features(dataset, args)
         selection = TRAINERS[args.router](train, weights, args, featurizer, progress)
@@ -227,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     selection.table.to_csv(args.out / "cv_table.csv", index=False)
     record = {
         "logs": str(args.logs),
-        "options": options,
+        "reader": reader,
         "seed": args.seed,
         "test_size": args.test_size,
         "cv": args.cv,

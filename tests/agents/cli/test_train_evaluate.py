@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agents.cli import main
-from agents.cli.evaluate import dense_grid, loader_options
+from agents.cli.evaluate import dense_grid
 from routing_env.data import LoggedDataset, load_sample
 from routing_env.policy import load_policy
 
@@ -51,12 +51,12 @@ def test_the_saved_policy_routes_prompts_in_process_and_over_http(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    from agents.online import DecisionStore, OnlineRouter, create_app
+    from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
 
     out, _ = trained
     policy = load_policy(out)
     assert policy.featurizer is not None
-    router = OnlineRouter(policy, DecisionStore(tmp_path / "d.db"))
+    router = OnlineRouter(policy, SQLiteDecisionStore(tmp_path / "d.db"))
     decision = router.route(prompt="prove that the sum of two even integers is even")
     assert decision.model in policy.models
     with TestClient(create_app(router), raise_server_exceptions=False) as client:
@@ -77,7 +77,7 @@ def test_evaluate_scores_the_held_out_split_by_default(
     # The same split, the same figures as the training run printed.
     record = json.loads((out / "training.json").read_text())
     assert f"{record['test']['gap_closed']:.4g}" in stdout
-    assert main(["evaluate", "sample", "--policy", str(out), "--split", "all", "--plot", str(plot)]) == 0
+    assert main(["evaluate", "sample", "--policy", str(out), "--rows", "all", "--plot", str(plot)]) == 0
     assert "held-out split" not in capsys.readouterr().out
 
 
@@ -149,9 +149,6 @@ def test_train_and_evaluate_refuse_bad_requests(
 
 
 def test_helpers() -> None:
-    assert loader_options(["split=test", "n=3", "flag=true"]) == {"split": "test", "n": 3, "flag": True}
-    with pytest.raises(Exception, match="KEY=VALUE"):
-        loader_options(["split"])
     grid = dense_grid((0.0, 0.01, 1.0), points=5)
     assert (
         grid[0] == 0.0
@@ -160,3 +157,54 @@ def test_helpers() -> None:
         and len(grid) == 6
     )
     assert dense_grid((0.3,)) == (0.3,)
+
+
+@pytest.mark.parametrize("router", ["linucb", "cluster"])
+def test_each_family_trained_from_the_cli_serves_prompts(router: str, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
+
+    path = load_sample().select(np.arange(600)).save(tmp_path / "logs.parquet")
+    out = tmp_path / router
+    assert main(["train", str(path), "--out", str(out), "--router", router, "--quiet"]) == 0
+    policy = load_policy(out)
+    assert type(policy).__name__ in ("LinUCB", "ClusterRouter", "GuardedRouter")
+    with TestClient(create_app(OnlineRouter(policy, SQLiteDecisionStore(tmp_path / "d.db")))) as client:
+        r = client.post("/v1/route", json={"prompt": "summarise this email in a friendly tone"})
+        assert r.status_code == 200, r.text
+        assert r.json()["model"] in policy.models
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_train_on_llmrouter_and_evaluate_on_its_test_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import shared_dataset
+
+    folder = str(shared_dataset("llmrouter"))
+    out = tmp_path / "llmrouter"
+    args = ["--format", "llmrouter", "--candidates", "task-table,linucb", "--quiet"]
+    assert main(["train", folder, "--out", str(out), "--split", "train", *args]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "evaluate",
+            folder,
+            "--policy",
+            str(out),
+            "--format",
+            "llmrouter",
+            "--split",
+            "test",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ]
+    )
+    assert code == 0
+    stdout = capsys.readouterr().out
+    # Another file than the training run's: every row of it is scored.
+    assert "held-out split" not in stdout and "gap_closed" in stdout

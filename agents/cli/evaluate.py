@@ -37,34 +37,37 @@ from routing_env.errors import ConfigurationError, ModelMismatchError, OPEWarnin
 
 #: Written into the policy directory by ``routing-env train``: what was trained on, how it was split.
 TRAINING_FILE = "training.json"
+#: What ``--rows`` chooses between.
+ROWS_HELP = (
+    "rows to score: the training run's held-out split, all rows, or held-out when DIR/training.json names these "
+    "logs read the same way (auto)"
+)
 #: Points of the λ grid a router is evaluated on between the ends of its range.
 EVALUATION_POINTS = 48
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "evaluate",
-        "score a saved policy on logs: quality, cost, reward, call shares, AIQ, gap closed (OPE on bandit logs)",
-        __doc__,
-    )
-    p.add_argument(
-        "logs", help="a dataset name (with --root), a canonical .parquet/.csv/.jsonl file, or a path"
-    )
+    what = "score a saved policy on logs: quality, cost, reward, call shares, AIQ, gap closed (OPE on bandit logs)"
+    p = add_logs_command(sub, "evaluate", what, __doc__)
     p.add_argument("--policy", required=True, type=Path, help="saved policy directory")
-    p.add_argument(
-        "--rows",
-        default="auto",
-        choices=("auto", "held-out", "all"),
-        help="rows to score: the training run's held-out split, all rows, or held-out when DIR/training.json "
-        "names these logs read the same way (auto)",
-    )
+    p.add_argument("--rows", default="auto", choices=("auto", "held-out", "all"), help=ROWS_HELP)
     add_log_arguments(p)
     add_cost_weight_arguments(p)
     p.add_argument("--plot", type=Path, default=Path("evaluation.png"), help="cost–quality plot (PNG)")
     p.add_argument("--csv", type=Path, default=None, help="also write the per-λ table to this CSV file")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run)
+
+
+def add_logs_command(
+    sub: argparse._SubParsersAction, name: str, what: str, doc: str | None
+) -> argparse.ArgumentParser:
+    """Register a subcommand that reads logs: its parser, with the positional ``logs``."""
+    p = add_command(sub, name, what, doc)
+    p.add_argument(
+        "logs", help="a dataset name (with --root), a canonical .parquet/.csv/.jsonl file, or a path"
+    )
+    return p
 
 
 def add_log_arguments(p: argparse.ArgumentParser) -> None:

@@ -31,11 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.cli.common import add_command, print_table
+from agents.cli.common import print_table
 from agents.cli.evaluate import (
     TRAINING_FILE,
     add_cost_weight_arguments,
     add_log_arguments,
+    add_logs_command,
     cost_weight_grid,
     read,
     report_bandit_logs,
@@ -54,13 +55,8 @@ def _families() -> tuple[str, ...]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "train",
-        "choose a router for your logs by cross-validation, fit it and save it with its featurizer",
-        __doc__,
-    )
-    p.add_argument("logs", help="a dataset name (with --root) or a canonical .parquet/.csv/.jsonl file")
+    what = "choose a router for your logs by cross-validation, fit it and save it with its featurizer"
+    p = add_logs_command(sub, "train", what, __doc__)
     p.add_argument("--out", required=True, type=Path, help="policy directory to write")
     p.add_argument(
         "--router",
@@ -133,15 +129,8 @@ def _select(
         candidates = tuple(c.strip() for c in str(args.candidates).split(",") if c.strip())
     else:
         candidates = DEFAULT_CANDIDATES
-    return select_router(
-        train,
-        candidates,
-        cost_weights=weights,
-        cv=args.cv,
-        seed=args.seed,
-        featurizer=featurizer,
-        progress=step,
-    )
+    options = {"seed": args.seed, "featurizer": featurizer, "progress": step}
+    return select_router(train, candidates, weights, args.cv, **options)
 
 
 #: How each ``--router`` choice is trained: ``(train, λ grid or None, args, featurizer, progress) -> Selection``.

@@ -4,7 +4,8 @@ and :class:`_BaseRouter` (sizing on ``fit``, input checks, seeded ``act`` and th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,6 +91,34 @@ def load_featurizer_dir(root: Path) -> Any:
             f"{root} carries a featurizer, but routing_env.data.load_featurizer is unavailable: {exc}"
         ) from None
     return load_featurizer(root / FEATURIZER_DIR)
+
+
+@contextmanager
+def reading_saved(
+    path: str | Path, cls: type, errors: tuple[type[Exception], ...] = (KeyError, TypeError)
+) -> Iterator[tuple[Path, dict[str, Any], dict[str, np.ndarray]]]:
+    """``(root, config, arrays)`` of the policy directory ``path`` saved by ``cls``; a missing or malformed entry
+    met while restoring it (``errors``: what counts as one) becomes a
+    :class:`~routing_env.errors.PolicyFormatError` naming the directory."""
+    root = Path(path)
+    _, config, arrays = read_policy_dir(root, expect=cls)
+    try:
+        yield root, config, arrays
+    except PolicyFormatError:
+        raise
+    except errors as exc:
+        raise PolicyFormatError(
+            f"{root} is not a valid {cls.__name__}: missing or bad entry {exc!r}"
+        ) from None
+
+
+def restore_basics(obj: Any, root: Path, config: dict[str, Any]) -> None:
+    """Set what a saved router's ``config`` records for every kind: the cost scale, the generator's state (when
+    saved) and the featurizer (when it carries one)."""
+    obj.cost_scale_ = float(config["cost_scale_"])
+    if "rng_state" in config:
+        obj._rng = rng_from_state(config["rng_state"])
+    obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
 
 
 def featurize_prompts(policy: Any, prompts: Sequence[str]) -> np.ndarray:
@@ -244,20 +273,12 @@ class _BaseRouter:
     @classmethod
     def load(cls, path: str | Path) -> Any:
         """Restore a router written by :meth:`save`."""
-        root = Path(path)
-        _, config, arrays = read_policy_dir(root, expect=cls)
-        try:
+        with reading_saved(path, cls, (KeyError, TypeError, ValueError)) as (root, config, arrays):
             obj = cls(**config["hyperparameters"])
             obj.models = tuple(config["models"])
             obj.n_features = None if config["n_features"] is None else int(config["n_features"])
-            obj.cost_scale_ = float(config["cost_scale_"])
-            obj._rng = rng_from_state(config["rng_state"])
-            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
+            restore_basics(obj, root, config)
             obj._restore(dict(config["state"]), arrays)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PolicyFormatError(
-                f"{root} is not a valid {cls.__name__}: missing or bad entry {exc!r}"
-            ) from None
         return obj
 
 

@@ -45,8 +45,8 @@ from agents.routers._common import (
     _scalar_action,
     _scalar_value,
     featurize_prompts,
-    load_featurizer_dir,
-    rng_from_state,
+    reading_saved,
+    restore_basics,
     rng_state,
     sample_rows,
     save_featurizer_dir,
@@ -72,7 +72,6 @@ from routing_env.errors import (
 from routing_env.policy import (
     check_features,
     check_models,
-    read_policy_dir,
     write_policy_dir,
 )
 
@@ -749,13 +748,9 @@ class _LinearBandit(Tunable):
     @classmethod
     def load(cls, path: str | Path) -> Any:
         """Restore a policy written by :meth:`save` (also reachable through ``routing_env.policy.load_policy``)."""
-        root = Path(path)
-        _, config, arrays = read_policy_dir(root, expect=cls)
-        try:
+        with reading_saved(path, cls) as (root, config, arrays):
             obj = cls(**config["hyperparameters"], models=tuple(config["models"]))
-            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
-            obj._rng = rng_from_state(config["rng_state"])
-            obj.cost_scale_ = float(config["cost_scale_"])
+            restore_basics(obj, root, config)
             chosen = dict(config.get("chosen", {}))
             obj.ridge_ = float(chosen.pop("ridge_", obj.ridge_))
             score = chosen.pop("cv_score_", None)
@@ -788,8 +783,4 @@ class _LinearBandit(Tunable):
                 w = config.get("w_cached")
                 obj._w_cached = math.nan if w is None else float(w)
             obj.n_updates = int(config["n_updates"])
-        except (KeyError, TypeError) as exc:
-            raise PolicyFormatError(
-                f"{root} is not a valid {cls.__name__}: missing or bad entry {exc}"
-            ) from None
         return obj

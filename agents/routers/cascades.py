@@ -27,8 +27,8 @@ import numpy as np
 from agents.routers._common import (
     _check_models_arg,
     _finite,
-    load_featurizer_dir,
-    rng_from_state,
+    reading_saved,
+    restore_basics,
     rng_state,
     save_featurizer_dir,
 )
@@ -39,12 +39,10 @@ from routing_env.errors import (
     ConfigurationError,
     ModelMismatchError,
     PartialInformationError,
-    PolicyFormatError,
     ShapeError,
 )
 from routing_env.policy import (
     check_features,
-    read_policy_dir,
     register_policy,
     write_policy_dir,
 )
@@ -281,18 +279,12 @@ class ThresholdCascade:
 
     @classmethod
     def load(cls, path: str | Path) -> ThresholdCascade:
-        root = Path(path)
-        _, config, arrays = read_policy_dir(root, expect=cls)
-        try:
+        with reading_saved(path, cls) as (root, config, arrays):
             hyper = dict(config["hyperparameters"])
             if "thresholds" in arrays:
                 hyper["thresholds"] = tuple(float(t) for t in arrays["thresholds"])
             obj = cls(**hyper)
-            obj.cost_scale_ = float(config["cost_scale_"])
-            obj._rng = rng_from_state(config["rng_state"])
-            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
-        except (KeyError, TypeError) as exc:
-            raise PolicyFormatError(f"{root} is not a valid ThresholdCascade: {exc!r}") from None
+            restore_basics(obj, root, config)
         return obj
 
 
@@ -550,12 +542,9 @@ class CascadeBandit:
     @classmethod
     def load(cls, path: str | Path) -> CascadeBandit:
         """Restore a policy written by :meth:`save`."""
-        root = Path(path)
-        _, config, _ = read_policy_dir(root, expect=cls)
-        try:
+        with reading_saved(path, cls) as (root, config, _):
             obj = cls(**config["hyperparameters"])
-            obj.cost_scale_ = float(config["cost_scale_"])
-            obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
+            restore_basics(obj, root, config)
             n_stage_dirs = int(config["n_stage_dirs"])
             if n_stage_dirs:
                 obj.n_features = int(config["n_features"])
@@ -565,6 +554,4 @@ class CascadeBandit:
                     "egreedy": EpsilonGreedy,
                 }[obj.algorithm]
                 obj.stages = [stage_cls.load(root / f"stage_{s}") for s in range(1, n_stage_dirs + 1)]
-        except (KeyError, TypeError) as exc:
-            raise PolicyFormatError(f"{root} is not a valid CascadeBandit: {exc!r}") from None
         return obj

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.routers._common import _finite, greedy_probabilities, rng_from_state, rng_state, sample_rows
+from agents.routers._common import (
+    _finite,
+    greedy_probabilities,
+    reading_saved,
+    rng_from_state,
+    rng_state,
+    sample_rows,
+)
 from agents.routers._cv import (
     DEFAULT_FOLDS,
     Objective,
@@ -38,8 +45,8 @@ from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB
 from agents.routers.predictive import KNNRouter, LogisticRouter, MLPRouter
 from agents.routers.tables import ClusterRouter, TaskTableRouter
 from routing_env.data.dataset import LoggedDataset
-from routing_env.errors import ConfigurationError, PolicyFormatError, RoutingEnvError
-from routing_env.policy import load_policy, read_policy_dir, register_policy, write_policy_dir
+from routing_env.errors import ConfigurationError, RoutingEnvError
+from routing_env.policy import load_policy, register_policy, write_policy_dir
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -215,9 +222,7 @@ class GuardedRouter:
     @classmethod
     def load(cls, path: str | Path) -> GuardedRouter:
         """Restore a router written by :meth:`save`."""
-        root = Path(path)
-        _, config, arrays = read_policy_dir(root, expect=cls)
-        try:
+        with reading_saved(path, cls) as (root, config, arrays):
             obj = cls(
                 load_policy(root / "router"),
                 tuple(config["cost_weights"]),
@@ -227,10 +232,6 @@ class GuardedRouter:
                 seed=config["seed"],
             )
             obj._rng = rng_from_state(config["rng_state"])
-        except (KeyError, TypeError) as exc:
-            raise PolicyFormatError(
-                f"{root} is not a valid GuardedRouter: missing or bad entry {exc!r}"
-            ) from None
         return obj
 
 

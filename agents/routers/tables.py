@@ -34,15 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from agents.routers._common import _finite
-from agents.routers._cv import (
-    Objective,
-    Tunable,
-    make_folds,
-    outcome_weights,
-    pick,
-    ridge_oof,
-    standardizer,
-)
+from agents.routers._cv import Objective, Tunable, make_folds, outcome_weights, pick, ridge_oof, standardizer
 from agents.routers._shrinkage import (
     Chain,
     chain_arrays,

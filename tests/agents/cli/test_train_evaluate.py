@@ -14,6 +14,7 @@ from agents.cli import main
 from agents.cli.evaluate import dense_grid
 from routing_env.data import LoggedDataset, load_sample
 from routing_env.policy import load_policy
+from tests.agents.routers.bandit_logs import bandit_logs
 
 CANDIDATES = ["--candidates", "task-table,linucb"]
 
@@ -88,18 +89,7 @@ def test_evaluate_reports_off_policy_estimates_on_bandit_logs(
     ds = load_sample().select(np.arange(600))
     rng = np.random.default_rng(0)
     logged = rng.integers(ds.n_models, size=ds.n_queries)
-    seen = np.zeros(ds.quality.shape, dtype=bool)
-    seen[np.arange(ds.n_queries), logged] = True
-    logs = LoggedDataset(
-        models=ds.models,
-        query_ids=ds.query_ids,
-        quality=np.where(seen, ds.quality, np.nan),
-        cost=np.where(seen, ds.cost, np.nan),
-        prompts=ds.prompts,
-        tasks=ds.tasks,
-        logged_action=logged,
-        propensity=np.full(ds.n_queries, 1.0 / ds.n_models),
-    )
+    logs = bandit_logs(ds, logged, np.full(ds.n_queries, 1.0 / ds.n_models))
     path = logs.save(tmp_path / "bandit.parquet")
     assert main(["evaluate", str(path), "--policy", str(out), "--cost-weight", "0.2"]) == 0
     stdout = capsys.readouterr().out

@@ -15,6 +15,7 @@ from agents.training.loop import run_online
 from routing_env.data import LoggedDataset, TaskOneHot
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.policy import load_policy
+from tests.agents.routers.bandit_logs import bandit_logs
 from tests.conftest import shared_dataset
 
 
@@ -210,29 +211,19 @@ def test_warm_start_from_bandit_logs_uses_importance_weights(small: LoggedDatase
     logits = np.asarray(small.features[:, :k], dtype=np.float64)
     prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     logged = np.array([rng.choice(k, p=p) for p in prob])
-    keep = np.zeros((n, k), dtype=bool)
-    keep[np.arange(n), logged] = True
-    bandit_logs = LoggedDataset(
-        models=small.models,
-        query_ids=small.query_ids,
-        quality=np.where(keep, small.quality, np.nan),
-        cost=np.where(keep, small.cost, np.nan),
-        features=small.features,
-        logged_action=logged,
-        propensity=prob[np.arange(n), logged],
-    )
-    policy = LinUCB(seed=0).fit(bandit_logs, cost_weight=0.1)
+    logs = bandit_logs(small, logged, prob[np.arange(n), logged])
+    policy = LinUCB(seed=0).fit(logs, cost_weight=0.1)
     x = np.asarray(small.features, dtype=np.float64)
     for a in range(k):
         m = logged == a
         w = np.zeros(n)
         w[m] = 1.0 / prob[m, a]
         w[m] /= w[m].mean()
-        theta = _fitted_ridge(x, np.nan_to_num(bandit_logs.quality[:, a]), w, policy.ridge_)
+        theta = _fitted_ridge(x, np.nan_to_num(logs.quality[:, a]), w, policy.ridge_)
         np.testing.assert_allclose(policy._tq[a], theta, atol=1e-10)
     # On bandit logs the arms' widths differ, so LinUCB's bonus is chosen by cross-validation too.
     assert policy.alpha is None and policy.alpha_ in (1.0, 0.3, 0.1, 0.0)
-    clipped = LinUCB(seed=0).fit(bandit_logs, cost_weight=0.1, max_importance_weight=2.0)
+    clipped = LinUCB(seed=0).fit(logs, cost_weight=0.1, max_importance_weight=2.0)
     assert not np.allclose(clipped._tq, policy._tq)
 
 

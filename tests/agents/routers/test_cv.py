@@ -22,6 +22,7 @@ from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 from routing_env.metrics import aiq, evaluate_probabilities
 from routing_env.policy import load_policy
+from tests.agents.routers.bandit_logs import bandit_logs
 
 
 def _with_duplicates(ds: LoggedDataset) -> LoggedDataset:
@@ -90,17 +91,7 @@ def test_objective_on_bandit_logs_is_the_snips_estimate(small: LoggedDataset) ->
     rng = np.random.default_rng(1)
     n, k = small.n_queries, small.n_models
     logged = rng.integers(k, size=n)
-    seen = np.zeros((n, k), dtype=bool)
-    seen[np.arange(n), logged] = True
-    logs = LoggedDataset(
-        models=small.models,
-        query_ids=small.query_ids,
-        quality=np.where(seen, small.quality, np.nan),
-        cost=np.where(seen, small.cost, np.nan),
-        features=small.features,
-        logged_action=logged,
-        propensity=np.full(n, 1.0 / k),
-    )
+    logs = bandit_logs(small, logged, np.full(n, 1.0 / k))
     objective = Objective(logs, (0.0,), 1.0)
     q = rng.random((n, k))
     probs = greedy_probabilities(q)

@@ -150,7 +150,7 @@ def test_generalisation_script_on_the_sample(tmp_path: Path) -> None:
     frames = load_script("generalisation").main(
         [
             "--datasets", "sample", "--only", "heldout", "onboarding", "--max-queries", "500",
-            "--bootstrap", "5", "--onboarding-queries", "60", "--out", str(tmp_path),
+            "--bootstrap", "5", "--onboarding-queries", "60", "--onboarding-draws", "2", "--out", str(tmp_path),
         ]
     )  # fmt: skip
     heldout = frames["heldout"]
@@ -159,7 +159,7 @@ def test_generalisation_script_on_the_sample(tmp_path: Path) -> None:
     assert (heldout["ci_low"] <= heldout["gap_closed"] + 1e-12).all()
     assert (heldout["gap_closed"] <= heldout["ci_high"] + 1e-12).all()
     onboarding = frames["onboarding"]
-    assert len(onboarding) == 7 and (onboarding["labelled_queries"] == 60).all()
+    assert len(onboarding) == 14 and (onboarding["labelled_queries"] == 60).all()
     report = (tmp_path / "generalisation.md").read_text()
     assert "## 1. select_router against the per-task table" in report and "## 2. Onboarding" in report
     assert (tmp_path / "generalisation_heldout.csv").is_file()

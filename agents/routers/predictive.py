@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -65,6 +65,8 @@ class KNNRouter(_PredictiveRouter):
 
     n_neighbors: int = 10
     weights: Literal["uniform", "distance"] = "uniform"
+    # Unobserved training outcomes are stored as NaN (routing_env.policy.read_policy_dir allows them here only).
+    nonfinite_arrays: ClassVar[tuple[str, ...]] = ("train_quality", "train_cost")
 
     def _validate(self) -> None:
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:

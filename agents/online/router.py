@@ -27,14 +27,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from agents.online.cache import DecisionCache
-from agents.online.cascades import call_costs, stop_draw
+from agents.online.cascades import Observation, call_costs, stop_draw
 from agents.online.config import RouterConfig
 from agents.online.errors import ContractChangeError, DecisionConflictError
 from agents.online.learning import (
@@ -74,23 +73,6 @@ log = logging.getLogger("routing_env.online")
 
 # Closed decision ids remembered to refuse a duplicate feedback before its twin's commit is visible.
 _RECENTLY_CLOSED = 65_536
-
-
-@dataclass(frozen=True)
-class Observation:
-    """The answer to :meth:`OnlineRouter.observe`: accept the last answer, or call ``model`` next.
-
-    ``propensity`` is the probability of this choice (1 when it was forced: no further model allowed);
-    ``stop_probability`` the policy's probability of accepting at this step.
-    """
-
-    decision_id: str
-    step: int
-    action: Literal["accept", "call"]
-    model: str
-    propensity: float
-    stop_probability: float
-    n_calls: int
 
 
 class OnlineRouter:
@@ -163,7 +145,7 @@ class OnlineRouter:
             self._register_and_checkpoint()
 
     # ------------------------------------------------------------------ construction helpers
-    def _inspect(self, policy: Any, version: str | None) -> Served:
+    def _inspect(self, policy: Any, version: str | None, strict: bool = True) -> Served:
         if version is None:
             version = f"v{len(self.store.policy_versions()) + 1}"
         version = str(version)
@@ -171,7 +153,7 @@ class OnlineRouter:
             raise ConfigurationError(
                 f"version must be a non-empty id of at most 128 characters, got {version!r}"
             )
-        served = inspect_policy(policy, version, self.config, self._featurizer_override)
+        served = inspect_policy(policy, version, self.config, self._featurizer_override, strict=strict)
         if self.config.cost_weight is not None and served.cost_aware:
             policy.cost_weight = self.config.cost_weight
         return served
@@ -206,7 +188,7 @@ class OnlineRouter:
 
     def _load(self, ckpt: Checkpoint) -> Served:
         """The policy saved in ``ckpt``, inspected and primed as this router serves it."""
-        served = self._inspect(load_policy(ckpt.path), ckpt.policy_version)
+        served = self._inspect(load_policy(ckpt.path), ckpt.policy_version, strict=False)
         self._prime(served)
         return served
 
@@ -707,7 +689,7 @@ class OnlineRouter:
         with self._lock:
             path = self.store.checkpoint_path(self.version, self._feedback_seq)
             self._served.policy.save(path)
-            if self._featurizer_override is not None:
+            if self._featurizer_override is not None and self._served.featurizer is self._featurizer_override:
                 self._featurizer_override.save(Path(path) / ROUTER_FEATURIZER)
             ckpt = self.store.add_checkpoint(self.version, path, self._feedback_seq)
             self._base, self._since = ckpt, []
@@ -727,7 +709,7 @@ class OnlineRouter:
             ConfigurationError: the version id was served before, or the policy cannot route.
         """
         with self._lock:
-            served = self._inspect(policy, version)
+            served = self._inspect(policy, version, strict=False)
             if served.version in self.store.policy_versions():
                 raise ConfigurationError(
                     f"policy version {served.version!r} was already served; pick a new id"

@@ -72,11 +72,15 @@ class Served:
         return Contract(self.kind, self.models, self.n_features, self.featurizer is not None)
 
 
-def inspect_policy(policy: Any, version: str, config: RouterConfig, featurizer: Any) -> Served:
-    """:class:`Served` for ``policy`` (``featurizer``: the router's own, else the policy's ``featurizer``).
+def inspect_policy(
+    policy: Any, version: str, config: RouterConfig, featurizer: Any, *, strict: bool = True
+) -> Served:
+    """:class:`Served` for ``policy``, routing prompts with ``featurizer`` (the router's own) when it makes features
+    of the policy's width, else with the policy's own ``featurizer``, if any.
 
     Raises:
-        ConfigurationError: the policy cannot be saved or served, its featurizer's width is not its width.
+        ConfigurationError: the policy cannot be saved or served; a featurizer's width is not the policy's (for the
+            router's featurizer only when ``strict``: else the policy just does not route prompts with it).
         ModelMismatchError: ``config.model_costs`` names models the policy does not route to.
     """
     if not callable(getattr(policy, "save", None)):
@@ -99,15 +103,19 @@ def inspect_policy(policy: Any, version: str, config: RouterConfig, featurizer: 
         raise ModelMismatchError(f"model_costs names models {unknown} that the policy does not route to")
     width = getattr(policy, "n_features", None)
     n_features = None if width is None else int(width)
-    if featurizer is None:
-        featurizer = getattr(policy, "featurizer", None)
-    if featurizer is not None and n_features is not None:
-        produced = np.asarray(featurizer.transform(["width probe"])).shape
-        if produced != (1, n_features):
+    own = getattr(policy, "featurizer", None)
+    if own is not None and not _fits(own, n_features):
+        raise ConfigurationError(
+            f"the policy's featurizer {type(own).__name__} does not make features of the policy's width {n_features}"
+        )
+    if featurizer is not None and not _fits(featurizer, n_features):
+        if strict:
             raise ConfigurationError(
-                f"the featurizer {type(featurizer).__name__} makes features of shape {produced}, but the policy "
-                f"takes width {n_features}"
+                f"the featurizer {type(featurizer).__name__} makes features of shape "
+                f"{np.asarray(featurizer.transform(['width probe'])).shape}, but the policy takes width {n_features}"
             )
+        featurizer = None  # the router's featurizer does not fit this policy: it routes features only
+    featurizer = featurizer if featurizer is not None else own
     try:
         params = inspect.signature(policy.action_probabilities).parameters if kind == "route" else {}
     except (TypeError, ValueError):
@@ -181,6 +189,11 @@ def allowed_mask(s: Served, allowed_models: Sequence[str] | None) -> np.ndarray 
             f"allowed_models must name at least one of the policy's models {list(models)}, got {names}"
         )
     return np.array([m in names for m in models])
+
+
+def _fits(featurizer: Any, n_features: int | None) -> bool:
+    """Whether ``featurizer`` makes one row of ``n_features`` features (any width fits a width-free policy)."""
+    return n_features is None or np.asarray(featurizer.transform(["width probe"])).shape == (1, n_features)
 
 
 def probabilities(s: Served, x: np.ndarray, cost_weight: float | None = None) -> np.ndarray:

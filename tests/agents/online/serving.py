@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -138,3 +140,13 @@ class Client:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def in_threads(n: int, target: Callable[[int], None], timeout: float = 600.0) -> None:
+    """Run ``target(worker)`` for workers ``0 … n−1``, one thread each, and wait for all (at most ``timeout`` s)."""
+    threads = [threading.Thread(target=target, args=(w,), daemon=True) for w in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(timeout=max(deadline - time.monotonic(), 0.0))

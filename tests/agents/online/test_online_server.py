@@ -16,23 +16,12 @@ import pytest
 
 from agents.online import SQLiteDecisionStore
 from agents.routers import LinUCB
-from routing_env.data import LoggedDataset, make_synthetic
+from routing_env.data import LoggedDataset
 from routing_env.policy import load_policy
 from tests.agents.online.online_policies import assert_same_state
 from tests.agents.online.serving import AUTH, Client, Server
 
 pytest.importorskip("uvicorn")
-
-
-@pytest.fixture(scope="module")
-def data() -> LoggedDataset:
-    return make_synthetic(n_queries=2000, models=4, n_features=8, seed=11)
-
-
-@pytest.fixture(scope="module")
-def policy_dir(data: LoggedDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    policy = LinUCB(alpha=0.3, epsilon=0.1, seed=0).fit(data.select(np.arange(500)), cost_weight=0.5)
-    return policy.save(tmp_path_factory.mktemp("policy") / "linucb")
 
 
 def _server(tmp_path: Path, policy_dir: Path) -> Iterator[Server]:

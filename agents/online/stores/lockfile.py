@@ -55,7 +55,7 @@ class WriterLock:
     """
 
     def __init__(self, database: Path) -> None:
-        self.path = Path(str(database) + ".lock")
+        self.path = Path(str(Path(database).resolve()) + ".lock")
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:

@@ -129,15 +129,16 @@ class SQLiteDecisionStore:
         self.synchronous = synchronous
         self.readonly = bool(readonly)
         # Absolute from here on: a later change of working directory must not move the store's files.
-        self._dir = self.path.resolve().parent
+        self._file = self.path.resolve()
+        self._dir = self._file.parent
         self.checkpoint_dir = (
             Path(checkpoint_dir).resolve()
             if checkpoint_dir is not None
-            else Path(str(self.path.resolve()) + ".checkpoints")
+            else Path(str(self._file) + ".checkpoints")
         )
         self.keep_checkpoints = int(keep_checkpoints)
         self.wal_max_bytes = int(wal_max_bytes)
-        self._wal_file = Path(str(self.path.resolve()) + "-wal")
+        self._wal_file = Path(str(self._file) + "-wal")
         # Re-entrant: a group-commit transaction (see begin_deferred) holds it from BEGIN to COMMIT, and the
         # owning thread's writes re-enter it meanwhile; other threads wait for the commit.
         self._write_lock = threading.RLock()
@@ -236,9 +237,9 @@ class SQLiteDecisionStore:
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
-            uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
+            uri = f"file:{urllib.parse.quote(str(self._file))}?mode=ro"
             return sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self._file, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")

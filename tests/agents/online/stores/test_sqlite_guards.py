@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,25 @@ def test_checkpoint_paths_survive_a_change_of_working_directory(
     restored = OnlineRouter.restore("dur.db", checkpoint_every=5)
     assert len(restored.policy.updates) == 12 and restored.restored is not None
     assert restored.restored.last_feedback_seq == 10 and restored.restored.replayed == 2
+
+
+def test_a_store_opened_by_a_relative_path_stays_put_when_the_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    store = _store(Path("d.db"))
+    store.insert_decision(_decision(1))
+    monkeypatch.chdir(tmp_path / "b")
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: seen.append(store.max_decision_seq()))  # a new reader connection
+    reader.start()
+    reader.join()
+    store.insert_decision(_decision(2))
+    assert seen == [1] and store.max_decision_seq() == 2
+    assert list((tmp_path / "b").iterdir()) == []  # no empty database beside the new working directory
+    store.close()
 
 
 def test_checkpoint_paths_of_older_stores_are_found_from_another_directory(

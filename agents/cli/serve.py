@@ -41,17 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=100, help="save the policy every N updates")
     p.add_argument("--feedback-timeout", type=float, default=None, help="seconds before a decision expires")
     p.add_argument(
-        "--default-quality",
-        type=float,
-        default=None,
-        help="quality applied to expired decisions (default none)",
+        "--default-quality", type=float, help="quality applied to expired decisions (default none)"
     )
     p.add_argument("--seed", type=int, default=0, help="root seed of the routing draws")
     p.add_argument(
-        "--max-cost",
-        type=float,
-        default=None,
-        help="largest USD cost per model call that feedback may report (default 100 × the dearest model's mean)",
+        "--max-cost", type=float, help="largest USD cost per model call (default 100 × the dearest mean)"
     )
     p.add_argument("--max-latency", type=float, default=3600.0, help="largest latency_s feedback may report")
     p.add_argument(

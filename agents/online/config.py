@@ -76,16 +76,10 @@ class RouterConfig:
         )
         if self.cost_weight is not None and not (math.isfinite(self.cost_weight) and self.cost_weight >= 0):
             raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {self.cost_weight!r}")
-        if self.cost_scale is not None and not (math.isfinite(self.cost_scale) and self.cost_scale > 0):
-            raise ConfigurationError(f"cost_scale must be a positive USD amount, got {self.cost_scale!r}")
+        for name in ("cost_scale", "feedback_timeout_s", "max_cost", "max_latency_s", "max_cost_weight"):
+            check_positive(name, getattr(self, name))
         if int(self.checkpoint_every) < 1:
             raise ConfigurationError(f"checkpoint_every must be ≥ 1, got {self.checkpoint_every!r}")
-        if self.feedback_timeout_s is not None and not (
-            math.isfinite(self.feedback_timeout_s) and self.feedback_timeout_s > 0
-        ):
-            raise ConfigurationError(
-                f"feedback_timeout_s must be a positive number of seconds or None, got {self.feedback_timeout_s!r}"
-            )
         if self.default_quality is not None and not (0.0 <= self.default_quality <= 1.0):
             raise ConfigurationError(
                 f"default_quality must lie in [0, 1] or be None, got {self.default_quality!r}"
@@ -95,10 +89,6 @@ class RouterConfig:
                 raise ConfigurationError(f"model_costs[{model!r}] must be a USD amount ≥ 0, got {c!r}")
         if int(self.seed) < 0:
             raise ConfigurationError(f"seed must be ≥ 0, got {self.seed!r}")
-        for name in ("max_cost", "max_latency_s", "max_cost_weight"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
         if self.store_prompts not in ("featurized", "always", "never"):
             raise ConfigurationError(
                 f"store_prompts must be 'featurized', 'always' or 'never', got {self.store_prompts!r}"
@@ -116,6 +106,14 @@ class RouterConfig:
         if prompt is None or keep == "never" or (keep == "featurized" and not featurized):
             return None
         return prompt[: self.max_stored_prompt_chars]
+
+
+def check_positive(name: str, value: float | None) -> None:
+    """Refuse (``ConfigurationError``) a ``value`` that is neither ``None`` nor a finite number > 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(
+            f"{name} must be a finite number > 0 (or None where optional), got {value!r}"
+        )
 
 
 def _number(name: str, value: object) -> float:

@@ -563,22 +563,23 @@ class OnlineRouter:
         calls = call_costs(d, call_cost_map(steps), cost, self.config.model_costs)
         total = float(sum(calls))
         reward = reward_of(quality, total, d.cost_weight, s.cost_scale)
-        applied = s.learns and (
+        applied = bool(s.learns) and (
             (d.kind == "route" and s.kind == "route" and d.model in s.models)
             or (d.kind == "cascade" and s.kind == "cascade" and s.models == d.models)
         )
         update = prepare_update(s.mode, d, quality, calls, reward, steps, s.cost_scale) if applied else None
+        # Fields in Feedback's order: seq, decision, time, source, quality, cost (USD), latency, reward, applied, version.
         fb = Feedback(
-            seq=self._feedback_seq + 1,
-            decision_id=d.decision_id,
-            received_at=time.time(),
-            source=source,
-            quality=quality,
-            cost=total,
-            latency_s=latency_s,
-            reward=reward,
-            applied=bool(applied),
-            policy_version=s.version,
+            self._feedback_seq + 1,
+            d.decision_id,
+            time.time(),
+            source,
+            quality,
+            total,
+            latency_s,
+            reward,
+            applied,
+            s.version,
         )
         if update is not None:
             self._learn(update, d)

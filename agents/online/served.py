@@ -128,17 +128,19 @@ def inspect_policy(
             if isinstance(fitted, (int, float)) and math.isfinite(fitted) and fitted > 0
             else 1.0
         )
+    bounds = outcome_bounds(config, policy, scale)
+    takes_lambda = "cost_weight" in params
     return Served(
-        policy=policy,
-        version=version,
-        kind=kind,
-        models=models,
-        n_features=n_features,
-        featurizer=featurizer,
-        mode=learner_mode(policy),
-        cost_weight_kwarg="cost_weight" in params,
-        cost_scale=scale,
-        bounds=outcome_bounds(config, policy, scale),
+        policy,
+        version,
+        kind,
+        models,
+        n_features,
+        featurizer,
+        learner_mode(policy),
+        takes_lambda,
+        scale,
+        bounds,
     )
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.online.config import check_positive
 from agents.online.http.commit import GroupCommit
 from agents.online.router import OnlineRouter
 from routing_env.errors import ConfigurationError
@@ -49,18 +49,10 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if int(self.max_body_bytes) < 1024:
             raise ConfigurationError(f"max_body_bytes must be ≥ 1024, got {self.max_body_bytes!r}")
-        if self.expire_interval_s is not None and not (
-            math.isfinite(self.expire_interval_s) and self.expire_interval_s > 0
-        ):
-            raise ConfigurationError(f"expire_interval_s must be > 0, got {self.expire_interval_s!r}")
+        check_positive("expire_interval_s", self.expire_interval_s)
+        check_positive("rate_limit_rps", self.rate_limit_rps)
         if int(self.max_policy_bytes) < 1:
             raise ConfigurationError(f"max_policy_bytes must be ≥ 1, got {self.max_policy_bytes!r}")
-        if self.rate_limit_rps is not None and not (
-            math.isfinite(self.rate_limit_rps) and self.rate_limit_rps > 0
-        ):
-            raise ConfigurationError(
-                f"rate_limit_rps must be > 0 requests per second, got {self.rate_limit_rps!r}"
-            )
         if int(self.rate_limit_burst) < 1:
             raise ConfigurationError(f"rate_limit_burst must be ≥ 1, got {self.rate_limit_burst!r}")
         if self.api_token is not None and not self.api_token.strip():

@@ -53,11 +53,10 @@ from agents.online.stores.sqlite_schema import (
     decision_from_row,
     decision_params,
     feedback_from_row,
-    feedback_params,
     migrate,
+    record_params,
     run_atomically,
     step_from_row,
-    step_params,
 )
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
@@ -650,7 +649,10 @@ class SQLiteDecisionStore:
         """Record a cascade step with the decision's new number of calls and current model, in one transaction."""
         self._write(
             [
-                (f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", step_params(step)),
+                (
+                    f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    record_params(step, STEP_COLUMNS),
+                ),
                 (
                     "UPDATE decisions SET n_calls = ?, model = ?, action = ? WHERE decision_id = ?",
                     (n_calls, model, action, step.decision_id),
@@ -676,7 +678,7 @@ class SQLiteDecisionStore:
             [
                 (
                     f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({', '.join('?' * N_FEEDBACK_COLUMNS)})",
-                    feedback_params(fb),
+                    record_params(fb, FEEDBACK_COLUMNS),
                 )
             ],
             conflict=f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision",

@@ -165,55 +165,24 @@ def decision_from_row(row: Sequence[Any], models: tuple[str, ...]) -> Decision:
     )
 
 
-def feedback_params(fb: Feedback) -> tuple[Any, ...]:
-    """The values of :data:`FEEDBACK_COLUMNS` for ``fb``."""
-    return (
-        fb.seq,
-        fb.decision_id,
-        fb.received_at,
-        fb.source,
-        fb.quality,
-        fb.cost,
-        fb.latency_s,
-        fb.reward,
-        int(fb.applied),
-        fb.policy_version,
-    )
+def record_params(record: Feedback | Step, columns: str) -> tuple[Any, ...]:
+    """The values of ``columns`` (:data:`FEEDBACK_COLUMNS` or :data:`STEP_COLUMNS`: the record's own field names)
+    for ``record`` (booleans are stored as SQLite integers)."""
+    return tuple(getattr(record, c.strip()) for c in columns.split(","))
 
 
 def feedback_from_row(r: Sequence[Any]) -> Feedback:
     """The :class:`Feedback` of a row of :data:`FEEDBACK_COLUMNS`."""
-    return Feedback(
-        seq=int(r[0]),
-        decision_id=r[1],
-        received_at=float(r[2]),
-        source=r[3],
-        quality=float(r[4]),
-        cost=float(r[5]),
-        latency_s=None if r[6] is None else float(r[6]),
-        reward=float(r[7]),
-        applied=bool(r[8]),
-        policy_version=r[9],
-    )
-
-
-def step_params(step: Step) -> tuple[Any, ...]:
-    """The values of :data:`STEP_COLUMNS` for ``step``."""
-    return (
-        step.decision_id,
-        step.step,
-        step.created_at,
-        step.signal,
-        step.cost,
-        int(step.stop),
-        step.propensity,
-        int(step.forced),
-    )
+    values = list(r)
+    values[8] = bool(values[8])  # applied: stored as an integer
+    return Feedback(*values)
 
 
 def step_from_row(r: Sequence[Any]) -> Step:
     """The :class:`Step` of a row of :data:`STEP_COLUMNS`."""
-    return Step(r[0], int(r[1]), float(r[2]), float(r[3]), r[4], bool(r[5]), float(r[6]), bool(r[7]))
+    values = list(r)
+    values[5], values[7] = bool(values[5]), bool(values[7])  # stop, forced: stored as integers
+    return Step(*values)
 
 
 def run_atomically(

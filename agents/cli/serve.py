@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability (FULL: fsync)"
     )
     p.add_argument(
-        "--wal-max-mb", type=float, default=64.0, help="truncate the write-ahead log past this size"
+        "--wal-max-mb", type=float, default=16.0, help="truncate the write-ahead log past this size (MiB)"
     )
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger requests get 413")
     p.add_argument(

@@ -65,7 +65,7 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 Statements = Sequence[tuple[str, Sequence[Any]]]
 
 #: Default bound of the write-ahead log file (bytes) before the writer truncates it.
-DEFAULT_WAL_MAX_BYTES = 64 << 20
+DEFAULT_WAL_MAX_BYTES = 16 << 20
 # How long a TRUNCATE checkpoint may wait for readers before it gives up until the next commit (ms): it runs on
 # the writer, so this is the longest it can delay the next request.
 _TRUNCATE_WAIT_MS = 200

@@ -13,19 +13,30 @@ A policy maps query features to a distribution over the K models:
 Saved policies are a directory holding ``policy.json`` (kind, hyperparameters, model names, feature width) and
 ``arrays.npz`` (numeric state, loaded with ``allow_pickle=False``), plus ``featurizer/`` when the policy carries
 one. Nothing is ever unpickled: :func:`load_policy` only instantiates classes registered with
-:func:`register_policy`.
+:func:`register_policy`. :func:`read_policy_dir` checks a directory against :class:`PolicyLimits` before it reads
+any state (sizes declared by the files, the width the config declares, finite values), so a hostile or corrupt
+directory is a :class:`~routing_env.errors.PolicyFormatError`, never a memory blow-up.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import math
+import zipfile
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from routing_env.errors import ModelMismatchError, PolicyFormatError, ShapeError
+from routing_env.errors import (
+    ConfigurationError,
+    ModelMismatchError,
+    PolicyFormatError,
+    RoutingEnvError,
+    ShapeError,
+)
 
 FORMAT_VERSION = 1
 POLICY_FILE = "policy.json"
@@ -205,21 +216,86 @@ def write_policy_dir(
     return root
 
 
-def read_policy_dir(
-    path: str | Path, expect: type | None = None
-) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """Read ``(kind, config, arrays)`` written by :func:`write_policy_dir`.
+@dataclass(frozen=True)
+class PolicyLimits:
+    """What :func:`read_policy_dir` accepts, checked before any state is read or allocated.
 
-    With ``expect``, a directory holding another kind of policy is refused.
+    Attributes:
+        max_json_bytes: size cap of ``policy.json`` (bytes on disk).
+        max_json_depth: deepest nesting of lists and objects in ``policy.json``.
+        max_array_bytes: cap of one array's size as its ``.npy`` header declares it (shape × item size), checked
+            before it is decompressed.
+        max_total_bytes: cap of the declared sizes of all arrays plus the state the config's width implies:
+            ``len(models) · (n_features + 1)² · 8`` bytes (one float64 (d+1)² matrix per model, the largest state a
+            registered policy derives from its width alone).
+        max_arrays: most arrays ``arrays.npz`` may hold.
+    """
+
+    max_json_bytes: int = 16 << 20
+    max_json_depth: int = 64
+    max_array_bytes: int = 2 << 30
+    max_total_bytes: int = 4 << 30
+    max_arrays: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_json_bytes", "max_json_depth", "max_array_bytes", "max_total_bytes", "max_arrays"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"PolicyLimits.{name} must be an integer ≥ 1, got {value!r}")
+
+
+DEFAULT_LIMITS = PolicyLimits()
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """An array of ``arrays.npz`` as its ``.npy`` header declares it (nothing decompressed)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    nbytes: int
+
+
+def read_policy_dir(
+    path: str | Path, expect: type | None = None, *, limits: PolicyLimits = DEFAULT_LIMITS
+) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Read ``(kind, config, arrays)`` written by :func:`write_policy_dir`, within ``limits``.
+
+    With ``expect``, a directory holding another kind of policy is refused. Float arrays must be finite, except
+    those ``expect`` names in a ``nonfinite_arrays`` class attribute (e.g. unobserved outcomes stored as NaN).
+
+    Raises:
+        PolicyFormatError: a file is missing, not UTF-8 JSON, too large or too deeply nested; an array needs
+            pickle, declares more bytes than the limits allow or than its file holds, or holds NaN or ±inf; the
+            config declares a negative width or one implying more state than ``limits.max_total_bytes``.
     """
     root = Path(path)
+    kind, doc_path, doc = _read_doc(root, limits)
+    if expect is not None and kind != _kind_name(expect):
+        raise PolicyFormatError(f"{root} holds a {kind!r}, not a {_kind_name(expect)!r}")
+    config = dict(doc["config"])
+    arrays_path = root / ARRAYS_FILE
+    declared = npz_members(arrays_path, limits) if arrays_path.is_file() else {}
+    _check_declared_width(doc_path, config, sum(a.nbytes for a in declared.values()), limits)
+    arrays: dict[str, np.ndarray] = {}
+    if declared:
+        try:
+            with np.load(arrays_path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise PolicyFormatError(f"{arrays_path} cannot be read: {exc}") from None
+    allowed = frozenset(getattr(expect, "nonfinite_arrays", ()) or ())
+    _check_finite(arrays_path, arrays, allowed)
+    return kind, config, arrays
+
+
+def _read_doc(root: Path, limits: PolicyLimits) -> tuple[str, Path, dict[str, Any]]:
+    """``(kind, path, document)`` of the ``policy.json`` in ``root``, checked."""
     doc_path = root / POLICY_FILE
     if not doc_path.is_file():
         raise PolicyFormatError(f"{root} is not a saved policy: {POLICY_FILE} is missing")
-    try:
-        doc = json.loads(doc_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PolicyFormatError(f"{doc_path} is not valid JSON: {exc}") from None
+    doc = _read_json(doc_path, limits)
     if not isinstance(doc, dict) or "kind" not in doc or "config" not in doc:
         raise PolicyFormatError(f"{doc_path} lacks 'kind' and 'config'")
     if doc.get("format_version") != FORMAT_VERSION:
@@ -228,20 +304,138 @@ def read_policy_dir(
         )
     if not isinstance(doc["kind"], str):
         raise PolicyFormatError(f"{doc_path}: 'kind' must be a string, got {type(doc['kind']).__name__}")
-    kind = _canonical_kind(doc["kind"])
-    if expect is not None and kind != _kind_name(expect):
-        raise PolicyFormatError(f"{root} holds a {kind!r}, not a {_kind_name(expect)!r}")
-    arrays: dict[str, np.ndarray] = {}
-    arrays_path = root / ARRAYS_FILE
-    if arrays_path.is_file():
-        try:
-            with np.load(arrays_path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except ValueError as exc:
+    if not isinstance(doc["config"], dict):
+        raise PolicyFormatError(f"{doc_path}: 'config' must be an object, got {type(doc['config']).__name__}")
+    return _canonical_kind(doc["kind"]), doc_path, doc
+
+
+def npz_members(path: str | Path, limits: PolicyLimits = DEFAULT_LIMITS) -> dict[str, ArrayInfo]:
+    """The arrays of the ``.npz`` file ``path`` as their headers declare them, checked against ``limits``.
+
+    Reads the zip directory and each member's ``.npy`` header only: nothing is decompressed beyond the headers, so
+    a zip bomb or a header declaring 10¹⁵ elements is refused before any memory is allocated for it.
+
+    Raises:
+        PolicyFormatError: not a zip of ``.npy`` files; an array of objects (pickle); a declared size above the
+            limits or different from what the member holds.
+    """
+    file = Path(path)
+    try:
+        archive = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PolicyFormatError(f"{file} is not a zip archive of arrays (.npz): {exc}") from None
+    out: dict[str, ArrayInfo] = {}
+    total = 0
+    with archive:
+        members = archive.infolist()
+        if len(members) > limits.max_arrays:
             raise PolicyFormatError(
-                f"{arrays_path} holds objects that need pickle, which is refused: {exc}"
-            ) from None
-    return kind, dict(doc["config"]), arrays
+                f"{file} holds {len(members)} members; at most {limits.max_arrays} are read"
+            )
+        for info in members:
+            if not info.filename.endswith(".npy"):
+                raise PolicyFormatError(f"{file}: member {info.filename!r} is not a .npy array")
+            name = info.filename[: -len(".npy")]
+            if name in out:
+                raise PolicyFormatError(f"{file}: array {name!r} appears twice")
+            try:
+                with archive.open(info) as member:
+                    shape, dtype, header_len = _npy_header(member)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+                raise PolicyFormatError(f"{file}: array {name!r} has an unreadable header: {exc}") from None
+            if dtype.hasobject:
+                raise PolicyFormatError(
+                    f"{file}: array {name!r} holds Python objects, which would need pickle; refused"
+                )
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > limits.max_array_bytes:
+                raise PolicyFormatError(
+                    f"{file}: array {name!r} declares shape {shape} of {dtype} = {nbytes} bytes, above the "
+                    f"{limits.max_array_bytes}-byte limit per array"
+                )
+            if header_len + nbytes != info.file_size:
+                raise PolicyFormatError(
+                    f"{file}: array {name!r} declares {nbytes} bytes of data, but its member holds "
+                    f"{info.file_size - header_len}"
+                )
+            total += nbytes
+            if total > limits.max_total_bytes:
+                raise PolicyFormatError(
+                    f"{file}: the arrays declare more than the {limits.max_total_bytes}-byte limit in total"
+                )
+            out[name] = ArrayInfo(name, tuple(shape), dtype, nbytes)
+    return out
+
+
+def _npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """``(shape, dtype, header length in bytes)`` of the ``.npy`` stream ``member``."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"npy format version {version} is not read in policy files")
+    return tuple(int(n) for n in shape), np.dtype(dtype), member.tell()
+
+
+def _read_json(doc_path: Path, limits: PolicyLimits) -> Any:
+    size = doc_path.stat().st_size
+    if size > limits.max_json_bytes:
+        raise PolicyFormatError(f"{doc_path} has {size} bytes, above the {limits.max_json_bytes}-byte limit")
+    try:
+        doc = json.loads(doc_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyFormatError(f"{doc_path} is not UTF-8 JSON text (a binary file?)") from None
+    except json.JSONDecodeError as exc:
+        raise PolicyFormatError(f"{doc_path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PolicyFormatError(f"{doc_path} nests deeper than {limits.max_json_depth} levels") from None
+    _check_depth(doc_path, doc, limits.max_json_depth)
+    return doc
+
+
+def _check_depth(doc_path: Path, doc: Any, max_depth: int) -> None:
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > max_depth:
+                raise PolicyFormatError(f"{doc_path} nests deeper than {max_depth} levels")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _check_declared_width(
+    doc_path: Path, config: Mapping[str, Any], arrays_bytes: int, limits: PolicyLimits
+) -> None:
+    """Refuse a ``n_features`` or ``models`` entry that is malformed or implies more state than the limits."""
+    width = config.get("n_features")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 0):
+        raise PolicyFormatError(f"{doc_path}: n_features must be null or an integer ≥ 0, got {width!r}")
+    models = config.get("models")
+    if models is not None:
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise PolicyFormatError(
+                f"{doc_path}: models must be a list of non-empty names, got {models!r:.200}"
+            )
+        if len(set(models)) != len(models):
+            raise PolicyFormatError(f"{doc_path}: models must be unique, got {models!r:.200}")
+    if width is None:
+        return
+    implied = max(len(models or ()), 1) * (width + 1) ** 2 * 8
+    if arrays_bytes + implied > limits.max_total_bytes:
+        raise PolicyFormatError(
+            f"{doc_path}: n_features={width} over {max(len(models or ()), 1)} models implies {implied} bytes of "
+            f"state, above the {limits.max_total_bytes}-byte limit"
+        )
+
+
+def _check_finite(arrays_path: Path, arrays: Mapping[str, np.ndarray], allowed: Collection[str]) -> None:
+    for name, a in arrays.items():
+        if a.dtype.kind in "fc" and name not in allowed and not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise PolicyFormatError(f"{arrays_path}: array {name!r} holds {bad} NaN or infinite values")
 
 
 def load_policy(path: str | Path) -> Any:
@@ -250,13 +444,23 @@ def load_policy(path: str | Path) -> Any:
     The class is the one registered (:func:`register_policy`) under the ``kind`` recorded in ``policy.json``, or
     declared under that name in the :data:`ENTRY_POINT_GROUP` entry points of an installed package. The file never
     names a module to import, and nothing is unpickled.
+
+    Raises:
+        PolicyFormatError: the directory is not a valid saved policy (including any error its class's loader
+            raises on the files' content).
     """
-    kind, _, _ = read_policy_dir(path)
+    kind, _, _ = _read_doc(Path(path), DEFAULT_LIMITS)
     cls = _lookup_kind(kind)
     if cls is None:
         raise PolicyFormatError(f"unknown policy kind {kind!r} in {path}; registered: {sorted(_REGISTRY)}")
     loader: Callable[[str | Path], Any] = cls.load  # type: ignore[attr-defined]
-    return loader(path)
+    try:
+        return loader(path)
+    except PolicyFormatError:
+        raise
+    except (RoutingEnvError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        # The files passed the format checks but not the loader's own: still a bad file, not a crash.
+        raise PolicyFormatError(f"{path} is not a valid {kind}: {type(exc).__name__}: {exc}") from None
 
 
 def _json_default(obj: Any) -> Any:

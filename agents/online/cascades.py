@@ -8,12 +8,30 @@ it made, the quality finally obtained minus the weighted cost of the calls that 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from agents.online.stores.base import Decision, Step
 from routing_env.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The answer to :meth:`OnlineRouter.observe`: accept the last answer, or call ``model`` next.
+
+    ``propensity`` is the probability of this choice (1 when it was forced: no further model allowed);
+    ``stop_probability`` the policy's probability of accepting at this step.
+    """
+
+    decision_id: str
+    step: int
+    action: Literal["accept", "call"]
+    model: str
+    propensity: float
+    stop_probability: float
+    n_calls: int
 
 
 def call_costs(

@@ -39,14 +39,21 @@ def prometheus_text(stats: Mapping[str, Any]) -> str:
         "# HELP routing_env_pending_decisions Decisions waiting for feedback.",
         "# TYPE routing_env_pending_decisions gauge",
         f"routing_env_pending_decisions {stats['pending']}",
-        "# HELP routing_env_policy_updates_total Feedback applied to the policy since the process started.",
+        "# HELP routing_env_policy_updates_total Feedback this process received and applied to the policy.",
         "# TYPE routing_env_policy_updates_total counter",
         f"routing_env_policy_updates_total {stats['applied_updates']}",
+        "# HELP routing_env_policy_replays_total Stored feedback re-applied on restore or resync.",
+        "# TYPE routing_env_policy_replays_total counter",
+        f"routing_env_policy_replays_total {stats['replayed_updates']}",
+        "# HELP routing_env_open_cache_bytes Estimated memory of the open decisions kept for their feedback.",
+        "# TYPE routing_env_open_cache_bytes gauge",
+        f"routing_env_open_cache_bytes {stats['open_cache_bytes']}",
     ]
+    # A gauge: rewards are negative when cost outweighs quality, and counters must only go up.
     lines += _family(
         "routing_env_reward_sum",
-        "Sum of rewards by model.",
-        "counter",
+        "Sum of rewards by model (negative when cost outweighs quality).",
+        "gauge",
         "model",
         stats["reward_sum_by_model"],
     )

@@ -11,73 +11,68 @@ The loop follows the rank/reward API of Azure Personalizer and Microsoft's Decis
    late, out of order, or never: after ``feedback_timeout_s`` a default quality is applied (or none).
 
 Determinism and crash safety: routing never touches the policy's own RNG. Decision ``seq`` draws its model with
-one uniform number that is a keyed hash of ``(seed, seq)`` (cascade step ``t``: of ``(seed, seq, t)``), so the policy's state changes
-only in ``update`` calls. Every feedback is committed with an apply sequence number before it is applied; the
-policy is checkpointed every ``checkpoint_every`` updates, and :meth:`OnlineRouter.restore` loads the last
-checkpoint and replays the feedback logged after it in apply order — the restored policy is bit-identical to one
-that never crashed.
+one uniform number that is a keyed hash of ``(seed, seq)`` (cascade step ``t``: of ``(seed, seq, t)``), so the
+policy's state changes only in ``update`` calls. Feedback is validated (bounds, a finite reward, the learner's own
+mode: :mod:`agents.online.learning`), applied, checked (the policy must still give a distribution) and only then
+written; an update that fails is undone before anything is stored, so the store never holds a row that cannot be
+applied. The policy is checkpointed every ``checkpoint_every`` updates, and :meth:`OnlineRouter.restore` loads the
+last checkpoint and replays the feedback logged after it in apply order — the restored policy is bit-identical to
+one that never crashed.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
+import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from agents.online.cascades import call_costs, stop_draw, stop_returns
+from agents.online.cache import DecisionCache
+from agents.online.cascades import Observation, call_costs, stop_draw
 from agents.online.config import RouterConfig
-from agents.online.errors import DecisionConflictError
+from agents.online.errors import ContractChangeError, DecisionConflictError
+from agents.online.learning import (
+    Update,
+    apply_update,
+    call_cost_map,
+    check_outcome,
+    finite,
+    prepare_update,
+    reward_of,
+)
 from agents.online.monitoring import prometheus_text
+from agents.online.restore import (
+    ROUTER_FEATURIZER,
+    RestoreReport,
+    check_checkpoint,
+    saved_featurizer,
+)
 from agents.online.sampling import draw, renormalise, uniform
+from agents.online.served import (
+    Kind,
+    Served,
+    allowed_mask,
+    check_routes,
+    exploration_warning,
+    health_problem,
+    inspect_policy,
+    probabilities,
+    query_features,
+)
 from agents.online.stores import open_store
 from agents.online.stores.base import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
-from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeError
-from routing_env.policy import CascadePolicy, CostAwarePolicy, check_features, load_policy
+from routing_env.errors import ConfigurationError, ModelMismatchError
+from routing_env.policy import load_policy
 
-Kind = Literal["route", "cascade"]
-# Open decisions a router keeps in memory for their feedback (about 1 KB each at d = 64).
-_OPEN_CACHE = 100_000
+log = logging.getLogger("routing_env.online")
 
-
-@dataclass(frozen=True)
-class Observation:
-    """The answer to :meth:`OnlineRouter.observe`: accept the last answer, or call ``model`` next.
-
-    ``propensity`` is the probability of this choice (1 when it was forced: no further model allowed);
-    ``stop_probability`` the policy's probability of accepting at this step.
-    """
-
-    decision_id: str
-    step: int
-    action: Literal["accept", "call"]
-    model: str
-    propensity: float
-    stop_probability: float
-    n_calls: int
-
-
-@dataclass
-class _Served:
-    """The policy being served and what the router derived from it once, at load time."""
-
-    policy: Any
-    version: str
-    kind: Kind
-    models: tuple[str, ...]
-    n_features: int | None
-    featurizer: Any
-    cost_aware: bool
-    learns: bool
-    cost_weight_kwarg: bool
-    cost_scale: float
+# Closed decision ids remembered to refuse a duplicate feedback before its twin's commit is visible.
+_RECENTLY_CLOSED = 65_536
 
 
 class OnlineRouter:
@@ -89,8 +84,11 @@ class OnlineRouter:
             ``save(dir)`` (checkpoints) and be loadable with :func:`routing_env.policy.load_policy`.
         store: the :class:`~agents.online.stores.base.DecisionStore`, or a path or URL for
             :func:`~agents.online.stores.open_store` (a path: a SQLite file, created when absent).
-        cost_weight, featurizer, …: see :class:`RouterConfig`. ``featurizer`` (``transform(prompts) -> (n, d)``)
-            turns prompts into features; default the policy's own ``featurizer`` attribute.
+        options: the fields of :class:`RouterConfig` (``cost_weight``, ``cost_scale``, ``checkpoint_every``,
+            ``feedback_timeout_s``, ``default_quality``, ``model_costs``, ``seed``, ``max_cost``, ``max_latency_s``,
+            ``max_cost_weight``, ``store_prompts``, ``max_stored_prompt_chars``, ``open_cache_bytes``).
+        featurizer: ``transform(prompts) -> (n, d)`` turning prompts into features (its output width must be the
+            policy's); default the policy's own ``featurizer`` attribute. Checkpoints keep it, so a restore finds it.
         version: the policy's version id (default ``v<n>``, n = versions served by the store so far + 1).
 
     Constructing a router registers ``policy`` as a new version of the store and checkpoints it; use
@@ -102,76 +100,52 @@ class OnlineRouter:
         policy: Any,
         store: DecisionStore | str | Path,
         *,
-        cost_weight: float | None = None,
         featurizer: Any = None,
-        cost_scale: float | None = None,
-        checkpoint_every: int = 100,
-        feedback_timeout_s: float | None = None,
-        default_quality: float | None = None,
-        model_costs: Mapping[str, float] | None = None,
-        seed: int = 0,
         version: str | None = None,
         _restoring: bool = False,
+        **options: Any,
     ) -> None:
-        self.config = RouterConfig(
-            cost_weight=None if cost_weight is None else float(cost_weight),
-            cost_scale=None if cost_scale is None else float(cost_scale),
-            checkpoint_every=int(checkpoint_every),
-            feedback_timeout_s=None if feedback_timeout_s is None else float(feedback_timeout_s),
-            default_quality=None if default_quality is None else float(default_quality),
-            model_costs={str(k): float(v) for k, v in (model_costs or {}).items()},
-            seed=int(seed),
-        )
+        self.config = RouterConfig(**options)
+        opened = isinstance(store, (str, os.PathLike))
         self.store: DecisionStore = open_store(store) if isinstance(store, (str, os.PathLike)) else store
+        try:
+            self._setup(policy, featurizer, version, _restoring)
+        except BaseException:
+            if opened:  # the caller never saw the store: release it (its writer lock) here
+                self.store.close()
+            raise
+
+    def _setup(self, policy: Any, featurizer: Any, version: str | None, restoring: bool) -> None:
         self._lock = threading.RLock()
         self._featurizer_override = featurizer
         self._decision_seq = self.store.max_decision_seq()
         self._feedback_seq = self.store.max_feedback_seq()
-        self._since_checkpoint = 0
+        #: Feedback applied live by this process (restore and resync replays are counted in ``n_replayed``).
         self.n_applied = 0
+        self.n_replayed = 0
         self._counts: StoreCounts = self.store.counts()
-        # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded
-        # (the oldest fall back to the store), and entries leave when their decision closes.
-        self._open: dict[str, Decision] = {}
+        # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded in
+        # bytes (the oldest fall back to the store), and entries leave when their decision closes.
+        self._open = DecisionCache(self.config.open_cache_bytes)
         # Decisions by request id, for idempotent retries that arrive before the first one's commit is visible.
-        self._by_request: dict[str, Decision] = {}
+        self._by_request = DecisionCache(self.config.open_cache_bytes // 4)
+        self._closed_recently: dict[str, None] = {}
+        # The checkpoint the policy was last loaded from or saved to, and the updates applied since: what an
+        # update that has to be undone is rebuilt from.
+        self._base: Checkpoint | None = None
+        self._since: list[Update] = []
+        self._checkpoint_due = self.config.checkpoint_every
+        self._problem: str | None = None  # why the router cannot serve (a failed undo)
+        self._checkpoint_error: str | None = None
+        #: What :meth:`restore` resumed from (``None`` for a router built from a policy).
+        self.restored: RestoreReport | None = None
         self._served = self._inspect(policy, version)
-        if self.config.cost_weight is not None and self._served.cost_aware:
-            policy.cost_weight = self.config.cost_weight
-        self._prime()
-        if not _restoring:
+        self._prime(self._served)
+        if not restoring:
             self._register_and_checkpoint()
 
     # ------------------------------------------------------------------ construction helpers
-    def _inspect(self, policy: Any, version: str | None) -> _Served:
-        if not callable(getattr(policy, "save", None)):
-            raise ConfigurationError(
-                f"policy must have save(dir) so the router can checkpoint it, got {type(policy).__name__}"
-            )
-        kind: Kind
-        if isinstance(policy, CascadePolicy):
-            kind = "cascade"
-            models = tuple(str(m) for m in policy.chain)
-            learns = True
-            cost_aware = False
-        elif callable(getattr(policy, "action_probabilities", None)) and hasattr(policy, "models"):
-            kind = "route"
-            models = tuple(str(m) for m in policy.models)
-            cost_aware = isinstance(policy, CostAwarePolicy)
-            learns = cost_aware or callable(getattr(policy, "update", None))
-        else:
-            raise ConfigurationError(
-                f"policy must implement routing_env.policy.Policy or CascadePolicy, got {type(policy).__name__}"
-            )
-        if not models or len(set(models)) != len(models):
-            raise ConfigurationError(f"policy models must be unique and non-empty, got {list(models)}")
-        unknown = sorted(set(self.config.model_costs) - set(models))
-        if unknown:
-            raise ModelMismatchError(f"model_costs names models {unknown} that the policy does not route to")
-        n_features = getattr(policy, "n_features", None)
-        featurizer = self._featurizer_override
-        if featurizer is None:
-            featurizer = getattr(policy, "featurizer", None)
+    def _inspect(self, policy: Any, version: str | None, strict: bool = True) -> Served:
         if version is None:
             version = f"v{len(self.store.policy_versions()) + 1}"
         version = str(version)
@@ -179,45 +153,27 @@ class OnlineRouter:
             raise ConfigurationError(
                 f"version must be a non-empty id of at most 128 characters, got {version!r}"
             )
-        try:
-            params = inspect.signature(policy.action_probabilities).parameters if kind == "route" else {}
-        except (TypeError, ValueError):
-            params = {}
-        scale = self.config.cost_scale
-        if scale is None:
-            fitted = getattr(policy, "cost_scale_", None)
-            scale = (
-                float(fitted)
-                if isinstance(fitted, (int, float)) and math.isfinite(fitted) and fitted > 0
-                else 1.0
-            )
-        return _Served(
-            policy=policy,
-            version=version,
-            kind=kind,
-            models=models,
-            n_features=None if n_features is None else int(n_features),
-            featurizer=featurizer,
-            cost_aware=cost_aware,
-            learns=learns,
-            cost_weight_kwarg="cost_weight" in params,
-            cost_scale=scale,
-        )
+        served = inspect_policy(policy, version, self.config, self._featurizer_override, strict=strict)
+        if self.config.cost_weight is not None and served.cost_aware:
+            policy.cost_weight = self.config.cost_weight
+        return served
 
-    def _prime(self) -> None:
-        """Call the policy once so that caches it builds lazily on its first call exist before any checkpoint.
+    def _prime(self, s: Served) -> None:
+        """Call the policy once so that caches it builds lazily on its first call exist before any checkpoint,
+        and refuse a policy that cannot route (NaN weights) before it serves.
 
         A live router's policy has always been called (routing precedes feedback); priming gives a checkpointed
         or restored policy the same warm caches, so saved states compare bit for bit.
         """
-        s = self._served
         if s.n_features is None:
             return
         x = np.zeros((1, s.n_features), dtype=np.float32)
-        if s.kind == "route":
-            s.policy.action_probabilities(x)
-        else:
-            s.policy.stop_probabilities(x, np.zeros((1, 1)))
+        try:
+            check_routes(s, x)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"policy version {s.version!r} cannot route a query of zeros: {exc}"
+            ) from None
 
     def _register_and_checkpoint(self) -> None:
         s = self._served
@@ -230,35 +186,82 @@ class OnlineRouter:
         )
         self.checkpoint()
 
+    def _load(self, ckpt: Checkpoint) -> Served:
+        """The policy saved in ``ckpt``, inspected and primed as this router serves it."""
+        served = self._inspect(load_policy(ckpt.path), ckpt.policy_version, strict=False)
+        self._prime(served)
+        return served
+
     @classmethod
     def restore(cls, store: DecisionStore | str | Path, **kwargs: Any) -> OnlineRouter:
         """Resume serving from ``store``: the last checkpoint plus the feedback applied after it, replayed in the
-        order it was first applied. Keyword arguments are those of the constructor (except ``version``).
+        order it was first applied. Keyword arguments are those of the constructor (except ``version``); without
+        ``featurizer``, the one the checkpoint keeps (if any) is used. :attr:`restored` says what was loaded.
+
+        Stored feedback that the router's bounds refuse is skipped (and named in :attr:`restored`): a restart
+        never applies what live serving would refuse.
 
         Raises:
-            ConfigurationError: the store has no checkpoint (start with ``OnlineRouter(policy, store)``).
+            ConfigurationError: the store has no checkpoint (start with ``OnlineRouter(policy, store)``), its
+                newest checkpoint is missing, or it claims feedback the store lost.
         """
         if "version" in kwargs:
             raise ConfigurationError("restore() takes the version from the checkpoint; do not pass version=")
+        opened = isinstance(store, (str, os.PathLike))
         db = open_store(store) if isinstance(store, (str, os.PathLike)) else store
-        ckpt = db.latest_checkpoint()
-        if ckpt is None:
-            raise ConfigurationError(
-                f"the store {db.location} has no policy checkpoint to restore; start it with OnlineRouter(policy, store)"
-            )
-        policy = load_policy(ckpt.path)
-        router = cls(policy, db, version=ckpt.policy_version, _restoring=True, **kwargs)
-        with router._lock:
-            router._replay(ckpt)
+        try:
+            ckpt = db.latest_checkpoint()
+            if ckpt is None:
+                raise ConfigurationError(
+                    f"the store {db.location} has no policy checkpoint to restore; start it with "
+                    "OnlineRouter(policy, store)"
+                )
+            check_checkpoint(db, ckpt)
+            source = None
+            if kwargs.get("featurizer") is None:
+                kwargs["featurizer"], source = saved_featurizer(ckpt.path)
+            router = cls(load_policy(ckpt.path), db, version=ckpt.policy_version, _restoring=True, **kwargs)
+            with router._lock:
+                skipped = router._replay(ckpt)
+        except BaseException:
+            if opened:
+                db.close()
+            raise
+        router.restored = RestoreReport(
+            ckpt.path, ckpt.policy_version, ckpt.last_feedback_seq, len(router._since), tuple(skipped), source
+        )
+        log.info(router.restored.describe(db.location))
         return router
 
-    def _replay(self, ckpt: Checkpoint) -> None:
-        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in apply order."""
-        for fb, decision in self.store.feedback(after_seq=ckpt.last_feedback_seq):
-            if fb.applied:
-                self._apply(fb, decision)
-                self._since_checkpoint += 1
-        self._prime()  # as warm as a live router's policy, which has routed since its last update
+    def _replay(self, ckpt: Checkpoint) -> list[int]:
+        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in apply order; the
+        ``seq`` of the rows skipped because live serving would refuse them now."""
+        self._base, self._since = ckpt, []
+        skipped = []
+        for fb, d in self.store.feedback(after_seq=ckpt.last_feedback_seq):
+            if not fb.applied:
+                continue
+            try:
+                u = self._stored_update(fb, d)
+                self._learn(u, d)
+            except ConfigurationError as exc:
+                log.warning("skipping stored feedback seq %d for %s: %s", fb.seq, d.decision_id, exc)
+                skipped.append(fb.seq)
+                continue
+            self._since.append(u)
+            self.n_replayed += 1
+        self._checkpoint_due = max(len(self._since), self.config.checkpoint_every)
+        self._prime(self._served)  # as warm as a live router's policy, which has routed since its last update
+        return skipped
+
+    def _stored_update(self, fb: Feedback, d: Decision) -> Update:
+        """The update a stored feedback row makes, validated as live feedback is (``ConfigurationError``)."""
+        s = self._served
+        q, c, _ = check_outcome(fb.quality, fb.cost, fb.latency_s, s.bounds, d.n_calls)
+        steps = self.store.steps(d.decision_id) if d.kind == "cascade" else []
+        calls = call_costs(d, call_cost_map(steps), c, self.config.model_costs)
+        reward = reward_of(q, float(sum(calls)), d.cost_weight, s.cost_scale)
+        return prepare_update(s.mode, d, q, calls, reward, steps, s.cost_scale)
 
     def resync(self) -> None:
         """Reset the in-memory state to what the store holds: the policy from the last checkpoint plus the
@@ -273,17 +276,15 @@ class OnlineRouter:
                 raise ConfigurationError(
                     f"the store {self.store.location} has no policy checkpoint to resync from"
                 )
-            served = self._inspect(load_policy(ckpt.path), ckpt.policy_version)
-            if self.config.cost_weight is not None and served.cost_aware:
-                served.policy.cost_weight = self.config.cost_weight
-            self._served = served
+            self._served = self._load(ckpt)
             self._decision_seq = self.store.max_decision_seq()
             self._feedback_seq = self.store.max_feedback_seq()
             self._counts = self.store.counts()
             self._open.clear()
             self._by_request.clear()
-            self._since_checkpoint = 0
+            self._closed_recently.clear()
             self._replay(ckpt)
+            self._problem = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -307,13 +308,18 @@ class OnlineRouter:
         if self.config.cost_weight is not None:
             return self.config.cost_weight
         own = getattr(self._served.policy, "cost_weight", None)  # the λ the policy was trained for
-        if isinstance(own, (int, float)) and math.isfinite(own) and own >= 0:
+        if isinstance(own, (int, float)) and np.isfinite(own) and own >= 0:
             return float(own)
         return 0.0
 
     @property
     def n_features(self) -> int | None:
         return self._served.n_features
+
+    @property
+    def served(self) -> Served:
+        """The policy being served with what the router derived from it (learner mode, bounds, contract)."""
+        return self._served
 
     # ------------------------------------------------------------------ route
     def route(
@@ -329,12 +335,13 @@ class OnlineRouter:
 
         Args:
             features: ``(d,)`` features of the query; or give ``prompt`` and let the featurizer compute them.
-            prompt: the query text (stored with the decision; featurized when ``features`` is ``None``).
+            prompt: the query text (featurized when ``features`` is ``None``; stored as ``store_prompts`` says).
             request_id: the caller's idempotency key: routing the same id again returns the logged decision.
             allowed_models: route only among these models; the policy's distribution is renormalised over them
                 (uniform over them if the policy gives them no mass), and the propensity is the chosen model's
                 probability under that renormalised distribution.
-            cost_weight: λ for this decision (cost-aware policies only; default the router's).
+            cost_weight: λ for this decision (cost-aware policies only, at most ``max_cost_weight``; default the
+                router's).
 
         Returns:
             the :class:`Decision` (``decision_id``, ``model``, ``propensity``, ``probabilities``, ``policy_version``,
@@ -350,9 +357,12 @@ class OnlineRouter:
         if prompt is not None and not isinstance(prompt, str):
             raise ConfigurationError(f"prompt must be a string, got {type(prompt).__name__}")
         if cost_weight is not None:
-            cost_weight = float(cost_weight)
-            if not (math.isfinite(cost_weight) and cost_weight >= 0):
-                raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {cost_weight!r}")
+            cost_weight = finite(cost_weight, "cost_weight")
+            if not 0 <= cost_weight <= self.config.max_cost_weight:
+                raise ConfigurationError(
+                    f"cost_weight must lie in [0, {self.config.max_cost_weight:g}] (max_cost_weight), got "
+                    f"{cost_weight!r}"
+                )
         with self._lock:
             # A concurrent retry may have logged it meanwhile (maybe not yet committed).
             if request_id is not None:
@@ -360,17 +370,17 @@ class OnlineRouter:
                 if previous is not None:
                     return previous
             s = self._served
-            x = self._features(features, prompt)
+            x = query_features(s, features, prompt)
             lam = self.cost_weight if cost_weight is None else cost_weight
             if cost_weight is not None and not s.cost_aware and cost_weight != self.cost_weight:
                 raise ConfigurationError(
                     f"cost_weight={cost_weight!r} per request needs a cost-aware policy (update_outcomes and a "
                     f"settable cost_weight); {type(s.policy).__name__} was trained for λ={self.cost_weight}"
                 )
-            allowed = self._allowed_mask(allowed_models)
+            allowed = allowed_mask(s, allowed_models)
             seq = self._decision_seq + 1
             if s.kind == "route":
-                probs = self._probabilities(x, lam if cost_weight is not None and s.cost_aware else None)
+                probs = probabilities(s, x, lam if cost_weight is not None and s.cost_aware else None)
                 sampled = probs if allowed is None else renormalise(probs, allowed)
                 action = draw(sampled, uniform(self.config.seed, seq))
                 max_calls = 1
@@ -398,98 +408,25 @@ class OnlineRouter:
                 models=s.models,
                 probabilities=sampled,
                 features=x[0],
-                prompt=prompt,
+                prompt=self.config.stored_prompt(prompt, featurized=features is None),
                 allowed_models=None if allowed_models is None else tuple(str(m) for m in allowed_models),
                 cost_weight=lam,
                 status="open",
                 n_calls=1,
                 max_calls=max_calls,
+                prompt_chars=None if prompt is None else len(prompt),
             )
             self.store.insert_decision(decision)
             self._decision_seq = seq
             if decision.kind == "route":
-                self._open[decision.decision_id] = decision
-                if len(self._open) > _OPEN_CACHE:
-                    del self._open[next(iter(self._open))]
+                self._open.put(decision.decision_id, decision)
             if request_id is not None:
-                self._by_request[request_id] = decision
-                if len(self._by_request) > _OPEN_CACHE:
-                    del self._by_request[next(iter(self._by_request))]
+                self._by_request.put(request_id, decision)
             c = self._counts
             c.decisions += 1
             c.pending += 1
             c.decisions_by_model[decision.model] = c.decisions_by_model.get(decision.model, 0) + 1
             return decision
-
-    def _features(self, features: Any, prompt: str | None) -> np.ndarray:
-        s = self._served
-        if features is None:
-            if prompt is None:
-                raise ConfigurationError("route needs features=... or prompt=..., got neither")
-            if s.featurizer is None:
-                raise ConfigurationError(
-                    "route(prompt=...) needs a featurizer: the policy carries none and the router was given none"
-                )
-            raw = s.featurizer.transform([prompt])
-        else:
-            raw = features
-            if type(raw) is list and len(raw) == s.n_features:
-                # A plain list of numbers (what the HTTP service passes): one conversion, one check.
-                try:
-                    x32 = np.array(raw, dtype=np.float64).astype(np.float32)[None]
-                except (TypeError, ValueError):
-                    pass  # the general path below names the problem
-                else:
-                    if x32.ndim == 2 and np.isfinite(x32).all():
-                        return x32
-        x = check_features(raw, s.n_features)
-        if x.shape[0] != 1:
-            raise ShapeError(f"features must be one query's vector (d,), got shape {np.shape(raw)}")
-        x32 = x.astype(np.float32)
-        if not np.isfinite(x32).all():
-            raise ShapeError("features overflow float32 (|x| > 3.4e38)")
-        return x32
-
-    def _allowed_mask(self, allowed_models: Sequence[str] | None) -> np.ndarray | None:
-        if allowed_models is None:
-            return None
-        if isinstance(allowed_models, str):
-            raise ConfigurationError(
-                f"allowed_models must be a list of model names, got the string {allowed_models!r}"
-            )
-        names = [str(m) for m in allowed_models]
-        models = self._served.models
-        unknown = [m for m in names if m not in models]
-        if unknown or not names:
-            raise ModelMismatchError(
-                f"allowed_models must name at least one of the policy's models {list(models)}, got {names}"
-            )
-        return np.array([m in names for m in models])
-
-    def _probabilities(self, x: np.ndarray, cost_weight: float | None) -> np.ndarray:
-        policy = self._served.policy
-        if cost_weight is None:
-            p = policy.action_probabilities(x)
-        elif self._served.cost_weight_kwarg:
-            p = policy.action_probabilities(x, cost_weight=cost_weight)
-        else:
-            saved = policy.cost_weight
-            policy.cost_weight = cost_weight
-            try:
-                p = policy.action_probabilities(x)
-            finally:
-                policy.cost_weight = saved
-        p = np.asarray(p, dtype=np.float64)
-        k = len(self._served.models)
-        # Checked on a Python list: K is small, and numpy's per-call overhead would dominate a request.
-        values = p.ravel().tolist() if p.shape == (1, k) else []
-        total = sum(values)  # NaN or ±inf make it non-finite (math.fsum would raise on inf − inf)
-        if not values or not math.isfinite(total) or min(values) < 0 or abs(total - 1.0) > 1e-6:
-            raise ConfigurationError(
-                f"{type(policy).__name__}.action_probabilities returned {p!r}; expected (1, {k}) non-negative "
-                "rows summing to 1"
-            )
-        return p[0] / total
 
     # ------------------------------------------------------------------ cascades
     def observe(self, decision_id: str, signal: float, cost: float | None = None) -> Observation:
@@ -498,26 +435,24 @@ class OnlineRouter:
         Args:
             decision_id: a cascade decision from :meth:`route`.
             signal: what the gateway saw from the model's answer (confidence, self-verification, log-prob).
-            cost: USD cost of that call (optional; used to split the final feedback's cost over the calls).
+            cost: USD cost of that call (optional, at most ``max_cost``; used to split the final feedback's cost).
 
         Raises:
             DecisionNotFoundError: unknown id.
             DecisionConflictError: not a cascade decision, already accepted, or already closed.
         """
-        signal = _finite(signal, "signal")
+        signal = finite(signal, "signal")
         if cost is not None:
-            cost = _finite(cost, "cost")
-            if cost < 0:
-                raise ConfigurationError(f"cost must be a USD amount ≥ 0, got {cost!r}")
+            _, cost, _ = check_outcome(0.0, cost, None, self._served.bounds)
         with self._lock:
             d = self.store.get_decision(decision_id)
             if d.kind != "cascade":
                 raise DecisionConflictError(
                     f"decision {decision_id!r} routed to a single model; observe applies to cascade decisions"
                 )
-            if d.status != "open":
+            if d.status != "open" or decision_id in self._closed_recently:
                 raise DecisionConflictError(
-                    f"decision {decision_id!r} is already {d.status}; it takes no observe"
+                    f"decision {decision_id!r} is already closed; it takes no observe"
                 )
             steps = self.store.steps(decision_id)
             if steps and steps[-1].stop:
@@ -555,13 +490,15 @@ class OnlineRouter:
         cost: float | None = None,
         latency_s: float | None = None,
     ) -> Feedback:
-        """Close a decision with its outcome and update the policy (committed before it is applied).
+        """Close a decision with its outcome and update the policy; the update and the stored feedback succeed or
+        fail together.
 
         Args:
             decision_id: the id :meth:`route` returned.
             quality: in [0, 1] (correctness or a normalised judge score).
-            cost: USD cost of the call (all calls of a cascade); default ``model_costs`` per call, else 0.
-            latency_s: seconds, ≥ 0 (stored and exported; not part of the reward).
+            cost: USD cost of the call (all calls of a cascade), at most ``max_cost`` per call; default
+                ``model_costs`` per call, else 0.
+            latency_s: seconds, in [0, ``max_latency_s``] (stored and exported; not part of the reward).
 
         Returns:
             the stored :class:`~agents.online.stores.base.Feedback` (reward, apply ``seq``, whether the policy learned).
@@ -569,29 +506,37 @@ class OnlineRouter:
         Raises:
             DecisionNotFoundError: unknown id.
             DecisionConflictError: the decision already has feedback, or expired (default applied).
-            ConfigurationError: quality outside [0, 1], negative or non-finite cost or latency.
+            ConfigurationError: quality outside [0, 1]; cost or latency negative, non-finite or above the bounds;
+                a non-finite reward; an update that would leave the policy unable to route. Nothing is stored.
         """
-        quality = _finite(quality, "quality")
-        if not 0.0 <= quality <= 1.0:
-            raise ConfigurationError(f"quality must lie in [0, 1], got {quality!r}")
-        if cost is not None:
-            cost = _finite(cost, "cost")
-            if cost < 0:
-                raise ConfigurationError(f"cost must be a USD amount ≥ 0, got {cost!r}")
-        if latency_s is not None:
-            latency_s = _finite(latency_s, "latency_s")
-            if latency_s < 0:
-                raise ConfigurationError(f"latency_s must be ≥ 0 seconds, got {latency_s!r}")
         with self._lock:
-            d = self._open.pop(decision_id, None)
-            if d is None:
-                d = self.store.get_decision(decision_id)
-                if d.status != "open":
-                    self._conflict(d)
-            return self._close(d, quality, cost, latency_s, "client")
+            d = self._take_open(decision_id)
+            try:
+                q, c, lat = check_outcome(quality, cost, latency_s, self._served.bounds, d.n_calls)
+                return self._close(d, q, c, lat, "client")
+            except DecisionConflictError:
+                raise
+            except BaseException:
+                if d.kind == "route":
+                    self._open.put(d.decision_id, d)  # still open: its feedback may be sent again
+                raise
+
+    def _take_open(self, decision_id: str) -> Decision:
+        d = self._open.pop(decision_id)
+        if d is not None:
+            return d
+        d = self.store.get_decision(decision_id)
+        if d.status != "open" or decision_id in self._closed_recently:
+            self._conflict(d)
+        return d
 
     def _conflict(self, d: Decision) -> None:
         fb = self.store.get_feedback(d.decision_id)
+        if fb is None and d.decision_id in self._closed_recently:  # closed by a request not yet committed
+            raise DecisionConflictError(
+                f"decision {d.decision_id!r} is already closed: feedback was received; feedback is accepted once "
+                "per decision"
+            )
         if fb is None:
             raise DecisionConflictError(
                 f"decision {d.decision_id!r} expired after {self.config.feedback_timeout_s} s without feedback"
@@ -611,70 +556,105 @@ class OnlineRouter:
         latency_s: float | None,
         source: Literal["client", "default"],
     ) -> Feedback:
-        calls = self._call_costs(d, cost)
-        total = float(sum(calls))
-        reward = quality - d.cost_weight * total / self._served.cost_scale
+        """Validate, apply, then store the feedback of ``d``; an update that fails or a write that fails leaves
+        neither the policy nor the store changed."""
         s = self._served
-        applied = s.learns and (
+        steps = self.store.steps(d.decision_id) if d.kind == "cascade" else []
+        calls = call_costs(d, call_cost_map(steps), cost, self.config.model_costs)
+        total = float(sum(calls))
+        reward = reward_of(quality, total, d.cost_weight, s.cost_scale)
+        applied = bool(s.learns) and (
             (d.kind == "route" and s.kind == "route" and d.model in s.models)
             or (d.kind == "cascade" and s.kind == "cascade" and s.models == d.models)
         )
+        update = prepare_update(s.mode, d, quality, calls, reward, steps, s.cost_scale) if applied else None
+        # Fields in Feedback's order: seq, decision, time, source, quality, cost (USD), latency, reward, applied, version.
         fb = Feedback(
-            seq=self._feedback_seq + 1,
-            decision_id=d.decision_id,
-            received_at=time.time(),
-            source=source,
-            quality=quality,
-            cost=total,
-            latency_s=latency_s,
-            reward=float(reward),
-            applied=bool(applied),
-            policy_version=s.version,
+            self._feedback_seq + 1,
+            d.decision_id,
+            time.time(),
+            source,
+            quality,
+            total,
+            latency_s,
+            reward,
+            applied,
+            s.version,
         )
-        self.store.insert_feedback(fb)
+        if update is not None:
+            self._learn(update, d)
+        try:
+            self.store.insert_feedback(fb)
+        except BaseException:
+            if update is not None:
+                self._revert()
+            raise
         self._feedback_seq = fb.seq
+        self._closed_recently[d.decision_id] = None
+        if len(self._closed_recently) > _RECENTLY_CLOSED:
+            del self._closed_recently[next(iter(self._closed_recently))]
         c = self._counts
         c.pending -= 1
         c.feedback[source] = c.feedback.get(source, 0) + 1
         c.feedback_by_model[d.model] = c.feedback_by_model.get(d.model, 0) + 1
         c.reward_by_model[d.model] = c.reward_by_model.get(d.model, 0.0) + fb.reward
-        if applied:
-            self._apply(fb, d)
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= self.config.checkpoint_every:
-                self.checkpoint()
+        if update is not None:
+            self._since.append(update)
+            self.n_applied += 1
+            if len(self._since) >= self._checkpoint_due:
+                self._periodic_checkpoint()
         return fb
 
-    def _call_costs(self, d: Decision, total: float | None) -> list[float]:
-        """USD cost of each call of the decision: reported per call (observe), the rest from ``total``."""
-        reported = {} if d.kind == "route" else {st.step: st.cost for st in self.store.steps(d.decision_id)}
-        return call_costs(d, reported, total, self.config.model_costs)
-
-    def _apply(self, fb: Feedback, d: Decision) -> None:
-        """Update the policy with one stored feedback (used live and when replaying after a restart)."""
+    def _learn(self, u: Update, d: Decision) -> None:
+        """Apply ``u``; if that fails or leaves the policy unable to route ``d``'s query, undo it and refuse."""
         s = self._served
-        x = d.features[None, :].astype(np.float32)
-        if d.kind == "route":
-            a = np.array([s.models.index(d.model)], dtype=np.int64)
-            if s.cost_aware:
-                s.policy.update_outcomes(x, a, np.array([fb.quality]), np.array([fb.cost]))
-            else:
-                s.policy.update(x, a, np.array([fb.reward]))
-        else:
-            steps = self.store.steps(d.decision_id)
-            costs = self._call_costs(d, fb.cost)
-            for signals, stop, ret in stop_returns(steps, costs, fb.quality, d.cost_weight, s.cost_scale):
-                s.policy.update(x, signals, stop, ret)
-        self.n_applied += 1
+        try:
+            apply_update(s.policy, u)
+            check_routes(s, u.features, steps=max(len(u.stops), 1))
+        except Exception as exc:
+            self._revert()
+            raise ConfigurationError(
+                f"feedback for decision {d.decision_id!r} refused: learning it would leave "
+                f"{type(s.policy).__name__} unable to route ({exc}); nothing was stored"
+            ) from None
+
+    def _revert(self) -> None:
+        """Rebuild the policy as it was before the last, failed update: its base checkpoint plus the updates
+        applied since (deterministic, so the result is the state before that update)."""
+        try:
+            if self._base is None:
+                raise ConfigurationError("the router has no checkpoint to rebuild its policy from")
+            served = self._load(self._base)
+            for u in self._since:
+                apply_update(served.policy, u)
+            self._prime(served)
+        except Exception as exc:
+            self._problem = f"undoing a refused update failed, the policy's state is unknown: {exc}"
+            log.exception("undoing a refused update failed")
+            raise
+        self._served = served
+
+    def _periodic_checkpoint(self) -> None:
+        """Checkpoint after ``checkpoint_every`` updates; a failure is logged and retried later (the feedback
+        stays committed and applied, a restore just replays more)."""
+        try:
+            self.checkpoint()
+        except Exception as exc:
+            self._checkpoint_error = f"saving a policy checkpoint failed: {exc}"
+            self._checkpoint_due = len(self._since) + self.config.checkpoint_every
+            log.exception(
+                "saving a policy checkpoint failed; retrying after %d more updates",
+                self.config.checkpoint_every,
+            )
 
     # ------------------------------------------------------------------ missing feedback
     def expire(self, now: float | None = None, limit: int | None = None) -> list[str]:
         """Close the decisions open for longer than ``feedback_timeout_s`` (no-op without a timeout).
 
         Each gets ``default_quality`` as feedback (source ``"default"``; cost from ``model_costs`` and the costs
-        reported by ``observe``), or, when ``default_quality`` is ``None``, is closed without any update.
-        Returns the expired ids. The HTTP service calls this periodically, ``limit`` decisions at a time (the
-        oldest first; ``None`` = all).
+        reported by ``observe``), or, when ``default_quality`` is ``None`` (or the policy refuses that update),
+        is closed without any update. Returns the expired ids. The HTTP service calls this periodically,
+        ``limit`` decisions at a time (the oldest first; ``None`` = all).
         """
         timeout = self.config.feedback_timeout_s
         if timeout is None:
@@ -687,51 +667,93 @@ class OnlineRouter:
         for decision_id in due:
             with self._lock:
                 d = self.store.get_decision(decision_id)
-                if d.status != "open":
+                if d.status != "open" or decision_id in self._closed_recently:
                     continue
-                self._open.pop(decision_id, None)
-                if self.config.default_quality is None:
+                self._open.pop(decision_id)
+                default = self.config.default_quality
+                try:
+                    if default is not None:
+                        self._close(d, default, None, None, "default")
+                except ConfigurationError as exc:
+                    log.warning("expiring %s without an update: %s", decision_id, exc)
+                    default = None
+                if default is None:
                     self.store.mark_expired(decision_id)
                     self._counts.pending -= 1
-                else:
-                    self._close(d, self.config.default_quality, None, None, "default")
                 expired.append(decision_id)
         return expired
 
     # ------------------------------------------------------------------ checkpoints and hot swap
     def checkpoint(self) -> Checkpoint:
-        """Save the policy now, with the apply ``seq`` of the last feedback it includes."""
+        """Save the policy now, with the apply ``seq`` of the last feedback it includes (and the router's
+        featurizer, when it was given one)."""
         with self._lock:
             path = self.store.checkpoint_path(self.version, self._feedback_seq)
             self._served.policy.save(path)
+            if self._featurizer_override is not None and self._served.featurizer is self._featurizer_override:
+                self._featurizer_override.save(Path(path) / ROUTER_FEATURIZER)
             ckpt = self.store.add_checkpoint(self.version, path, self._feedback_seq)
-            self._since_checkpoint = 0
+            self._base, self._since = ckpt, []
+            self._checkpoint_due = self.config.checkpoint_every
+            self._checkpoint_error = None
             return ckpt
 
-    def swap_policy(self, policy: Any, version: str | None = None) -> str:
+    def swap_policy(self, policy: Any, version: str | None = None, *, force: bool = False) -> str:
         """Serve ``policy`` from now on (hot swap) under a new version id, recorded on every later decision.
 
         Open decisions of the old version keep their logged propensities; their feedback updates the new policy
         when it routes over the decision's model (route) or the same chain (cascade). Returns the version id.
+
+        Raises:
+            ContractChangeError: the new policy changes what requests must carry (features ↔ prompt, the feature
+                width, the models, route ↔ cascade) and ``force`` is not set.
+            ConfigurationError: the version id was served before, or the policy cannot route.
         """
         with self._lock:
-            served = self._inspect(policy, version)
+            served = self._inspect(policy, version, strict=False)
             if served.version in self.store.policy_versions():
                 raise ConfigurationError(
                     f"policy version {served.version!r} was already served; pick a new id"
                 )
-            if self.config.cost_weight is not None and served.cost_aware:
-                policy.cost_weight = self.config.cost_weight
+            changes = self._served.contract.changes(served.contract)
+            if changes and not force:
+                raise ContractChangeError(
+                    f"the new policy changes the request contract ({'; '.join(changes)}), so requests that work "
+                    "today would fail after the swap; send force: true to swap anyway"
+                )
+            self._prime(served)
+            previous = self._served
             self._served = served
-            self._prime()
-            self._register_and_checkpoint()
+            try:
+                self._register_and_checkpoint()
+            except BaseException:
+                self._served = previous
+                raise
+            warning = self.exploration_warning()
+            if warning:
+                log.warning(warning)
             return served.version
 
-    def swap_policy_dir(self, path: str | Path, version: str | None = None) -> str:
+    def swap_policy_dir(self, path: str | Path, version: str | None = None, *, force: bool = False) -> str:
         """Load a saved policy directory (never unpickled) and :meth:`swap_policy` to it."""
-        return self.swap_policy(load_policy(path), version)
+        return self.swap_policy(load_policy(path), version, force=force)
 
     # ------------------------------------------------------------------ monitoring
+    def health(self) -> str | None:
+        """Why the router cannot serve (``None``: healthy): a policy that gives no distribution for a query of
+        zeros or for recent queries, a failed undo, or failing checkpoints."""
+        with self._lock:
+            if self._problem is not None:
+                return self._problem
+            if self._checkpoint_error is not None:
+                return self._checkpoint_error
+            return health_problem(self._served, [d.features for d in self._open.values(4)])
+
+    def exploration_warning(self) -> str | None:
+        """A warning when the served policy is deterministic (its logs cannot evaluate other policies)."""
+        with self._lock:
+            return exploration_warning(self._served, [d.features for d in self._open.values(32)])
+
     def stats(self) -> dict[str, Any]:
         """Counters for monitoring: decisions, feedback by source, pending, per-model decisions and mean reward."""
         with self._lock:
@@ -743,10 +765,12 @@ class OnlineRouter:
                 "pending": c.pending,
                 "feedback": dict(c.feedback),
                 "applied_updates": self.n_applied,
+                "replayed_updates": self.n_replayed,
                 "decisions_by_model": dict(c.decisions_by_model),
                 "feedback_by_model": dict(c.feedback_by_model),
                 "reward_sum_by_model": dict(c.reward_by_model),
                 "last_feedback_seq": self._feedback_seq,
+                "open_cache_bytes": self._open.nbytes + self._by_request.nbytes,
             }
 
     def prometheus(self) -> str:
@@ -758,14 +782,3 @@ class OnlineRouter:
             f"OnlineRouter(policy={type(self.policy).__name__}, version={self.version!r}, "
             f"store={self.store.location!r})"
         )
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-def _finite(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ConfigurationError(f"{name} must be finite, got {value!r}")
-    return out

@@ -145,6 +145,8 @@ class ThresholdCascade:
     n_features: int | None = field(default=None, init=False)
     cost_scale_: float = field(default=1.0, init=False)
     learns_online: ClassVar[bool] = False
+    # A stage that always escalates has threshold +inf (routing_env.policy.read_policy_dir allows it here only).
+    nonfinite_arrays: ClassVar[tuple[str, ...]] = ("thresholds",)
 
     def __post_init__(self) -> None:
         self.chain = _check_models_arg(self.chain)

@@ -89,6 +89,8 @@ class KNNRouter(_PredictiveRouter, Tunable):
     weights: Literal["uniform", "distance"] = "uniform"
     n_neighbors_: int = field(default=10, init=False)
     cv_score_: float | None = field(default=None, init=False)
+    # Unobserved training outcomes are stored as NaN (routing_env.policy.read_policy_dir allows them here only).
+    nonfinite_arrays: ClassVar[tuple[str, ...]] = ("train_quality", "train_cost")
 
     def _validate(self) -> None:
         self._validate_cv()

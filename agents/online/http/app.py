@@ -7,10 +7,11 @@ Endpoints (JSON unless noted), one FastAPI ``APIRouter`` per concern:
   feedback or expired decision); ``POST /v1/decisions/{id}/observe`` → for cascades: ``accept`` or the next model;
 - decisions (:mod:`~agents.online.http.decisions`): ``GET /v1/decisions/{id}`` → the logged decision, its cascade
   steps and feedback; ``GET /v1/export`` (admin) → the store in the canonical logged format;
-- operations (:mod:`~agents.online.http.metrics`): ``GET /healthz``; ``GET /metrics`` (Prometheus text);
-- admin (:mod:`~agents.online.http.admin`), behind ``Authorization: Bearer $ROUTING_ENV_API_TOKEN`` when that
-  variable (or ``api_token``) is set: ``POST /v1/policy`` (hot swap to a saved policy directory, never unpickled)
-  and ``POST /v1/checkpoint`` (save the policy now).
+- operations (:mod:`~agents.online.http.metrics`): ``GET /healthz`` (503 with the reason when the policy cannot
+  route or the store cannot commit); ``GET /metrics`` (Prometheus text);
+- admin (:mod:`~agents.online.http.admin`), behind ``Authorization: Bearer $ROUTING_ENV_API_TOKEN`` (closed,
+  403, when the service has no token): ``POST /v1/policy`` (hot swap to a saved policy directory, checked and
+  never unpickled; a swap that changes the request contract needs ``force``) and ``POST /v1/checkpoint``.
 
 Bad input is a 4xx with a message naming the field, never a 500: pydantic validates shapes, ranges and finiteness
 (NaN and ±inf are refused), the router checks the feature width and model names, and bodies above
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -33,6 +33,7 @@ from agents.online.http.decisions import decision_routes
 from agents.online.http.hotpath import with_hot_paths
 from agents.online.http.metrics import metrics_routes
 from agents.online.http.middleware import BodyLimit
+from agents.online.http.ratelimit import RateLimit
 from agents.online.http.responses import install_error_handlers
 from agents.online.http.routing import routing_routes
 from agents.online.http.service import DEFAULT_MAX_BODY_BYTES, TOKEN_ENV, Service, ServiceSettings
@@ -46,35 +47,26 @@ log = logging.getLogger("routing_env.serve")
 _EXPIRE_BATCH = 256
 
 
-def create_app(
-    router: OnlineRouter,
-    *,
-    api_token: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    expire_interval_s: float | None = None,
-    policy_root: str | Path | None = None,
-) -> Any:
+def create_app(router: OnlineRouter, **settings: Any) -> Any:
     """Build the ASGI app serving ``router`` (run it with one uvicorn worker: the router lives in-process).
 
     Route and feedback are answered by the lean hot path in front of the FastAPI app (same bodies, statuses and
-    OpenAPI document as the FastAPI endpoints it stands for).
+    OpenAPI document as the FastAPI endpoints it stands for); with ``rate_limit_rps``, a per-client token bucket
+    sits in front of both.
 
     Args:
         router: the :class:`OnlineRouter` to serve.
-        api_token: bearer token of the admin endpoints; default ``$ROUTING_ENV_API_TOKEN``; unset = open.
-        max_body_bytes: larger request bodies get 413.
-        expire_interval_s: how often to expire decisions past the router's ``feedback_timeout_s`` (default a
-            quarter of it, at most 5 s); ignored without a timeout.
-        policy_root: when set, ``POST /v1/policy`` only loads directories inside it.
+        settings: the fields of :class:`~agents.online.http.service.ServiceSettings`: ``api_token`` (default
+            ``$ROUTING_ENV_API_TOKEN``; without one the admin endpoints answer 403), ``insecure_admin``,
+            ``max_body_bytes``, ``expire_interval_s``, ``policy_root``, ``max_policy_bytes``, ``rate_limit_rps``,
+            ``rate_limit_burst``.
     """
-    settings = ServiceSettings.resolve(
-        api_token=api_token,
-        max_body_bytes=max_body_bytes,
-        expire_interval_s=expire_interval_s,
-        policy_root=policy_root,
-    )
-    app = build_app(router, settings)
-    return with_hot_paths(app, app.state.service)
+    resolved = ServiceSettings.resolve(**settings)
+    app = build_app(router, resolved)
+    served: Any = with_hot_paths(app, app.state.service)
+    if resolved.rate_limit_rps is not None:
+        served = RateLimit(served, resolved.rate_limit_rps, resolved.rate_limit_burst)
+    return served
 
 
 def build_app(router: OnlineRouter, settings: ServiceSettings) -> FastAPI:

@@ -1,7 +1,8 @@
 """Group commit: the writes that concurrent requests make on the event loop share one store transaction.
 
 Each request is still acknowledged only after its own writes are committed; concurrent requests share the
-commit's cost (one store commit per event-loop turn instead of one per request).
+commit's cost (one store commit per event-loop turn instead of one per request). A request that fails has its
+own writes discarded (the store's per-request savepoint), whatever the error and wherever it was raised.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ class StoreCommitError(RuntimeError):
 class GroupCommit:
     """Group commit of the writes that concurrent requests make on the event loop.
 
-    A request runs its router call inside :meth:`run`: its writes join one open SQLite transaction, and it waits
+    A request runs its router call inside :meth:`run`: its writes join one open store transaction, and it waits
     for the commit, which runs once per loop iteration for every request that wrote meanwhile. Each request is
-    still acknowledged only after its writes are committed; concurrent requests share the commit's cost. If a
-    commit fails, its requests get :class:`StoreCommitError` and the router is resynchronised with the store
-    (the rolled-back decisions and updates are undone in memory too).
+    still acknowledged only after its writes are committed; concurrent requests share the commit's cost. If the
+    call raises, its writes are discarded before the error is answered; if a commit fails, its requests get
+    :class:`StoreCommitError` and the router is resynchronised with the store (the rolled-back decisions and
+    updates are undone in memory too).
     """
 
     def __init__(self, router: OnlineRouter) -> None:
@@ -37,15 +39,24 @@ class GroupCommit:
         self.store = router.store
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._scheduled = False
+        #: Why the last commit failed (cleared by the next one that succeeds), for ``/healthz``.
+        self.last_error: str | None = None
 
     async def run(self, work: Callable[[], _T]) -> _T:
         store = self.store
         store.begin_deferred()
         try:
             result = work()
-        finally:
-            group = store.end_deferred()
+        except BaseException:
+            store.end_deferred(discard=True)
+            raise
+        group = store.end_deferred()
         if group is not None:
+            error = store.group_error(group)
+            if error is not None:  # committed early by a flush (a checkpoint), and that commit failed
+                self.last_error = f"the decision store could not commit: {error}"
+                self._failed()
+                raise StoreCommitError(self.last_error)
             loop = asyncio.get_running_loop()
             future: asyncio.Future[None] = loop.create_future()
             self._waiters.append((group, future))
@@ -68,13 +79,19 @@ class GroupCommit:
                 future.set_result(None)
             else:
                 failed = True
-                future.set_exception(StoreCommitError(f"the decision store could not commit: {error}"))
+                self.last_error = f"the decision store could not commit: {error}"
+                future.set_exception(StoreCommitError(self.last_error))
         if failed:
-            log.error("a group commit failed; resynchronising the router with the store")
-            try:
-                self.router.resync()
-            except Exception:
-                log.exception("resynchronising the router failed")
+            self._failed()
+        elif waiters:
+            self.last_error = None
+
+    def _failed(self) -> None:
+        log.error("a group commit failed; resynchronising the router with the store")
+        try:
+            self.router.resync()
+        except Exception:
+            log.exception("resynchronising the router failed")
 
     def close(self) -> None:
         """Commit what is still open (at shutdown)."""

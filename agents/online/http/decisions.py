@@ -45,7 +45,7 @@ def decision_routes(service: Service) -> APIRouter:
     @api.get(
         "/v1/export",
         responses={**ADMIN_ERRORS, 200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
-        dependencies=[Depends(admin_auth(service.settings.api_token))],
+        dependencies=[Depends(admin_auth(service.settings))],
         response_class=Response,
         tags=["admin"],
     )

@@ -1,10 +1,12 @@
-"""Operations endpoints: ``GET /healthz`` and ``GET /metrics`` (Prometheus text exposition format 0.0.4)."""
+"""Operations endpoints: ``GET /healthz`` (503 with the reason when the service cannot serve) and ``GET /metrics``
+(Prometheus text exposition format 0.0.4)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from agents.online.http.responses import CompactJSONResponse
 from agents.online.http.schemas import Health
 from agents.online.http.service import Service
 
@@ -14,16 +16,21 @@ def metrics_routes(service: Service) -> APIRouter:
     api = APIRouter(tags=["operations"])
     router = service.router
 
-    @api.get("/healthz", response_model=Health)
-    async def healthz() -> Health:
+    @api.get(
+        "/healthz", response_model=Health, responses={503: {"model": Health, "description": "unhealthy"}}
+    )
+    async def healthz() -> CompactJSONResponse:
         st = router.stats()
-        return Health(
-            status="ok",
+        reason = service.health()
+        health = Health(
+            status="ok" if reason is None else "unhealthy",
+            reason=reason,
             policy_version=st["policy_version"],
             kind=st["policy_kind"],
             decisions=st["decisions"],
             pending=st["pending"],
         )
+        return CompactJSONResponse(health.model_dump(), status_code=200 if reason is None else 503)
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

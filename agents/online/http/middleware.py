@@ -82,14 +82,20 @@ async def refuse_declared_length(scope: Scope, send: Send, max_bytes: int) -> bo
     return False
 
 
-async def send_json_error(send: Send, detail: str, status: int = 413) -> None:
-    """Answer ``{"detail": detail}`` with ``status`` straight on the ASGI connection."""
+async def send_json_error(
+    send: Send, detail: str, status: int = 413, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` (and extra ``headers``) straight on the ASGI connection."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

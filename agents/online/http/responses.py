@@ -1,7 +1,8 @@
 """How the service answers: compact JSON bodies, and one mapping from exceptions to status codes.
 
-Every error a client can cause maps to a 4xx with a message (never a 500): unknown decision 404, a second feedback
-or an expired decision 409, invalid input 422; a store that could not commit 503. The FastAPI exception handlers
+Every error a client can cause maps to a 4xx with a message (never a 500): unknown decision 404, a second feedback,
+an expired decision or a swap that changes the request contract 409, invalid input 422; a store that could not
+commit, read or write 503. The FastAPI exception handlers
 and the lean hot path (:mod:`agents.online.http.hotpath`) both answer through :func:`error_response`.
 """
 
@@ -17,7 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.errors import ContractChangeError, DecisionConflictError, DecisionNotFoundError, StoreError
 from agents.online.http.commit import StoreCommitError
 from routing_env.errors import RoutingEnvError
 
@@ -27,6 +28,8 @@ log = logging.getLogger("routing_env.serve")
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (DecisionNotFoundError, 404),
     (DecisionConflictError, 409),
+    (ContractChangeError, 409),
+    (StoreError, 503),
     (RoutingEnvError, 422),
     (StoreCommitError, 503),
 )
@@ -45,9 +48,12 @@ class CompactJSONResponse(JSONResponse):
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by their names (``"nan"``, ``"inf"``), so JSON can carry it."""
+    """``value`` with non-finite floats replaced by their names (``"nan"``, ``"inf"``) and bytes decoded (invalid
+    UTF-8 replaced), so JSON can carry it."""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -59,7 +65,7 @@ def error_response(exc: Exception) -> tuple[int, bytes]:
     """The status and JSON body of ``exc`` (500 with a generic message for anything unexpected, logged)."""
     if isinstance(exc, RequestValidationError):
         # The default handler echoes the input, which fails to serialise when it holds NaN or ±inf (a 500).
-        return 422, dumps({"detail": json_safe(jsonable_encoder(exc.errors()))})
+        return 422, dumps({"detail": json_safe(jsonable_encoder(json_safe(exc.errors())))})
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             return status, dumps({"detail": str(exc)})

@@ -104,7 +104,8 @@ class DecisionView(RouteResponse):
     status: Literal["open", "closed", "expired"]
     cost_weight: float
     allowed_models: list[str] | None
-    prompt: str | None
+    prompt: str | None = Field(description="the prompt as stored (a prefix when prompt_chars is larger)")
+    prompt_chars: int | None = Field(description="length in characters of the prompt the caller sent")
     features: list[float]
     n_calls: int
     steps: list[StepView]
@@ -112,8 +113,18 @@ class DecisionView(RouteResponse):
 
 
 class PolicySwapRequest(_Body):
-    path: str = Field(min_length=1, max_length=4096, description="a saved policy directory on the server")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]*$",
+        description="a saved policy directory on the server",
+    )
     version: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    force: bool = Field(
+        False,
+        description="swap even when the new policy changes the request contract (features or prompt, feature "
+        "width, models, route or cascade); clients must then change their requests",
+    )
 
 
 class PolicySwapResponse(BaseModel):
@@ -130,7 +141,8 @@ class CheckpointResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "unhealthy"]
+    reason: str | None = Field(None, description="why the service cannot serve (HTTP 503)")
     policy_version: str
     kind: Literal["route", "cascade"]
     decisions: int
@@ -145,9 +157,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown decision id"},
     409: {"model": ErrorBody, "description": "decision already closed"},
     422: {"model": ErrorBody, "description": "invalid request"},
+    429: {"model": ErrorBody, "description": "the client sent more than its rate limit"},
+    503: {"model": ErrorBody, "description": "the decision store could not commit; nothing was stored"},
 }
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+    403: {"model": ErrorBody, "description": "admin endpoints closed: the service has no token"},
+    409: {"model": ErrorBody, "description": "the swap changes the request contract (send force: true)"},
     422: {"model": ErrorBody, "description": "invalid request"},
 }
 

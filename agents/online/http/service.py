@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.online.config import check_positive
 from agents.online.http.commit import GroupCommit
 from agents.online.router import OnlineRouter
 from routing_env.errors import ConfigurationError
 
 TOKEN_ENV = "ROUTING_ENV_API_TOKEN"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: Default cap (bytes) of a policy directory ``POST /v1/policy`` loads: files on disk plus declared array sizes.
+DEFAULT_MAX_POLICY_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -20,41 +22,57 @@ class ServiceSettings:
     """Settings of the online router's HTTP service (validated on construction).
 
     Attributes:
-        api_token: bearer token of the admin endpoints; ``None`` = open (see :meth:`resolve` for the default).
+        api_token: bearer token of the admin endpoints. ``None``: admin endpoints answer 403 (closed), unless
+            ``insecure_admin``.
+        insecure_admin: without a token, open the admin endpoints to loopback clients only (development).
         max_body_bytes: larger request bodies get 413 (≥ 1024).
         expire_interval_s: how often (s) to expire decisions past the router's ``feedback_timeout_s``; ``None`` =
             a quarter of the timeout, at most 5 s. Ignored when the router has no timeout.
-        policy_root: when set, ``POST /v1/policy`` only loads directories inside it (resolved).
+        policy_root: when set, ``POST /v1/policy`` only loads directories inside it (resolved; symlinks leading out
+            of it are refused).
+        max_policy_bytes: ``POST /v1/policy`` refuses directories larger than this (files plus the arrays' sizes
+            as their headers declare them, checked before anything is decompressed).
+        rate_limit_rps: requests per second each client may send (a token bucket per client address, or per
+            bearer token when one is sent); ``None`` = no limit (default).
+        rate_limit_burst: the bucket's size: requests a client may send at once before it is limited.
     """
 
     api_token: str | None = None
+    insecure_admin: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     expire_interval_s: float | None = None
     policy_root: Path | None = None
+    max_policy_bytes: int = DEFAULT_MAX_POLICY_BYTES
+    rate_limit_rps: float | None = None
+    rate_limit_burst: int = 100
 
     def __post_init__(self) -> None:
         if int(self.max_body_bytes) < 1024:
             raise ConfigurationError(f"max_body_bytes must be ≥ 1024, got {self.max_body_bytes!r}")
-        if self.expire_interval_s is not None and not (
-            math.isfinite(self.expire_interval_s) and self.expire_interval_s > 0
-        ):
-            raise ConfigurationError(f"expire_interval_s must be > 0, got {self.expire_interval_s!r}")
+        check_positive("expire_interval_s", self.expire_interval_s)
+        check_positive("rate_limit_rps", self.rate_limit_rps)
+        if int(self.max_policy_bytes) < 1:
+            raise ConfigurationError(f"max_policy_bytes must be ≥ 1, got {self.max_policy_bytes!r}")
+        if int(self.rate_limit_burst) < 1:
+            raise ConfigurationError(f"rate_limit_burst must be ≥ 1, got {self.rate_limit_burst!r}")
+        if self.api_token is not None and not self.api_token.strip():
+            raise ConfigurationError(
+                "api_token must not be blank; leave it unset to close the admin endpoints"
+            )
 
     @classmethod
     def resolve(
         cls,
         *,
         api_token: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        expire_interval_s: float | None = None,
         policy_root: str | Path | None = None,
+        **settings: object,
     ) -> ServiceSettings:
         """Settings from keyword options: the token defaults to ``$ROUTING_ENV_API_TOKEN`` (empty = unset)."""
         return cls(
             api_token=api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None,
-            max_body_bytes=int(max_body_bytes),
-            expire_interval_s=None if expire_interval_s is None else float(expire_interval_s),
             policy_root=None if policy_root is None else Path(policy_root).resolve(),
+            **settings,  # type: ignore[arg-type]
         )
 
     def expire_interval(self, router: OnlineRouter) -> float | None:
@@ -76,3 +94,8 @@ class Service:
     @classmethod
     def create(cls, router: OnlineRouter, settings: ServiceSettings) -> Service:
         return cls(router=router, committer=GroupCommit(router), settings=settings)
+
+    def health(self) -> str | None:
+        """Why the service cannot serve (``None``: healthy): the router's own problem, or a store that failed
+        its last commit."""
+        return self.router.health() or self.committer.last_error

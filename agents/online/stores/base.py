@@ -5,7 +5,12 @@
 source of truth: decisions with their propensities, cascade steps, feedback in the order it was applied, policy
 versions and checkpoints. A method returns only after its writes are committed, except inside a group-commit
 deferral (:meth:`DecisionStore.begin_deferred`), whose writes are committed together by
-:meth:`DecisionStore.commit_group`.
+:meth:`DecisionStore.commit_group` (or discarded by ``end_deferred(discard=True)``).
+
+Errors every backend raises the same way: a write that violates uniqueness (a second feedback, a reused request
+id) raises :class:`~agents.online.errors.DecisionConflictError`; a store that cannot read or write (read-only,
+disk full, connection lost) raises :class:`~agents.online.errors.StoreError`; unknown ids raise
+:class:`~agents.online.errors.DecisionNotFoundError`.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ class Decision:
         models: the K models of the policy version (a cascade's chain, in call order).
         probabilities: ``(K,) float64`` distribution sampled from; 0 for models outside ``allowed_models``.
         features: ``(d,) float32`` features the policy saw.
-        prompt: the prompt, when the features were computed from one.
+        prompt: the prompt as stored (the router's ``store_prompts`` setting decides whether, and at most
+            ``max_stored_prompt_chars`` characters of it).
+        prompt_chars: length in characters of the prompt the caller gave (``None``: none given); larger than
+            ``len(prompt)`` when the stored text is a prefix.
         allowed_models: the allowed subset the caller gave, or ``None``.
         cost_weight: λ of this decision's reward ``quality − λ·cost/cost_scale``.
         status: ``"open"`` (waiting for feedback), ``"closed"`` (feedback applied) or ``"expired"``
@@ -65,6 +73,7 @@ class Decision:
     status: Literal["open", "closed", "expired"] = "open"
     n_calls: int = 1
     max_calls: int = 1
+    prompt_chars: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (probabilities as ``{model: p}``; features as a list)."""
@@ -80,6 +89,7 @@ class Decision:
             "probabilities": {m: float(p) for m, p in zip(self.models, self.probabilities)},
             "features": [float(v) for v in self.features],
             "prompt": self.prompt,
+            "prompt_chars": self.prompt_chars,
             "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
             "cost_weight": self.cost_weight,
             "status": self.status,
@@ -195,7 +205,9 @@ class DecisionStore(Protocol):
         ...
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """The newest checkpoint whose directory still exists, or ``None``."""
+        """The newest checkpoint recorded, its ``path`` as this process reaches it (whatever its working
+        directory), or ``None`` when none was ever recorded. Its directory may be missing (deleted or moved):
+        the router refuses to restore from it rather than fall back to an older state."""
         ...
 
     # ---- decisions and cascade steps
@@ -235,7 +247,9 @@ class DecisionStore(Protocol):
     def insert_feedback(self, fb: Feedback) -> None:
         """Log feedback and close its decision (``closed``; ``expired`` for a default), atomically.
 
-        A second feedback for the same decision must fail (a uniqueness constraint of the store).
+        A second feedback for the same decision must fail with
+        :class:`~agents.online.errors.DecisionConflictError` (a uniqueness constraint of the store, so that
+        concurrent duplicates are refused however they interleave).
         """
         ...
 
@@ -281,8 +295,12 @@ class DecisionStore(Protocol):
         """Defer the calling thread's writes into one shared transaction until :meth:`end_deferred`."""
         ...
 
-    def end_deferred(self) -> int | None:
-        """Stop deferring; the id of the group this deferral wrote into, if it wrote."""
+    def end_deferred(self, discard: bool = False) -> int | None:
+        """Stop deferring; the id of the group this deferral wrote into, if it wrote.
+
+        With ``discard`` (the request failed), the writes of this deferral are undone (a savepoint) while the
+        group's other writes stay, and ``None`` is returned. Writes a flush already committed stay committed.
+        """
         ...
 
     def commit_group(self) -> None:

@@ -2,19 +2,23 @@
 
 Every decision, cascade step and feedback is committed before the router acknowledges it: one short transaction
 each, or, in the HTTP service, one transaction shared by the concurrent requests of an event-loop turn (group
-commit: :meth:`SQLiteDecisionStore.begin_deferred`).
-It implements the :class:`~agents.online.stores.base.DecisionStore` protocol.
-The tables are the router's source of truth:
+commit: :meth:`SQLiteDecisionStore.begin_deferred`). It implements the
+:class:`~agents.online.stores.base.DecisionStore` protocol; the tables are described in
+:mod:`agents.online.stores.sqlite_schema`.
 
-- ``policies``: every policy version served (kind, model names, feature width);
-- ``decisions``: one row per ``route`` call. ``seq`` is the decision sequence number (it seeds the sampling RNG
-  of that decision), ``features`` the float32 vector the policy saw, ``probabilities`` the float64 distribution
-  over the version's models *actually sampled from* (after ``allowed_models`` renormalisation) and ``propensity``
-  the chosen model's probability under it;
-- ``steps``: the signals, per-call costs and stop/continue draws of cascade decisions;
-- ``feedback``: one row per closed decision, ``seq`` = the order in which feedback was applied to the policy
-  (replayed in that order after a restart), ``source`` = ``client`` or ``default`` (wait time expired);
-- ``checkpoints``: saved policy directories with the last feedback ``seq`` they include.
+Guards around the file:
+
+- one writer: ``<database>.lock`` is held (``flock``) while the store is open for writing, so a second process is
+  refused with a clear message (:mod:`agents.online.stores.lockfile`); readers open it with ``readonly=True``;
+- no silent loss: the lock file records the highest sequence numbers committed, and a database that holds fewer
+  on open (its write-ahead log deleted, truncated or zeroed) is refused;
+- a writable file: opening for writing writes once, so a read-only file system is refused at start, not at the
+  first request;
+- a bounded write-ahead log: background PASSIVE checkpoints copy it into the database without blocking anyone,
+  and when it still grows past ``wal_max_bytes`` (readers keep a busy server from ever resetting it) the writer
+  runs a TRUNCATE checkpoint right after a commit, while no group transaction is open;
+- checkpoint directories are recorded relative to the database's directory, so a restart from another working
+  directory (or a moved directory) finds them.
 
 ``export()`` turns the logged traffic into the canonical format: a partial-information
 :class:`~routing_env.data.LoggedDataset` with ``logged_action`` and ``propensity``, where each decision only has
@@ -28,94 +32,43 @@ import json
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from agents.online.errors import DecisionNotFoundError
+from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreError
 from agents.online.stores.base import Checkpoint, Decision, Feedback, PolicyVersion, Step, StoreCounts
 from agents.online.stores.export import bandit_feedback, check_versions, traffic_dataset
+from agents.online.stores.lockfile import WriterLock
+from agents.online.stores.sqlite_schema import (
+    D_COLUMNS,
+    DECISION_COLUMNS,
+    F_COLUMNS,
+    FEEDBACK_COLUMNS,
+    N_DECISION_COLUMNS,
+    N_FEEDBACK_COLUMNS,
+    SCHEMA,
+    STEP_COLUMNS,
+    decision_from_row,
+    decision_params,
+    feedback_from_row,
+    migrate,
+    record_params,
+    run_atomically,
+    step_from_row,
+)
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+Statements = Sequence[tuple[str, Sequence[Any]]]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS policies (
-    version TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    models TEXT NOT NULL,
-    n_features INTEGER
-);
-CREATE TABLE IF NOT EXISTS decisions (
-    seq INTEGER PRIMARY KEY,
-    decision_id TEXT NOT NULL UNIQUE,
-    request_id TEXT,
-    created_at REAL NOT NULL,
-    policy_version TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    features BLOB NOT NULL,
-    prompt TEXT,
-    model TEXT NOT NULL,
-    action INTEGER NOT NULL,
-    propensity REAL NOT NULL,
-    probabilities BLOB NOT NULL,
-    allowed TEXT,
-    cost_weight REAL NOT NULL,
-    status TEXT NOT NULL,
-    n_calls INTEGER NOT NULL,
-    max_calls INTEGER NOT NULL
-);
--- Partial indexes: most decisions carry no request id, and only open ones are looked up by age.
-CREATE UNIQUE INDEX IF NOT EXISTS decisions_request ON decisions (request_id) WHERE request_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS decisions_open ON decisions (created_at) WHERE status = 'open';
-CREATE TABLE IF NOT EXISTS steps (
-    decision_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    signal REAL NOT NULL,
-    cost REAL,
-    stop INTEGER NOT NULL,
-    propensity REAL NOT NULL,
-    forced INTEGER NOT NULL,
-    PRIMARY KEY (decision_id, step)
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY,
-    decision_id TEXT NOT NULL UNIQUE,
-    received_at REAL NOT NULL,
-    source TEXT NOT NULL,
-    quality REAL NOT NULL,
-    cost REAL NOT NULL,
-    latency_s REAL,
-    reward REAL NOT NULL,
-    applied INTEGER NOT NULL,
-    policy_version TEXT NOT NULL
-);
--- Feedback closes its decision in the same (single-statement) transaction.
-CREATE TRIGGER IF NOT EXISTS feedback_closes_decision AFTER INSERT ON feedback BEGIN
-    UPDATE decisions SET status = CASE NEW.source WHEN 'client' THEN 'closed' ELSE 'expired' END
-    WHERE decision_id = NEW.decision_id;
-END;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    id INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    policy_version TEXT NOT NULL,
-    path TEXT NOT NULL,
-    last_feedback_seq INTEGER NOT NULL
-);
-"""
-
-_DECISION_COLUMNS = (
-    "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "
-    "propensity, probabilities, allowed, cost_weight, status, n_calls, max_calls"
-)
-# The same columns of the decisions table aliased ``d`` in joins.
-_D_COLUMNS = ", ".join("d." + c.strip() for c in _DECISION_COLUMNS.split(","))
+#: Default bound of the write-ahead log file (bytes) before the writer truncates it.
+DEFAULT_WAL_MAX_BYTES = 16 << 20
+# How long a TRUNCATE checkpoint may wait for readers before it gives up until the next commit (ms): it runs on
+# the writer, so this is the longest it can delay the next request.
+_TRUNCATE_WAIT_MS = 200
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -126,13 +79,20 @@ class SQLiteDecisionStore:
     connection per thread, so readers never wait for the writer (WAL).
 
     Args:
-        path: the database file (created with its tables when absent).
+        path: the database file (created with its tables when absent, unless ``readonly``).
         synchronous: SQLite's ``synchronous`` pragma. ``"NORMAL"`` (default) makes every commit durable against a
             crash of the process (kill -9); ``"FULL"`` also against power loss, at the price of an fsync per write.
         checkpoint_dir: where policy checkpoints go; default ``<path>.checkpoints/`` beside the database.
         keep_checkpoints: how many policy checkpoint directories to keep on disk (the newest ones).
         wal_checkpoint_s: copy the write-ahead log into the database from a background thread every this many
             seconds, so that no request pays for it; ``None`` = SQLite's automatic checkpoints on the writer.
+        wal_max_bytes: when the write-ahead log file is larger than this after a commit, truncate it (a TRUNCATE
+            checkpoint on the writer, waiting at most 0.2 s for readers); also SQLite's ``journal_size_limit``.
+        readonly: open for reading only (audits and exports beside a running server): no lock, no writes.
+
+    Raises:
+        ConfigurationError: a bad option; another process writes the store; the database lost committed
+            transactions (see the module docstring); the file or its directory is not writable.
     """
 
     def __init__(
@@ -143,6 +103,8 @@ class SQLiteDecisionStore:
         checkpoint_dir: str | Path | None = None,
         keep_checkpoints: int = 2,
         wal_checkpoint_s: float | None = 1.0,
+        wal_max_bytes: int = DEFAULT_WAL_MAX_BYTES,
+        readonly: bool = False,
     ) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigurationError(
@@ -150,6 +112,12 @@ class SQLiteDecisionStore:
             )
         if int(keep_checkpoints) < 1:
             raise ConfigurationError(f"keep_checkpoints must be ≥ 1, got {keep_checkpoints!r}")
+        if wal_checkpoint_s is not None and not (float(wal_checkpoint_s) > 0):
+            raise ConfigurationError(
+                f"wal_checkpoint_s must be > 0 seconds or None, got {wal_checkpoint_s!r}"
+            )
+        if isinstance(wal_max_bytes, bool) or int(wal_max_bytes) < 1 << 16:
+            raise ConfigurationError(f"wal_max_bytes must be ≥ 65536 bytes, got {wal_max_bytes!r}")
         self.path = Path(path)
         if str(path) == ":memory:" or not str(path):
             raise ConfigurationError(
@@ -157,12 +125,19 @@ class SQLiteDecisionStore:
             )
         if self.path.is_dir():
             raise ConfigurationError(f"path must be a database file, got the directory {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = synchronous
+        self.readonly = bool(readonly)
+        # Absolute from here on: a later change of working directory must not move the store's files.
+        self._file = self.path.resolve()
+        self._dir = self._file.parent
         self.checkpoint_dir = (
-            Path(checkpoint_dir) if checkpoint_dir is not None else Path(str(self.path) + ".checkpoints")
+            Path(checkpoint_dir).resolve()
+            if checkpoint_dir is not None
+            else Path(str(self._file) + ".checkpoints")
         )
         self.keep_checkpoints = int(keep_checkpoints)
+        self.wal_max_bytes = int(wal_max_bytes)
+        self._wal_file = Path(str(self._file) + "-wal")
         # Re-entrant: a group-commit transaction (see begin_deferred) holds it from BEGIN to COMMIT, and the
         # owning thread's writes re-enter it meanwhile; other threads wait for the commit.
         self._write_lock = threading.RLock()
@@ -171,31 +146,112 @@ class SQLiteDecisionStore:
         self._group_errors: dict[int, BaseException] = {}
         self._deferring: int | None = None  # the thread whose writes are being deferred
         self._deferred_group: int | None = None
+        self._savepoint = False  # the deferral's own savepoint is open in the group transaction
+        # Highest (decision seq, feedback seq) written: by the open deferral, by the open group, and committed.
+        self._deferral_marks = (0, 0)
+        self._group_marks = (0, 0)
+        self._marks = (0, 0)
         self._local = threading.local()
         self._closed = False
-        self._writer = self._connect()
-        with self._write_lock:
-            self._writer.executescript(_SCHEMA)
+        self._lock: WriterLock | None = None
         self._stop = threading.Event()
         self._wal_thread: threading.Thread | None = None
+        if self.readonly:
+            if not self.path.is_file():
+                raise ConfigurationError(f"cannot open {self.path} read-only: no such database file")
+            self._writer: sqlite3.Connection | None = None
+            return
+        self._open_writer()
         if wal_checkpoint_s is not None:
-            if not (float(wal_checkpoint_s) > 0):
-                raise ConfigurationError(
-                    f"wal_checkpoint_s must be > 0 seconds or None, got {wal_checkpoint_s!r}"
-                )
-            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._writer_conn().execute("PRAGMA wal_autocheckpoint=0")
             self._wal_thread = threading.Thread(
                 target=self._wal_loop, args=(float(wal_checkpoint_s),), name="routing-env-wal", daemon=True
             )
             self._wal_thread.start()
 
+    # ------------------------------------------------------------------ opening for writing
+    def _open_writer(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the directory of the store {self.path}: {exc}") from None
+        self._lock = WriterLock(self.path)
+        self._writer = None
+        try:
+            self._writer = self._connect()
+            self._check_marks()
+            with self._write_lock:
+                self._writer.executescript(SCHEMA)
+                migrate(self._writer)
+                # A write on open: a read-only file or file system is refused now, not at the first request.
+                self._writer.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('writer_opened_at', ?)",
+                    (repr(time.time()),),
+                )
+                self._writer.execute(f"PRAGMA journal_size_limit={self.wal_max_bytes}")
+        except sqlite3.Error as exc:
+            self._abandon()
+            raise ConfigurationError(
+                f"cannot open the store {self.path} for writing ({exc}): routing-env needs a writable database "
+                "file and directory (is the file system read-only?)"
+            ) from None
+        except BaseException:
+            self._abandon()
+            raise
+        self._marks = (self.max_decision_seq(), self.max_feedback_seq())
+        self._lock.record(*self._marks, sync=True)
+
+    def _abandon(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+        if self._lock is not None:
+            self._lock.release()
+        self._closed = True
+
+    def _check_marks(self) -> None:
+        """Refuse a database holding less than its last writer committed (a lost write-ahead log)."""
+        assert self._lock is not None and self._writer is not None
+        marks = self._lock.marks()
+        if marks is None:
+            return
+        tables = {r[0] for r in self._writer.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        seqs = [0, 0]
+        for i, table in enumerate(("decisions", "feedback")):
+            if table in tables:
+                seqs[i] = int(
+                    self._writer.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
+                )
+        if seqs[0] >= marks.decision_seq and seqs[1] >= marks.feedback_seq:
+            return
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(marks.recorded_at))
+        raise ConfigurationError(
+            f"the store {self.path} holds decisions up to seq {seqs[0]} and feedback up to seq {seqs[1]}, but its "
+            f"last writer had committed decisions up to seq {marks.decision_seq} and feedback up to seq "
+            f"{marks.feedback_seq} (recorded in {self._lock.path} at {when}): its write-ahead log "
+            f"{self._wal_file.name} was deleted, truncated or zeroed, and what it held is lost. Put back the "
+            f"database together with its -wal file; to serve from what remains anyway, delete {self._lock.path}"
+        )
+
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        if self.readonly:
+            uri = f"file:{urllib.parse.quote(str(self._file))}?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self._file, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise ConfigurationError(f"the decision store {self.path} is closed")
+        if self._writer is None:
+            raise ConfigurationError(
+                f"the decision store {self.path} was opened read-only; it takes no writes"
+            )
+        return self._writer
 
     def _wal_loop(self, interval: float) -> None:
         """Background PASSIVE checkpoints: never block the writer, keep the WAL file small."""
@@ -203,7 +259,7 @@ class SQLiteDecisionStore:
         try:
             while not self._stop.wait(interval):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:  # busy or transient: the next round retries
                     continue
         finally:
@@ -218,29 +274,88 @@ class SQLiteDecisionStore:
             self._local.conn = conn
         return conn
 
-    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]], *, flush: bool = False) -> None:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of a read (the cursor exhausted, so no read transaction stays open)."""
+        conn = self._reader()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"the decision store {self.path} could not be read: {exc}") from None
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ writes
+    def _write(
+        self,
+        statements: Statements,
+        *,
+        flush: bool = False,
+        conflict: str = "the write conflicts with a row already logged",
+        marks: tuple[int, int] = (0, 0),
+    ) -> None:
         """Run ``statements`` in one transaction and commit before returning.
 
         Inside :meth:`begin_deferred` … :meth:`end_deferred` the statements join the open group transaction
         instead, committed later by :meth:`commit_group`. A write outside a deferral (or with ``flush``) first
-        commits an open group, so it is never acknowledged ahead of earlier writes.
+        commits an open group, so it is never acknowledged ahead of earlier writes. A uniqueness violation is a
+        :class:`DecisionConflictError` (``conflict`` says which), any other failure a :class:`StoreError`;
+        ``marks`` are the (decision, feedback) sequence numbers the statements log.
         """
-        if self._closed:
-            raise ConfigurationError(f"the decision store {self.path} is closed")
+        writer = self._writer_conn()
         with self._write_lock:
-            if self._deferring == threading.get_ident() and not flush:
-                if not self._group_open:
-                    self._begin_group()
-                self._run_in_group(statements)
-                self._deferred_group = self._group_id
-                return
-            if self._group_open:
-                self.commit_group()
-                error = self._group_errors.get(self._group_id)
-                if error is not None:
-                    raise error
-            # One statement autocommits: one implicit transaction, one round of file locking.
-            _run_atomically(self._writer, statements, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
+            try:
+                if self._deferring == threading.get_ident() and not flush:
+                    if not self._group_open:
+                        self._begin_group()
+                    if not self._savepoint:
+                        writer.execute("SAVEPOINT request")
+                        self._savepoint = True
+                    self._run_in_group(statements)
+                    self._deferred_group = self._group_id
+                    self._deferral_marks = _max_marks(self._deferral_marks, marks)
+                    return
+                if self._group_open:
+                    self.commit_group()
+                    error = self._group_errors.get(self._group_id)
+                    if error is not None:
+                        raise error
+                # One statement autocommits: one implicit transaction, one round of file locking.
+                run_atomically(writer, statements, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
+            except sqlite3.IntegrityError as exc:
+                raise DecisionConflictError(f"{conflict} ({exc})") from None
+            except sqlite3.Error as exc:
+                raise StoreError(f"the decision store {self.path} could not write: {exc}") from None
+            self._committed(marks)
+
+    def _committed(self, marks: tuple[int, int]) -> None:
+        """After a commit: advance and record the high-water marks, and keep the write-ahead log bounded."""
+        new = _max_marks(self._marks, marks)
+        if new != self._marks:
+            self._marks = new
+            if self._lock is not None:
+                with contextlib.suppress(OSError):  # a full disk: the next commit records them
+                    self._lock.record(*new)
+        self._bound_wal()
+
+    def _bound_wal(self) -> None:
+        """Truncate the write-ahead log when it outgrew ``wal_max_bytes`` (on the writer, no transaction open)."""
+        try:
+            size = self._wal_file.stat().st_size
+        except OSError:
+            return
+        if size <= self.wal_max_bytes or self._writer is None:
+            return
+        writer = self._writer
+        try:
+            writer.execute(f"PRAGMA busy_timeout={_TRUNCATE_WAIT_MS}")
+            writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:  # readers outlasted the wait: the next commit tries again
+            pass
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                writer.execute("PRAGMA busy_timeout=30000")
 
     # ------------------------------------------------------------------ group commit
     def begin_deferred(self) -> None:
@@ -251,17 +366,39 @@ class SQLiteDecisionStore:
         request and acknowledges the requests only after the group committed, so every acknowledged write is
         still committed first, while concurrent requests share one commit. The group holds the write lock from
         its first write to its commit: other threads' writes wait, so deferring suits a single-threaded event
-        loop that commits on its next iteration.
+        loop that commits on its next iteration. Each deferral's writes sit in a savepoint of their own, so a
+        failed request can be undone alone (:meth:`end_deferred` with ``discard``).
         """
-        if self._closed:
-            raise ConfigurationError(f"the decision store {self.path} is closed")
+        self._writer_conn()
         self._deferring = threading.get_ident()
         self._deferred_group = None
+        self._savepoint = False
+        self._deferral_marks = (0, 0)
 
-    def end_deferred(self) -> int | None:
-        """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any."""
+    def end_deferred(self, discard: bool = False) -> int | None:
+        """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any.
+
+        With ``discard``, this deferral's writes are rolled back to its savepoint (the group's other writes stay)
+        and ``None`` is returned; writes a flush already committed cannot be undone.
+        """
         self._deferring = None
         group, self._deferred_group = self._deferred_group, None
+        marks, self._deferral_marks = self._deferral_marks, (0, 0)
+        if not self._savepoint:
+            return group
+        self._savepoint = False
+        writer = self._writer_conn()
+        if discard:
+            # If the failure ended the whole transaction, the group's COMMIT fails and its waiters learn it.
+            with contextlib.suppress(sqlite3.Error):
+                writer.execute("ROLLBACK TO request")
+                writer.execute("RELEASE request")
+            return None
+        try:
+            writer.execute("RELEASE request")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the decision store {self.path} could not write: {exc}") from None
+        self._group_marks = _max_marks(self._group_marks, marks)
         return group
 
     def commit_group(self) -> None:
@@ -271,18 +408,26 @@ class SQLiteDecisionStore:
             if not self._group_open:
                 return
             group = self._group_id
+            # A deferral still open (a flush inside it) is committed with the group.
+            marks = _max_marks(self._group_marks, self._deferral_marks if self._savepoint else (0, 0))
+            self._group_marks, self._savepoint = (0, 0), False
+            self._deferral_marks = (0, 0)
+            ok = False
             try:
                 self._commit_sql()
+                ok = True
             except BaseException as exc:
                 # The failed COMMIT may have ended the transaction already.
                 with contextlib.suppress(sqlite3.Error):
-                    self._writer.execute("ROLLBACK")
+                    self._writer_conn().execute("ROLLBACK")
                 self._group_errors[group] = exc
                 while len(self._group_errors) > 64:
                     del self._group_errors[next(iter(self._group_errors))]
             finally:
                 self._group_open = False
                 self._write_lock.release()  # taken by _begin_group
+            if ok:
+                self._committed(marks)
 
     def group_error(self, group: int) -> BaseException | None:
         """The error that rolled back group ``group`` (``None``: it committed, or is still open)."""
@@ -291,17 +436,17 @@ class SQLiteDecisionStore:
     def _begin_group(self) -> None:
         self._write_lock.acquire()  # held until commit_group, on top of the caller's own hold
         try:
-            self._writer.execute("BEGIN IMMEDIATE")
+            self._writer_conn().execute("BEGIN IMMEDIATE")
         except BaseException:
             self._write_lock.release()
             raise
         self._group_id += 1
         self._group_open = True
 
-    def _run_in_group(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    def _run_in_group(self, statements: Statements) -> None:
         # A failure undoes only this write's statements, not the group's earlier ones.
-        _run_atomically(
-            self._writer,
+        run_atomically(
+            self._writer_conn(),
             statements,
             "SAVEPOINT write",
             ("ROLLBACK TO write", "RELEASE write"),
@@ -309,22 +454,30 @@ class SQLiteDecisionStore:
         )
 
     def _commit_sql(self) -> None:
-        self._writer.execute("COMMIT")
+        self._writer_conn().execute("COMMIT")
 
     def close(self) -> None:
-        """Close the writer connection (reader connections close with their threads)."""
-        if not self._closed:
-            self._closed = True
-            self._stop.set()
-            if self._wal_thread is not None:
-                self._wal_thread.join(timeout=5)
+        """Commit what is open, record the marks, close the writer and release the lock (reader connections
+        close with their threads)."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._wal_thread is not None:
+            self._wal_thread.join(timeout=5)
+        if self._writer is not None:
             with self._write_lock:
                 self.commit_group()
+                self._closed = True
                 self._writer.close()
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                conn.close()
-                self._local.conn = None
+        self._closed = True
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                self._lock.record(*self._marks, sync=True)
+            self._lock.release()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     @property
     def location(self) -> str:
@@ -338,7 +491,8 @@ class SQLiteDecisionStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SQLiteDecisionStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+        mode = ", readonly=True" if self.readonly else ""
+        return f"SQLiteDecisionStore({str(self.path)!r}, synchronous={self.synchronous!r}{mode})"
 
     # ------------------------------------------------------------------ policies and checkpoints
     def record_policy(
@@ -360,18 +514,16 @@ class SQLiteDecisionStore:
                     "INSERT INTO policies (version, created_at, kind, models, n_features) VALUES (?, ?, ?, ?, ?)",
                     (version, created_at, kind, json.dumps(list(models)), n_features),
                 )
-            ]
+            ],
+            conflict=f"policy version {version!r} is already recorded",
         )
 
     def policy_versions(self) -> dict[str, PolicyVersion]:
         """Every version served, in order of registration."""
-        rows = self._reader().execute(
+        rows = self._rows(
             "SELECT version, created_at, kind, models, n_features FROM policies ORDER BY created_at, rowid"
         )
-        return {
-            r[0]: PolicyVersion(r[0], float(r[1]), r[2], tuple(json.loads(r[3])), r[4])
-            for r in rows.fetchall()
-        }
+        return {r[0]: PolicyVersion(r[0], float(r[1]), r[2], tuple(json.loads(r[3])), r[4]) for r in rows}
 
     def add_checkpoint(self, version: str, path: str | Path, last_feedback_seq: int) -> Checkpoint:
         """Record a saved policy directory and delete checkpoints older than the ``keep_checkpoints`` newest."""
@@ -380,87 +532,71 @@ class SQLiteDecisionStore:
             [
                 (
                     "INSERT INTO checkpoints (created_at, policy_version, path, last_feedback_seq) VALUES (?, ?, ?, ?)",
-                    (now, version, str(path), int(last_feedback_seq)),
+                    (now, version, self._stored_path(Path(path)), int(last_feedback_seq)),
                 )
             ],
             # Committed at once (with any open group before it): the pruning below reads the committed list.
             flush=True,
         )
-        rows = self._reader().execute("SELECT id, path FROM checkpoints ORDER BY id DESC").fetchall()
+        rows = self._rows("SELECT id, path FROM checkpoints ORDER BY id DESC")
         for _, old in rows[self.keep_checkpoints :]:
-            _remove_tree(Path(old))
+            _remove_tree(self._resolve(old))
         ckpt = self.latest_checkpoint()
         assert ckpt is not None
         return ckpt
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """The newest checkpoint whose directory still exists, or ``None``."""
-        rows = self._reader().execute(
-            "SELECT id, created_at, policy_version, path, last_feedback_seq FROM checkpoints ORDER BY id DESC"
+        """The newest checkpoint recorded (its path resolved for this process, which may not exist), or ``None``."""
+        r = self._one(
+            "SELECT id, created_at, policy_version, path, last_feedback_seq FROM checkpoints ORDER BY id DESC "
+            "LIMIT 1"
         )
-        for r in rows.fetchall():
-            if Path(r[3]).is_dir():
-                return Checkpoint(int(r[0]), float(r[1]), r[2], r[3], int(r[4]))
-        return None
+        if r is None:
+            return None
+        return Checkpoint(int(r[0]), float(r[1]), r[2], str(self._resolve(r[3])), int(r[4]))
 
     def checkpoint_path(self, version: str, last_feedback_seq: int) -> Path:
         """Directory for a new checkpoint of ``version`` holding feedback up to ``last_feedback_seq``."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in version)
         return self.checkpoint_dir / f"{last_feedback_seq:012d}-{safe}-{time.time_ns()}"
 
+    def _stored_path(self, path: Path) -> str:
+        """``path`` as recorded: relative to the database's directory when inside it, else absolute."""
+        full = path.resolve()
+        try:
+            return full.relative_to(self._dir).as_posix()
+        except ValueError:
+            return str(full)
+
+    def _resolve(self, stored: str) -> Path:
+        """A recorded checkpoint path as this process reaches it.
+
+        Relative paths are relative to the database's directory; stores written by earlier versions recorded them
+        relative to the server's working directory, so those are also looked for in ``checkpoint_dir`` by name.
+        """
+        p = Path(stored)
+        if p.is_absolute():
+            return p
+        for candidate in (self._dir / p, self.checkpoint_dir / p.name):
+            if candidate.is_dir():
+                return candidate
+        return self._dir / p
+
     # ------------------------------------------------------------------ decisions
     def insert_decision(self, d: Decision) -> None:
         self._write(
             [
                 (
-                    f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-                    (
-                        d.seq,
-                        d.decision_id,
-                        d.request_id,
-                        d.created_at,
-                        d.policy_version,
-                        d.kind,
-                        np.asarray(d.features, dtype="<f4").tobytes(),
-                        d.prompt,
-                        d.model,
-                        d.action,
-                        d.propensity,
-                        np.asarray(d.probabilities, dtype="<f8").tobytes(),
-                        None if d.allowed_models is None else json.dumps(list(d.allowed_models)),
-                        d.cost_weight,
-                        d.status,
-                        d.n_calls,
-                        d.max_calls,
-                    ),
+                    f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ({', '.join('?' * N_DECISION_COLUMNS)})",
+                    decision_params(d),
                 )
-            ]
+            ],
+            conflict=f"decision seq {d.seq} or request_id {d.request_id!r} is already logged",
+            marks=(d.seq, 0),
         )
 
     def _decision_from_row(self, row: Sequence[Any]) -> Decision:
-        version = row[4]
-        models = self._models_of(version)
-        allowed = None if row[12] is None else tuple(json.loads(row[12]))
-        return Decision(
-            decision_id=row[1],
-            seq=int(row[0]),
-            request_id=row[2],
-            created_at=float(row[3]),
-            policy_version=version,
-            kind=row[5],
-            model=row[8],
-            action=int(row[9]),
-            propensity=float(row[10]),
-            models=models,
-            probabilities=np.frombuffer(row[11], dtype="<f8").copy(),
-            features=np.frombuffer(row[6], dtype="<f4").copy(),
-            prompt=row[7],
-            allowed_models=allowed,
-            cost_weight=float(row[13]),
-            status=row[14],
-            n_calls=int(row[15]),
-            max_calls=int(row[16]),
-        )
+        return decision_from_row(row, self._models_of(row[4]))
 
     def _models_of(self, version: str) -> tuple[str, ...]:
         cache: dict[str, tuple[str, ...]] | None = getattr(self._local, "models", None)
@@ -469,19 +605,15 @@ class SQLiteDecisionStore:
             self._local.models = cache
         models = cache.get(version)
         if models is None:
-            row = (
-                self._reader().execute("SELECT models FROM policies WHERE version = ?", (version,)).fetchone()
-            )
+            row = self._one("SELECT models FROM policies WHERE version = ?", (version,))
             models = tuple(json.loads(row[0])) if row else ()
             cache[version] = models
         return models
 
     def get_decision(self, decision_id: str) -> Decision:
         """The decision with that id; :class:`DecisionNotFoundError` when the store never issued it."""
-        row = (
-            self._reader()
-            .execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (str(decision_id),))
-            .fetchone()
+        row = self._one(
+            f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (str(decision_id),)
         )
         if row is None:
             raise DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")
@@ -489,34 +621,28 @@ class SQLiteDecisionStore:
 
     def find_request(self, request_id: str) -> Decision | None:
         """The decision made for the caller's ``request_id``, if any (retries get the same decision)."""
-        row = (
-            self._reader()
-            .execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE request_id = ?", (str(request_id),))
-            .fetchone()
-        )
+        row = self._one(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = ?", (str(request_id),))
         return None if row is None else self._decision_from_row(row)
 
     def decisions(self, status: str | None = None) -> list[Decision]:
         """Every decision (or those with ``status``), in decision order."""
-        sql = f"SELECT {_DECISION_COLUMNS} FROM decisions"
+        sql = f"SELECT {DECISION_COLUMNS} FROM decisions"
         params: tuple[Any, ...] = ()
         if status is not None:
             sql += " WHERE status = ?"
             params = (status,)
-        rows = self._reader().execute(sql + " ORDER BY seq", params).fetchall()
-        return [self._decision_from_row(r) for r in rows]
+        return [self._decision_from_row(r) for r in self._rows(sql + " ORDER BY seq", params)]
 
     def open_before(self, before: float) -> list[str]:
         """Ids of open decisions created before UNIX time ``before`` (the wait time has expired)."""
-        rows = self._reader().execute(
+        rows = self._rows(
             "SELECT decision_id FROM decisions WHERE status = 'open' AND created_at < ? ORDER BY seq",
             (before,),
         )
-        return [r[0] for r in rows.fetchall()]
+        return [r[0] for r in rows]
 
     def max_decision_seq(self) -> int:
-        row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
-        return int(row[0])
+        return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM decisions")[0])
 
     # ------------------------------------------------------------------ cascade steps
     def insert_step(self, step: Step, n_calls: int, model: str, action: int) -> None:
@@ -524,59 +650,39 @@ class SQLiteDecisionStore:
         self._write(
             [
                 (
-                    "INSERT INTO steps (decision_id, step, created_at, signal, cost, stop, propensity, forced) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        step.decision_id,
-                        step.step,
-                        step.created_at,
-                        step.signal,
-                        step.cost,
-                        int(step.stop),
-                        step.propensity,
-                        int(step.forced),
-                    ),
+                    f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    record_params(step, STEP_COLUMNS),
                 ),
                 (
                     "UPDATE decisions SET n_calls = ?, model = ?, action = ? WHERE decision_id = ?",
                     (n_calls, model, action, step.decision_id),
                 ),
-            ]
+            ],
+            conflict=f"step {step.step} of decision {step.decision_id!r} is already logged",
         )
 
     def steps(self, decision_id: str) -> list[Step]:
-        rows = self._reader().execute(
-            "SELECT decision_id, step, created_at, signal, cost, stop, propensity, forced FROM steps "
-            "WHERE decision_id = ? ORDER BY step",
-            (decision_id,),
+        rows = self._rows(
+            f"SELECT {STEP_COLUMNS} FROM steps WHERE decision_id = ? ORDER BY step", (decision_id,)
         )
-        return [
-            Step(r[0], int(r[1]), float(r[2]), float(r[3]), r[4], bool(r[5]), float(r[6]), bool(r[7]))
-            for r in rows.fetchall()
-        ]
+        return [step_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ feedback
     def insert_feedback(self, fb: Feedback) -> None:
-        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction."""
+        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction.
+
+        Raises:
+            DecisionConflictError: the decision already has feedback (or the ``seq`` is taken).
+        """
         self._write(
             [
                 (
-                    "INSERT INTO feedback (seq, decision_id, received_at, source, quality, cost, latency_s, reward, "
-                    "applied, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        fb.seq,
-                        fb.decision_id,
-                        fb.received_at,
-                        fb.source,
-                        fb.quality,
-                        fb.cost,
-                        fb.latency_s,
-                        fb.reward,
-                        int(fb.applied),
-                        fb.policy_version,
-                    ),
-                ),
-            ]
+                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({', '.join('?' * N_FEEDBACK_COLUMNS)})",
+                    record_params(fb, FEEDBACK_COLUMNS),
+                )
+            ],
+            conflict=f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision",
+            marks=(0, fb.seq),
         )
 
     def mark_expired(self, decision_id: str) -> None:
@@ -584,46 +690,35 @@ class SQLiteDecisionStore:
         self._write([("UPDATE decisions SET status = 'expired' WHERE decision_id = ?", (decision_id,))])
 
     def get_feedback(self, decision_id: str) -> Feedback | None:
-        row = (
-            self._reader()
-            .execute(
-                "SELECT seq, decision_id, received_at, source, quality, cost, latency_s, reward, applied, "
-                "policy_version FROM feedback WHERE decision_id = ?",
-                (decision_id,),
-            )
-            .fetchone()
-        )
-        return None if row is None else _feedback_from_row(row)
+        row = self._one(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE decision_id = ?", (decision_id,))
+        return None if row is None else feedback_from_row(row)
 
     def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
         """Feedback with ``seq > after_seq`` in apply order, each with its decision (for replay and audits)."""
-        rows = self._reader().execute(
-            "SELECT f.seq, f.decision_id, f.received_at, f.source, f.quality, f.cost, f.latency_s, f.reward, "
-            f"f.applied, f.policy_version, {_D_COLUMNS} "
-            "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
+        rows = self._rows(
+            f"SELECT {F_COLUMNS}, {D_COLUMNS} FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
+            "WHERE f.seq > ? ORDER BY f.seq",
             (int(after_seq),),
         )
-        for r in rows.fetchall():
-            yield _feedback_from_row(r[:10]), self._decision_from_row(r[10:])
+        for r in rows:
+            yield feedback_from_row(r[:N_FEEDBACK_COLUMNS]), self._decision_from_row(r[N_FEEDBACK_COLUMNS:])
 
     def max_feedback_seq(self) -> int:
-        row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()
-        return int(row[0])
+        return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM feedback")[0])
 
     # ------------------------------------------------------------------ aggregates
     def counts(self) -> StoreCounts:
         """Totals for monitoring, computed with a few aggregate queries."""
-        db = self._reader()
         out = StoreCounts()
-        out.decisions = int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
-        out.pending = int(db.execute("SELECT COUNT(*) FROM decisions WHERE status = 'open'").fetchone()[0])
+        out.decisions = int(self._one("SELECT COUNT(*) FROM decisions")[0])
+        out.pending = int(self._one("SELECT COUNT(*) FROM decisions WHERE status = 'open'")[0])
         out.feedback = {
-            r[0]: int(r[1]) for r in db.execute("SELECT source, COUNT(*) FROM feedback GROUP BY source")
+            r[0]: int(r[1]) for r in self._rows("SELECT source, COUNT(*) FROM feedback GROUP BY source")
         }
         out.decisions_by_model = {
-            r[0]: int(r[1]) for r in db.execute("SELECT model, COUNT(*) FROM decisions GROUP BY model")
+            r[0]: int(r[1]) for r in self._rows("SELECT model, COUNT(*) FROM decisions GROUP BY model")
         }
-        for model, n, total in db.execute(
+        for model, n, total in self._rows(
             "SELECT d.model, COUNT(*), SUM(f.reward) FROM feedback f JOIN decisions d "
             "ON d.decision_id = f.decision_id GROUP BY d.model"
         ):
@@ -658,7 +753,7 @@ class SQLiteDecisionStore:
         known = self.policy_versions()
         check_versions(versions, known)
         sql = (
-            f"SELECT {_D_COLUMNS}, f.quality, f.cost, f.latency_s "
+            f"SELECT {D_COLUMNS}, f.quality, f.cost, f.latency_s "
             "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE d.kind = 'route'"
         )
         params: list[Any] = []
@@ -667,15 +762,16 @@ class SQLiteDecisionStore:
         if versions is not None:
             sql += f" AND d.policy_version IN ({', '.join('?' * len(versions))})"
             params.extend(versions)
-        rows = self._reader().execute(sql + " ORDER BY d.seq", params).fetchall()
+        rows = self._rows(sql + " ORDER BY d.seq", params)
         if not rows:
             raise ConfigurationError(
                 f"nothing to export from {self.path}: no routed decision has feedback yet"
                 + ("" if versions is None else f" for versions {list(versions)}")
             )
+        n = N_DECISION_COLUMNS
         return traffic_dataset(
-            [self._decision_from_row(r[:17]) for r in rows],
-            [(r[17], r[18], r[19]) for r in rows],
+            [self._decision_from_row(r[:n]) for r in rows],
+            [(r[n], r[n + 1], r[n + 2]) for r in rows],
             known,
             models=models,
             include_default=include_default,
@@ -693,43 +789,8 @@ class SQLiteDecisionStore:
         return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)
 
 
-def _run_atomically(
-    conn: sqlite3.Connection,
-    statements: Sequence[tuple[str, Sequence[Any]]],
-    begin: str,
-    undo: Sequence[str],
-    end: str,
-) -> None:
-    """Run ``statements`` all or none: one statement on its own (atomic by itself), several between ``begin`` and
-    ``end``, with ``undo`` run (and the error re-raised) when one fails."""
-    if len(statements) == 1:
-        conn.execute(*statements[0])
-        return
-    cur = conn.cursor()
-    cur.execute(begin)
-    try:
-        for sql, params in statements:
-            cur.execute(sql, params)
-    except BaseException:
-        for statement in undo:
-            cur.execute(statement)
-        raise
-    cur.execute(end)
-
-
-def _feedback_from_row(r: Sequence[Any]) -> Feedback:
-    return Feedback(
-        seq=int(r[0]),
-        decision_id=r[1],
-        received_at=float(r[2]),
-        source=r[3],
-        quality=float(r[4]),
-        cost=float(r[5]),
-        latency_s=None if r[6] is None else float(r[6]),
-        reward=float(r[7]),
-        applied=bool(r[8]),
-        policy_version=r[9],
-    )
+def _max_marks(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return (max(a[0], b[0]), max(a[1], b[1]))
 
 
 def _remove_tree(path: Path) -> None:

@@ -1,8 +1,9 @@
 """Small policies for the online-router tests, with exactly known action distributions.
 
 ``FixedPolicy`` routes with a fixed distribution (for checking propensities and renormalisation);
-``LearningThresholdCascade`` is a minimal learning cascade (stop when the signal beats a threshold learned from returns).
-Both save and load without pickle like every policy of the project, so the router can checkpoint them.
+``LearningThresholdCascade`` is a minimal learning cascade (stop when the signal beats a threshold learned from returns);
+``FragilePolicy`` is a ``FixedPolicy`` whose update can be made to fail or to break it (for the refusal paths).
+All save and load without pickle like every policy of the project, so the router can checkpoint them.
 """
 
 from __future__ import annotations
@@ -42,11 +43,27 @@ class FixedPolicy:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> FixedPolicy:
+    def load(cls, path: str | Path) -> Any:
         _, config, arrays = read_policy_dir(path)
         obj = cls(tuple(config["models"]), config["probs"], config["n_features"])
         obj.updates = [(int(a), float(r)) for a, r in arrays["updates"]]
         return obj
+
+
+@register_policy
+class FragilePolicy(FixedPolicy):
+    """A :class:`FixedPolicy` whose update raises for a reward of exactly ``FAIL`` and whose distribution turns
+    to NaN after learning a reward of exactly ``BREAK`` (state a poisoned update would leave behind)."""
+
+    FAIL = 0.125
+    BREAK = 0.375
+
+    def update(self, features: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        if float(rewards[0]) == self.FAIL:
+            raise RuntimeError("update failed (injected)")
+        super().update(features, actions, rewards)
+        if float(rewards[0]) == self.BREAK:
+            self.probs = np.full_like(self.probs, np.nan)
 
 
 @register_policy

@@ -102,9 +102,7 @@ def test_concurrent_requests_share_commits_and_all_are_stored(tmp_path: Path) ->
     # 128 acknowledged writes (plus checkpoints, committed on their own) in far fewer group commits.
     assert 0 < store.commits - before < 32
     assert router.n_applied == 64
-    restored = OnlineRouter.restore(
-        SQLiteDecisionStore(store.path, wal_checkpoint_s=None), checkpoint_every=25
-    )
+    restored = OnlineRouter.restore(SQLiteDecisionStore(store.path, readonly=True), checkpoint_every=25)
     assert_same_state(router.policy, restored.policy, tmp_path)
 
 
@@ -130,9 +128,7 @@ def test_a_failed_group_commit_is_a_503_and_rolls_back_the_router(tmp_path: Path
         assert not closed & set(failed)
         # The router forgot the rolled-back feedback: its policy equals a replay of the store, and the
         # decisions whose feedback failed still take feedback.
-        restored = OnlineRouter.restore(
-            SQLiteDecisionStore(store.path, wal_checkpoint_s=None), checkpoint_every=25
-        )
+        restored = OnlineRouter.restore(SQLiteDecisionStore(store.path, readonly=True), checkpoint_every=25)
         assert_same_state(router.policy, restored.policy, tmp_path)
         retry = await _concurrently(
             app, "/v1/feedback", [{"decision_id": d, "quality": 0.9, "cost": 2e-4} for d in failed]

@@ -182,7 +182,14 @@ def test_health_metrics_and_openapi(client: TestClient) -> None:
     client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 1.0})
     client.post("/v1/route", json={"features": [0, 0, 0]})
     h = client.get("/healthz").json()
-    assert h == {"status": "ok", "policy_version": "v1", "kind": "route", "decisions": 2, "pending": 1}
+    assert h == {
+        "status": "ok",
+        "reason": None,
+        "policy_version": "v1",
+        "kind": "route",
+        "decisions": 2,
+        "pending": 1,
+    }
     m = client.get("/metrics")
     assert m.headers["content-type"].startswith("text/plain")
     assert 'routing_env_feedback_total{source="client"} 1' in m.text

@@ -38,7 +38,7 @@ def linucb(data: LoggedDataset) -> LinUCB:
 
 def fixed_router(tmp_path: Path, probs: list[float] | None = None, **kw: object) -> OnlineRouter:
     policy = FixedPolicy(MODELS, probs or [0.5, 0.3, 0.2])
-    return OnlineRouter(policy, SQLiteDecisionStore(tmp_path / "d.db"), **kw)  # type: ignore[arg-type]
+    return OnlineRouter(policy, tmp_path / "d.db", **kw)
 
 
 # ---------------------------------------------------------------------------------------------------- route
@@ -142,7 +142,8 @@ def test_route_with_prompt_uses_the_policys_featurizer(tmp_path: Path) -> None:
     d = router.route(prompt=str(ds.prompts[0]))
     np.testing.assert_array_equal(d.features, feat.transform([str(ds.prompts[0])])[0])
     assert d.prompt == ds.prompts[0]
-    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db"))
+    router.store.close()
+    restored = OnlineRouter.restore(tmp_path / "d.db")
     assert restored.route(prompt=str(ds.prompts[0])).features.tolist() == d.features.tolist()
 
 
@@ -164,7 +165,7 @@ def test_feedback_errors(tmp_path: Path) -> None:
         router.feedback("nope", 0.5)
     with pytest.raises(ConfigurationError, match=r"quality must lie in \[0, 1\], got 1.5"):
         router.feedback(d.decision_id, 1.5)
-    with pytest.raises(ConfigurationError, match=r"cost must be a USD amount ≥ 0, got -1\.0"):
+    with pytest.raises(ConfigurationError, match=r"cost must be a USD amount in \[0, 100\] .*, got -1\.0"):
         router.feedback(d.decision_id, 0.5, cost=-1)
     with pytest.raises(ConfigurationError, match="latency_s must be finite"):
         router.feedback(d.decision_id, 0.5, latency_s=float("inf"))
@@ -244,7 +245,7 @@ def test_restore_is_bit_identical_to_a_router_that_never_crashed(tmp_path: Path,
     _traffic(router, data, range(200, 320), seed=0)
     assert router.store.latest_checkpoint() is not None
     assert router.store.max_feedback_seq() % 7 != 0  # some feedback came after the last checkpoint
-    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db"), checkpoint_every=7)
+    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db", readonly=True), checkpoint_every=7)
     assert_same_state(router.policy, restored.policy, tmp_path)  # includes the generator state
     assert restored.policy._rng.bit_generator.state == router.policy._rng.bit_generator.state
     # Both policies keep going identically: same draws from their generators, same updates.
@@ -280,7 +281,7 @@ def test_hot_swap_records_versions_and_survives_restart(tmp_path: Path, data: Lo
     router.feedback(before.decision_id, 0.9, cost=0.0)  # an old decision teaches the new policy
     with pytest.raises(ConfigurationError, match="already served"):
         router.swap_policy(load_policy(saved), version="base")
-    restored = OnlineRouter.restore(tmp_path / "d.db")
+    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db", readonly=True))
     assert restored.version == "retrained"
     assert_same_state(router.policy, restored.policy, tmp_path)
     assert router.store.get_decision(before.decision_id).policy_version == "base"
@@ -334,7 +335,7 @@ def test_cascade_restore_replays_steps(tmp_path: Path) -> None:
         while ob.action == "call":
             ob = router.observe(d.decision_id, float(rng.normal()), cost=0.01)
         router.feedback(d.decision_id, float(rng.random()), cost=0.05)
-    restored = OnlineRouter.restore(tmp_path / "d.db")
+    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db", readonly=True))
     assert_same_state(router.policy, restored.policy, tmp_path)
 
 
@@ -362,7 +363,7 @@ def test_cascade_bandit_served_learns_and_restores_bit_identically(tmp_path: Pat
         router.feedback(d.decision_id, float(logs.quality[i, logs.models.index(ob.model)]))
     assert steps > 63  # some queries escalated
     assert router.store.latest_checkpoint().last_feedback_seq == 60  # type: ignore[union-attr]  # 3 to replay
-    restored = OnlineRouter.restore(tmp_path / "d.db")
+    restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db", readonly=True))
     assert_same_state(router.policy, restored.policy, tmp_path)
 
 

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,82 +16,18 @@ import pytest
 
 from agents.online import SQLiteDecisionStore
 from agents.routers import LinUCB
-from routing_env.data import LoggedDataset, make_synthetic
+from routing_env.data import LoggedDataset
 from routing_env.policy import load_policy
 from tests.agents.online.online_policies import assert_same_state
+from tests.agents.online.serving import AUTH, Client, Server
 
 pytest.importorskip("uvicorn")
 
-REPO = Path(__file__).resolve().parents[3]
-TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``routing-env serve`` as a child process; ``kill()`` sends SIGKILL, ``start()`` restarts on the same store."""
-
-    def __init__(self, store: Path, policy: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.args = [
-            sys.executable, "-m", "agents.cli", "serve", "--store", str(store), "--policy", str(policy),
-            "--port", str(self.port), *extra,
-        ]  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = store.with_suffix(".log")
-        self.store = store
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "ROUTING_ENV_API_TOKEN": TOKEN}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@pytest.fixture(scope="module")
-def data() -> LoggedDataset:
-    return make_synthetic(n_queries=2000, models=4, n_features=8, seed=11)
-
-
-@pytest.fixture(scope="module")
-def policy_dir(data: LoggedDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    policy = LinUCB(alpha=0.3, epsilon=0.1, seed=0).fit(data.select(np.arange(500)), cost_weight=0.5)
-    return policy.save(tmp_path_factory.mktemp("policy") / "linucb")
-
 
 def _server(tmp_path: Path, policy_dir: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "store.db", policy_dir, "--checkpoint-every", "50")
+    # Hot swaps load from pytest's temporary tree (the policies of these tests live in its directories).
+    root = os.path.commonpath([tmp_path, policy_dir])
+    srv = Server(tmp_path / "store.db", policy_dir, "--checkpoint-every", "50", "--policy-root", root)
     srv.start()
     yield srv
     srv.stop()
@@ -130,25 +61,6 @@ def replayed(policy_dir: Path | str, store: SQLiteDecisionStore, after_seq: int 
 def served_policy(srv: Server) -> object:
     path = httpx.post(srv.url + "/v1/checkpoint", headers=AUTH, timeout=30).json()["path"]
     return load_policy(path)
-
-
-class Client:
-    """A keep-alive HTTP/1.1 connection with TCP_NODELAY (stdlib; lighter than httpx for thousands of calls)."""
-
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.conn.connect()
-        assert self.conn.sock is not None
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def post(self, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
-        self.conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-        r = self.conn.getresponse()
-        return r.status, json.loads(r.read())
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class Traffic:
@@ -246,7 +158,7 @@ def test_load_16_clients_x_1000_pairs(shared: Server, data: LoggedDataset, tmp_p
     assert traffic.errors == []
     assert len(traffic.statuses) == 32_000 and set(traffic.statuses) == {200}
     assert len(traffic.acked) == 16_000
-    store = SQLiteDecisionStore(shared.store)
+    store = SQLiteDecisionStore(shared.store, readonly=True)
     stored = {fb.decision_id for fb, _ in store.feedback(after_seq=before["last_feedback_seq"])}
     assert stored == set(traffic.acked)
     live = served_policy(shared)
@@ -269,7 +181,7 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(
     acked, routed = set(traffic.acked), set(traffic.routed)
     assert len(acked) >= 400 and set(traffic.statuses) == {200}
     server.start()  # same command, same store: resumes from the last checkpoint + replay
-    store = SQLiteDecisionStore(tmp_path / "store.db")
+    store = SQLiteDecisionStore(tmp_path / "store.db", readonly=True)
     assert acked <= {fb.decision_id for fb, _ in store.feedback()}
     assert routed <= {d.decision_id for d in store.decisions()}
     restored = served_policy(server)

@@ -20,6 +20,7 @@ directory is a :class:`~routing_env.errors.PolicyFormatError`, never a memory bl
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import zipfile
@@ -263,7 +264,7 @@ def read_policy_dir(
     """Read ``(kind, config, arrays)`` written by :func:`write_policy_dir`, within ``limits``.
 
     With ``expect``, a directory holding another kind of policy is refused. Float arrays must be finite, except
-    those ``expect`` names in a ``nonfinite_arrays`` class attribute (e.g. unobserved outcomes stored as NaN).
+    those ``expect`` names (or shell-style patterns) in a ``nonfinite_arrays`` class attribute (e.g. unobserved outcomes stored as NaN).
 
     Raises:
         PolicyFormatError: a file is missing, not UTF-8 JSON, too large or too deeply nested; an array needs
@@ -432,8 +433,11 @@ def _check_declared_width(
 
 
 def _check_finite(arrays_path: Path, arrays: Mapping[str, np.ndarray], allowed: Collection[str]) -> None:
+    """Refuse NaN or ±inf in any array but those ``allowed`` names (shell-style patterns, e.g. ``"tau_*"``)."""
     for name, a in arrays.items():
-        if a.dtype.kind in "fc" and name not in allowed and not np.isfinite(a).all():
+        if a.dtype.kind not in "fc" or any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
+            continue
+        if not np.isfinite(a).all():
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             raise PolicyFormatError(f"{arrays_path}: array {name!r} holds {bad} NaN or infinite values")
 

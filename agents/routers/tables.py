@@ -81,6 +81,9 @@ def category_columns(names: Sequence[str], column: str) -> tuple[np.ndarray, tup
 class _TableRouter(_PredictiveRouter, Tunable):
     """Shared plumbing of the table routers: categories from the features, the chain of levels, onboarding."""
 
+    # A shrinkage strength τ is +inf where a level shows no structure (its offsets are shrunk to zero).
+    nonfinite_arrays: ClassVar[tuple[str, ...]] = ("chain_tau_*", "notask_tau_*")
+
     column: str = "task"
 
     if TYPE_CHECKING:  # fitted state, set by fit or load (not dataclass fields)

@@ -1,0 +1,36 @@
+"""Smoke test of experiments/bench_distributed.py at tiny sizes (local Ray of 2 CPUs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.experiments.test_smoke import load_script
+
+
+@pytest.mark.slow
+def test_bench_distributed_rllib_part(
+    ray_local: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load_script("bench_distributed").main(
+        [
+            "--part",
+            "rllib",
+            "--timesteps",
+            "2048",
+            "--env-runners",
+            "1",
+            "--n-envs",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    assert "vs SB3" in capsys.readouterr().out
+    frame = pd.read_csv(tmp_path / "bench_distributed_rllib.csv")
+    assert frame[["seed", "trainer", "env_runners"]].values.tolist() == [[0, "sb3", 0], [0, "rllib", 1]]
+    assert (frame["steps_per_s"] > 0).all() and (frame["timesteps"] >= 2048).all()
+    assert frame["reward_vs_sb3"].iloc[0] == 0.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import torch
 from agents.routers._common import rng_from_state, rng_state, sample_rows
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
-from routing_env.metrics import PolicyEvaluation
+from routing_env.metrics import PolicyEvaluation, oracle
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
 __all__ = ["ACTIVATIONS", "RLlibCascadePolicy", "RLlibPolicy", "build_mlp", "masked_logits"]
@@ -410,19 +411,17 @@ class RLlibCascadePolicy(_PolicyNetwork):
             if info.get("answer_model") in self.models:
                 answered[self.models.index(info["answer_model"])] += 1
         scale = float(env.cost_scale)  # type: ignore[attr-defined]
-        rewards = dataset.rewards(lam, cost_scale=scale)
-        oracle_reward = float(rewards[np.arange(n), dataset.oracle_actions(lam, rewards=rewards)].mean())
-        return PolicyEvaluation(
+        best = oracle(
+            dataset, lam, latency_weight=float(self.env_kwargs.get("latency_weight", 0.0)), cost_scale=scale
+        )
+        return replace(
+            best,
             models=self.models,
-            cost_weight=lam,
-            n_queries=n,
             mean_quality=float(quality.mean()),
             mean_cost=float(cost.mean()),
             mean_reward=float(reward.mean()),
             call_share=tuple(float(v) for v in answered / max(n, 1)),
-            oracle_reward=oracle_reward,
-            regret=max(oracle_reward - float(reward.mean()), 0.0),
-            cost_scale=scale,
+            regret=max(best.oracle_reward - float(reward.mean()), 0.0),
         )
 
     def save(self, path: str | Path) -> Path:

@@ -183,15 +183,6 @@ def test_config_refuses_bad_hyperparameters(field: str, value: Any, message: str
         RLlibPPOConfig(**{field: value})
 
 
-def test_importing_the_packages_and_loading_a_policy_does_not_import_ray() -> None:
-    code = (
-        "import sys, routing_env, agents, agents.training, agents.training.rllib; "
-        "from agents.training import RLlibPolicy, train_rllib; "
-        "assert 'ray' not in sys.modules, 'importing the packages imported ray'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 # ---------------------------------------------------------------------- training on local Ray
 def short_run(path: Path, cost_weight: float, **overrides: Any) -> RLlibResult:
     """A :data:`TINY` run on one remote env runner stepping a vector env of 4 copies, validated every 1,024 steps."""

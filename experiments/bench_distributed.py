@@ -3,9 +3,9 @@
 ``--part rllib``: PPO on the bundled sample's training split, at one λ and one number of env steps, by SB3
 (``agents.ppo.train_ppo``: the native vector env in this process) and by RLlib (``agents.training.train_rllib``)
 with each number of env runners in ``--env-runners`` (each stepping the native vector env of ``--n-envs``
-copies; 0 samples in this process). For each it reports env steps per second of training, the set-up time (Ray, env runners, learner), and
-the reward of the kept policy on the held-out test split, relative to SB3's on the same split (one split and one
-run of each trainer per ``--seeds`` entry).
+copies; 0 samples in this process). For each it reports env steps per second of training, the set-up time (Ray,
+env runners, learner), and the reward of the kept policy on the held-out test split, relative to SB3's on the same
+split (one split and one run of each trainer per ``--seeds`` entry).
 
     python experiments/bench_distributed.py --part rllib
     python experiments/bench_distributed.py --part rllib --env-runners 0 --seeds 0 1 2 3 4   # quality over seeds
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timesteps", type=int, default=100_000, help="env steps per training run")
     p.add_argument("--cost-weight", type=float, default=0.5, help="λ of every run")
     p.add_argument(
-        "--env-runners", type=int, nargs="+", default=[1, 2], help="RLlib env-runner counts to time"
+        "--env-runners", type=int, nargs="+", default=[0, 1, 2], help="RLlib runners (0: in-process)"
     )
     p.add_argument("--n-envs", type=int, default=8, help="copies per vector env (SB3's and each runner's)")
     p.add_argument("--test-size", type=float, default=0.2, help="share of the sample held out for testing")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -36,3 +39,26 @@ def sample() -> LoggedDataset:
 def small() -> LoggedDataset:
     """A small synthetic dataset: 300 queries × 4 models, 8 features."""
     return make_synthetic(n_queries=300, models=4, n_features=8, seed=7)
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """A local Ray of 2 CPUs and a small object store for the session (skips without the ``ray`` extra).
+
+    Reuses a Ray this process already joined; shuts down, with every Ray process it started, at the end.
+    """
+    ray = pytest.importorskip("ray", reason="needs the ray extra (pip install 'routing-env[ray]')")
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(
+        num_cpus=2,
+        object_store_memory=100 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -1,6 +1,7 @@
-"""Training routers as RL agents: SB3 PPO on the batched envs (:mod:`agents.training.ppo`, needs torch) and the
-online replay loop (:mod:`agents.training.loop`). The PPO module is imported on first use of its names, so
-``import agents.training`` stays free of torch."""
+"""Training routers as RL agents: SB3 PPO on the batched envs (:mod:`agents.training.ppo`, needs torch), RLlib
+PPO over many env runners (:mod:`agents.training.rllib`, the ``ray`` extra) and the online replay loop
+(:mod:`agents.training.loop`). The PPO and RLlib modules are imported on first use of their names, so
+``import agents.training`` stays free of torch and Ray."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ __all__ = [
     "OnlineResult",
     "PPOConfig",
     "PPOResult",
+    "RLlibCascadePolicy",
+    "RLlibPPOConfig",
+    "RLlibPolicy",
+    "RLlibResult",
     "SB3Policy",
     "run_cascade_online",
     "run_online",
     "train_ppo",
+    "train_rllib",
 ]
 
 _PPO_NAMES = ("PPOConfig", "PPOResult", "SB3Policy", "train_ppo")
+_RLLIB_NAMES = ("RLlibCascadePolicy", "RLlibPPOConfig", "RLlibPolicy", "RLlibResult", "train_rllib")
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from agents.training import ppo
 
         return getattr(ppo, name)
+    if name in _RLLIB_NAMES:
+        from agents.training import rllib
+
+        return getattr(rllib, name)
     raise AttributeError(f"module 'agents.training' has no attribute {name!r}")

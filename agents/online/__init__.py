@@ -17,6 +17,7 @@ from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
+    Call,
     Checkpoint,
     Decision,
     DecisionStore,
@@ -29,6 +30,7 @@ from agents.online.stores import (
 )
 
 __all__ = [
+    "Call",
     "Checkpoint",
     "Decision",
     "DecisionConflictError",

@@ -12,6 +12,7 @@ The tables are the router's source of truth:
   over the version's models *actually sampled from* (after ``allowed_models`` renormalisation) and ``propensity``
   the chosen model's probability under it;
 - ``steps``: the signals, per-call costs and stop/continue draws of cascade decisions;
+- ``calls``: the upstream calls a gateway made for a decision (status, tokens, USD cost, latency);
 - ``feedback``: one row per closed decision, ``seq`` = the order in which feedback was applied to the policy
   (replayed in that order after a restart), ``source`` = ``client`` or ``default`` (wait time expired);
 - ``checkpoints``: saved policy directories with the last feedback ``seq`` they include.
@@ -35,7 +36,8 @@ from typing import Any, Literal
 import numpy as np
 
 from agents.online.errors import DecisionNotFoundError
-from agents.online.stores.base import Checkpoint, Decision, Feedback, PolicyVersion, Step, StoreCounts
+from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, PolicyVersion, Step, StoreCounts
+from agents.online.stores.calls import CALL_COLUMNS, SQLITE_CALLS_SCHEMA, call_from_row, call_row
 from agents.online.stores.export import bandit_feedback, check_versions, traffic_dataset
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
@@ -175,7 +177,7 @@ class SQLiteDecisionStore:
         self._closed = False
         self._writer = self._connect()
         with self._write_lock:
-            self._writer.executescript(_SCHEMA)
+            self._writer.executescript(_SCHEMA + SQLITE_CALLS_SCHEMA)
         self._stop = threading.Event()
         self._wal_thread: threading.Thread | None = None
         if wal_checkpoint_s is not None:
@@ -554,6 +556,31 @@ class SQLiteDecisionStore:
             Step(r[0], int(r[1]), float(r[2]), float(r[3]), r[4], bool(r[5]), float(r[6]), bool(r[7]))
             for r in rows.fetchall()
         ]
+
+    def reroute(self, d: Decision) -> None:
+        """Record that the open decision ``d.decision_id`` now serves ``d.model`` (a fail-over), with ``d``'s
+        action, propensity, probabilities and allowed models."""
+        allowed = None if d.allowed_models is None else json.dumps(list(d.allowed_models))
+        probs = np.asarray(d.probabilities, dtype="<f8").tobytes()
+        sql = (
+            "UPDATE decisions SET model = ?, action = ?, propensity = ?, probabilities = ?, allowed = ? "
+            "WHERE decision_id = ? AND status = 'open'"
+        )
+        self._write([(sql, (d.model, d.action, d.propensity, probs, allowed, d.decision_id))])
+
+    # ------------------------------------------------------------------ upstream calls
+    def insert_calls(self, calls: Sequence[Call]) -> None:
+        """Log a decision's upstream calls in one transaction."""
+        if not calls:
+            return
+        sql = f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+        self._write([(sql, call_row(c)) for c in calls])
+
+    def calls(self, decision_id: str) -> list[Call]:
+        rows = self._reader().execute(
+            f"SELECT {CALL_COLUMNS} FROM calls WHERE decision_id = ? ORDER BY idx", (decision_id,)
+        )
+        return [call_from_row(r) for r in rows.fetchall()]
 
     # ------------------------------------------------------------------ feedback
     def insert_feedback(self, fb: Feedback) -> None:

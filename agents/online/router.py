@@ -35,6 +35,7 @@ import numpy as np
 from agents.online.cascades import call_costs, stop_draw, stop_returns
 from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError
+from agents.online.failover import reroute
 from agents.online.monitoring import prometheus_text
 from agents.online.sampling import draw, renormalise, uniform
 from agents.online.stores import open_store
@@ -491,6 +492,20 @@ class OnlineRouter:
             )
         return p[0] / total
 
+    def fail_over(self, decision_id: str, failed: Sequence[str]) -> Decision:
+        """Draw the open route decision again among its allowed models except ``failed`` (they could not answer),
+        and log the model now served with its propensity (the logging semantics: :mod:`agents.online.failover`)."""
+        with self._lock:
+            d = self._open.get(decision_id) or self.store.get_decision(decision_id)
+            new = reroute(d, failed, uniform(self.config.seed, d.seq, len(set(failed))))
+            self.store.reroute(new)
+            if decision_id in self._open:
+                self._open[decision_id] = new
+            by_model = self._counts.decisions_by_model
+            by_model[d.model] -= 1
+            by_model[new.model] = by_model.get(new.model, 0) + 1
+            return new
+
     # ------------------------------------------------------------------ cascades
     def observe(self, decision_id: str, signal: float, cost: float | None = None) -> Observation:
         """Report the ``signal`` of the model just called for a cascade decision; get ``accept`` or the next model.
@@ -646,7 +661,11 @@ class OnlineRouter:
         return fb
 
     def _call_costs(self, d: Decision, total: float | None) -> list[float]:
-        """USD cost of each call of the decision: reported per call (observe), the rest from ``total``."""
+        """USD cost of each call of the decision: reported per call (observe), the rest from ``total``; without
+        a total, a route decision costs what its logged upstream calls cost (the gateway logs them)."""
+        if d.kind == "route" and total is None:
+            logged = [c.cost for c in self.store.calls(d.decision_id) if c.cost is not None]
+            total = float(sum(logged)) if logged else None
         reported = {} if d.kind == "route" else {st.step: st.cost for st in self.store.steps(d.decision_id)}
         return call_costs(d, reported, total, self.config.model_costs)
 

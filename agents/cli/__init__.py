@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from routing_env.errors import RoutingEnvError
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
-SUBCOMMANDS = ("demo", "datasets", "serve", "ope")
+SUBCOMMANDS = ("demo", "datasets", "serve", "gateway", "ope")
 
 
 def build_parser() -> argparse.ArgumentParser:

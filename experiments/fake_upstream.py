@@ -87,8 +87,8 @@ class FakeLLM:
         return i if i is not None else zlib.crc32(text.encode()) % self.data.n_queries
 
     def outcome(self, i: int, model: str) -> tuple[float, int, int, float]:
-        """``(quality, input tokens, output tokens, signal)`` of ``model`` on query ``i``."""
-        d, k = self.data, self.column[model]
+        """``(quality, input tokens, output tokens, signal)`` of ``model`` (any model of the logs) on query ``i``."""
+        d, k = self.data, self.data.models.index(model)
         quality = float(d.quality[i, k])
         tokens_in = int(d.input_tokens[i, k]) if d.input_tokens is not None else 50
         tokens_out = int(d.output_tokens[i, k]) if d.output_tokens is not None else 20
@@ -100,7 +100,11 @@ class FakeLLM:
         model = body["model"]
         text = _last_user_text(body.get("messages", []))
         graded = ANSWER.search(text)
-        if graded is not None and graded.group("query") in self.ids and graded.group("model") in self.column:
+        if (
+            graded is not None
+            and graded.group("query") in self.ids
+            and graded.group("model") in self.data.models
+        ):
             i = self.ids[graded.group("query")]
             _, tokens_in, _, signal = self.outcome(i, graded.group("model"))
             return repr(signal), tokens_in, 1, 1.0

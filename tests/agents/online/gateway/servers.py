@@ -72,8 +72,17 @@ class ProcessServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_path: str = "/healthz", timeout: float = 90.0) -> ProcessServer:
+        return self.launch().wait(ready_path, timeout)
+
+    def launch(self) -> ProcessServer:
+        """Start the process without waiting (start several at once, then :meth:`wait` for each)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=log)
+        return self
+
+    def wait(self, ready_path: str = "/healthz", timeout: float = 90.0) -> ProcessServer:
+        """Wait until ``GET ready_path`` answers."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -207,6 +208,15 @@ class TextFeaturizer:
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=hashed.shape[0]))])
         counts = csr_matrix((hashed.data[keep], pos[keep], indptr), shape=(hashed.shape[0], len(buckets)))
         counts.data = (1.0 + np.log(counts.data)) * idf[counts.indices]
+        if counts.shape[0] == 1:
+            # One prompt (a served request): normalize's input validation costs more than the rest of the
+            # transform. The same L2 norm, summed in the order scikit-learn sums it, so the features are equal.
+            total = 0.0
+            for v in counts.data.tolist():
+                total += v * v
+            if total > 0.0:
+                counts.data /= math.sqrt(total)
+            return counts
         return normalize(counts, norm="l2", copy=False)
 
     @property

@@ -90,6 +90,14 @@ class TestTextFeaturizer:
         np.testing.assert_array_equal(got.indptr, expected.indptr)
         np.testing.assert_array_equal(got.indices, expected.indices)
         np.testing.assert_array_equal(got.data, expected.data)
+        # One prompt at a time (how a server featurizes) gives the same rows, bit for bit.
+        for i, text in enumerate(texts):
+            one = f._tfidf([text], state["buckets"], state["idf"])
+            np.testing.assert_array_equal(one.indices, expected[i].indices)
+            np.testing.assert_array_equal(one.data, expected[i].data)
+        np.testing.assert_array_equal(
+            f.transform(texts[:3]), np.vstack([f.transform([t]) for t in texts[:3]])
+        )
 
     def test_unseen_words_are_ignored(self) -> None:
         f = TextFeaturizer(n_components=3).fit(PROMPTS)

@@ -33,8 +33,10 @@ import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -242,6 +244,24 @@ async def _chunks(
     if include_usage:
         yield event([], usage=usage)
     yield b"data: [DONE]\n\n"
+
+
+def text_policy(
+    dataset: LoggedDataset, path: str | Path, *, n_train: int = 1500, epsilon: float = 0.1
+) -> Path:
+    """A LinUCB (λ = 0.5) fitted on text features of the first ``n_train`` queries' prompts and saved with its
+    featurizer to ``path``: a policy a gateway in front of this fake can route the prompts with."""
+    from agents.routers import LinUCB
+    from routing_env.data import TextFeaturizer
+
+    if dataset.prompts is None:
+        raise ValueError("a text policy needs prompts, and the dataset has none")
+    train = dataset.select(np.arange(n_train))
+    prompts = [str(p) for p in train.prompts]  # type: ignore[union-attr]
+    featurizer = TextFeaturizer(n_components=16, seed=0).fit(prompts)
+    featured = train.with_features(featurizer.transform(prompts))
+    policy = LinUCB(alpha=0.3, epsilon=epsilon, seed=0).fit(featured, cost_weight=0.5, featurizer=featurizer)
+    return policy.save(path)
 
 
 def main() -> None:

@@ -36,6 +36,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise ImportError(
-            f"agents.online.gateway.{name} needs FastAPI, httpx, pydantic and PyYAML: "
+            f"agents.online.gateway.{name} needs FastAPI, uvicorn, pydantic and PyYAML: "
             f"pip install 'routing-env[serve]' ({exc})"
         ) from exc

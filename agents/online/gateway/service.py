@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-import httpx
-
 from agents.online.gateway.chat import (
     AnswerInfo,
     BadRequest,
@@ -49,6 +47,7 @@ from agents.online.gateway.chat import (
     rewrite_completion,
 )
 from agents.online.gateway.config import GatewayConfig
+from agents.online.gateway.http1 import CONNECTION_ERRORS
 from agents.online.gateway.upstream import CoolDown, Reply, Upstream
 from agents.online.http.commit import GroupCommit, StoreCommitError
 from agents.online.router import OnlineRouter
@@ -325,7 +324,7 @@ class Gateway:
                 out = rewriter.feed(chunk)
                 if out:
                     yield out
-        except (httpx.HTTPError, OSError):
+        except (asyncio.TimeoutError, *CONNECTION_ERRORS):
             broken = True
         finally:
             reply.finish("error" if broken else None)
@@ -415,7 +414,7 @@ class Gateway:
                 out = rewriter.feed(chunk)
                 if out:
                     chunks.append(out)
-        except (httpx.HTTPError, OSError) as exc:
+        except (asyncio.TimeoutError, *CONNECTION_ERRORS) as exc:
             reply.finish("error")
             raise ValueError(f"the stream broke off ({type(exc).__name__})") from None
         reply.finish()

@@ -13,16 +13,16 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
 from agents.online.gateway import GatewayConfig, create_gateway_app
-from experiments.fake_upstream import Faults, create_fake_app
+from experiments.fake_upstream import Faults, create_fake_app, text_policy
 from routing_env import LoggedDataset
-from tests.agents.online.gateway.servers import ThreadServer, fit_policy, model_entries
+from tests.agents.online.gateway.servers import ThreadServer, model_entries
 
 GatewayFactory = Callable[..., ThreadServer]
 
 
 @pytest.fixture(scope="session")
 def policy_dir(sample: LoggedDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fit_policy(sample, tmp_path_factory.mktemp("policy") / "linucb")
+    return text_policy(sample, tmp_path_factory.mktemp("policy") / "linucb")
 
 
 @pytest.fixture(scope="session")

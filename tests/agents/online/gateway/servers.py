@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
-from agents.routers import LinUCB
 from routing_env import LoggedDataset
-from routing_env.data import TextFeaturizer
 
 REPO = Path(__file__).resolve().parents[4]
 FAKE = REPO / "experiments" / "fake_upstream.py"
@@ -135,17 +132,6 @@ def gateway_process(
         *flags,
     ]
     return ProcessServer(args, port, log, env)
-
-
-def fit_policy(data: LoggedDataset, path: Path, *, n_train: int = 1500, epsilon: float = 0.1) -> Path:
-    """LinUCB on text features of the first ``n_train`` queries, saved with its featurizer (the gateway routes on
-    the request's text)."""
-    assert data.prompts is not None
-    train = data.select(np.arange(n_train))
-    featurizer = TextFeaturizer(n_components=16, seed=0).fit(list(train.prompts))  # type: ignore[arg-type]
-    featured = train.with_features(featurizer.transform(list(train.prompts)))  # type: ignore[arg-type]
-    policy = LinUCB(alpha=0.3, epsilon=epsilon, seed=0).fit(featured, cost_weight=0.5, featurizer=featurizer)
-    return policy.save(path)
 
 
 def model_entries(data: LoggedDataset, urls: Mapping[str, str], **overrides: Any) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ processes (to kill -9), running the fake upstream of ``experiments/fake_upstream
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 
 from routing_env import LoggedDataset
+from tests.agents.online.test_online_server import Server
 
 REPO = Path(__file__).resolve().parents[4]
 FAKE = REPO / "experiments" / "fake_upstream.py"
@@ -55,8 +55,8 @@ class ThreadServer:
         self.thread.join(timeout=30)
 
 
-class ProcessServer:
-    """A command serving HTTP on ``port``, as a child process; ``kill()`` sends SIGKILL."""
+class ProcessServer(Server):
+    """A command serving HTTP on ``port``, as a child process (``kill()`` sends SIGKILL, as for ``serve``)."""
 
     def __init__(
         self, args: Sequence[str], port: int, log: Path, env: Mapping[str, str] | None = None
@@ -68,7 +68,7 @@ class ProcessServer:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_path: str = "/healthz", timeout: float = 90.0) -> ProcessServer:
+    def start(self, ready_path: str = "/healthz", timeout: float = 90.0) -> ProcessServer:  # type: ignore[override]
         return self.launch().wait(ready_path, timeout)
 
     def launch(self) -> ProcessServer:
@@ -93,19 +93,6 @@ class ProcessServer:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def fake_process(models: Sequence[str], log: Path) -> ProcessServer:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,8 @@ from routing_env import LoggedDataset
 from routing_env.policy import load_policy
 from tests.agents.online.gateway.servers import ProcessServer, fake_process, gateway_process, model_entries
 from tests.agents.online.online_policies import assert_same_state
-from tests.agents.online.test_online_server import replayed
+from tests.agents.online.test_online_server import Client, replayed
+from tests.agents.online.test_online_server import Traffic as ServeTraffic
 
 TOKEN = "gateway-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,52 +32,39 @@ GROUP_A = ("small-3b", "open-8b", "mixture-47b", "open-70b")
 GROUP_B = ("mini-frontier", "frontier-large", "frontier-reasoning")
 
 
-class Chat:
-    """A keep-alive HTTP/1.1 connection posting chat completions (and feedback) to the gateway."""
+class Chat(Client):
+    """The ``serve`` tests' keep-alive connection, also reading the answer's headers."""
 
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        self.conn.connect()
-        assert self.conn.sock is not None
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def post_reading_headers(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
         self.conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
         r = self.conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(r.read())
 
-    def close(self) -> None:
-        self.conn.close()
 
-
-class Traffic:
+class Traffic(ServeTraffic):
     """``clients`` threads sending chat completions over the sample's prompts, each then its feedback (the
     quality the answer reports; no cost: the gateway's logged cost applies)."""
 
     def __init__(
         self, url: str, data: LoggedDataset, clients: int, requests: int | None, feedback: bool
     ) -> None:
+        super().__init__(url, data, clients, requests)
         assert data.prompts is not None
-        self.url, self.prompts, self.requests, self.feedback = url, list(data.prompts), requests, feedback
+        self.prompts, self.feedback = list(data.prompts), feedback
         self.answered: dict[str, tuple[int, str]] = {}  # decision id → (row, model)
-        self.acked: list[str] = []
-        self.statuses: list[int] = []
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(clients)]
 
     def _run(self, worker: int) -> None:
         rng = np.random.default_rng(worker)
         chat = Chat(self.url)
         n = 0
         try:
-            while not self.stop.is_set() and (self.requests is None or n < self.requests):
+            while not self.stop.is_set() and (self.pairs is None or n < self.pairs):
                 n += 1
                 row = int(rng.integers(len(self.prompts)))
                 body = {"model": "router", "messages": [{"role": "user", "content": self.prompts[row]}]}
-                status, headers, answer = chat.post("/v1/chat/completions", body)
+                status, headers, answer = chat.post_reading_headers("/v1/chat/completions", body)
                 with self._lock:
                     self.statuses.append(status)
                 if status != 200:
@@ -89,7 +75,7 @@ class Traffic:
                 if not self.feedback:
                     continue
                 quality = quality_of(answer["choices"][0]["message"]["content"])
-                status, _, _ = chat.post("/v1/feedback", {"decision_id": decision_id, "quality": quality})
+                status, _ = chat.post("/v1/feedback", {"decision_id": decision_id, "quality": quality})
                 with self._lock:
                     self.statuses.append(status)
                     if status == 200:
@@ -101,13 +87,8 @@ class Traffic:
             chat.close()
 
     def start(self) -> Traffic:
-        for t in self.threads:
-            t.start()
+        super().start()
         return self
-
-    def join(self) -> None:
-        for t in self.threads:
-            t.join(timeout=120)
 
     def wait_for(self, acked: int, timeout: float = 40) -> None:
         deadline = time.monotonic() + timeout

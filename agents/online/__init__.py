@@ -7,6 +7,8 @@
   in the canonical logged format.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
+- :mod:`agents.online.gateway` is the OpenAI-compatible gateway in front of the router (``routing-env gateway``):
+  it calls the models, fails over (:meth:`OnlineRouter.fail_over`), runs cascades and logs every call's cost.
 """
 
 from __future__ import annotations

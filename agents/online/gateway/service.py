@@ -12,8 +12,9 @@ request is in the store with its cost, and nothing the client saw as complete is
   propensity 1 and never switches model: it answers 502 when that model is down.
 - **Cascade decisions**: the chain's models are called cheapest first; after each answer its signal (see
   :class:`~agents.online.gateway.config.CascadeSettings`) goes to :meth:`OnlineRouter.observe`, which accepts it or
-  names the next model; each step is logged with its cost (the call's, plus a grading call's). Models in cool-down
-  cut the chain. If an escalation fails after its retries the answer already received is served; its decision then
+  names the next model; each step is logged with its cost (the call's, plus a grading call's), and
+  ``x-routing-propensity`` is the product of the steps' propensities (the probability of the path taken). Models
+  in cool-down cut the chain. If an escalation fails after its retries the answer already received is served; its decision then
   records a "call" step that produced nothing better, which the cascade policy learns as the continuation's value.
 - **Quality**: later by ``POST /v1/feedback`` (the cost defaults to the logged calls'), or from the ``evaluator``
   given to the app, run after the answer is sent.

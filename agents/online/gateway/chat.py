@@ -243,7 +243,9 @@ class EventRewriter:
         self._parts: list[str] = []
 
     def feed(self, data: bytes) -> bytes:
-        self._buffer += data.replace(b"\r\n", b"\n") if b"\r" in data else data
+        self._buffer += data
+        if b"\r" in self._buffer:  # CRLF line ends, perhaps split between two reads
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
         out = []
         while b"\n\n" in self._buffer:
             event, self._buffer = self._buffer.split(b"\n\n", 1)

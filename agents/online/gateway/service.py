@@ -299,8 +299,8 @@ class Gateway:
         try:
             out, info = rewrite_completion(reply.body, d.model, bool(request.logprobs))
         except ValueError as exc:
-            calls.extend(self._calls(d, reply, len(calls)))
-            await self._log(calls[-1:])
+            reply.attempts[-1].status = "error"  # an answer that is not a chat completion is a failed call
+            await self._log(self._calls(d, reply, len(calls)))
             return _error(502, f"model {d.model!r} answered something else: {exc}", "upstream_error", d)
         new = self._calls(d, reply, len(calls), info=info)
         await self._log(new)
@@ -374,8 +374,8 @@ class Gateway:
             try:
                 chunks, info = await self._collect(reply, model, request, stream)
             except ValueError as exc:
-                calls.extend(self._calls(d, reply, len(calls), step=step))
-                await self._log(calls[-1:])
+                reply.attempts[-1].status = "error"
+                await self._log(self._calls(d, reply, len(calls), step=step))
                 return _error(502, f"model {model!r} answered something else: {exc}", "upstream_error", d)
             new = self._calls(d, reply, len(calls), step=step, info=info)
             signal, graded = await self._signal(d, model, request, info, step, len(calls) + len(new))

@@ -244,3 +244,28 @@ def test_upstream_keys_come_from_the_environment_and_client_keys_never_go_upstre
     assert not any("client-key" in a for a in seen["open-70b"] | seen["small-3b"])
     log_free = Path(gw.app.gateway.router.store.location).read_bytes()
     assert b"sk-upstream-secret" not in log_free and b"client-key" not in log_free
+
+
+async def _garbage(scope: dict[str, object], receive: object, send: object) -> None:
+    """An upstream that answers 200 with something that is not a chat completion."""
+    if scope["type"] != "http":
+        return
+    body = b"<html>maintenance</html>"
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+def test_an_answer_that_is_no_chat_completion_is_a_502_and_a_failed_call(
+    make_gateway: GatewayFactory, sample: LoggedDataset
+) -> None:
+    bad = ThreadServer(_garbage).start()
+    try:
+        gw = make_gateway(model_overrides={"open-8b": {"base_url": bad.url + "/v1"}})
+        with pytest.raises(openai.InternalServerError, match="answered something else") as err:
+            client(gw).chat.completions.create(model="open-8b", messages=messages(sample, 3007))
+        (call,) = gw.app.gateway.router.store.calls(err.value.response.headers["x-routing-decision-id"])
+        assert (call.status, call.http_status, call.cost) == ("error", 200, None)
+    finally:
+        bad.stop()

@@ -7,6 +7,8 @@
   in the canonical logged format.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
+- :mod:`agents.online.gateway` is the OpenAI-compatible gateway in front of the router (``routing-env gateway``):
+  it calls the models, fails over (:meth:`OnlineRouter.fail_over`), runs cascades and logs every call's cost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
+    Call,
     Checkpoint,
     Decision,
     DecisionStore,
@@ -29,6 +32,7 @@ from agents.online.stores import (
 )
 
 __all__ = [
+    "Call",
     "Checkpoint",
     "Decision",
     "DecisionConflictError",

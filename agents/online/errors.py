@@ -7,7 +7,13 @@ the HTTP service maps them to 404, 409, 409 and 503.
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from routing_env.errors import RoutingEnvError
+
+if TYPE_CHECKING:
+    from agents.online.stores.base import Feedback
 
 
 class DecisionNotFoundError(RoutingEnvError, LookupError):
@@ -27,3 +33,23 @@ class ContractChangeError(RoutingEnvError, ValueError):
 class StoreError(RoutingEnvError, RuntimeError):
     """The decision store cannot read or write (read-only file system, disk full, I/O error); nothing of the
     request was committed (HTTP 503)."""
+
+
+def already_closed(
+    decision_id: str, feedback: Feedback | None, pending: bool, timeout_s: float | None
+) -> DecisionConflictError:
+    """The 409 for feedback on a closed decision: what closed it (its ``feedback``, one still being committed when
+    ``pending``, or the wait time ``timeout_s`` when neither)."""
+    if feedback is None and pending:
+        return DecisionConflictError(
+            f"decision {decision_id!r} is already closed: feedback was received; feedback is accepted once "
+            "per decision"
+        )
+    if feedback is None:
+        return DecisionConflictError(f"decision {decision_id!r} expired after {timeout_s} s without feedback")
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(feedback.received_at))
+    what = "the default reward was applied" if feedback.source == "default" else "feedback was received"
+    return DecisionConflictError(
+        f"decision {decision_id!r} is already closed: {what} at {when} (quality={feedback.quality}); "
+        "feedback is accepted once per decision"
+    )

@@ -35,7 +35,8 @@ import numpy as np
 from agents.online.cache import DecisionCache
 from agents.online.cascades import Observation, call_costs, stop_draw
 from agents.online.config import RouterConfig
-from agents.online.errors import ContractChangeError, DecisionConflictError
+from agents.online.errors import ContractChangeError, DecisionConflictError, already_closed
+from agents.online.failover import reroute
 from agents.online.learning import (
     Update,
     apply_update,
@@ -258,10 +259,21 @@ class OnlineRouter:
         """The update a stored feedback row makes, validated as live feedback is (``ConfigurationError``)."""
         s = self._served
         q, c, _ = check_outcome(fb.quality, fb.cost, fb.latency_s, s.bounds, d.n_calls)
-        steps = self.store.steps(d.decision_id) if d.kind == "cascade" else []
-        calls = call_costs(d, call_cost_map(steps), c, self.config.model_costs)
+        steps, calls = self._costs(d, c)
         reward = reward_of(q, float(sum(calls)), d.cost_weight, s.cost_scale)
         return prepare_update(s.mode, d, q, calls, reward, steps, s.cost_scale)
+
+    def _costs(self, d: Decision, total: float | None) -> tuple[list[Step], list[float]]:
+        """``d``'s cascade steps and the USD cost of each of its calls: reported per call (``observe``), the rest
+        from ``total``; without a total, a route decision costs what its logged upstream calls cost (the gateway
+        logs them), else ``model_costs``."""
+        if d.kind == "route":
+            if total is None:
+                logged = [c.cost for c in self.store.calls(d.decision_id) if c.cost is not None]
+                total = float(sum(logged)) if logged else None
+            return [], call_costs(d, {}, total, self.config.model_costs)
+        steps = self.store.steps(d.decision_id)
+        return steps, call_costs(d, call_cost_map(steps), total, self.config.model_costs)
 
     def resync(self) -> None:
         """Reset the in-memory state to what the store holds: the policy from the last checkpoint plus the
@@ -428,6 +440,20 @@ class OnlineRouter:
             c.decisions_by_model[decision.model] = c.decisions_by_model.get(decision.model, 0) + 1
             return decision
 
+    def fail_over(self, decision_id: str, failed: Sequence[str]) -> Decision:
+        """Draw the open route decision again among its allowed models except ``failed`` (they could not answer),
+        and log the model now served with its propensity (the logging semantics: :mod:`agents.online.failover`)."""
+        with self._lock:
+            d = self._open.get(decision_id) or self.store.get_decision(decision_id)
+            new = reroute(d, failed, uniform(self.config.seed, d.seq, len(set(failed))))
+            self.store.reroute(new)
+            if decision_id in self._open:
+                self._open.put(decision_id, new)
+            by_model = self._counts.decisions_by_model
+            by_model[d.model] -= 1
+            by_model[new.model] = by_model.get(new.model, 0) + 1
+            return new
+
     # ------------------------------------------------------------------ cascades
     def observe(self, decision_id: str, signal: float, cost: float | None = None) -> Observation:
         """Report the ``signal`` of the model just called for a cascade decision; get ``accept`` or the next model.
@@ -532,21 +558,9 @@ class OnlineRouter:
 
     def _conflict(self, d: Decision) -> None:
         fb = self.store.get_feedback(d.decision_id)
-        if fb is None and d.decision_id in self._closed_recently:  # closed by a request not yet committed
-            raise DecisionConflictError(
-                f"decision {d.decision_id!r} is already closed: feedback was received; feedback is accepted once "
-                "per decision"
-            )
-        if fb is None:
-            raise DecisionConflictError(
-                f"decision {d.decision_id!r} expired after {self.config.feedback_timeout_s} s without feedback"
-            )
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(fb.received_at))
-        what = "the default reward was applied" if fb.source == "default" else "feedback was received"
-        raise DecisionConflictError(
-            f"decision {d.decision_id!r} is already closed: {what} at {when} (quality={fb.quality}); "
-            "feedback is accepted once per decision"
-        )
+        # Closed by a request whose commit is not visible yet, when the store has no feedback row for it.
+        pending = fb is None and d.decision_id in self._closed_recently
+        raise already_closed(d.decision_id, fb, pending, self.config.feedback_timeout_s)
 
     def _close(
         self,
@@ -559,8 +573,7 @@ class OnlineRouter:
         """Validate, apply, then store the feedback of ``d``; an update that fails or a write that fails leaves
         neither the policy nor the store changed."""
         s = self._served
-        steps = self.store.steps(d.decision_id) if d.kind == "cascade" else []
-        calls = call_costs(d, call_cost_map(steps), cost, self.config.model_costs)
+        steps, calls = self._costs(d, cost)
         total = float(sum(calls))
         reward = reward_of(quality, total, d.cost_weight, s.cost_scale)
         applied = bool(s.learns) and (

@@ -359,7 +359,7 @@ def _build_sb3_policy(
     algorithm: str, obs_dim: int, n_actions: int, net_arch: Sequence[int], activation: str
 ) -> ActorCriticPolicy:
     obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-    act_space = spaces.Discrete(n_actions)
+    act_space: spaces.Discrete = spaces.Discrete(n_actions)
     kwargs: dict[str, Any] = {
         "net_arch": {"pi": list(net_arch), "vf": list(net_arch)},
         "activation_fn": _ACTIVATIONS[activation],

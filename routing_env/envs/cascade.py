@@ -235,7 +235,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         high[d + k : d + 2 * k] = max(0.0, float(np.nanmax(sig_cols)))
         low[d + 2 * k :], high[d + 2 * k :] = 0.0, big
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Discrete(2 if mode == "chain" else k + 1)  # type: ignore[assignment]
+        self.action_space = spaces.Discrete(2 if mode == "chain" else k + 1)  # type: ignore[assignment, unused-ignore]
         self._d = d
 
         self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
@@ -343,7 +343,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
             mask[1 + j] = False
         return mask
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override, unused-ignore]
         if self.render_mode != "ansi":
             return None
         calls = ", ".join(f"{self.models[j]} (signal {self._signal[self._q][j]:.3f})" for j in self._calls)

@@ -202,7 +202,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         if self.budget is not None:
             low[i], high[i] = 0.0, 1.0
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Discrete(len(self.models))  # type: ignore[assignment]
+        self.action_space = spaces.Discrete(len(self.models))  # type: ignore[assignment, unused-ignore]
 
         self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
         self._k = len(self.models)
@@ -375,7 +375,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             return np.ones(self._k, dtype=bool)
         return np.asarray(self._tables.cost[self._q] <= self._left)
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override, unused-ignore]
         if self.render_mode != "ansi":
             return None
         ds = self.dataset

@@ -75,6 +75,30 @@ class TestTextFeaturizer:
         nearest = [min(centroids, key=lambda t: np.linalg.norm(row - centroids[t])) for row in x]
         assert np.mean(np.array(nearest) == tasks) > 0.9
 
+    def test_bucket_lookup_equals_selecting_the_kept_columns(self, corpus: LoggedDataset) -> None:
+        from sklearn.preprocessing import normalize
+
+        assert corpus.prompts is not None
+        f = TextFeaturizer(n_components=8, seed=0).fit(list(corpus.prompts))
+        state = f._fitted()
+        texts = [*list(corpus.prompts[:50]), "zzz unseen only", ""]
+        selected = f._vectorizer().transform(texts).tocsc()[:, state["buckets"]].tocsr()
+        selected.data = (1.0 + np.log(selected.data)) * state["idf"][selected.indices]
+        expected = normalize(selected, norm="l2")
+        got = f._tfidf(texts, state["buckets"], state["idf"])
+        assert got.shape == expected.shape and (got != expected).nnz == 0
+        np.testing.assert_array_equal(got.indptr, expected.indptr)
+        np.testing.assert_array_equal(got.indices, expected.indices)
+        np.testing.assert_array_equal(got.data, expected.data)
+        # One prompt at a time (how a server featurizes) gives the same rows, bit for bit.
+        for i, text in enumerate(texts):
+            one = f._tfidf([text], state["buckets"], state["idf"])
+            np.testing.assert_array_equal(one.indices, expected[i].indices)
+            np.testing.assert_array_equal(one.data, expected[i].data)
+        np.testing.assert_array_equal(
+            f.transform(texts[:3]), np.vstack([f.transform([t]) for t in texts[:3]])
+        )
+
     def test_unseen_words_are_ignored(self) -> None:
         f = TextFeaturizer(n_components=3).fit(PROMPTS)
         np.testing.assert_allclose(

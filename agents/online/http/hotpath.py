@@ -101,6 +101,27 @@ class HotHandlers:
         return 200, dumps(fields_of(FeedbackResponse, fb))
 
 
+async def read_body(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> bytes | None:
+    """The request's body, or ``None`` when it was answered already (413 above ``max_bytes``, 400 for an
+    unreadable Content-Length) or the client went away."""
+    if await refuse_declared_length(scope, send, max_bytes):
+        return None
+    chunks = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > max_bytes:
+            await send_json_error(send, too_large(max_bytes))
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class HotPaths:
     """ASGI layer that serves ``POST`` on a few paths straight from the raw request, in front of ``app``.
 
@@ -121,23 +142,10 @@ class HotPaths:
         if handler is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        if await refuse_declared_length(scope, send, self.max_bytes):
+        raw = await read_body(scope, receive, send, self.max_bytes)
+        if raw is None:
             return
-        chunks = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                await send_json_error(send, too_large(self.max_bytes))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        status, body = await handler(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        status, body = await handler(raw)
         await send(
             {
                 "type": "http.response.start",

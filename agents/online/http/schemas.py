@@ -89,6 +89,20 @@ class StepView(BaseModel):
     forced: bool
 
 
+class CallView(BaseModel):
+    index: int
+    step: int
+    model: str
+    purpose: Literal["answer", "verify"]
+    created_at: float = Field(description="UNIX time, seconds")
+    status: Literal["ok", "timeout", "error", "rejected"]
+    http_status: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None = Field(description="USD")
+    latency_s: float
+
+
 class FeedbackView(BaseModel):
     seq: int
     source: Literal["client", "default"]
@@ -109,6 +123,7 @@ class DecisionView(RouteResponse):
     features: list[float]
     n_calls: int
     steps: list[StepView]
+    calls: list[CallView] = Field(description="the upstream calls a gateway made for it")
     feedback: FeedbackView | None
 
 

@@ -1,6 +1,6 @@
 """Decision stores: the durable log of the online router.
 
-- :mod:`agents.online.stores.base`: the records (:class:`Decision`, :class:`Step`, :class:`Feedback`,
+- :mod:`agents.online.stores.base`: the records (:class:`Decision`, :class:`Step`, :class:`Call`, :class:`Feedback`,
   :class:`Checkpoint`, :class:`PolicyVersion`, :class:`StoreCounts`) and the :class:`DecisionStore` protocol;
 - :mod:`agents.online.stores.sqlite`: :class:`SQLiteDecisionStore`, one SQLite file in WAL mode (the default);
 - :func:`open_store`: the store a path or URL names (what ``routing-env serve --store`` takes).
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.online.stores.base import (
+    Call,
     Checkpoint,
     Decision,
     DecisionStore,
@@ -25,6 +26,7 @@ from agents.online.stores.sqlite import SQLiteDecisionStore
 from routing_env.errors import ConfigurationError
 
 __all__ = [
+    "Call",
     "Checkpoint",
     "Decision",
     "DecisionStore",

@@ -2,10 +2,11 @@
 
 :class:`~agents.online.OnlineRouter` and the HTTP service use a store only through this protocol, so every backend
 (:class:`~agents.online.stores.sqlite.SQLiteDecisionStore` today) serves both unchanged. The store is the router's
-source of truth: decisions with their propensities, cascade steps, feedback in the order it was applied, policy
-versions and checkpoints. A method returns only after its writes are committed, except inside a group-commit
-deferral (:meth:`DecisionStore.begin_deferred`), whose writes are committed together by
-:meth:`DecisionStore.commit_group` (or discarded by ``end_deferred(discard=True)``).
+source of truth: decisions with their propensities, cascade steps, the upstream calls a gateway made for them
+(tokens, cost, latency, status), feedback in the order it was applied, policy versions and checkpoints. A method
+returns only after its writes are committed, except inside a group-commit deferral
+(:meth:`DecisionStore.begin_deferred`), whose writes are committed together by :meth:`DecisionStore.commit_group`
+(or discarded by ``end_deferred(discard=True)``).
 
 Errors every backend raises the same way: a write that violates uniqueness (a second feedback, a reused request
 id) raises :class:`~agents.online.errors.DecisionConflictError`; a store that cannot read or write (read-only,
@@ -114,6 +115,39 @@ class Step:
     stop: bool
     propensity: float
     forced: bool
+
+
+@dataclass(frozen=True)
+class Call:
+    """One upstream call made for a decision (by the gateway), logged when it ends, before any quality arrives.
+
+    Attributes:
+        decision_id: the decision the call served.
+        index: 0-based position of the call among the decision's calls (retries and fail-overs included).
+        step: the cascade step the call answered (0 for a ``route`` decision).
+        model: the model called (the policy's name, not the upstream's).
+        purpose: ``"answer"`` (the model answered the query) or ``"verify"`` (a model graded an answer).
+        created_at: UNIX time (s) the call was sent.
+        status: ``"ok"``; ``"timeout"``; ``"error"`` (no connection, or a 5xx or 429 answer); ``"rejected"``
+            (another 4xx: the upstream refused the request itself).
+        http_status: the upstream's status code, ``None`` when it never answered.
+        input_tokens, output_tokens: the usage the upstream reported (``None`` when it reported none).
+        cost: USD, the usage times the model's prices (``None`` without usage).
+        latency_s: seconds from sending the request to the end of the answer.
+    """
+
+    decision_id: str
+    index: int
+    step: int
+    model: str
+    purpose: Literal["answer", "verify"]
+    created_at: float
+    status: Literal["ok", "timeout", "error", "rejected"]
+    http_status: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    latency_s: float
 
 
 @dataclass(frozen=True)
@@ -241,6 +275,20 @@ class DecisionStore(Protocol):
 
     def steps(self, decision_id: str) -> list[Step]:
         """The cascade steps of a decision, in call order."""
+        ...
+
+    def reroute(self, d: Decision) -> None:
+        """Replace the model, action, propensity, probabilities and allowed models of the open decision ``d``
+        (same id) with those of ``d``: a fail-over served another model than the one first drawn."""
+        ...
+
+    # ---- upstream calls
+    def insert_calls(self, calls: Sequence[Call]) -> None:
+        """Log the upstream calls of a decision (atomically); a call's ``(decision_id, index)`` is unique."""
+        ...
+
+    def calls(self, decision_id: str) -> list[Call]:
+        """The upstream calls logged for a decision, in call order (empty when none were logged)."""
         ...
 
     # ---- feedback

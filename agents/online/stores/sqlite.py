@@ -37,9 +37,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreError
-from agents.online.stores.base import Checkpoint, Decision, Feedback, PolicyVersion, Step, StoreCounts
-from agents.online.stores.export import bandit_feedback, check_versions, traffic_dataset
+from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, PolicyVersion, Step
+from agents.online.stores.calls import CALL_COLUMNS, call_from_row, call_row
+from agents.online.stores.export import SQLTrafficReads
 from agents.online.stores.lockfile import WriterLock
 from agents.online.stores.sqlite_schema import (
     D_COLUMNS,
@@ -58,7 +61,6 @@ from agents.online.stores.sqlite_schema import (
     run_atomically,
     step_from_row,
 )
-from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -72,7 +74,7 @@ _TRUNCATE_WAIT_MS = 200
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class SQLiteDecisionStore:
+class SQLiteDecisionStore(SQLTrafficReads):
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -480,6 +482,10 @@ class SQLiteDecisionStore:
             self._local.conn = None
 
     @property
+    def _export_name(self) -> str:
+        return self.path.name
+
+    @property
     def location(self) -> str:
         """The database file, for messages."""
         return str(self.path)
@@ -667,6 +673,31 @@ class SQLiteDecisionStore:
         )
         return [step_from_row(r) for r in rows]
 
+    def reroute(self, d: Decision) -> None:
+        """Record that the open decision ``d.decision_id`` now serves ``d.model`` (a fail-over), with ``d``'s
+        action, propensity, probabilities and allowed models."""
+        allowed = None if d.allowed_models is None else json.dumps(list(d.allowed_models))
+        probs = np.asarray(d.probabilities, dtype="<f8").tobytes()
+        sql = (
+            "UPDATE decisions SET model = ?, action = ?, propensity = ?, probabilities = ?, allowed = ? "
+            "WHERE decision_id = ? AND status = 'open'"
+        )
+        self._write([(sql, (d.model, d.action, d.propensity, probs, allowed, d.decision_id))])
+
+    # ------------------------------------------------------------------ upstream calls
+    def insert_calls(self, calls: Sequence[Call]) -> None:
+        """Log a decision's upstream calls in one transaction."""
+        if not calls:
+            return
+        sql = f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+        self._write([(sql, call_row(c)) for c in calls])
+
+    def calls(self, decision_id: str) -> list[Call]:
+        rows = self._reader().execute(
+            f"SELECT {CALL_COLUMNS} FROM calls WHERE decision_id = ? ORDER BY idx", (decision_id,)
+        )
+        return [call_from_row(r) for r in rows.fetchall()]
+
     # ------------------------------------------------------------------ feedback
     def insert_feedback(self, fb: Feedback) -> None:
         """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction.
@@ -707,86 +738,6 @@ class SQLiteDecisionStore:
         return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM feedback")[0])
 
     # ------------------------------------------------------------------ aggregates
-    def counts(self) -> StoreCounts:
-        """Totals for monitoring, computed with a few aggregate queries."""
-        out = StoreCounts()
-        out.decisions = int(self._one("SELECT COUNT(*) FROM decisions")[0])
-        out.pending = int(self._one("SELECT COUNT(*) FROM decisions WHERE status = 'open'")[0])
-        out.feedback = {
-            r[0]: int(r[1]) for r in self._rows("SELECT source, COUNT(*) FROM feedback GROUP BY source")
-        }
-        out.decisions_by_model = {
-            r[0]: int(r[1]) for r in self._rows("SELECT model, COUNT(*) FROM decisions GROUP BY model")
-        }
-        for model, n, total in self._rows(
-            "SELECT d.model, COUNT(*), SUM(f.reward) FROM feedback f JOIN decisions d "
-            "ON d.decision_id = f.decision_id GROUP BY d.model"
-        ):
-            out.feedback_by_model[model] = int(n)
-            out.reward_by_model[model] = float(total)
-        return out
-
-    # ------------------------------------------------------------------ export
-    def export(
-        self,
-        *,
-        versions: Sequence[str] | None = None,
-        include_default: bool = False,
-        models: Sequence[str] | None = None,
-    ) -> LoggedDataset:
-        """The logged traffic in the canonical format: a partial-information, bandit-logged dataset.
-
-        One query per ``route`` decision that received feedback (cascade decisions are excluded: their propensity
-        is over stop/continue draws, not over a single model). Only the chosen model's cell is observed:
-        ``quality`` and ``cost`` (USD) as reported, ``latency_s`` when reported; ``logged_action`` is the chosen
-        model and ``propensity`` its probability under the distribution the router sampled from.
-
-        Args:
-            versions: export only decisions of these policy versions (default: all).
-            include_default: also export decisions closed by the default reward after the wait time (their
-                quality was not observed, so they are excluded by default).
-            models: column order of the models; default the served versions' models in order of first use.
-
-        Raises:
-            ConfigurationError: nothing to export, or the selected decisions have different feature widths.
-        """
-        known = self.policy_versions()
-        check_versions(versions, known)
-        sql = (
-            f"SELECT {D_COLUMNS}, f.quality, f.cost, f.latency_s "
-            "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE d.kind = 'route'"
-        )
-        params: list[Any] = []
-        if not include_default:
-            sql += " AND f.source = 'client'"
-        if versions is not None:
-            sql += f" AND d.policy_version IN ({', '.join('?' * len(versions))})"
-            params.extend(versions)
-        rows = self._rows(sql + " ORDER BY d.seq", params)
-        if not rows:
-            raise ConfigurationError(
-                f"nothing to export from {self.path}: no routed decision has feedback yet"
-                + ("" if versions is None else f" for versions {list(versions)}")
-            )
-        n = N_DECISION_COLUMNS
-        return traffic_dataset(
-            [self._decision_from_row(r[:n]) for r in rows],
-            [(r[n], r[n + 1], r[n + 2]) for r in rows],
-            known,
-            models=models,
-            include_default=include_default,
-            source=f"routing_env DecisionStore {self.path.name}",
-        )
-
-    def export_bandit_feedback(
-        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
-    ) -> Any:
-        """The exported logs as a :class:`routing_env.ope.BanditFeedback` for off-policy evaluation.
-
-        ``cost_weight`` (λ) and ``cost_scale`` (USD, or ``"max_mean"``) define the reward the estimators score;
-        other keyword arguments go to :meth:`export`.
-        """
-        return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)
 
 
 def _max_marks(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.online.stores.base import Decision, Feedback, Step
+from agents.online.stores.calls import SQLITE_CALLS_SCHEMA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,6 +94,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     last_feedback_seq INTEGER NOT NULL
 );
 """
+# The upstream calls a gateway logs per decision (the schema every SQL store shares).
+SCHEMA += SQLITE_CALLS_SCHEMA
 
 DECISION_COLUMNS = (
     "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "

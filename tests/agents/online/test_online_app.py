@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -17,7 +18,7 @@ pytest.importorskip("fastapi")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's deprecation notice about its httpx-based client
     from fastapi.testclient import TestClient
-from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
+from agents.online import Call, OnlineRouter, SQLiteDecisionStore, create_app
 from agents.online.http.app import ServiceSettings, build_app
 from agents.online.http.schemas import RouteResponse
 from tests.agents.online.online_policies import FixedPolicy, LearningThresholdCascade
@@ -53,6 +54,15 @@ def test_route_feedback_and_get(client: TestClient) -> None:
     assert g.status_code == 200
     assert g.json()["status"] == "closed" and g.json()["feedback"]["quality"] == 0.7
     assert g.json()["allowed_models"] == ["a", "b"]
+
+
+def test_a_decision_shows_its_upstream_calls(client: TestClient, router: OnlineRouter) -> None:
+    d = client.post("/v1/route", json={"features": [0.1, 0.2, 0.3]}).json()["decision_id"]
+    assert client.get(f"/v1/decisions/{d}").json()["calls"] == []
+    call = Call(d, 0, 0, "b", "answer", 1.7e9, "ok", 200, 100, 20, 3e-5, 0.25)
+    router.store.insert_calls([call])
+    shown = client.get(f"/v1/decisions/{d}").json()["calls"]
+    assert shown == [{k: v for k, v in dataclasses.asdict(call).items() if k != "decision_id"}]
 
 
 @pytest.mark.parametrize("request_id", [None, 'quote " and \\ and ü'])

@@ -199,7 +199,9 @@ def test_start_up_refuses_a_policy_without_a_fitting_featurizer_or_of_the_wrong_
 
     assert sample.prompts is not None
     wide = TextFeaturizer(n_components=5, seed=0).fit(list(sample.prompts[:300])).save(tmp_path / "wide")
-    with pytest.raises(ConfigurationError, match="the featurizer gives 5 features and the policy expects 16"):
+    with pytest.raises(
+        ConfigurationError, match=r"makes features of shape \(1, 5\), but the policy takes width 16"
+    ):
         create_gateway_app(_config(sample, tmp_path / "b", bare, featurizer=str(wide)))
     with pytest.raises(
         ConfigurationError, match=r"cascade_policy: .* holds a routing policy; give it as policy"

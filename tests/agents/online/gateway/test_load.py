@@ -149,7 +149,7 @@ def test_16_clients_x_500_requests_are_all_answered_and_logged_with_their_cost(
     traffic.join()
     assert traffic.errors == [] and len(traffic.statuses) == 8000 and set(traffic.statuses) == {200}
     assert len(traffic.answered) == 8000
-    with SQLiteDecisionStore(db, wal_checkpoint_s=None) as store:
+    with SQLiteDecisionStore(db, readonly=True) as store:
         _check_logged(store, sample, traffic.answered)
     assert httpx.get(gateway.url + "/healthz").json()["decisions"] == 8000
 
@@ -168,7 +168,7 @@ def test_kill_9_an_upstream_mid_load_fails_over_and_loses_nothing_acknowledged(
     traffic.join()
     assert traffic.errors == [] and set(traffic.statuses) == {200}, sorted(set(traffic.statuses))
     assert len(traffic.acked) >= killed_at + 400
-    with SQLiteDecisionStore(db, wal_checkpoint_s=None) as store:
+    with SQLiteDecisionStore(db, readonly=True) as store:
         _check_logged(store, sample, traffic.answered)
         assert set(traffic.acked) <= {fb.decision_id for fb, _ in store.feedback()}
         failed = [c for d in store.decisions() for c in store.calls(d.decision_id) if c.status != "ok"]
@@ -198,7 +198,7 @@ def test_kill_9_the_gateway_and_restart_the_store_and_policy_equal_a_replay(
     acked, answered = set(traffic.acked), dict(traffic.answered)
     assert len(acked) >= 400 and set(traffic.statuses) == {200}
     gateway.start()  # the same command on the same store: the last checkpoint plus the feedback after it
-    with SQLiteDecisionStore(db, wal_checkpoint_s=None) as store:
+    with SQLiteDecisionStore(db, readonly=True) as store:
         assert acked <= {fb.decision_id for fb, _ in store.feedback()}
         _check_logged(store, sample, answered)
         checkpoint = httpx.post(gateway.url + "/v1/checkpoint", headers=AUTH, timeout=30).json()["path"]

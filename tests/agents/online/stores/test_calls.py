@@ -4,13 +4,12 @@ durable across a reopen, unique per ``(decision, index)``, joining the group com
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agents.online import Call, OnlineRouter, SQLiteDecisionStore
+from agents.online import Call, DecisionConflictError, OnlineRouter, SQLiteDecisionStore
 from tests.agents.online.online_policies import FixedPolicy
 
 
@@ -57,7 +56,7 @@ def test_a_call_index_is_logged_once_and_a_failing_batch_writes_nothing(tmp_path
     router = _router(tmp_path / "s.db")
     d = router.route([0.0, 0.0, 0.0])
     router.store.insert_calls([_call(d.decision_id, 0)])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DecisionConflictError, match="UNIQUE constraint failed: calls"):
         router.store.insert_calls([_call(d.decision_id, 1), _call(d.decision_id, 0)])
     assert [c.index for c in router.store.calls(d.decision_id)] == [0]
 
@@ -70,7 +69,7 @@ def test_calls_join_the_group_commit(tmp_path: Path) -> None:
     store.insert_calls([_call(d.decision_id, 0)])
     group = store.end_deferred()
     assert group is not None
-    with SQLiteDecisionStore(tmp_path / "s.db", wal_checkpoint_s=None) as other:
+    with SQLiteDecisionStore(tmp_path / "s.db", readonly=True) as other:
         assert other.calls(d.decision_id) == []  # not committed yet
         store.commit_group()
         assert store.group_error(group) is None

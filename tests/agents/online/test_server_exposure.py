@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import shutil
 import socket
 import threading
@@ -297,13 +297,19 @@ def test_half_sent_requests_are_closed_after_the_read_timeout(open_server: Serve
     deadline = time.monotonic() + 30  # the server's read timeout is 1 s (margin for a loaded machine)
     open_socks = list(socks)
     answers = b""
-    while open_socks and time.monotonic() < deadline:
-        readable, _, _ = select.select(open_socks, [], [], 0.5)
-        for s in readable:
-            chunk = s.recv(4096)
-            answers += chunk
-            if not chunk:
-                open_socks.remove(s)
+    # epoll, not select(): the test process may hold file descriptors past select's limit of 1024.
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        while open_socks and time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                chunk = s.recv(4096)
+                answers += chunk
+                if not chunk:
+                    sel.unregister(s)
+                    open_socks.remove(s)
     for s in socks:
         s.close()
     assert open_socks == [], f"{len(open_socks)} of 200 half-sent connections still open after 30 s"

@@ -36,6 +36,7 @@ from agents.online.cascades import call_costs, stop_draw, stop_returns
 from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError
 from agents.online.monitoring import prometheus_text
+from agents.online.pacing import BudgetPacer
 from agents.online.sampling import draw, renormalise, uniform
 from agents.online.stores import open_store
 from agents.online.stores.base import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
@@ -92,6 +93,8 @@ class OnlineRouter:
         cost_weight, featurizer, …: see :class:`RouterConfig`. ``featurizer`` (``transform(prompts) -> (n, d)``)
             turns prompts into features; default the policy's own ``featurizer`` attribute.
         version: the policy's version id (default ``v<n>``, n = versions served by the store so far + 1).
+        pacer: a :class:`~agents.online.pacing.BudgetPacer` (cost-aware policies): decisions without their own
+            ``cost_weight`` route with its λ, feedback costs move it; checkpointed with the policy.
 
     Constructing a router registers ``policy`` as a new version of the store and checkpoints it; use
     :meth:`restore` to resume from the store after a restart.
@@ -111,6 +114,7 @@ class OnlineRouter:
         model_costs: Mapping[str, float] | None = None,
         seed: int = 0,
         version: str | None = None,
+        pacer: BudgetPacer | None = None,
         _restoring: bool = False,
     ) -> None:
         self.config = RouterConfig(
@@ -125,6 +129,9 @@ class OnlineRouter:
         self.store: DecisionStore = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self._lock = threading.RLock()
         self._featurizer_override = featurizer
+        if pacer is not None and not isinstance(pacer, BudgetPacer):
+            raise ConfigurationError(f"pacer must be a BudgetPacer, got {type(pacer).__name__}")
+        self.pacer = pacer
         self._decision_seq = self.store.max_decision_seq()
         self._feedback_seq = self.store.max_feedback_seq()
         self._since_checkpoint = 0
@@ -191,6 +198,11 @@ class OnlineRouter:
                 if isinstance(fitted, (int, float)) and math.isfinite(fitted) and fitted > 0
                 else 1.0
             )
+        if self.pacer is not None and not cost_aware:
+            raise ConfigurationError(
+                f"budget pacing sets λ per decision, which needs a cost-aware route policy (update_outcomes and a "
+                f"settable cost_weight); {type(policy).__name__} is not one"
+            )
         return _Served(
             policy=policy,
             version=version,
@@ -253,8 +265,12 @@ class OnlineRouter:
         return router
 
     def _replay(self, ckpt: Checkpoint) -> None:
-        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in apply order."""
+        """Apply the feedback logged after ``ckpt`` to the freshly loaded policy and pacer, in apply order."""
+        if self.pacer is not None:
+            self.pacer.load(ckpt.path)
         for fb, decision in self.store.feedback(after_seq=ckpt.last_feedback_seq):
+            if self.pacer is not None:
+                self.pacer.observe(fb.cost, decision.created_at)
             if fb.applied:
                 self._apply(fb, decision)
                 self._since_checkpoint += 1
@@ -315,6 +331,11 @@ class OnlineRouter:
     def n_features(self) -> int | None:
         return self._served.n_features
 
+    @property
+    def featurizer(self) -> Any:
+        """What ``route(prompt=…)`` featurizes with (``None``: the router needs features)."""
+        return self._served.featurizer
+
     # ------------------------------------------------------------------ route
     def route(
         self,
@@ -361,6 +382,8 @@ class OnlineRouter:
                     return previous
             s = self._served
             x = self._features(features, prompt)
+            if cost_weight is None and self.pacer is not None:
+                cost_weight = self.pacer.cost_weight
             lam = self.cost_weight if cost_weight is None else cost_weight
             if cost_weight is not None and not s.cost_aware and cost_weight != self.cost_weight:
                 raise ConfigurationError(
@@ -633,6 +656,8 @@ class OnlineRouter:
         )
         self.store.insert_feedback(fb)
         self._feedback_seq = fb.seq
+        if self.pacer is not None:
+            self.pacer.observe(fb.cost, d.created_at)
         c = self._counts
         c.pending -= 1
         c.feedback[source] = c.feedback.get(source, 0) + 1
@@ -704,6 +729,8 @@ class OnlineRouter:
         with self._lock:
             path = self.store.checkpoint_path(self.version, self._feedback_seq)
             self._served.policy.save(path)
+            if self.pacer is not None:
+                self.pacer.save(path)
             ckpt = self.store.add_checkpoint(self.version, path, self._feedback_seq)
             self._since_checkpoint = 0
             return ckpt
@@ -747,6 +774,7 @@ class OnlineRouter:
                 "feedback_by_model": dict(c.feedback_by_model),
                 "reward_sum_by_model": dict(c.reward_by_model),
                 "last_feedback_seq": self._feedback_seq,
+                **({} if self.pacer is None else {"budget": self.pacer.stats()}),
             }
 
     def prometheus(self) -> str:

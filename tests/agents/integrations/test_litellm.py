@@ -108,7 +108,7 @@ def litellm_router(extra: dict[str, str] | None = None, rename: dict[str, str] |
     return litellm.Router(model_list=deployments)
 
 
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
     """LiteLLM runs its success callbacks after the answer returns; wait (bounded) until they have."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -117,7 +117,7 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-async def async_wait_for(condition: Any, timeout: float = 10.0) -> None:
+async def async_wait_for(condition: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -248,7 +248,8 @@ def test_an_evaluator_closes_each_decision_as_its_call_succeeds(saved_policy: Pa
         return 1.0 if response.choices[0].message.content == "answer of open-8b" else 0.25
 
     router = litellm_router()
-    plugin = install(router, online, evaluator=grade)
+    # Every call costs something (LiteLLM prices mixture-47b's upstream at 0; the price card here does not).
+    plugin = install(router, online, evaluator=grade, prices={"mixture-47b": (0.6, 0.6)})
     for _ in range(8):
         router.completion(model="router", messages=QUESTION)
     wait_for(lambda: online.store.max_feedback_seq() == 8)
@@ -256,7 +257,7 @@ def test_an_evaluator_closes_each_decision_as_its_call_succeeds(saved_policy: Pa
         assert fb.quality == (1.0 if d.model == "open-8b" else 0.25)
         outcome = plugin.logger.outcome(d.decision_id)
         assert outcome is not None and fb.cost == (outcome.cost or 0.0)
-    # The budget pacer saw every cost and raised λ (a target far below what calls cost); decisions log it.
+    # The budget pacer saw every cost and raised λ (a target far below what every call costs); decisions log it.
     lams = [d.cost_weight for d in online.store.decisions()]
     assert lams == sorted(lams) and lams[-1] > lams[0]
     assert online.pacer is not None and online.pacer.state().n == 8

@@ -321,6 +321,7 @@ WALL_CLOCK = {"first_at": 0.0, "clock": 0.0, "rate_mass": 0.0}
 
 CHILD = """
 import sys
+import time
 from agents.online import BudgetPacer, OnlineRouter, SQLiteDecisionStore
 {setup}
 router = OnlineRouter(fitted(), SQLiteDecisionStore(sys.argv[1]), pacer=BudgetPacer(target_per_query=TARGET),
@@ -329,6 +330,7 @@ for i in range(200, 600):
     d = router.route(data.features[i])
     router.feedback(d.decision_id, float(data.quality[i, d.action]), float(data.cost[i, d.action]))
     print(i, flush=True)
+    time.sleep(0.002)  # so that the kill lands mid-run however fast the machine
 """
 
 

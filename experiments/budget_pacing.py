@@ -60,6 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--grid", type=int, default=96, help="fixed λ values of the sweep (0 and a geometric grid)"
     )
+    p.add_argument("--step", type=float, default=0.5, help="the pacer's step (BudgetConfig.step)")
+    p.add_argument("--warmup", type=float, default=10.0, help="the pacer's warmup (BudgetConfig.warmup)")
     p.add_argument("--alpha", type=float, default=1.0, help="LinUCB's confidence width")
     p.add_argument("--max-queries", type=int, default=None, help="replay at most this many queries")
     p.add_argument(
@@ -163,7 +165,9 @@ def study(name: str, args: argparse.Namespace, workdir: Path) -> tuple[pd.DataFr
     for frac in [float(f) for f in args.target_fractions.split(",")]:
         target = s_min + frac * (s_max - s_min)
         for lam0 in [float(v) for v in args.initial_cost_weights.split(",")]:
-            pacer = BudgetPacer(target_per_query=target, initial_cost_weight=lam0)
+            pacer = BudgetPacer(
+                target_per_query=target, initial_cost_weight=lam0, step=args.step, warmup=args.warmup
+            )
             paced = replay(fitted, serve, order, workdir, pacer=pacer)
             row = {
                 "dataset": name, "target_fraction": frac, "target": target, "initial_cost_weight": lam0,
@@ -251,9 +255,9 @@ def run(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
             "# Budget pacing: spend on target, quality against the best fixed λ",
             f"Command: `python experiments/budget_pacing.py --datasets {args.datasets} --target-fractions "
             f"{args.target_fractions} --initial-cost-weights {args.initial_cost_weights} --grid {args.grid} "
-            f"--alpha {args.alpha} --seed {args.seed}` ({elapsed:.0f} s)",
+            f"--step {args.step} --warmup {args.warmup} --alpha {args.alpha} --seed {args.seed}` ({elapsed:.0f} s)",
             "LinUCB fitted on one half of each dataset serves the other half through `OnlineRouter` (learning "
-            "online from every feedback). Paced: a `BudgetPacer` with the default step, given the target only. "
+            "online from every feedback). Paced: a `BudgetPacer` with the step and warmup above, given the target only. "
             "Fixed λ: the same replay at each λ of the grid. `best_fixed` is the best quality among the fixed λ "
             "that spend no more than the paced run, `interp_fixed` the fixed-λ frontier at the paced run's spend, "
             "`se_paired` the standard error of the per-query quality difference with the nearest-spend fixed λ.",

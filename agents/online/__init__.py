@@ -5,6 +5,8 @@
 - :class:`DecisionStore` is the protocol of its durable log; :class:`SQLiteDecisionStore` (SQLite in WAL mode) is
   the default implementation and :func:`open_store` opens the store a path names. ``export()`` gives the traffic
   in the canonical logged format.
+- :class:`BudgetPacer` adapts the cost weight λ online so that spend follows a target (USD per query or per
+  hour): ``OnlineRouter(policy, store, pacer=BudgetPacer(target_per_query=0.002))``.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
 - :mod:`agents.online.gateway` is the OpenAI-compatible gateway in front of the router (``routing-env gateway``):
@@ -17,6 +19,7 @@ from typing import Any
 
 from agents.online.config import RouterConfig
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.pacing import BudgetConfig, BudgetPacer, PacerState
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
     Call,
@@ -32,6 +35,8 @@ from agents.online.stores import (
 )
 
 __all__ = [
+    "BudgetConfig",
+    "BudgetPacer",
     "Call",
     "Checkpoint",
     "Decision",
@@ -41,6 +46,7 @@ __all__ = [
     "Feedback",
     "Observation",
     "OnlineRouter",
+    "PacerState",
     "PolicyVersion",
     "RouterConfig",
     "SQLiteDecisionStore",

@@ -305,16 +305,18 @@ def test_checkpoints_carry_the_pacer_state_and_restore_replays_after_them(
     ckpt = router.store.latest_checkpoint()
     assert ckpt is not None and (Path(ckpt.path) / PACER_FILE).is_file()
     assert ckpt.last_feedback_seq < 100  # feedback after the checkpoint is replayed, not read from the file
+    router.store.close()  # one writer per store: the restored router takes it over
     again = BudgetPacer(target_per_query=setup["TARGET"])
     restored = OnlineRouter.restore(SQLiteDecisionStore(tmp_path / "d.db"), pacer=again, checkpoint_every=9)
     assert again.state() == pacer.state()
     assert_same_state(restored.policy, router.policy, tmp_path)
     # resync undoes in-memory state the store does not hold (as after a failed group commit).
-    before = pacer.state()
-    pacer.observe(5.0, 0.0)
-    assert pacer.state() != before
-    router.resync()
-    assert pacer.state() == before == again.state()
+    before = again.state()
+    again.observe(5.0, 0.0)
+    assert again.state() != before
+    restored.resync()
+    assert again.state() == before == pacer.state()
+    restored.store.close()
 
 
 WALL_CLOCK = {"first_at": 0.0, "clock": 0.0, "rate_mass": 0.0}

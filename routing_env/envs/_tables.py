@@ -268,43 +268,6 @@ def fixed_lambda_tables(
     return cached(dataset, key, build)
 
 
-def packed_rows(
-    dataset: LoggedDataset,
-    columns: tuple[int, ...],
-    latency_weight: float,
-    cost_scale: CostScale,
-    cost_weight: float,
-) -> list[tuple[Any, ...]]:
-    """Cached per-query flat tuples for the fixed-λ step over the model ``columns``:
-    ``(query_id, oracle_action, oracle_reward, reward_0, quality_0, cost_0, latency_0, reward_1, ...)``.
-
-    A replay step touches one random query, and on a busy machine each scattered memory read costs more than the
-    arithmetic: so what one step reads sits in one tuple, and each row's floats are created together (adjacent in
-    memory), the four numbers of one action side by side.
-    """
-
-    def build() -> list[tuple[Any, ...]]:
-        fixed = fixed_lambda_tables(dataset, columns, latency_weight, cost_scale, cost_weight)
-        cols = list(columns)
-        n, k = dataset.n_queries, len(cols)
-        latency = (
-            np.full((n, k), np.nan)
-            if dataset.latency is None
-            else dataset.latency[:, cols].astype(np.float64)
-        )
-        per_action = np.stack(
-            (fixed.rewards_array, dataset.quality[:, cols], dataset.cost[:, cols], latency), axis=2
-        ).reshape(n, 4 * k)
-        best = fixed.rewards_array[np.arange(n), fixed.oracle_array]
-        block = np.concatenate((best[:, None], per_action), axis=1)
-        return [
-            (qid, oracle, *block[i].tolist())
-            for i, (qid, oracle) in enumerate(zip(dataset.query_ids.tolist(), fixed.oracle_action))
-        ]
-
-    return cached(dataset, ("packed_rows", columns, latency_weight, cost_scale, cost_weight), build)
-
-
 @dataclass(frozen=True)
 class ScalarLists:
     """Per-dataset Python-list views of the outcome arrays (fast per-step scalar reads for ``info``)."""

@@ -20,7 +20,6 @@ from routing_env.envs._tables import (
     check_positive_int,
     feature_bounds,
     fixed_lambda_tables,
-    packed_rows,
     parse_reset_options,
     resolve_dataset,
     resolve_models,
@@ -158,11 +157,6 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         )
         mean_cost = np.nan_to_num(tables.mean_cost, nan=np.inf)
         self._mean_cost_rank = np.argsort(np.argsort(mean_cost, kind="stable"), kind="stable").tolist()
-        self._packed: list[tuple[Any, ...]] = (
-            []
-            if self._fixed is None
-            else packed_rows(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
-        )
         self._imputed = imputed
         cols_key = self._columns
         self._imputed_rows: list[list[bool]] | None = (
@@ -212,14 +206,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         self._left = 0.0 if self.budget is None else self.budget
         self._done = True
         self._varying = self.cost_weight_range is not None
-        self._rows = self._lists.feature_rows
-        # Episodes of the common configuration (fixed λ, no budget, bare features, logged outcomes only) reset and
-        # step in plain list lookups; `_fast` says whether the current episode does (an override of λ leaves it).
-        self._plain = (
-            self._fixed is not None and self.budget is None and not self._n_extra and imputed is None
-        )
-        self._fast = False
-        # Per-query rewards and oracle when λ varies per episode (None when the fixed-λ tables serve).
+        # The current query's rewards at the episode's λ and its oracle (set by _load).
         self._row: list[float] = []
         self._oracle = 0
         self._oracle_reward = 0.0
@@ -231,33 +218,11 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         if seed is not None:
             super().reset(seed=seed)  # Env.reset only seeds the generator
             self._stream.restart()
-        if self._plain and not options:
-            # What a training run does after every one-query episode, kept to list lookups; the same draws as
-            # the general path below (the stream needs the generator only to start a new pass).
-            stream = self._stream
-            pos = stream.pos
-            if pos < stream.n:
-                q = stream.order[pos]
-                stream.pos = pos + 1
-            else:
-                q = stream.next(self.np_random)
-            self._q = q
-            self._lam = lam = self.cost_weight
-            self._varying = False
-            self._fast = True
-            self._t = 0
-            self._done = False
-            return self._rows[q].copy(), {
-                "query_id": self._lists.query_ids[q],
-                "query_index": q,
-                "cost_weight": lam,
-            }
         rng = self.np_random
         pinned, lam_override = parse_reset_options(options, self.dataset.n_queries)
         lam = self._stream.episode_lambda(rng, self.cost_weight)
         self._lam = lam if lam_override is None else lam_override
         self._varying = self.cost_weight_range is not None or lam_override is not None
-        self._fast = self._plain and not self._varying
         self._t = 0
         self._left = 0.0 if self.budget is None else self.budget
         self._load(pinned if pinned is not None else self._stream.next(rng))
@@ -269,75 +234,25 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         }
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        # This method is the inner loop of every training run: episodes of the common configuration take the
-        # first branch, plain list lookups in the query's packed row; everything else, errors included, `_step`.
-        if self._fast:
-            a = action if type(action) is int else int(action)
-            if 0 <= a < self._k and not self._done:
-                q = self._q
-                row = self._packed[q]
-                i = 3 + 4 * a
-                r = row[i]
-                info = {
-                    "query_id": row[0],
-                    "quality": row[i + 1],
-                    "cost": row[i + 2],
-                    "latency": row[i + 3],
-                    "oracle_action": row[1],
-                    "oracle_reward": row[2],
-                    "regret": row[2] - r,
-                }
-                t = self._t + 1
-                self._t = t
-                if t >= self.queries_per_episode:
-                    self._done = True
-                    return self._rows[q].copy(), r, True, False, info
-                stream = self._stream
-                pos = stream.pos
-                if pos < stream.n:
-                    q = stream.order[pos]
-                    stream.pos = pos + 1
-                else:
-                    q = stream.next(self.np_random)
-                self._q = q
-                return self._rows[q].copy(), r, False, False, info
-        return self._step(action)
-
-    def _step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         a = action if type(action) is int else int(action)
         if not 0 <= a < self._k:
             raise ConfigurationError(f"action must be an int in [0, {self._k}), got {action!r}")
         if self._done:
             raise ConfigurationError("step() called on a finished episode; call reset() first")
         q = self._q
-        if self._varying:
-            col = self._columns[a]
-            r = self._row[a]
-            lists = self._lists
-            cost = lists.cost[q][col]
-            info = {
-                "query_id": lists.query_ids[q],
-                "quality": lists.quality[q][col],
-                "cost": cost,
-                "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
-                "oracle_action": self._oracle,
-                "oracle_reward": self._oracle_reward,
-                "regret": self._oracle_reward - r,
-            }
-        else:
-            row = self._packed[q]
-            i = 3 + 4 * a
-            r = row[i]
-            cost = row[i + 2]
-            info = {
-                "query_id": row[0],
-                "quality": row[i + 1],
-                "cost": cost,
-                "latency": row[i + 3],
-                "oracle_action": row[1],
-                "oracle_reward": row[2],
-                "regret": row[2] - r,
-            }
+        r = self._row[a]
+        lists = self._lists
+        col = self._columns[a]
+        cost = lists.cost[q][col]
+        info = {
+            "query_id": lists.query_ids[q],
+            "quality": lists.quality[q][col],
+            "cost": cost,
+            "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
+            "oracle_action": self._oracle,
+            "oracle_reward": self._oracle_reward,
+            "regret": self._oracle_reward - r,
+        }
         if self._imputed_rows is not None:
             info["imputed"] = self._imputed_rows[q][a]
         if self._varying:
@@ -358,12 +273,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
                 terminated = self._cheapest[self._q] > self._left
             info["budget_exhausted"] = terminated and self._t < self.queries_per_episode
         elif not terminated:
-            stream = self._stream
-            if stream.pos < stream.n and not self._varying:
-                self._q = stream.order[stream.pos]
-                stream.pos += 1
-            else:
-                self._load(stream.next(self.np_random))
+            self._load(self._stream.next(self.np_random))
         self._done = terminated
         if self._n_extra:
             return self._obs(), r, terminated, False, info
@@ -398,23 +308,29 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
 
     # ------------------------------------------------------------------ internals
     def _load(self, q: int) -> None:
+        """Make query ``q`` current: its rewards at the episode's λ and its oracle."""
         self._q = q
-        if self._varying:
-            # The same float operations as RewardTables.rewards, on one row in plain Python (a numpy call per
-            # query would cost more than the whole step).
-            lam = self._lam
-            base, per_lambda = self._base_lists[q], self._per_lambda_lists[q]
-            row = [b - lam * p for b, p in zip(base, per_lambda)]
-            best = max(row)
-            tol = 1e-12 * max(1.0, abs(best))
-            cands = [j for j, r in enumerate(row) if r >= best - tol]
-            if len(cands) > 1:
-                # Ties go to the cheaper call, then to the model with the lower mean cost (oracle_from_arrays).
-                cost = self._cost_lists[q]
-                cands.sort(key=lambda j: (cost[j], self._mean_cost_rank[j]))
-            self._row = row
-            self._oracle = cands[0]
-            self._oracle_reward = row[cands[0]]
+        if not self._varying:
+            assert self._fixed is not None
+            self._row = self._fixed.rewards[q]
+            self._oracle = self._fixed.oracle_action[q]
+            self._oracle_reward = self._fixed.oracle_reward[q]
+            return
+        # The same float operations as RewardTables.rewards, on one row in plain Python (a numpy call per
+        # query would cost more than the whole step).
+        lam = self._lam
+        base, per_lambda = self._base_lists[q], self._per_lambda_lists[q]
+        row = [b - lam * p for b, p in zip(base, per_lambda)]
+        best = max(row)
+        tol = 1e-12 * max(1.0, abs(best))
+        cands = [j for j, r in enumerate(row) if r >= best - tol]
+        if len(cands) > 1:
+            # Ties go to the cheaper call, then to the model with the lower mean cost (oracle_from_arrays).
+            cost = self._cost_lists[q]
+            cands.sort(key=lambda j: (cost[j], self._mean_cost_rank[j]))
+        self._row = row
+        self._oracle = cands[0]
+        self._oracle_reward = row[cands[0]]
 
     def _obs(self) -> np.ndarray:
         row = self._features[self._q]

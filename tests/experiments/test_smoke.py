@@ -107,7 +107,13 @@ def test_bench_ppo_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert "ratio Routing/CartPole" in capsys.readouterr().out
     frame = pd.read_csv(out)
-    assert set(frame["env"]) == {"CartPole-v1", "routing_env/Routing-v0", "ratio_routing_over_cartpole"}
+    assert set(frame["env"]) == {
+        "CartPole-v1",
+        "routing_env/Routing-v0",
+        "routing_env/Routing-v0 (gym.make + DummyVecEnv)",
+        "ratio_routing_over_cartpole",
+        "ratio_routing_over_cartpole_dummy_vec_env",
+    }
 
 
 @pytest.mark.slow

@@ -77,11 +77,12 @@ def resolve_dataset(
         raise ConfigurationError(
             "outcome_model.complete(dataset) must return a full-information dataset with the same queries and models"
         )
-    imputed = cached(full, "imputed", lambda: _readonly(~ds.observed))
+    imputed = cached(full, "imputed", lambda: frozen(~ds.observed))
     return full, imputed
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
+def frozen(a: np.ndarray) -> np.ndarray:
+    """``a``, made read-only (tables shared by every env over a dataset must never be written)."""
     a.setflags(write=False)
     return a
 
@@ -213,10 +214,10 @@ def reward_tables(
         base = dataset.rewards(0.0, latency_weight, cost_scale)[:, cols]
         at_one = dataset.rewards(1.0, latency_weight, cost_scale)[:, cols]
         return RewardTables(
-            base=_readonly(base),
-            per_lambda=_readonly(base - at_one),
-            cost=_readonly(dataset.cost[:, cols]),
-            mean_cost=_readonly(dataset.mean_cost()[cols]),
+            base=frozen(base),
+            per_lambda=frozen(base - at_one),
+            cost=frozen(dataset.cost[:, cols]),
+            mean_cost=frozen(dataset.mean_cost()[cols]),
             cost_scale=dataset.resolve_cost_scale(cost_scale),
         )
 
@@ -251,17 +252,17 @@ def fixed_lambda_tables(
 
     def build() -> FixedLambdaTables:
         cols = np.asarray(columns, dtype=np.int64)
-        r = _readonly(np.ascontiguousarray(dataset.rewards(cost_weight, latency_weight, cost_scale)[:, cols]))
+        r = frozen(np.ascontiguousarray(dataset.rewards(cost_weight, latency_weight, cost_scale)[:, cols]))
         mean_cost = dataset.mean_cost()[cols]
-        oracle = _readonly(oracle_from_arrays(r, dataset.cost[:, cols], mean_cost))
-        best = _readonly(r[np.arange(r.shape[0]), oracle])
+        oracle = frozen(oracle_from_arrays(r, dataset.cost[:, cols], mean_cost))
+        best = frozen(r[np.arange(r.shape[0]), oracle])
         latency = (
             np.full(r.shape, np.nan)
             if dataset.latency is None
             else dataset.latency[:, cols].astype(np.float64)
         )
         outcomes = np.stack((r, dataset.quality[:, cols], dataset.cost[:, cols], latency), axis=2)
-        outcomes = _readonly(np.ascontiguousarray(outcomes.reshape(-1, 4)))
+        outcomes = frozen(np.ascontiguousarray(outcomes.reshape(-1, 4)))
         return FixedLambdaTables(r.tolist(), oracle.tolist(), best.tolist(), r, oracle, best, outcomes)
 
     key = ("fixed_lambda", columns, latency_weight, cost_scale, cost_weight)
@@ -346,13 +347,13 @@ def signal_table(dataset: LoggedDataset, source: str, auroc: float, seed: int) -
 
         def fill() -> np.ndarray:
             sim = simulated_signal(dataset.quality, auroc, seed)
-            return _readonly(np.where(missing, sim, logged).astype(np.float32))
+            return frozen(np.where(missing, sim, logged).astype(np.float32))
 
         table = cached(dataset, ("signal_filled", auroc, seed), fill)
         return table, f"logged; {int(missing.sum())} cells simulated (verifier AUROC {auroc}, seed {seed})"
     table = cached(
         dataset,
         ("signal_sim", auroc, seed),
-        lambda: _readonly(simulated_signal(dataset.quality, auroc, seed)),
+        lambda: frozen(simulated_signal(dataset.quality, auroc, seed)),
     )
     return table, f"simulated verifier (AUROC {auroc}, seed {seed})"

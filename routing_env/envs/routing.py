@@ -5,31 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import CostWeightSampling, QueryStream
+from routing_env.envs._base import ReplayEnv
+from routing_env.envs._stream import CostWeightSampling
 from routing_env.envs._tables import (
     OutcomeImputer,
     cached,
-    check_cost_weight,
-    check_cost_weight_sampling,
     check_nonnegative,
     check_positive_int,
     feature_bounds,
     fixed_lambda_tables,
     parse_reset_options,
-    resolve_dataset,
     resolve_models,
     reward_tables,
-    scalar_lists,
 )
 from routing_env.errors import ConfigurationError
 
 
-class RoutingEnv(gym.Env[np.ndarray, int]):
+class RoutingEnv(ReplayEnv):
     """Route each query to one LLM and receive the logged outcome of that call.
 
     ## Description
@@ -99,8 +95,6 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
     - v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it per instance)
-
     def __init__(
         self,
         dataset: LoggedDataset | None = None,
@@ -116,36 +110,51 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
         cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
-        ds, imputed = resolve_dataset(dataset, outcome_model)
-        if imputed is not None and dataset is not None:
-            # The cost scale comes from the logged costs, not the imputed ones, so logged cells replay exactly.
-            cost_scale = dataset.resolve_cost_scale(cost_scale)
-        self.dataset = ds
+        cost_scale = self._init_replay(
+            dataset,
+            outcome_model,
+            cost_weight=cost_weight,
+            cost_weight_range=cost_weight_range,
+            cost_weight_sampling=cost_weight_sampling,
+            observe_cost_weight=observe_cost_weight,
+            latency_weight=latency_weight,
+            cost_scale=cost_scale,
+            render_mode=render_mode,
+        )
+        ds = self.dataset
         self.models = resolve_models(ds, models)
         self._columns = tuple(ds.model_index(m) for m in self.models)
-        self.cost_weight, self.cost_weight_range = check_cost_weight(cost_weight, cost_weight_range)
-        self.cost_weight_sampling = check_cost_weight_sampling(cost_weight_sampling, self.cost_weight_range)
-        self.observe_cost_weight = bool(observe_cost_weight)
-        self.latency_weight = check_nonnegative("latency_weight", latency_weight)
-        if self.latency_weight and ds.latency is None:
-            raise ConfigurationError(
-                f"latency_weight={latency_weight!r} needs latency_s in the data, and this dataset has none"
-            )
+        self._k = len(self.models)
         self.queries_per_episode = check_positive_int("queries_per_episode", queries_per_episode)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigurationError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.render_mode = render_mode
+        self._init_tables(cost_scale)
+        self.budget = self._check_budget(budget)
+        self._cheapest: list[float] | None = (
+            None if self.budget is None else np.nanmin(self._tables.cost, axis=1).tolist()
+        )
+        self._n_extra = int(self.observe_cost_weight) + int(self.budget is not None)
+        self.observation_space = self._observation_space()
+        self.action_space = spaces.Discrete(self._k)
 
-        self._tables = reward_tables(ds, self._columns, self.latency_weight, cost_scale)
-        self.cost_scale = self._tables.cost_scale
+        self._t = 0
+        self._left = 0.0 if self.budget is None else self.budget
+        self._done = True
+        self._varying = self.cost_weight_range is not None
+        # The current query's rewards at the episode's λ and its oracle (set by _load).
+        self._row: list[float] = []
+        self._oracle = 0
+        self._oracle_reward = 0.0
+
+    def _init_tables(self, cost_scale: CostScale) -> None:
+        """The per-dataset tables this env reads (shared with every env over the same dataset and columns)."""
+        ds = self.dataset
+        self._tables = tables = reward_tables(ds, self._columns, self.latency_weight, cost_scale)
+        self.cost_scale = tables.cost_scale
         self._fixed = (
             None
             if self.cost_weight_range is not None
             else fixed_lambda_tables(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
         )
-        self._lists = scalar_lists(ds)
         self._features = ds.features
-        tables = self._tables
         self._base_lists: list[list[float]] = cached(
             ds, ("base_lists", id(tables)), lambda: tables.base.tolist()
         )
@@ -157,37 +166,29 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         )
         mean_cost = np.nan_to_num(tables.mean_cost, nan=np.inf)
         self._mean_cost_rank = np.argsort(np.argsort(mean_cost, kind="stable"), kind="stable").tolist()
-        self._imputed = imputed
-        cols_key = self._columns
-        self._imputed_rows: list[list[bool]] | None = (
-            None
-            if imputed is None
-            else cached(ds, ("imputed_rows", cols_key), lambda: imputed[:, list(cols_key)].tolist())
-        )
+        self._imputed_rows = self._imputed_by_row()
 
-        self.budget: float | None = None
-        if budget is not None:
-            b = check_nonnegative("budget", budget)
-            cheapest = np.nanmin(self._tables.cost, axis=1)
-            need = float(cheapest.max())
-            if b <= 0 or b < need:
-                raise ConfigurationError(
-                    f"budget must be a positive USD amount that pays for the cheapest of {list(self.models)} on "
-                    f"every query (≥ {need:.6g} USD), got {budget!r}"
-                )
-            self.budget = b
-        self._cheapest: list[float] | None = (
-            None if self.budget is None else np.nanmin(self._tables.cost, axis=1).tolist()
-        )
+    def _check_budget(self, budget: float | None) -> float | None:
+        """The validated episode budget (USD): it must pay for the cheapest model on every query."""
+        if budget is None:
+            return None
+        b = check_nonnegative("budget", budget)
+        need = float(np.nanmin(self._tables.cost, axis=1).max())
+        if b <= 0 or b < need:
+            raise ConfigurationError(
+                f"budget must be a positive USD amount that pays for the cheapest of {list(self.models)} on "
+                f"every query (≥ {need:.6g} USD), got {budget!r}"
+            )
+        return b
 
-        d = ds.n_features
-        self._n_extra = int(self.observe_cost_weight) + int(self.budget is not None)
+    def _observation_space(self) -> spaces.Box:
+        d = self.dataset.n_features
         if d + self._n_extra == 0:
             raise ConfigurationError(
                 "the dataset has no features and nothing else is observed: give it features "
                 "(LoggedDataset.with_features) or set observe_cost_weight=True"
             )
-        low, high = feature_bounds(ds, self._n_extra)
+        low, high = feature_bounds(self.dataset, self._n_extra)
         i = d
         if self.observe_cost_weight:
             # A per-episode override may leave the configured range, hence the wide upper bound.
@@ -195,21 +196,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             i += 1
         if self.budget is not None:
             low[i], high[i] = 0.0, 1.0
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Discrete(len(self.models))  # type: ignore[assignment]
-
-        self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
-        self._k = len(self.models)
-        self._t = 0
-        self._q = 0
-        self._lam = self.cost_weight
-        self._left = 0.0 if self.budget is None else self.budget
-        self._done = True
-        self._varying = self.cost_weight_range is not None
-        # The current query's rewards at the episode's λ and its oracle (set by _load).
-        self._row: list[float] = []
-        self._oracle = 0
-        self._oracle_reward = 0.0
+        return spaces.Box(low, high, dtype=np.float32)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -285,7 +272,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             return np.ones(self._k, dtype=bool)
         return np.asarray(self._tables.cost[self._q] <= self._left)
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override]  # ansi frames are strings
         if self.render_mode != "ansi":
             return None
         ds = self.dataset
@@ -295,16 +282,6 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         if self.budget is not None:
             text += f"; budget left {self._left:.6g} USD"
         return text
-
-    # ------------------------------------------------------------------ evaluation helpers
-    @property
-    def query_index(self) -> int:
-        """Index (row of the dataset) of the current query."""
-        return self._q
-
-    def true_rewards(self) -> np.ndarray:
-        """``(K,) float64`` reward of every model on the current query at the episode's λ (for evaluation code)."""
-        return self._tables.rewards(self._lam, self._q)
 
     # ------------------------------------------------------------------ internals
     def _load(self, q: int) -> None:

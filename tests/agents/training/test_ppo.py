@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.training.ppo import PPOConfig, PPOResult, SB3Policy, SB3VecEnv, train_ppo
+from agents.training.ppo import PPOConfig, PPOResult, PPOTrainConfig, SB3Policy, SB3VecEnv, train_ppo
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.metrics import evaluate_policy
@@ -158,6 +158,39 @@ def test_bad_arguments_are_refused(data: LoggedDataset, trained: PPOResult) -> N
     assert trained.policy is not None
     with pytest.raises(ShapeError, match="width 2"):
         trained.policy.action_probabilities(np.zeros((3, 2)))
+
+
+def test_settings_are_one_config_with_keyword_overrides(data: LoggedDataset) -> None:
+    config = PPOTrainConfig(cost_weight=0.5, total_timesteps=512, n_envs=2, ppo=TINY, validation=None)
+    result = train_ppo(data, config=config)
+    assert result.config == config and result.model.num_timesteps >= 512
+    # Keyword arguments override single fields of the given config; a positional λ sets cost_weight.
+    again = train_ppo(data, 0.2, config=config, n_envs=4, seed=3)
+    assert again.config == PPOTrainConfig(
+        cost_weight=0.2, total_timesteps=512, n_envs=4, seed=3, ppo=TINY, validation=None
+    )
+    assert again.env_kwargs["cost_weight"] == 0.2
+    # A PPOConfig as config= sets the hyperparameters of the default settings.
+    hyper = train_ppo(data, 0.5, config=TINY, total_timesteps=256, n_envs=2, validation=None)
+    assert hyper.config.ppo == TINY and hyper.config.total_timesteps == 256
+    with pytest.raises(
+        ConfigurationError, match=r"unknown settings \['n_env'\]; the settings are the fields"
+    ):
+        train_ppo(data, n_env=4)
+    with pytest.raises(ConfigurationError, match="either as config= or as ppo=, not both"):
+        train_ppo(data, config=TINY, ppo=TINY)
+    with pytest.raises(ConfigurationError, match="config must be a PPOTrainConfig or a PPOConfig, got dict"):
+        train_ppo(data, config={"n_envs": 2})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="n_envs must be a positive integer, got 0"):
+        PPOTrainConfig(n_envs=0)
+    with pytest.raises(ConfigurationError, match="torch_threads must be a positive integer or None, got 0"):
+        PPOTrainConfig(torch_threads=0)
+    with pytest.raises(
+        ConfigurationError, match=r"eval_cost_weights must be finite numbers ≥ 0, got \(-1.0,\)"
+    ):
+        PPOTrainConfig(cost_weight_range=(0.0, 1.0), eval_cost_weights=(-1.0,))
+    with pytest.raises(ConfigurationError, match="ppo must be a PPOConfig, got dict"):
+        PPOTrainConfig(ppo={})  # type: ignore[arg-type]
 
 
 def test_vec_env_adapter_follows_sb3_conventions(data: LoggedDataset) -> None:

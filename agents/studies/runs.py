@@ -146,6 +146,22 @@ def _run_matrix_factorization(
 
 
 def _run_ppo(name: str, train: LoggedDataset, test: LoggedDataset, config: CompareConfig, log: Log) -> Run:
+    def score(result: Any, lam: float) -> PolicyEvaluation:
+        assert result.policy is not None
+        return evaluate_policy(test, result.policy, lam)
+
+    return _per_lambda_ppo(name, train, config, log, score)
+
+
+def _per_lambda_ppo(
+    name: str,
+    train: LoggedDataset,
+    config: CompareConfig,
+    log: Log,
+    score: Callable[[Any, float], PolicyEvaluation],
+    **train_kwargs: Any,
+) -> Run:
+    """One PPO policy per λ of ``config.ppo_cost_weights`` (default the grid), each scored by ``score``."""
     from agents.training.ppo import train_ppo
 
     run = Run(name)
@@ -153,12 +169,16 @@ def _run_ppo(name: str, train: LoggedDataset, test: LoggedDataset, config: Compa
     for lam in grid:
         start = time.perf_counter()
         result = train_ppo(
-            train, lam, total_timesteps=config.ppo_timesteps, n_envs=config.n_envs, seed=config.seed
+            train,
+            lam,
+            total_timesteps=config.ppo_timesteps,
+            n_envs=config.n_envs,
+            seed=config.seed,
+            **train_kwargs,
         )
         run.seconds += time.perf_counter() - start
-        assert result.policy is not None
-        run.add(lam, evaluate_policy(test, result.policy, lam))
-        log(f"  ppo λ={lam:g}: test reward {run.evals[-1][2].mean_reward:.4f} ({result.fps:.0f} steps/s)")
+        run.add(lam, score(result, lam))
+        log(f"  {name} λ={lam:g}: test reward {run.evals[-1][2].mean_reward:.4f} ({result.fps:.0f} steps/s)")
     return run
 
 
@@ -200,7 +220,7 @@ def run_cascade_method(
         "ppo-cascade": _run_ppo_cascade,
         "ppo-free": _run_ppo_cascade,
         "router-linucb": _run_router_linucb,
-        "router-ppo": lambda m, tr, te, c, lg: _run_ppo(m, tr, te, c, lambda _msg: None),
+        "router-ppo": _run_ppo,
     }
     if method not in runners:
         raise ConfigurationError(
@@ -228,31 +248,18 @@ def _run_fitted_cascade(
 def _run_ppo_cascade(
     method: str, train: LoggedDataset, test: LoggedDataset, config: CompareConfig, log: Log
 ) -> Run:
-    from agents.training.ppo import evaluate_cascade_model, train_ppo
+    from agents.training.ppo import evaluate_cascade_model
 
-    mode = "chain" if method == "ppo-cascade" else "free"
-    run = Run(method)
-    grid = config.ppo_cost_weights if config.ppo_cost_weights is not None else config.cost_weights
-    for lam in grid:
-        start = time.perf_counter()
-        result = train_ppo(
-            train,
-            lam,
-            cascade=True,
-            total_timesteps=config.ppo_timesteps,
-            n_envs=config.n_envs,
-            seed=config.seed,
-            validation=None,
-            env_kwargs={"mode": mode},
-        )
-        run.seconds += time.perf_counter() - start
+    def score(result: Any, lam: float) -> PolicyEvaluation:
         ev = evaluate_cascade_model(result, test, lam)
         # The env routes over its own model order; report shares in the dataset's order.
         shares = dict(zip(ev.models, ev.call_share))
-        ev = replace(ev, models=test.models, call_share=tuple(shares.get(m, 0.0) for m in test.models))
-        run.add(lam, ev)
-        log(f"  {method} λ={lam:g}: test reward {ev.mean_reward:.4f} ({result.fps:.0f} steps/s)")
-    return run
+        return replace(ev, models=test.models, call_share=tuple(shares.get(m, 0.0) for m in test.models))
+
+    mode = "chain" if method == "ppo-cascade" else "free"
+    return _per_lambda_ppo(
+        method, train, config, log, score, cascade=True, validation=None, env_kwargs={"mode": mode}
+    )
 
 
 def _run_router_linucb(

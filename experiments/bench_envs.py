@@ -84,8 +84,8 @@ def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: b
     object, no method call, no checks, no wrappers.
 
     Per step it does only what the step's contract requires: take the next query of a shuffled pass, look up the
-    logged outcome of the chosen model in a per-query tuple, build the seven-key ``info`` (query id, quality,
-    cost, latency, oracle action and reward, regret) and return a fresh copy of an observation (Gymnasium's
+    logged outcome of the chosen model in a per-query tuple, build the eight-key ``info`` (query id, model,
+    quality, cost, latency, oracle action and reward, regret) and return a fresh copy of an observation (Gymnasium's
     checker rejects observations that share memory across calls). A reset returns a fresh observation and the
     three-key ``info`` (query id and index, cost weight). Built from the public dataset arrays, so it bounds any
     implementation on this machine, not only this one.
@@ -100,6 +100,7 @@ def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: b
         for i, (qid, o) in enumerate(zip(ds.query_ids.tolist(), oracle.tolist()))
     ]
     rows = list(ds.features)
+    models = list(ds.models)
     qids = ds.query_ids.tolist()
     order = np.random.default_rng(seed).permutation(n).tolist()
     position = [0]
@@ -116,6 +117,7 @@ def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: b
             r = row[i]
             info = {
                 "query_id": row[0],
+                "model": models[a],
                 "quality": row[i + 1],
                 "cost": row[i + 2],
                 "latency": row[i + 3],

@@ -296,20 +296,14 @@ def scalar_lists(dataset: LoggedDataset) -> ScalarLists:
 
 
 def feature_bounds(dataset: LoggedDataset, n_extra: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` float32 vectors of width ``d + n_extra``: the features' range in the data, then zeros
-    for the caller to fill in for the extra entries."""
-    feats = dataset.features
-    lo, hi = cached(
-        dataset,
-        "feature_bounds",
-        lambda: (
-            (feats.min(axis=0), feats.max(axis=0))
-            if feats.shape[0]
-            else (feats[0:0].sum(0), feats[0:0].sum(0))
-        ),
-    )
-    pad = np.zeros(n_extra, dtype=np.float32)
-    return np.concatenate((lo, pad)).astype(np.float32), np.concatenate((hi, pad)).astype(np.float32)
+    """``(low, high)`` float32 vectors of width ``d + n_extra``: the whole float32 range for the ``d`` query features
+    (a new query's features may fall anywhere, not only in the logs' range; every finite float32 fits, and finite
+    bounds keep Gymnasium's checker from warning about infinite ones), then zeros for the caller to fill in for the
+    extra entries."""
+    d, big = dataset.n_features, np.finfo(np.float32).max
+    low = np.concatenate((np.full(d, -big), np.zeros(n_extra))).astype(np.float32)
+    high = np.concatenate((np.full(d, big), np.zeros(n_extra))).astype(np.float32)
+    return low, high
 
 
 def simulated_signal(quality: np.ndarray, auroc: float, seed: int) -> np.ndarray:

@@ -59,7 +59,7 @@ class CascadeEnv(ReplayEnv):
 
     ## Observation Space
 
-    ``Box(float32)`` of width ``d + 2·K + 1 (+1)``: the query's ``d`` features; ``called (K)`` 0/1 per model
+    ``Box(float32)`` of width ``d + 2·K + 1 (+1)``: the query's ``d`` features (bounds: the whole float32 range); ``called (K)`` 0/1 per model
     (chain: per chain position); ``signals (K)`` the signal each called model returned (0 where not called);
     the USD spent so far divided by ``cost_scale``; then λ when ``observe_cost_weight``.
 
@@ -86,7 +86,8 @@ class CascadeEnv(ReplayEnv):
     ## Information
 
     ``reset``: ``query_id``, ``query_index``, ``cost_weight``, ``signal_source``. ``step``: ``query_id``,
-    ``model`` (called this step, or ``None``), ``cost`` (USD this step), ``latency`` (s, of this step's call),
+    ``model`` (called this step, or ``None``), ``cost`` (USD this step), ``latency`` (s, of this step's call; only
+    when the logs have latency),
     ``total_cost`` (USD so far), ``depth``;
     ``invalid_action`` in free mode; ``imputed`` with an outcome model; at the end ``answer_model``, ``quality``
     of the returned answer and ``max_depth_reached``.
@@ -105,7 +106,8 @@ class CascadeEnv(ReplayEnv):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Later, without a new id (observations and rewards unchanged): the step info leaves
+      ``latency`` out when the logs have none (it was NaN), and the features' bounds became the whole float32 range (they were the logs' range).
     """
 
     def __init__(
@@ -288,10 +290,11 @@ class CascadeEnv(ReplayEnv):
             "query_id": self._lists.query_ids[self._q],
             "model": None if called is None else self.models[called],
             "cost": self._spent - spent_before,
-            "latency": self._latency_of(called),
             "total_cost": self._spent,
             "depth": len(self._calls),
         }
+        if self._lists.latency is not None:
+            info["latency"] = self._latency_of(called)
         if self.mode == "free":
             info["invalid_action"] = invalid
         if invalid:
@@ -344,11 +347,11 @@ class CascadeEnv(ReplayEnv):
         return -self._lam * self._per_lambda[q][j] - self._latency_pen[q][j]
 
     def _latency_of(self, j: int | None) -> float:
-        """Latency (s) of the call to column ``j`` on the current query (0 without a call, NaN if not logged)."""
+        """Latency (s) of the call to column ``j`` on the current query (0 without a call); needs logged latency."""
         if j is None:
             return 0.0
-        lat = self._lists.latency
-        return float("nan") if lat is None else lat[self._q][self._columns[j]]
+        assert self._lists.latency is not None
+        return self._lists.latency[self._q][self._columns[j]]
 
     def _answer(self) -> int:
         if self.answer == "last":

@@ -138,10 +138,11 @@ class CascadeVectorEnv(BatchedReplayEnv):
             "query_index": self._q.copy(),
             "model": called_col,
             "cost": self._spent - spent_before,
-            "latency": lat if self._latency is not None else np.where(call, np.nan, 0.0),
             "total_cost": self._spent.copy(),
             "depth": self._n_calls.copy(),
         }
+        if self._latency is not None:
+            info["latency"] = lat
         if self.mode == "free":
             info["invalid_action"] = invalid
         for key in list(info):

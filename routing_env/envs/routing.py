@@ -43,9 +43,9 @@ class RoutingEnv(ReplayEnv):
 
     ## Observation Space
 
-    ``Box(low, high, (d + e,), float32)``: the query's ``d`` features (bounds: their range in the dataset), then
-    (in this order, when enabled) the episode's cost weight λ ≥ 0 and the remaining budget as a fraction of
-    ``budget`` in [0, 1].
+    ``Box(low, high, (d + e,), float32)``: the query's ``d`` features (bounds: the whole float32 range, as a new query's
+    features may fall outside the range of the logs), then (in this order, when enabled) the episode's cost weight λ ≥ 0 and the
+    remaining budget as a fraction of ``budget`` in [0, 1].
 
     ## Rewards
 
@@ -67,7 +67,8 @@ class RoutingEnv(ReplayEnv):
     ## Information
 
     ``reset``: ``query_id``, ``query_index``, ``cost_weight``. ``step`` (about the query just answered):
-    ``query_id``, ``quality``, ``cost`` (USD), ``latency`` (s, NaN when not logged), ``oracle_action`` and
+    ``query_id``, ``model`` (the name of the model called), ``quality``, ``cost`` (USD), ``latency`` (s; only
+    when the logs have latency), ``oracle_action`` and
     ``oracle_reward`` (best model of that query at this λ, ties to the cheaper), ``regret`` (oracle reward −
     reward); ``cost_weight`` when λ varies by episode; ``imputed`` (the outcome came from the outcome model, not
     the logs) when an outcome model is in use; with a budget ``refused``, ``budget_left`` (USD) and
@@ -92,7 +93,9 @@ class RoutingEnv(ReplayEnv):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Later, without a new id (observations and rewards unchanged): the step info names the
+      ``model`` and leaves ``latency`` out when the logs have none (it was NaN, which broke Gymnasium's
+      determinism check), and the features' bounds became the whole float32 range (they were the logs' range).
     """
 
     def __init__(
@@ -233,13 +236,15 @@ class RoutingEnv(ReplayEnv):
         cost = lists.cost[q][col]
         info = {
             "query_id": lists.query_ids[q],
+            "model": self.models[a],
             "quality": lists.quality[q][col],
             "cost": cost,
-            "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
             "oracle_action": self._oracle,
             "oracle_reward": self._oracle_reward,
             "regret": self._oracle_reward - r,
         }
+        if lists.latency is not None:
+            info["latency"] = lists.latency[q][col]
         if self._imputed_rows is not None:
             info["imputed"] = self._imputed_rows[q][a]
         if self._varying:

@@ -33,8 +33,8 @@ class RoutingVectorEnv(BatchedReplayEnv):
 
     Step infos are arrays of shape ``(N,)`` with a ``"_key"`` boolean mask of the sub-envs they describe (the
     sub-envs that acted this step): the single env's step info keys, except that ``query_index`` (the dataset
-    row; ``dataset.query_ids[query_index]`` is the id) replaces ``query_id`` to keep string objects out of the
-    batched path. A next-step autoreset step where every sub-env resets returns an empty info dict.
+    row; ``dataset.query_ids[query_index]`` is the id) replaces ``query_id`` and ``model`` is the action (the index
+    into ``models``), to keep string objects out of the batched path. A next-step autoreset step where every sub-env resets returns an empty info dict.
     :meth:`action_masks` returns ``(N, K)`` bool.
 
     The dataset arrays are shared with every other env over the same dataset, never copied; per sub-env state is
@@ -125,14 +125,12 @@ class RoutingVectorEnv(BatchedReplayEnv):
             cost = self._cost.take(flat)
             info = {
                 "query_index": q.copy(),
+                "model": a.copy(),
                 "quality": self._quality_cols.take(flat),
                 "cost": cost,
-                "latency": (
-                    np.full(self.num_envs, np.nan)
-                    if self._latency_cols is None
-                    else self._latency_cols.take(flat).astype(np.float64)
-                ),
             }
+            if self._latency_cols is not None:
+                info["latency"] = self._latency_cols.take(flat).astype(np.float64)
         else:
             assert self._fixed is not None
             # One gather of [reward, quality, cost, latency] rows from the shared outcome table.
@@ -140,7 +138,9 @@ class RoutingVectorEnv(BatchedReplayEnv):
             reward, cost = cells[:, 0], cells[:, 2]
             oracle = self._fixed.oracle_array.take(q)
             best = self._fixed.oracle_reward_array.take(q)
-            info = {"query_index": q.copy(), "quality": cells[:, 1], "cost": cost, "latency": cells[:, 3]}
+            info = {"query_index": q.copy(), "model": a.copy(), "quality": cells[:, 1], "cost": cost}
+            if self._latency_cols is not None:
+                info["latency"] = cells[:, 3]
         info["oracle_action"] = oracle
         info["oracle_reward"] = best
         info["regret"] = best - reward

@@ -39,7 +39,7 @@ from agents.training.ppo_config import DEFAULT_CONDITIONED_SAMPLING, PPOConfig, 
 from agents.training.sb3_env import SB3VecEnv
 from agents.training.sb3_policy import SB3Policy, build_sb3_policy
 from routing_env.data.dataset import LoggedDataset
-from routing_env.errors import ConfigurationError, ShapeError
+from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
 from routing_env.metrics import PolicyEvaluation, evaluate_policy
 
 __all__ = [
@@ -198,6 +198,7 @@ def train_ppo(
     *,
     config: PPOTrainConfig | PPOConfig | None = None,
     validation: LoggedDataset | float | _Unset | None = _UNSET,
+    featurizer: Any = None,
     **overrides: Any,
 ) -> PPOResult:
     """Train a PPO router with Stable-Baselines3 on the native batched routing environment.
@@ -214,7 +215,13 @@ def train_ppo(
         config: the settings (:class:`PPOTrainConfig`), or only the PPO hyperparameters (:class:`PPOConfig`).
         validation: a full-information validation dataset (data, not a setting), or a share in (0, 1) / ``None``
             overriding :attr:`PPOTrainConfig.validation`.
+        featurizer: the featurizer that produced the dataset's features (``transform(prompts) -> (n, d)``,
+            ``save(dir)``); the policy carries it (and saves it), so that a server routes ``{"prompt": …}``.
         overrides: fields of :class:`PPOTrainConfig`.
+
+    Raises:
+        PartialInformationError: the training logs lack some query × model outcomes (and no ``outcome_model`` is
+            given in ``env_kwargs``), or the validation split does.
 
     Returns:
         :class:`PPOResult` with the best :class:`SB3Policy` and the training history (``policy=None`` for cascade
@@ -225,6 +232,9 @@ def train_ppo(
         overrides["validation"] = validation
     cfg = _resolve_config(config, cost_weight, overrides)
     data, env_id, env_kwargs = _training_data(dataset_or_env_id, cfg)
+    if env_kwargs.get("outcome_model") is None:
+        _check_complete(data, "the training logs")
+    _check_featurizer(featurizer, data)
     train, valid = _validation_split(data, valid_data, cfg)
     mean, std = _feature_stats(train)
     env = _make_env(train, mean, std, env_id, env_kwargs, cfg)
@@ -236,7 +246,7 @@ def train_ppo(
             model, algorithm = _make_model(env, cfg)
 
             def make_policy() -> SB3Policy:
-                return _policy(model.policy, models, mean, std, algorithm, cfg)  # type: ignore[arg-type]
+                return _policy(model.policy, models, mean, std, algorithm, cfg, featurizer)  # type: ignore[arg-type]
 
             callback = None
             if valid is not None and routing:
@@ -339,9 +349,46 @@ def _validation_split(
         train, valid = data, None
     else:
         train, valid = data.split(test_size=cfg.validation, seed=cfg.seed)
-    if valid is not None and not valid.is_full_information:
-        raise ConfigurationError("the validation split must be full-information to be scored exactly")
+    if valid is not None:
+        _check_complete(valid, "the validation split", remedy_validation=True)
     return train, valid
+
+
+def _check_complete(data: LoggedDataset, what: str, remedy_validation: bool = False) -> None:
+    """Refuse logs that lack some query × model outcome, with the counts and what to do instead."""
+    complete = np.isfinite(data.quality).all(axis=1) & np.isfinite(data.cost).all(axis=1)
+    if complete.all():
+        return
+    missing = int((~np.isfinite(data.quality) | ~np.isfinite(data.cost)).sum())
+    remedy = (
+        "pass validation=None, or a validation dataset with every outcome"
+        if remedy_validation
+        else "give env_kwargs={'outcome_model': routing_env.envs.OutcomeModel.fit(dataset)} to impute them"
+    )
+    raise PartialInformationError(
+        f"train_ppo replays every model's outcome on every query, but {what} lack them on "
+        f"{int((~complete).sum())} of {data.n_queries} queries ({missing} of {data.quality.size} query × model "
+        "cells); keep the complete queries with "
+        "dataset.select(np.flatnonzero(np.isfinite(dataset.quality).all(axis=1) & "
+        f"np.isfinite(dataset.cost).all(axis=1))), or {remedy}"
+    )
+
+
+def _check_featurizer(featurizer: Any, data: LoggedDataset) -> None:
+    """A featurizer must transform prompts into the dataset's feature width (checked on its first prompt)."""
+    if featurizer is None:
+        return
+    if not callable(getattr(featurizer, "transform", None)):
+        raise ConfigurationError(
+            f"featurizer must have a transform(prompts) method, got {type(featurizer).__name__}"
+        )
+    if data.prompts is not None and data.n_queries:
+        width = np.asarray(featurizer.transform([str(data.prompts[0])])).shape[-1]
+        if width != data.n_features:
+            raise ShapeError(
+                f"the featurizer makes {width} features from a prompt, but the dataset has {data.n_features}: "
+                "give the featurizer that produced dataset.features"
+            )
 
 
 def _feature_stats(ds: LoggedDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -420,6 +467,7 @@ def _policy(
     std: np.ndarray,
     algorithm: str,
     cfg: PPOTrainConfig,
+    featurizer: Any,
 ) -> SB3Policy:
     """An :class:`SB3Policy` over ``network`` with the run's settings."""
     return SB3Policy(
@@ -434,6 +482,7 @@ def _policy(
         net_arch=cfg.ppo.net_arch,
         activation=cfg.ppo.activation,
         seed=cfg.seed,
+        featurizer=featurizer,
     )
 
 

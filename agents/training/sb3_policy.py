@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from agents.routers._common import rng_from_state, rng_state
+from agents.routers._common import load_featurizer_dir, rng_from_state, rng_state, save_featurizer_dir
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
@@ -61,6 +61,9 @@ class SB3Policy:
         conditioned: the network observes the cost weight (λ-conditioned training).
         cost_weight: the λ fed to a conditioned network (settable at decision time); the training λ otherwise.
         cost_weight_range: the λ range a conditioned network was trained on (``None`` otherwise).
+        featurizer: what turns prompts into the ``d`` features (``transform(prompts) -> (n, d)``, ``save(dir)``),
+            saved with the policy under ``featurizer/``, so a server can route ``{"prompt": …}``; ``None`` when
+            the policy is given features only.
     """
 
     def __init__(
@@ -77,8 +80,10 @@ class SB3Policy:
         net_arch: Sequence[int] = (64, 64),
         activation: str = "tanh",
         seed: int | None = 0,
+        featurizer: Any = None,
     ) -> None:
         self.network = network
+        self.featurizer = featurizer
         self._models = tuple(str(m) for m in models)
         self.feature_mean = np.asarray(feature_mean, dtype=np.float32)
         self.feature_std = np.asarray(feature_std, dtype=np.float32)
@@ -154,6 +159,12 @@ class SB3Policy:
         """``(n,) int64`` most probable model per query (ties to the lower index)."""
         return self.action_probabilities(features).argmax(axis=1).astype(np.int64)
 
+    def featurize(self, prompts: Sequence[str]) -> np.ndarray:
+        """``(n, d)`` features of ``prompts`` from the policy's featurizer (what a server routes prompts with)."""
+        if self.featurizer is None:
+            raise ConfigurationError("SB3Policy carries no featurizer; pass features instead")
+        return np.asarray(self.featurizer.transform(list(prompts)))
+
     def with_cost_weight(self, cost_weight: float) -> SB3Policy:
         """A shallow copy that feeds ``cost_weight`` to the network (the parameters are shared)."""
         other = copy.copy(self)
@@ -163,7 +174,8 @@ class SB3Policy:
 
     # ------------------------------------------------------------------ save / load without pickle
     def save(self, path: str | Path) -> Path:
-        """Write ``policy.json`` (architecture, models, λ settings) and ``arrays.npz`` (parameters, statistics)."""
+        """Write ``policy.json`` (architecture, models, λ settings), ``arrays.npz`` (parameters, statistics) and the
+        featurizer, when there is one, under ``featurizer/``."""
         state = {f"param/{k}": v.detach().cpu().numpy() for k, v in self.network.state_dict().items()}
         config = {
             "models": list(self._models),
@@ -177,9 +189,12 @@ class SB3Policy:
             "seed": self.seed,
             "rng_state": rng_state(self._rng),
             "torch_dtypes": {k: str(v.dtype) for k, v in self.network.state_dict().items()},
+            "has_featurizer": self.featurizer is not None,
         }
         arrays = {"feature_mean": self.feature_mean, "feature_std": self.feature_std, **state}
-        return write_policy_dir(path, SB3Policy, config, arrays)
+        root = write_policy_dir(path, SB3Policy, config, arrays)
+        save_featurizer_dir(self.featurizer, root)
+        return root
 
     @classmethod
     def load(cls, path: str | Path) -> SB3Policy:
@@ -225,6 +240,7 @@ class SB3Policy:
             net_arch=net_arch,
             activation=activation,
             seed=config.get("seed"),
+            featurizer=load_featurizer_dir(Path(path)) if config.get("has_featurizer") else None,
         )
         if "rng_state" in config:
             # The sampler continues where the saved policy stopped.

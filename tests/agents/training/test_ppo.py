@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from agents.training.ppo import PPOConfig, PPOResult, PPOTrainConfig, SB3Policy, SB3VecEnv, train_ppo
-from routing_env.data import LoggedDataset, make_synthetic
-from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
+from routing_env.data import LoggedDataset, TextFeaturizer, make_synthetic
+from routing_env.errors import ConfigurationError, PartialInformationError, PolicyFormatError, ShapeError
 from routing_env.metrics import evaluate_policy
 from routing_env.policy import Policy, load_policy
 
@@ -256,3 +257,80 @@ def test_cost_weight_sampling_reaches_the_training_env(
     seen.clear()
     fixed = train_ppo(data, 0.5, total_timesteps=128, n_envs=2, seed=0, config=TINY, validation=None)
     assert "cost_weight_sampling" not in seen[0] and "cost_weight_sampling" not in fixed.env_kwargs
+
+
+def test_partial_training_data_is_refused_up_front_with_the_counts(data: LoggedDataset) -> None:
+    quality = data.quality.copy()
+    quality[[3, 7, 7, 11], [0, 1, 2, 0]] = np.nan  # three queries lack four outcomes
+    partial = replace(data, quality=quality, observed=np.isfinite(quality))
+    for validation in (0.15, None):
+        with pytest.raises(
+            PartialInformationError,
+            match=r"the training logs lack them on 3 of 400 queries \(4 of 1200 query × model cells\); keep the "
+            r"complete queries with dataset\.select\(",
+        ):
+            train_ppo(partial, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=validation)
+    # A partial validation split is named as such, with its own remedy.
+    with pytest.raises(PartialInformationError, match="the validation split lack them on 3 of 400 queries"):
+        train_ppo(data, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=partial)
+
+
+@pytest.fixture(scope="module")
+def featurized(data: LoggedDataset) -> tuple[LoggedDataset, TextFeaturizer]:
+    assert data.prompts is not None
+    featurizer = TextFeaturizer(n_components=6, seed=0).fit(list(data.prompts))
+    return data.with_features(featurizer.transform(list(data.prompts))), featurizer
+
+
+def test_a_trained_policy_carries_and_saves_its_featurizer(
+    featurized: tuple[LoggedDataset, TextFeaturizer], tmp_path: Path
+) -> None:
+    ds, featurizer = featurized
+    assert ds.prompts is not None
+    prompts = list(ds.prompts[:5])
+    policy = train_ppo(
+        ds, 0.5, total_timesteps=256, n_envs=2, config=TINY, validation=None, featurizer=featurizer
+    ).policy
+    assert policy is not None and policy.featurizer is featurizer
+    np.testing.assert_allclose(policy.featurize(prompts), featurizer.transform(prompts))
+    policy.save(tmp_path / "ppo")
+    assert (tmp_path / "ppo" / "featurizer").is_dir()
+    loaded = load_policy(tmp_path / "ppo")
+    np.testing.assert_allclose(loaded.featurize(prompts), featurizer.transform(prompts), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.action_probabilities(loaded.featurize(prompts)),
+        policy.action_probabilities(featurizer.transform(prompts)),
+        rtol=1e-5,
+    )
+    # Without a featurizer the policy says so, and a featurizer of another width is refused at training.
+    bare = train_ppo(ds, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=None).policy
+    assert bare is not None
+    with pytest.raises(ConfigurationError, match="SB3Policy carries no featurizer; pass features instead"):
+        bare.featurize(prompts)
+    other = TextFeaturizer(n_components=4, seed=0).fit(list(ds.prompts))
+    with pytest.raises(
+        ShapeError, match="the featurizer makes 4 features from a prompt, but the dataset has 6"
+    ):
+        train_ppo(ds, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=None, featurizer=other)
+
+
+def test_a_served_ppo_policy_routes_prompts(
+    featurized: tuple[LoggedDataset, TextFeaturizer], tmp_path: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from agents.online import DecisionStore, OnlineRouter, create_app
+
+    ds, featurizer = featurized
+    assert ds.prompts is not None
+    result = train_ppo(
+        ds, 0.5, total_timesteps=256, n_envs=2, config=TINY, validation=None, featurizer=featurizer
+    )
+    assert result.policy is not None
+    result.policy.save(tmp_path / "ppo")
+    router = OnlineRouter(load_policy(tmp_path / "ppo"), DecisionStore(tmp_path / "d.db"))
+    with TestClient(create_app(router), raise_server_exceptions=False) as client:
+        r = client.post("/v1/route", json={"prompt": str(ds.prompts[0])})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] in ds.models

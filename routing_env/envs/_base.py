@@ -90,11 +90,27 @@ def same_step_infos(info: dict[str, Any], final_obs_batch: np.ndarray, ended: np
     return out
 
 
+#: The constructor arguments every single replay env shares; :meth:`ReplayEnv._init_replay` validates them.
+REPLAY_ARGUMENTS = frozenset(
+    {
+        "dataset",
+        "outcome_model",
+        "cost_weight",
+        "cost_weight_range",
+        "cost_weight_sampling",
+        "observe_cost_weight",
+        "latency_weight",
+        "cost_scale",
+        "render_mode",
+    }
+)
+
+
 class ReplayEnv(gym.Env[np.ndarray, int]):
     """Base of the single replay envs: validates and stores the arguments Routing-v0 and Cascade-v0 share.
 
-    Subclasses call :meth:`_init_replay` first in their ``__init__``, then set ``models``, ``_columns``,
-    ``_tables`` and the spaces.
+    Subclasses call :meth:`_init_replay` first in their ``__init__`` with their arguments named in
+    :data:`REPLAY_ARGUMENTS`, then set ``models``, ``_columns``, ``_tables`` and the spaces.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it per instance)
@@ -116,9 +132,9 @@ class ReplayEnv(gym.Env[np.ndarray, int]):
 
     def _init_replay(
         self,
+        *,
         dataset: LoggedDataset | None,
         outcome_model: OutcomeImputer | None,
-        *,
         cost_weight: float,
         cost_weight_range: tuple[float, float] | None,
         cost_weight_sampling: str,
@@ -173,6 +189,12 @@ class ReplayEnv(gym.Env[np.ndarray, int]):
         rewards; for evaluation code, never observed)."""
         return self._tables.rewards(self._lam, self._q)
 
+    def reward_table(self, cost_weight: float | np.ndarray) -> np.ndarray:
+        """``(n, K) float64`` reward of each env model alone on every query of the replayed dataset at
+        ``cost_weight`` (a float, or ``(n, 1)`` one λ per query): what a step pays, for evaluation code and for
+        supervised warm starts (never observed by the agent)."""
+        return self._tables.rewards(cost_weight)
+
 
 class BatchedReplayEnv(VectorEnv, metaclass=ABCMeta):
     """Base of the numpy-batched vector envs: one template single env (``single_env``, built from the same
@@ -224,6 +246,11 @@ class BatchedReplayEnv(VectorEnv, metaclass=ABCMeta):
         )
         self._all = np.arange(n_envs)
         self._started = False
+
+    def reward_table(self, cost_weight: float | np.ndarray) -> np.ndarray:
+        """``(n, K) float64`` rewards of every query × model at ``cost_weight`` (see
+        :meth:`ReplayEnv.reward_table`)."""
+        return self._template.reward_table(cost_weight)
 
     def _seed(self, seed: int | Sequence[int] | None) -> None:
         """Seed sub-env ``i`` with ``seed + i`` (or with ``seed[i]`` for a list), as ``reset(seed=…)`` does."""

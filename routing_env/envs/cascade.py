@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._base import ReplayEnv
+from routing_env.envs._base import REPLAY_ARGUMENTS, ReplayEnv
 from routing_env.envs._stream import CostWeightSampling
 from routing_env.envs._tables import (
     OutcomeImputer,
@@ -132,17 +132,7 @@ class CascadeEnv(ReplayEnv):
         render_mode: str | None = None,
         cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
-        cost_scale = self._init_replay(
-            dataset,
-            outcome_model,
-            cost_weight=cost_weight,
-            cost_weight_range=cost_weight_range,
-            cost_weight_sampling=cost_weight_sampling,
-            observe_cost_weight=observe_cost_weight,
-            latency_weight=latency_weight,
-            cost_scale=cost_scale,
-            render_mode=render_mode,
-        )
+        cost_scale = self._init_replay(**{k: v for k, v in locals().items() if k in REPLAY_ARGUMENTS})
         if mode not in ("chain", "free"):
             raise ConfigurationError(f"mode must be 'chain' or 'free', got {mode!r}")
         self.mode: Mode = mode

@@ -75,6 +75,7 @@ def routing_fps(config: PPOConfig, timesteps: int, n_envs: int, seed: int) -> fl
         seed=seed,
         validation=None,
         config=config,
+        warm_start=None,  # PPO's own throughput: the supervised warm start runs outside model.learn anyway
     )
     return result.fps
 

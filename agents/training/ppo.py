@@ -7,8 +7,14 @@
   :class:`PPOTrainConfig` (the PPO hyperparameters are its :class:`PPOConfig`); keyword arguments override
   single fields.
 - λ-conditioned training: with ``cost_weight_range=(low, high)`` the environment draws the cost weight λ per
-  episode (log-uniformly by default, see ``cost_weight_sampling``) and shows it to the policy, so one network
-  serves the whole cost–quality frontier; set :attr:`SB3Policy.cost_weight` at inference time to move along it.
+  episode (log-uniformly by default, see ``cost_weight_sampling``) and shows it to the policy (on a log scale,
+  :class:`~agents.training.sb3_env.CostWeightInput`), so one network serves the whole cost–quality frontier; set
+  :attr:`SB3Policy.cost_weight` at inference time to move along it.
+- Warm start (default, :mod:`agents.training.warm_start`): before PPO, the policy network is fitted to the
+  full-information training rewards (denoised by a cross-validated ridge teacher), and its critic to that
+  policy's value; PPO then fine-tunes at a small learning rate, and the validation callback keeps whichever
+  parameters score best, the warm start's included. PPO alone learns from one sampled model per step and needs
+  far more steps than a bandit warm-started on the same logs; this puts them on an equal footing.
 - :class:`~agents.training.sb3_policy.SB3Policy` adapts the trained network to the
   :class:`~routing_env.policy.Policy` protocol with exact action probabilities, and saves/loads without pickle.
 
@@ -36,8 +42,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents.training.ppo_config import DEFAULT_CONDITIONED_SAMPLING, PPOConfig, PPOTrainConfig
-from agents.training.sb3_env import SB3VecEnv
+from agents.training.sb3_env import CostWeightInput, SB3VecEnv
 from agents.training.sb3_policy import SB3Policy, build_sb3_policy
+from agents.training.warm_start import WarmStartRecord, warm_start
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
 from routing_env.metrics import PolicyEvaluation, evaluate_policy
@@ -98,6 +105,7 @@ class PPOResult:
             (the first ``d`` observation entries); apply it to observations fed to ``model`` directly.
         env_id, env_kwargs: the environment trained on (without ``dataset``), to rebuild it for evaluation.
         config: the settings of the run.
+        warm_start: what the supervised warm start did (``None`` when it did not run).
     """
 
     policy: SB3Policy | None
@@ -111,14 +119,21 @@ class PPOResult:
     env_id: str = ROUTING_ENV_ID
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     config: PPOTrainConfig = field(default_factory=PPOTrainConfig)
+    warm_start: WarmStartRecord | None = None
 
 
 # ---------------------------------------------------------------------- evaluation callback
 # ---------------------------------------------------------------------- evaluation callback
 class ValidationCallback(BaseCallback):
-    """At the end of the first rollout after every ``eval_freq`` environment steps, score the current policy
-    exactly on a full-information validation split (averaged over ``cost_weights``) and keep a copy of the best
-    parameters by mean reward."""
+    """At the start, and at the end of the first rollout after every ``eval_freq`` environment steps, score the
+    current policy exactly on a full-information validation split (averaged over ``cost_weights``) and keep a copy
+    of the best parameters.
+
+    A later evaluation replaces the best only when it beats it by ``significance`` standard errors of the paired
+    per-query reward difference (0: any higher mean replaces it): with a few hundred validation queries, the
+    noise between two nearly equal policies would otherwise pick the checkpoint, which then does worse on new
+    queries than the one it replaced.
+    """
 
     def __init__(
         self,
@@ -127,24 +142,39 @@ class ValidationCallback(BaseCallback):
         cost_weights: Sequence[float],
         eval_freq: int,
         verbose: int = 0,
+        significance: float = 0.0,
     ) -> None:
         super().__init__(verbose)
         self.make_policy = make_policy
         self.validation = validation
         self.cost_weights = tuple(float(c) for c in cost_weights)
         self.eval_freq = int(eval_freq)
+        self.significance = float(significance)
         self.history: list[EvalRecord] = []
         self.best_reward = -np.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_timesteps = 0
+        self._best_per_query: np.ndarray | None = None
+        self._rewards = [validation.rewards(lam) for lam in self.cost_weights]
         self._next = self.eval_freq
+
+    def _beats_best(self, per_query: np.ndarray) -> bool:
+        if self._best_per_query is None:
+            return True
+        diff = per_query - self._best_per_query
+        margin = self.significance * float(diff.std(ddof=1)) / np.sqrt(diff.size) if diff.size > 1 else 0.0
+        return float(diff.mean()) > margin
 
     def evaluate(self) -> EvalRecord:
         policy = self.make_policy()
-        evals: list[PolicyEvaluation] = []
-        for lam in self.cost_weights:
-            p = policy.with_cost_weight(lam) if policy.conditioned else policy
-            evals.append(evaluate_policy(self.validation, p, lam))
+        evals = validation_evaluations(policy, self.validation, self.cost_weights)
+        per_query = np.mean(
+            [
+                (_at(policy, lam).action_probabilities(self.validation.features) * r).sum(axis=1)
+                for lam, r in zip(self.cost_weights, self._rewards)
+            ],
+            axis=0,
+        )
         record = EvalRecord(
             timesteps=int(self.num_timesteps),
             cost_weights=self.cost_weights,
@@ -154,8 +184,9 @@ class ValidationCallback(BaseCallback):
             regret=float(np.mean([e.regret for e in evals])),
         )
         self.history.append(record)
-        if record.mean_reward > self.best_reward:
+        if self._beats_best(per_query):
             self.best_reward = record.mean_reward
+            self._best_per_query = per_query
             self.best_state = copy.deepcopy(self.model.policy.state_dict())
             self.best_timesteps = record.timesteps
         if self.verbose:
@@ -167,6 +198,10 @@ class ValidationCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+    def _on_training_start(self) -> None:
+        # The starting parameters (a warm start's) are a candidate too: PPO must improve on them to replace them.
+        self.evaluate()
 
     def _on_rollout_end(self) -> None:
         # Parameters change only between rollouts, so that is when an evaluation can see something new.
@@ -181,7 +216,17 @@ class ValidationCallback(BaseCallback):
             self.model.policy.load_state_dict(self.best_state)
 
 
-# ---------------------------------------------------------------------- training
+def validation_evaluations(
+    policy: SB3Policy, validation: LoggedDataset, cost_weights: Sequence[float]
+) -> list[PolicyEvaluation]:
+    """``policy`` scored exactly on ``validation`` at each λ of ``cost_weights`` (a conditioned policy is set to
+    each λ; a per-λ one is scored as it is)."""
+    return [evaluate_policy(validation, _at(policy, lam), lam) for lam in cost_weights]
+
+
+def _at(policy: SB3Policy, cost_weight: float) -> SB3Policy:
+    """A conditioned policy set to ``cost_weight``; a per-λ one as it is."""
+    return policy.with_cost_weight(cost_weight) if policy.conditioned else policy
 
 
 # ---------------------------------------------------------------------- training
@@ -225,7 +270,8 @@ def train_ppo(
 
     Returns:
         :class:`PPOResult` with the best :class:`SB3Policy` and the training history (``policy=None`` for cascade
-        training; use the SB3 model in ``model``, or ``agents.routers.cascades``).
+        training and for routing under a budget, whose network also observes the budget left; use the SB3 model
+        in ``model``, or ``agents.routers.cascades``).
     """
     valid_data = validation if isinstance(validation, LoggedDataset) else None
     if not isinstance(validation, (LoggedDataset, _Unset)):
@@ -237,20 +283,31 @@ def train_ppo(
     _check_featurizer(featurizer, data)
     train, valid = _validation_split(data, valid_data, cfg)
     mean, std = _feature_stats(train)
-    env = _make_env(train, mean, std, env_id, env_kwargs, cfg)
+    lam_input = None if cfg.cost_weight_range is None else CostWeightInput.for_range(*cfg.cost_weight_range)
+    env = _make_env(train, mean, std, env_id, env_kwargs, cfg, lam_input)
     n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
-    routing = env_id == ROUTING_ENV_ID or (not cfg.cascade and n_actions == train.n_models)
+    # An SB3Policy routes one query from its features (and λ): a budget's remaining fraction is not among them.
+    routing = (env_id == ROUTING_ENV_ID or (not cfg.cascade and n_actions == train.n_models)) and (
+        env_kwargs.get("budget") is None
+    )
     models = tuple(env_kwargs.get("models") or train.models)
+    if valid is not None and env_kwargs.get("models"):
+        valid = valid.subset_models(models)
+    warm: WarmStartRecord | None = None
+    warming = cfg.warm_start is not None and _can_warm_start(routing, env_kwargs)
     with _torch_threads(cfg.torch_threads):
         try:
-            model, algorithm = _make_model(env, cfg)
+            lr = cfg.warm_start.fine_tune_learning_rate if warming and cfg.warm_start else None
+            model, algorithm = _make_model(env, cfg, learning_rate=lr)
 
             def make_policy() -> SB3Policy:
-                return _policy(model.policy, models, mean, std, algorithm, cfg, featurizer)  # type: ignore[arg-type]
+                return _policy(model.policy, models, mean, std, algorithm, cfg, featurizer, lam_input)  # type: ignore[arg-type]
 
+            if warming:
+                warm = _warm_start(model, env, make_policy, train, valid, mean, std, cfg, lam_input)
             callback = None
             if valid is not None and routing:
-                callback = _make_callback(make_policy, valid, models, env_kwargs, cfg)
+                callback = _make_callback(make_policy, valid, cfg)
             start = time.perf_counter()
             model.learn(total_timesteps=cfg.total_timesteps, callback=callback, progress_bar=cfg.progress_bar)
             seconds = time.perf_counter() - start
@@ -270,22 +327,27 @@ def train_ppo(
         env_id=env_id,
         env_kwargs=env_kwargs_out,
         config=cfg,
+        warm_start=warm,
     )
     if not routing:
         return result
-    # Detach the returned policy from the model so further training does not change it.
-    policy = make_policy()
+    return dataclasses.replace(result, policy=_detached(make_policy(), algorithm, cfg))
+
+
+def _detached(policy: SB3Policy, algorithm: str, cfg: PPOTrainConfig) -> SB3Policy:
+    """``policy`` over a copy of its network, so that further training of the model does not change it."""
+    source = policy.network
     network = build_sb3_policy(
         algorithm,
-        int(np.prod(env.observation_space.shape or (0,))),
-        n_actions,
+        int(np.prod(source.observation_space.shape or (0,))),
+        int(source.action_space.n),  # type: ignore[attr-defined]
         cfg.ppo.net_arch,
         cfg.ppo.activation,
     )
-    network.load_state_dict(model.policy.state_dict())
+    network.load_state_dict(source.state_dict())
     network.set_training_mode(False)
     policy.network = network
-    return dataclasses.replace(result, policy=policy)
+    return policy
 
 
 def _resolve_config(
@@ -407,8 +469,10 @@ def _make_env(
     env_id: str,
     kwargs: dict[str, Any],
     cfg: PPOTrainConfig,
+    lam_input: CostWeightInput | None,
 ) -> SB3VecEnv:
-    """The training env: ``n_envs`` copies of ``env_id`` over the standardised training features, seeded."""
+    """The training env: ``n_envs`` copies of ``env_id`` over the standardised training features, seeded; a
+    conditioned network sees λ through ``lam_input``."""
     import routing_env.envs  # noqa: F401  (registers the env ids)
 
     # Standardise the features once, here, rather than on every step inside the training loop.
@@ -430,7 +494,12 @@ def _make_env(
         )
     # Masks matter only where some actions can be illegal: cascades, and routing under a budget.
     maskable = cfg.cascade or kwargs.get("budget") is not None
-    env = SB3VecEnv(venv, use_masks=None if maskable else False)
+    env = SB3VecEnv(
+        venv,
+        use_masks=None if maskable else False,
+        cost_weight_input=lam_input,
+        cost_weight_index=None if lam_input is None else train.n_features,
+    )
     env.seed(cfg.seed)
     return env
 
@@ -448,10 +517,15 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _make_model(env: SB3VecEnv, cfg: PPOTrainConfig) -> tuple[BaseAlgorithm, str]:
-    """``(SB3 algorithm, its name)``: MaskablePPO when the env serves action masks, PPO otherwise."""
+def _make_model(
+    env: SB3VecEnv, cfg: PPOTrainConfig, learning_rate: float | None = None
+) -> tuple[BaseAlgorithm, str]:
+    """``(SB3 algorithm, its name)``: MaskablePPO when the env serves action masks, PPO otherwise
+    (``learning_rate`` in place of the PPOConfig's, when given)."""
     algo_kwargs = cfg.ppo.sb3_kwargs()
     algo_kwargs["batch_size"] = min(cfg.ppo.batch_size, cfg.ppo.n_steps * cfg.n_envs)
+    if learning_rate is not None:
+        algo_kwargs["learning_rate"] = learning_rate
     if env.has_attr("action_masks"):
         from sb3_contrib import MaskablePPO
 
@@ -468,6 +542,7 @@ def _policy(
     algorithm: str,
     cfg: PPOTrainConfig,
     featurizer: Any,
+    lam_input: CostWeightInput | None,
 ) -> SB3Policy:
     """An :class:`SB3Policy` over ``network`` with the run's settings."""
     return SB3Policy(
@@ -483,21 +558,79 @@ def _policy(
         activation=cfg.ppo.activation,
         seed=cfg.seed,
         featurizer=featurizer,
+        cost_weight_input=lam_input,
     )
 
 
 def _make_callback(
-    make_policy: Callable[[], SB3Policy],
-    valid: LoggedDataset,
-    models: tuple[str, ...],
-    env_kwargs: Mapping[str, Any],
-    cfg: PPOTrainConfig,
+    make_policy: Callable[[], SB3Policy], valid: LoggedDataset, cfg: PPOTrainConfig
 ) -> ValidationCallback:
     """The callback that scores the policy on ``valid`` every ``eval_freq`` steps and keeps the best."""
-    if env_kwargs.get("models"):
-        valid = valid.subset_models(models)
     freq = cfg.eval_freq if cfg.eval_freq is not None else max(cfg.total_timesteps // 10, 1)
-    return ValidationCallback(make_policy, valid, cfg.validation_cost_weights(), freq, cfg.verbose)
+    return ValidationCallback(
+        make_policy,
+        valid,
+        cfg.validation_cost_weights(),
+        freq,
+        cfg.verbose,
+        significance=cfg.eval_significance,
+    )
+
+
+def _can_warm_start(routing: bool, env_kwargs: Mapping[str, Any]) -> bool:
+    """The supervised warm start applies to routing (no budget) without an outcome model and with one query per
+    episode: every reward is known and no step depends on another."""
+    return (
+        routing
+        and env_kwargs.get("outcome_model") is None
+        and int(env_kwargs.get("queries_per_episode", 1)) == 1
+    )
+
+
+def _warm_start(
+    model: BaseAlgorithm,
+    env: SB3VecEnv,
+    make_policy: Callable[[], SB3Policy],
+    train: LoggedDataset,
+    valid: LoggedDataset | None,
+    mean: np.ndarray,
+    std: np.ndarray,
+    cfg: PPOTrainConfig,
+    lam_input: CostWeightInput | None,
+) -> WarmStartRecord:
+    """Fit the model's networks to the training rewards before PPO (scored on the validation split, or on the
+    training queries without one)."""
+    from routing_env.envs import draw_cost_weights
+
+    assert cfg.warm_start is not None
+    table = env.venv.unwrapped.reward_table
+    features = ((train.features - mean) / std).astype(np.float32)
+    weights = cfg.validation_cost_weights()
+    scored = valid if valid is not None else train
+
+    def rewards(lams: np.ndarray | None) -> np.ndarray:
+        return table(cfg.cost_weight if lams is None else lams)
+
+    def score() -> float:
+        return float(np.mean([e.mean_reward for e in validation_evaluations(make_policy(), scored, weights)]))
+
+    draw = None
+    if cfg.cost_weight_range is not None:
+        lam_range, sampling = cfg.cost_weight_range, str(cfg.cost_weight_sampling)
+
+        def draw(rng: np.random.Generator, m: int) -> np.ndarray:
+            return draw_cost_weights(rng, lam_range, sampling, m)
+
+    return warm_start(
+        model.policy,  # type: ignore[arg-type]
+        features,
+        rewards,
+        score,
+        cfg.warm_start,
+        draw_lambdas=draw,
+        lambda_input=lam_input,
+        seed=cfg.seed,
+    )
 
 
 def evaluate_cascade_model(

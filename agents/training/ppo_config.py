@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from agents.training.sb3_policy import ACTIVATIONS
+from agents.training.warm_start import WarmStartConfig
 from routing_env.errors import ConfigurationError
 
 __all__ = ["DEFAULT_CONDITIONED_SAMPLING", "PPOConfig", "PPOTrainConfig"]
@@ -125,7 +126,13 @@ class PPOTrainConfig:
         eval_freq: evaluate every this many environment steps (default: 10 evaluations per run).
         eval_cost_weights: λ values to average over when validating a conditioned policy (default: 5 evenly
             spaced over the range).
+        eval_significance: a later evaluation replaces the best parameters so far only when its validation reward
+            beats theirs by this many standard errors of the paired per-query difference (0: any higher mean), so
+            that validation noise does not pick among nearly equal checkpoints.
         ppo: the PPO hyperparameters (:class:`PPOConfig`).
+        warm_start: fit the policy and value networks to the full-information training rewards before PPO
+            (:class:`~agents.training.warm_start.WarmStartConfig`; routing without a budget only); ``None``: PPO
+            from a random initialisation.
         env_kwargs: extra keyword arguments for the environment (``models``, ``latency_weight``, ``mode``...).
         progress_bar: show SB3's progress bar (needs ``tqdm`` and ``rich``).
         torch_threads: ``torch.set_num_threads`` for training (1 by default: small networks run fastest on one
@@ -143,7 +150,9 @@ class PPOTrainConfig:
     validation: float | None = 0.15
     eval_freq: int | None = None
     eval_cost_weights: tuple[float, ...] | None = None
+    eval_significance: float = 2.0
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    warm_start: WarmStartConfig | None = field(default_factory=WarmStartConfig)
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     progress_bar: bool = False
     torch_threads: int | None = 1
@@ -169,6 +178,10 @@ class PPOTrainConfig:
             object.__setattr__(self, "validation", share)
         if self.eval_freq is not None:
             object.__setattr__(self, "eval_freq", _check_positive_int("eval_freq", self.eval_freq))
+        if not (np.isfinite(self.eval_significance) and self.eval_significance >= 0):
+            raise ConfigurationError(
+                f"eval_significance must be a number ≥ 0, got {self.eval_significance!r}"
+            )
         if self.eval_cost_weights is not None:
             weights = tuple(float(w) for w in self.eval_cost_weights)
             if not weights or any(not np.isfinite(w) or w < 0 for w in weights):
@@ -178,6 +191,10 @@ class PPOTrainConfig:
             object.__setattr__(self, "eval_cost_weights", weights)
         if not isinstance(self.ppo, PPOConfig):
             raise ConfigurationError(f"ppo must be a PPOConfig, got {type(self.ppo).__name__}")
+        if self.warm_start is not None and not isinstance(self.warm_start, WarmStartConfig):
+            raise ConfigurationError(
+                f"warm_start must be a WarmStartConfig or None, got {type(self.warm_start).__name__}"
+            )
         for reserved in _RESERVED_ENV_KWARGS:
             if reserved in self.env_kwargs:
                 raise ConfigurationError(
@@ -211,6 +228,10 @@ class PPOTrainConfig:
         """The λ values a validation pass averages over."""
         if self.cost_weight_range is None:
             return (self.cost_weight,)
+        if not (np.isfinite(self.eval_significance) and self.eval_significance >= 0):
+            raise ConfigurationError(
+                f"eval_significance must be a number ≥ 0, got {self.eval_significance!r}"
+            )
         if self.eval_cost_weights is not None:
             return self.eval_cost_weights
         lo, hi = self.cost_weight_range

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -12,7 +14,42 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from routing_env.errors import ConfigurationError, ShapeError
 
-__all__ = ["SB3VecEnv"]
+__all__ = ["CostWeightInput", "SB3VecEnv"]
+
+
+@dataclass(frozen=True)
+class CostWeightInput:
+    """How a λ-conditioned network sees the cost weight: ``(log(λ + offset) − center) / scale``.
+
+    Over a range ``(low, high)`` the input spans [−1, 1], evenly per decade of λ: the network can tell λ = 0.001
+    from λ = 0.01 as easily as 0.1 from 1, where the raw λ would squeeze the small values, at which the
+    cost–quality trade-off changes fastest, into a sliver of its input. ``offset`` is ``LOG_UNIFORM_OFFSET·high``
+    when ``low = 0`` (as the log-uniform λ sampler uses), else 0.
+    """
+
+    offset: float
+    center: float
+    scale: float
+
+    @classmethod
+    def for_range(cls, low: float, high: float) -> CostWeightInput:
+        from routing_env.envs import LOG_UNIFORM_OFFSET
+
+        offset = LOG_UNIFORM_OFFSET * high if low <= 0.0 else 0.0
+        a, b = math.log(low + offset), math.log(high + offset)
+        return cls(offset=offset, center=(a + b) / 2.0, scale=max((b - a) / 2.0, 1e-12))
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> CostWeightInput:
+        return cls(offset=float(doc["offset"]), center=float(doc["center"]), scale=float(doc["scale"]))
+
+    def to_json(self) -> dict[str, float]:
+        return {"offset": self.offset, "center": self.center, "scale": self.scale}
+
+    def __call__(self, cost_weight: np.ndarray | float) -> np.ndarray:
+        """``(…,) float32`` network inputs of cost weights ``λ ≥ 0``."""
+        lam = np.maximum(np.asarray(cost_weight, dtype=np.float64), 0.0)
+        return ((np.log(lam + self.offset + 1e-300) - self.center) / self.scale).astype(np.float32)
 
 
 class SB3VecEnv(VecEnv):
@@ -21,8 +58,10 @@ class SB3VecEnv(VecEnv):
     Works with either autoreset mode: with ``SAME_STEP`` the returned observation after a termination is already
     the next episode's and the final one comes in ``infos["final_obs"]``; with ``NEXT_STEP`` the finished copies
     are reset at once through ``reset(options={"reset_mask": dones})``. Each finished copy's last observation is
-    passed to SB3 as ``terminal_observation`` when the episode was truncated (the only case SB3 reads it). Optional standardisation ``(obs[:, :d] − mean) / std`` of the first
-    ``d`` observation entries (the query features) happens here, so the network sees standardised features.
+    passed to SB3 as ``terminal_observation`` when the episode was truncated (the only case SB3 reads it).
+    Optional standardisation ``(obs[:, :d] − mean) / std`` of the first ``d`` observation entries (the query
+    features) happens here, so the network sees standardised features; and with ``cost_weight_input`` the λ entry at
+    ``cost_weight_index`` is mapped by it (:class:`CostWeightInput`).
 
     ``action_masks()`` of the vector env (``(n_envs, n_actions) bool``) is served to MaskablePPO when
     ``use_masks`` is true (default: whenever the vector env has it).
@@ -34,8 +73,13 @@ class SB3VecEnv(VecEnv):
         feature_mean: np.ndarray | None = None,
         feature_std: np.ndarray | None = None,
         use_masks: bool | None = None,
+        cost_weight_input: CostWeightInput | None = None,
+        cost_weight_index: int | None = None,
     ) -> None:
         self.venv = venv
+        if (cost_weight_input is None) != (cost_weight_index is None):
+            raise ConfigurationError("give cost_weight_input and cost_weight_index together, or neither")
+        self._lam_input, self._lam_index = cost_weight_input, cost_weight_index
         obs_space = venv.single_observation_space
         act_space = venv.single_action_space
         if not isinstance(obs_space, spaces.Box) or not isinstance(act_space, spaces.Discrete):
@@ -68,12 +112,15 @@ class SB3VecEnv(VecEnv):
 
     def _transform(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
-        if self._mean is None:
+        if self._mean is None and self._lam_input is None:
             return obs
-        assert self._inv_std is not None
         out = np.array(obs, dtype=np.float32, copy=True)
-        out[:, : self._d] -= self._mean
-        out[:, : self._d] *= self._inv_std
+        if self._mean is not None:
+            assert self._inv_std is not None
+            out[:, : self._d] -= self._mean
+            out[:, : self._d] *= self._inv_std
+        if self._lam_input is not None:
+            out[:, self._lam_index] = self._lam_input(out[:, self._lam_index])
         return out
 
     def reset(self) -> np.ndarray:

@@ -14,6 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents.routers._common import load_featurizer_dir, rng_from_state, rng_state, save_featurizer_dir
+from agents.training.sb3_env import CostWeightInput
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
@@ -61,6 +62,8 @@ class SB3Policy:
         conditioned: the network observes the cost weight (λ-conditioned training).
         cost_weight: the λ fed to a conditioned network (settable at decision time); the training λ otherwise.
         cost_weight_range: the λ range a conditioned network was trained on (``None`` otherwise).
+        cost_weight_input: how a conditioned network sees λ (:class:`~agents.training.sb3_env.CostWeightInput`;
+            ``None``: the raw λ).
         featurizer: what turns prompts into the ``d`` features (``transform(prompts) -> (n, d)``, ``save(dir)``),
             saved with the policy under ``featurizer/``, so a server can route ``{"prompt": …}``; ``None`` when
             the policy is given features only.
@@ -81,9 +84,11 @@ class SB3Policy:
         activation: str = "tanh",
         seed: int | None = 0,
         featurizer: Any = None,
+        cost_weight_input: CostWeightInput | None = None,
     ) -> None:
         self.network = network
         self.featurizer = featurizer
+        self.cost_weight_input = cost_weight_input
         self._models = tuple(str(m) for m in models)
         self.feature_mean = np.asarray(feature_mean, dtype=np.float32)
         self.feature_std = np.asarray(feature_std, dtype=np.float32)
@@ -137,7 +142,12 @@ class SB3Policy:
         x = check_features(features, self.n_features).astype(np.float32)
         x = (x - self.feature_mean) / self.feature_std
         if self.conditioned:
-            x = np.concatenate([x, np.full((x.shape[0], 1), self._cost_weight, np.float32)], axis=1)
+            lam = (
+                self._cost_weight
+                if self.cost_weight_input is None
+                else float(self.cost_weight_input(self._cost_weight))
+            )
+            x = np.concatenate([x, np.full((x.shape[0], 1), lam, np.float32)], axis=1)
         return torch.as_tensor(x)
 
     def action_probabilities(self, features: np.ndarray) -> np.ndarray:
@@ -190,6 +200,7 @@ class SB3Policy:
             "rng_state": rng_state(self._rng),
             "torch_dtypes": {k: str(v.dtype) for k, v in self.network.state_dict().items()},
             "has_featurizer": self.featurizer is not None,
+            "cost_weight_input": None if self.cost_weight_input is None else self.cost_weight_input.to_json(),
         }
         arrays = {"feature_mean": self.feature_mean, "feature_std": self.feature_std, **state}
         root = write_policy_dir(path, SB3Policy, config, arrays)
@@ -228,6 +239,11 @@ class SB3Policy:
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
         network.set_training_mode(False)
         rng = config.get("cost_weight_range")
+        try:
+            doc = config.get("cost_weight_input")
+            lam_input = None if doc is None else CostWeightInput.from_json(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolicyFormatError(f"{path}: cost_weight_input is malformed: {exc}") from None
         policy = cls(
             network,
             models,
@@ -241,6 +257,7 @@ class SB3Policy:
             activation=activation,
             seed=config.get("seed"),
             featurizer=load_featurizer_dir(Path(path)) if config.get("has_featurizer") else None,
+            cost_weight_input=lam_input,
         )
         if "rng_state" in config:
             # The sampler continues where the saved policy stopped.

@@ -26,7 +26,10 @@ def data() -> LoggedDataset:
 
 @pytest.fixture(scope="module")
 def trained(data: LoggedDataset) -> PPOResult:
-    return train_ppo(data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512)
+    # eval_significance=0: the best mean validation reward is kept, whatever the margin.
+    return train_ppo(
+        data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512, eval_significance=0.0
+    )
 
 
 def test_train_ppo_returns_a_policy_and_history(trained: PPOResult, data: LoggedDataset) -> None:
@@ -76,7 +79,9 @@ def test_act_samples_from_the_probabilities_with_its_own_seed(
 
 
 def test_same_seed_same_policy(data: LoggedDataset, trained: PPOResult) -> None:
-    again = train_ppo(data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512)
+    again = train_ppo(
+        data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512, eval_significance=0.0
+    )
     assert again.policy is not None and trained.policy is not None
     np.testing.assert_allclose(
         again.policy.action_probabilities(data.features), trained.policy.action_probabilities(data.features)
@@ -334,3 +339,18 @@ def test_a_served_ppo_policy_routes_prompts(
         r = client.post("/v1/route", json={"prompt": str(ds.prompts[0])})
     assert r.status_code == 200, r.text
     assert r.json()["model"] in ds.models
+
+
+def test_a_checkpoint_replaces_the_best_only_by_a_significant_margin(data: LoggedDataset) -> None:
+    from agents.training.ppo import ValidationCallback
+
+    callback = ValidationCallback(lambda: None, data, (0.5,), 1, significance=2.0)  # type: ignore[arg-type, return-value]
+    rng = np.random.default_rng(0)
+    start = rng.random(400)
+    assert callback._beats_best(start)  # the first evaluation is the best so far
+    callback._best_per_query = start
+    noisy = start + rng.normal(0.0, 0.05, 400) + 0.001  # a higher mean, well within the noise
+    assert noisy.mean() > start.mean() and not callback._beats_best(noisy)
+    assert callback._beats_best(start + 0.01 + rng.normal(0.0, 0.01, 400))
+    with pytest.raises(ConfigurationError, match="eval_significance must be a number ≥ 0, got -1"):
+        PPOTrainConfig(eval_significance=-1)

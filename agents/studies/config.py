@@ -64,10 +64,10 @@ class CompareConfig:
         ppo_cost_weights: the λ values a per-λ PPO policy is trained for (default: the whole grid).
         ppo_conditioned_timesteps: environment steps of the λ-conditioned PPO policy.
         ppo_conditioned_range: λ range of the conditioned policy, which is scored only inside it (default: the
-            grid's range capped at λ = 1, where the most expensive model must be worth a full quality point;
-            the env draws λ uniformly, so a wider range spends most episodes where every router already
-            picks the cheapest models).
+            grid's range; λ is drawn log-uniformly and seen on a log scale, so each decade of λ gets its share).
         n_envs: parallel copies in PPO's vector env.
+        ppo_warm_start: PPO starts from the supervised warm start on the training split (``train_ppo``'s default);
+            ``False`` trains PPO from a random initialisation (for ablations).
         quality_target: share of the strongest model's quality the "cost saved" column aims at.
         featurize: ``"auto"`` fits the default text featurizer (TF-IDF + SVD, plus the task one-hot) on the
             training prompts when the data has prompts but no features; ``"always"`` also replaces existing
@@ -87,6 +87,7 @@ class CompareConfig:
     ppo_conditioned_timesteps: int = 200_000
     ppo_conditioned_range: tuple[float, float] | None = None
     n_envs: int = 8
+    ppo_warm_start: bool = True
     quality_target: float = 0.95
     featurize: Literal["auto", "always", "never"] = "auto"
     bandit_alpha: float = 0.1

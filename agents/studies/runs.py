@@ -145,6 +145,11 @@ def _run_matrix_factorization(
     return run
 
 
+def _warm_start_setting(config: CompareConfig) -> dict[str, Any]:
+    """``train_ppo``'s warm-start setting for the study: its default, or none for an ablation."""
+    return {} if config.ppo_warm_start else {"warm_start": None}
+
+
 def _run_ppo(name: str, train: LoggedDataset, test: LoggedDataset, config: CompareConfig, log: Log) -> Run:
     def score(result: Any, lam: float) -> PolicyEvaluation:
         assert result.policy is not None
@@ -174,6 +179,7 @@ def _per_lambda_ppo(
             total_timesteps=config.ppo_timesteps,
             n_envs=config.n_envs,
             seed=config.seed,
+            **_warm_start_setting(config),
             **train_kwargs,
         )
         run.seconds += time.perf_counter() - start
@@ -189,7 +195,7 @@ def _run_ppo_conditioned(
 
     run = Run(name)
     weights = config.cost_weights
-    lo, hi = config.ppo_conditioned_range or (min(weights), min(max(weights), 1.0))
+    lo, hi = config.ppo_conditioned_range or (min(weights), max(weights))
     if hi <= lo:
         hi = lo + 1.0
     start = time.perf_counter()
@@ -200,6 +206,7 @@ def _run_ppo_conditioned(
         n_envs=config.n_envs,
         seed=config.seed,
         eval_cost_weights=tuple(w for w in weights if lo <= w <= hi) or None,
+        **_warm_start_setting(config),
     )
     run.seconds = time.perf_counter() - start
     assert result.policy is not None

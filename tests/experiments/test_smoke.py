@@ -150,3 +150,20 @@ def test_routerarena_headroom_script(tmp_path: Path, capsys: pytest.CaptureFixtu
     tested = table[table.index.str.contains("test")]["gain_vs_best_single"]
     assert len(tested) == 3 and (tested < oracle).all()
     assert "RouterArena, 809 queries" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ppo_vs_bandits_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    load_script("ppo_vs_bandits").main(
+        [
+            "--dataset", "sample", "--out", str(tmp_path), "--cost-weights", "0", "0.5", "--ppo-timesteps", "256",
+            "--ppo-conditioned-timesteps", "256", "--n-envs", "2", "--ablation",
+        ]
+    )  # fmt: skip
+    assert "# PPO against the bandits: sample" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "ppo_vs_bandits_sample_table.csv").set_index("router")
+    assert {"linucb", "ppo", "ppo-conditioned", "ppo (no warm start)"} <= set(table.index)
+    best = table.loc[["linucb", "thompson", "epsilon-greedy", "softmax"], "gap_closed"].max()
+    assert table.loc["ppo", "vs_best_bandit"] == pytest.approx(
+        table.loc["ppo", "gap_closed"] - best, abs=1e-5
+    )

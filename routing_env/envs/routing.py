@@ -147,7 +147,8 @@ class RoutingEnv(ReplayEnv):
             if self.cost_weight_range is not None
             else fixed_lambda_tables(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
         )
-        self._features = ds.features
+        # Row views of the features (indexing a list of rows is cheaper than indexing the 2-D array).
+        self._feature_rows = self._lists.feature_rows
         self._base_lists: list[list[float]] = cached(
             ds, ("base_lists", id(tables)), lambda: tables.base.tolist()
         )
@@ -199,7 +200,7 @@ class RoutingEnv(ReplayEnv):
             super().reset(seed=seed)  # Env.reset only seeds the generator
             self._stream.restart()
         rng = self.np_random
-        pinned, lam_override = parse_reset_options(options, self.dataset.n_queries)
+        pinned, lam_override = parse_reset_options(options, self._stream.n) if options else (None, None)
         lam = self._stream.episode_lambda(rng, self.cost_weight)
         self._lam = lam if lam_override is None else lam_override
         self._varying = self.cost_weight_range is not None or lam_override is not None
@@ -259,7 +260,7 @@ class RoutingEnv(ReplayEnv):
         self._done = terminated
         if self._n_extra:
             return self._obs(), r, terminated, False, info
-        return self._features[self._q].copy(), r, terminated, False, info
+        return self._feature_rows[self._q].copy(), r, terminated, False, info
 
     def action_masks(self) -> np.ndarray:
         """``(K,) bool``: the models the remaining budget can pay for on the current query (all without budget)."""
@@ -305,7 +306,7 @@ class RoutingEnv(ReplayEnv):
         self._oracle_reward = row[cands[0]]
 
     def _obs(self) -> np.ndarray:
-        row = self._features[self._q]
+        row = self._feature_rows[self._q]
         if not self._n_extra:
             # A fresh array per call: users keep observations, and the dataset row must stay untouched.
             return row.copy()

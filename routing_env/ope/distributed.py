@@ -61,6 +61,7 @@ from routing_env.ope.estimators import (
     prepare_inputs,
 )
 from routing_env.ope.evaluate import COLUMNS
+from routing_env.ope.feedback import BanditFeedback
 from routing_env.ope.intervals import (
     Layout,
     percentile_interval,
@@ -77,6 +78,7 @@ from routing_env.ope.shards import (
     features_of,
     fit_featurizer,
     hash_ids,
+    hashed_sample,
     is_fitted,
     map_batches_iter,
     max_mean_cost,
@@ -102,6 +104,7 @@ __all__ = [
     "DEFAULT_SAMPLE_SIZE",
     "DistributedRun",
     "Logs",
+    "distributed_estimated_rewards",
     "estimate_policy_value_distributed",
     "query_folds",
     "read_logs",
@@ -509,14 +512,65 @@ def _fit_on_sample(
     if unfitted:
         fit_featurizer(featurizer, sample)
     if need_q and fitted is None:
-        model = RewardModel(seed=seed) if reward_model is None else reward_model
-        if not isinstance(model, RewardModel):
-            raise ConfigurationError(f"reward_model must be a RewardModel, got {type(model).__name__}")
-        x = features_of(sample, featurizer)
         reward = rewards_of(sample.quality, sample.cost, cost_weight, cost_scale)
-        folds = query_folds(sample.query_ids, model.n_folds, seed)
-        fitted = model.fit(x, sample.action, reward, k, folds=folds)
+        x = features_of(sample, featurizer)
+        fitted = _fit_model(reward_model, x, sample.action, reward, k, sample.query_ids, seed)
     return fitted, int(sample.query_ids.shape[0])
+
+
+def _fit_model(
+    reward_model: RewardModel | None,
+    features: np.ndarray,
+    action: np.ndarray,
+    reward: np.ndarray,
+    k: int,
+    query_ids: np.ndarray,
+    seed: int,
+) -> FittedRewardModel:
+    model = RewardModel(seed=seed) if reward_model is None else reward_model
+    if not isinstance(model, RewardModel):
+        raise ConfigurationError(f"reward_model must be a RewardModel, got {type(model).__name__}")
+    folds = query_folds(query_ids, model.n_folds, seed)
+    return model.fit(features, action, reward, k, folds=folds)
+
+
+def distributed_estimated_rewards(
+    feedback: BanditFeedback,
+    *,
+    cost_weight: float | None = None,
+    reward_model: RewardModel | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = 0,
+) -> np.ndarray:
+    """``(n, K)`` the reward model predictions :func:`estimate_policy_value_distributed` uses, for logs held in
+    memory: the same hashed sample of at most ``sample_size`` rounds, the same hashed folds, the same fit.
+
+    Passed as ``estimated_rewards`` to :func:`routing_env.ope.estimate_policy_value`, they reproduce the
+    distributed table in one process (the logs' query ids must be those of the parquet files).
+
+    Args:
+        feedback: the logs, with ``query_ids``.
+        cost_weight: λ of the reward the model is fitted on (default ``feedback.cost_weight``).
+        reward_model: as in :func:`estimate_policy_value_distributed`.
+        sample_size: as in :func:`estimate_policy_value_distributed`.
+        seed: as in :func:`estimate_policy_value_distributed`.
+    """
+    if not isinstance(feedback, BanditFeedback) or feedback.query_ids is None:
+        raise ConfigurationError("feedback must be a BanditFeedback with query_ids (the folds hash them)")
+    _check_rows(sample_size, None)
+    ids = feedback.query_ids
+    rows = hashed_sample(ids, sample_size, seed)
+    reward = feedback.rewards(cost_weight)
+    fitted = _fit_model(
+        reward_model,
+        feedback.features[rows],
+        feedback.action[rows],
+        reward[rows],
+        feedback.n_actions,
+        ids[rows],
+        seed,
+    )
+    return fitted.predict(feedback.features, query_folds(ids, fitted.n_folds, seed))
 
 
 def _check_replay(estimators: Sequence[OffPolicyEstimator], totals: _Totals) -> None:

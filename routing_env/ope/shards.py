@@ -475,10 +475,21 @@ def draw_sample(ds: Any, spec: LogSpec, size: int, seed: int, batch_size: int | 
 
 
 def _smallest(kept: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    # One row per key (the rows of one query share it), ordered by key then id: deterministic whatever the order.
-    order = np.lexsort((kept[S.QUERY_ID].astype(str), kept["key"]))
-    keys = kept["key"][order]
-    first = np.ones(keys.shape[0], dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    take = order[first][:size]
+    take = _first_by_key(kept["key"], kept[S.QUERY_ID], size)
     return {c: v[take] for c, v in kept.items()}
+
+
+def _first_by_key(keys: np.ndarray, query_ids: np.ndarray, size: int) -> np.ndarray:
+    # One row per key (the rows of one query share it), ordered by key then id: deterministic whatever the order.
+    order = np.lexsort((np.asarray(query_ids).astype(str), keys))
+    ordered = keys[order]
+    first = np.ones(ordered.shape[0], dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return order[first][:size]
+
+
+def hashed_sample(query_ids: np.ndarray | Sequence[str], size: int, seed: int = 0) -> np.ndarray:
+    """``(s,) int64`` positions of the sample :func:`draw_sample` takes, for rows held in memory: the first row of
+    each of the ``size`` distinct queries with the smallest hashed key, in key order."""
+    ids = np.asarray(query_ids)
+    return _first_by_key(_sample_keys(hash_ids(ids), seed), ids, int(size)).astype(np.int64)

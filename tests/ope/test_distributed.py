@@ -18,6 +18,7 @@ from routing_env.data import LoggedDataset, TextFeaturizer, featurize, make_synt
 from routing_env.errors import ConfigurationError, ModelMismatchError, OPEWarning, SchemaError, ShapeError
 from routing_env.ope import BanditFeedback, estimate_policy_value, simulate_bandit_feedback
 from routing_env.ope.distributed import (
+    distributed_estimated_rewards,
     estimate_policy_value_distributed,
     query_folds,
     read_logs,
@@ -103,8 +104,10 @@ def test_distributed_equals_local_on_eight_files(full_logs: tuple[LoggedDataset,
     local_fb = BanditFeedback.from_dataset(logged, cost_weight=0.5)
     assert run.n_rounds == 3000 and run.sample_rows == 1000 and run.n_batches >= 8
     assert run.cost_scale == pytest.approx(local_fb.cost_scale, rel=1e-12)
+    # The same sample, folds and fit in one process give the same reward model (to BLAS rounding).
+    q = distributed_estimated_rewards(local_fb, sample_size=1000, seed=4)
     folds = query_folds(local_fb.query_ids, run.reward_model.n_folds, seed=4)
-    q = run.reward_model.predict(local_fb.features, folds)
+    np.testing.assert_allclose(q, run.reward_model.predict(local_fb.features, folds), rtol=0, atol=1e-12)
     local = estimate_policy_value(target, local_fb, n_bootstrap=200, estimated_rewards=q, seed=4)
     assert_same_table(table, local)
     # Poisson bootstrap per batch: the same spread as the single-process bootstrap, around the estimate.
@@ -133,9 +136,8 @@ def test_decision_store_export_in_shards(tmp_path: Path) -> None:
     table = estimate_policy_value_distributed(
         target, [str(p) for p in paths], estimators, n_bootstrap=0, cost_weight=0.5, batch_size=None
     )
-    run = table.attrs["distributed"]
     local_fb = router.store.export_bandit_feedback(cost_weight=0.5)
-    q = run.reward_model.predict(local_fb.features, query_folds(local_fb.query_ids, 5, seed=0))
+    q = distributed_estimated_rewards(local_fb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OPEWarning)
         local = estimate_policy_value(target, local_fb, estimators, n_bootstrap=0, estimated_rewards=q)
@@ -162,7 +164,7 @@ def test_featurizer_is_fitted_once_and_applied_per_batch(tmp_path: Path) -> None
     run = table.attrs["distributed"]
     assert run.featurizer is featurizer and featurizer.is_fitted and run.sample_rows == 500
     local_fb = BanditFeedback.from_dataset(featurize(text_logs, featurizer))
-    q = run.reward_model.predict(local_fb.features, query_folds(local_fb.query_ids, 5))
+    q = distributed_estimated_rewards(local_fb, sample_size=500)
     local = estimate_policy_value(
         target, local_fb, ["DM", "IPS", "DR", "Replay"], n_bootstrap=0, estimated_rewards=q
     )

@@ -80,6 +80,7 @@ from routing_env.ope.shards import (
     hash_ids,
     hashed_sample,
     is_fitted,
+    logged_index,
     map_batches_iter,
     max_mean_cost,
     mix64,
@@ -166,7 +167,7 @@ class _Context:
 def _statistics_batch(batch: dict[str, np.ndarray], *, ctx: _Context) -> dict[str, np.ndarray]:
     """One batch's sufficient statistics: row count, column means, centred cross-products, propensity range and
     the Poisson-bootstrap sums of the estimators' per-row columns."""
-    rows = batch_rows(batch, ctx.spec, logged_only=True)
+    rows = batch_rows(batch, ctx.spec, logged_index(batch, ctx.spec), check=True)
     n, m, b = rows.query_ids.shape[0], ctx.layout.n_columns, ctx.n_bootstrap
     out: dict[str, np.ndarray] = {
         "n": np.array([n], dtype=np.int64),
@@ -586,7 +587,7 @@ def _check_replay(estimators: Sequence[OffPolicyEstimator], totals: _Totals) -> 
 def _score_batch(
     batch: dict[str, np.ndarray], *, spec: LogSpec, policy: Policy, featurizer: Any
 ) -> dict[str, np.ndarray]:
-    rows = batch_rows(batch, spec, logged_only=False)
+    rows = batch_rows(batch, spec, None, check=False)
     n, k = rows.query_ids.shape[0], len(spec.models)
     x = features_of(rows, featurizer)
     dist = np.asarray(policy.action_probabilities(x), dtype=np.float64)

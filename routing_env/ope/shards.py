@@ -69,8 +69,7 @@ def mix64(h: np.ndarray, salt: int) -> np.ndarray:
 
 
 def hash_ids(query_ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(query_ids).astype(str).astype(object)
-    return np.asarray(pd.util.hash_array(ids, categorize=False), dtype=np.uint64)
+    return np.asarray(pd.util.hash_array(_as_text(query_ids), categorize=False), dtype=np.uint64)
 
 
 def query_folds(query_ids: np.ndarray | Sequence[str], n_folds: int, seed: int = 0) -> np.ndarray:
@@ -190,21 +189,6 @@ class Rows:
     prompts: list[str] | None
     tasks: list[str | None] | None
 
-    def take(self, idx: np.ndarray) -> Rows:
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a[idx]
-
-        return Rows(
-            pick(self.query_ids),
-            pick(self.action),
-            pick(self.quality),
-            pick(self.cost),
-            pick(self.propensity),
-            None if self.features is None else pick(self.features),
-            None if self.prompts is None else [self.prompts[i] for i in idx],
-            None if self.tasks is None else [self.tasks[i] for i in idx],
-        )
-
 
 def _examples(values: np.ndarray, limit: int = 3) -> str:
     shown = np.asarray(values)[:limit].tolist()  # Python scalars: 0.0, not np.float64(0.0)
@@ -212,7 +196,7 @@ def _examples(values: np.ndarray, limit: int = 3) -> str:
 
 
 def _actions(models_col: np.ndarray, models: tuple[str, ...], ids: np.ndarray) -> np.ndarray:
-    codes = np.asarray(pd.Categorical(np.asarray(models_col).astype(str), categories=list(models)).codes)
+    codes = np.asarray(pd.Categorical(_as_text(models_col), categories=list(models)).codes)
     if (codes < 0).any():
         bad = np.flatnonzero(codes < 0)
         raise ModelMismatchError(
@@ -233,37 +217,49 @@ def _floats(batch: dict[str, np.ndarray], col: str, n: int) -> np.ndarray:
         ) from None
 
 
-def batch_rows(batch: dict[str, np.ndarray], spec: LogSpec, *, logged_only: bool) -> Rows:
-    """A batch as :class:`Rows`; with ``logged_only`` the logged rows, validated as bandit feedback."""
-    ids = np.asarray(batch[S.QUERY_ID]).astype(str).astype(object)
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """``(n,) object`` of ``str``; arrow string columns arrive that way already and are not copied."""
+    arr = np.asarray(values)
+    if arr.dtype == object and (arr.shape[0] == 0 or isinstance(arr[0], str)):
+        return arr
+    return arr.astype(str).astype(object)
+
+
+def logged_index(batch: dict[str, np.ndarray], spec: LogSpec) -> np.ndarray:
+    """Positions of the batch's logged rows (``logged`` true, or a propensity given when there is no ``logged``)."""
+    if spec.has_logged:
+        raw = batch[S.LOGGED]
+        if raw.dtype == object and pd.isna(raw).any():
+            raise SchemaError("column 'logged' must be true/false on every row, got missing values")
+        return np.flatnonzero(np.asarray(raw, dtype=bool))
+    return np.flatnonzero(~np.isnan(_floats(batch, S.PROPENSITY, len(batch[S.QUERY_ID]))))
+
+
+def batch_rows(batch: dict[str, np.ndarray], spec: LogSpec, index: np.ndarray | None, *, check: bool) -> Rows:
+    """The batch's rows at ``index`` (all when ``None``) as :class:`Rows`; with ``check``, validated as the
+    logged rows of bandit feedback."""
+    sel = slice(None) if index is None else index
+    ids = _as_text(batch[S.QUERY_ID])[sel]
     n = ids.shape[0]
-    keep: np.ndarray | None = None
-    if logged_only:
-        prop_all = _floats(batch, S.PROPENSITY, n)
-        if spec.has_logged:
-            raw = batch[S.LOGGED]
-            if raw.dtype == object and pd.isna(raw).any():
-                raise SchemaError("column 'logged' must be true/false on every row, got missing values")
-            keep = np.flatnonzero(np.asarray(raw, dtype=bool))
-        else:
-            keep = np.flatnonzero(~np.isnan(prop_all))
-        ids = ids[keep]
-    sel = slice(None) if keep is None else keep
     action = (
         _actions(np.asarray(batch[S.MODEL])[sel], spec.models, ids)
         if spec.has_model
-        else np.full(ids.shape[0], -1, dtype=np.int64)
+        else np.full(n, -1, dtype=np.int64)
     )
-    quality = _floats(batch, S.QUALITY, n)[sel]
-    cost = _floats(batch, S.COST, n)[sel]
-    propensity = _floats(batch, S.PROPENSITY, n)[sel]
-    if logged_only:
+
+    def floats(col: str) -> np.ndarray:
+        return _floats(batch, col, len(batch[S.QUERY_ID]))[sel]
+
+    quality, cost, propensity = floats(S.QUALITY), floats(S.COST), floats(S.PROPENSITY)
+    if check:
         _check_logged(ids, quality, cost, propensity)
     features = None
     if spec.features:
-        features = np.column_stack([np.asarray(batch[c], dtype=np.float32)[sel] for c in spec.features])
+        features = np.empty((n, len(spec.features)), dtype=np.float32)
+        for j, c in enumerate(spec.features):
+            features[:, j] = np.asarray(batch[c], dtype=np.float32)[sel]
     elif not spec.text:
-        features = np.zeros((ids.shape[0], 0), dtype=np.float32)
+        features = np.zeros((n, 0), dtype=np.float32)
     prompts = tasks = None
     if spec.text:
         prompts = ["" if pd.isna(p) else str(p) for p in np.asarray(batch[S.PROMPT], dtype=object)[sel]]
@@ -364,19 +360,21 @@ def rewards_of(quality: np.ndarray, cost: np.ndarray, cost_weight: float, cost_s
 
 
 # ---------------------------------------------------------------------- pass: the cost scale
-def _cost_batch(batch: dict[str, np.ndarray], *, spec: LogSpec) -> dict[str, np.ndarray]:
+def _cost_batch(batch: dict[str, np.ndarray], *, models: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Per model: USD summed over every row and the number of rows (a row is an observed call)."""
-    rows = batch_rows(batch, spec, logged_only=False)
-    bad = ~(rows.cost >= 0) | ~np.isfinite(rows.cost)
+    ids = batch[S.QUERY_ID]
+    action = _actions(batch[S.MODEL], models, ids)
+    cost = _floats(batch, S.COST, len(ids))
+    bad = ~(cost >= 0) | ~np.isfinite(cost)
     if bad.any():
         raise SchemaError(
             f"column 'cost' must be a finite USD amount ≥ 0 on every row (the cost scale is the mean cost per "
-            f"model), got {_examples(rows.cost[bad])} (queries {_examples(rows.query_ids[bad])})"
+            f"model), got {_examples(cost[bad])} (queries {_examples(_as_text(ids)[bad])})"
         )
-    k = len(spec.models)
+    k = len(models)
     return {
-        "cost_sum": np.bincount(rows.action, weights=rows.cost, minlength=k)[None, :],
-        "calls": np.bincount(rows.action, minlength=k)[None, :].astype(np.int64),
+        "cost_sum": np.bincount(action, weights=cost, minlength=k)[None, :],
+        "calls": np.bincount(action, minlength=k)[None, :].astype(np.int64),
     }
 
 
@@ -385,7 +383,8 @@ def max_mean_cost(ds: Any, spec: LogSpec, batch_size: int | None) -> float:
     :meth:`LoggedDataset.resolve_cost_scale`), 1 when no model costs anything."""
     k = len(spec.models)
     total, calls = np.zeros(k), np.zeros(k, dtype=np.int64)
-    for out in map_batches_iter(ds, _cost_batch, batch_size, spec=spec):
+    columns = ds.select_columns([S.QUERY_ID, S.MODEL, S.COST])
+    for out in map_batches_iter(columns, _cost_batch, batch_size, models=spec.models):
         total += out["cost_sum"].sum(axis=0)
         calls += out["calls"].sum(axis=0)
     means = np.where(calls > 0, total / np.maximum(calls, 1), np.nan)
@@ -399,12 +398,13 @@ def _sample_batch(
 ) -> dict[str, np.ndarray]:
     """The batch's rows (logged rows of bandit logs) whose hashed key is below ``limit``, at most ``size`` of the
     smallest."""
-    rows = batch_rows(batch, spec, logged_only=spec.bandit)
-    key = _sample_keys(hash_ids(rows.query_ids), seed)
+    # Keys first, from the ids alone: only the rows that pass are parsed and checked.
+    index = logged_index(batch, spec) if spec.bandit else np.arange(len(batch[S.QUERY_ID]))
+    key = _sample_keys(hash_ids(_as_text(batch[S.QUERY_ID])[index]), seed)
     idx = np.flatnonzero(key < np.uint64(limit)) if limit < _KEY_RANGE else np.arange(key.shape[0])
     if idx.shape[0] > size:
         idx = idx[np.argpartition(key[idx], size - 1)[:size]]
-    part = rows.take(idx)
+    part = batch_rows(batch, spec, index[idx], check=spec.bandit)
     out: dict[str, np.ndarray] = {
         "key": key[idx],
         S.QUERY_ID: part.query_ids,

@@ -19,23 +19,28 @@ and the driver combines them exactly:
 
 **The reward model of DM and the DR family** is cross-fitted over folds of the query ids: each query's fold is a
 seeded hash of its id (:func:`query_folds`), so it is the same in every block and every run. The model of fold f
-(:class:`~routing_env.ope.RewardModel`, tuned ridge per model by default) is fitted on a uniform sample of at
-most ``sample_size`` logged rows outside fold f — the rows whose hashed key is smallest, an exact uniform sample
-independent of how the files are split — and predicts every row of fold f. No row is ever predicted by a model
-that saw it. :attr:`DistributedRun.reward_model` keeps the fitted model; passing its predictions
-(``model.predict(features, query_folds(query_ids, model.n_folds, seed))``) as ``estimated_rewards`` to the
-single-process :func:`~routing_env.ope.estimate_policy_value` reproduces the distributed table.
+(:class:`~routing_env.ope.RewardModel`, a tuned ridge per model by default) is fitted on the sample's rows outside
+fold f and predicts every row of fold f, so no row is ever predicted by a model that saw it. The sample holds at
+most ``sample_size`` logged rows: those whose seeded hash of the query id is smallest, an exact uniform sample
+that does not depend on how the files are split. :attr:`DistributedRun.reward_model` keeps the fitted model, and
+:func:`distributed_estimated_rewards` fits the same one on logs held in memory; passing its predictions as
+``estimated_rewards`` to the single-process :func:`~routing_env.ope.estimate_policy_value` reproduces the
+distributed table.
 
 **Features** come from the ``x_*`` columns, or from ``featurizer`` applied per batch to ``prompt`` (and
 ``task``); an unfitted featurizer is fitted once, on the prompts of the sample, before the evaluation pass.
 
-**Passes over the logs**: one for the estimates; one before it for the sample when a reward model or a featurizer
-must be fitted; one more for the cost scale when ``cost_scale="max_mean"`` and ``cost_weight ≠ 0``. Each pass
-streams: the driver holds the sample and ``O(B·m + m²)`` numbers per estimate, never the log.
+**Passes over the logs**: one for the estimates; before it, one for the sample when a reward model or a
+featurizer must be fitted (a second one in the rare case that too few rows passed the first one's threshold, see
+:func:`~routing_env.ope.shards.draw_sample`), and one for the cost scale when ``cost_scale="max_mean"`` and
+``cost_weight ≠ 0``. Each pass streams: the driver holds the sample and ``O(B·m + m²)`` numbers (B bootstrap
+replicates, m per-row columns), never the log. The workers' memory is what Ray Data needs per batch and the
+blocks it reads ahead, up to the object-store budget of its streaming executor
+(``DataContext.execution_options.resource_limits``); it does not grow with the number of rows.
 
-The policy, the featurizer and the fitted reward model reach Ray's workers through Ray's own task arguments
-(in memory, within the cluster); nothing is written to disk. Diagnostics warnings of the single-process path
-(support, tiny propensities) are not computed here; the table's ``ess`` column is.
+The policy, the featurizer and the fitted reward model reach Ray's workers as Ray task arguments (serialised in
+memory by Ray, within the cluster); nothing is written to disk. The diagnostics warnings of the single-process
+path (support, tiny propensities) are not computed here; the table's ``ess`` column is.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ from routing_env.ope.shards import (
     draw_sample,
     features_of,
     fit_featurizer,
+    folds_of_hashes,
     hash_ids,
     hashed_sample,
     is_fitted,
@@ -191,8 +197,7 @@ def _statistics_batch(batch: dict[str, np.ndarray], *, ctx: _Context) -> dict[st
     q = None
     hashes = hash_ids(rows.query_ids)
     if ctx.reward_model is not None:
-        folds = (mix64(hashes, 2 * ctx.seed) % np.uint64(ctx.reward_model.n_folds)).astype(np.int64)
-        q = ctx.reward_model.predict(x, folds)
+        q = ctx.reward_model.predict(x, folds_of_hashes(hashes, ctx.reward_model.n_folds, ctx.seed))
     reward = rewards_of(rows.quality, rows.cost, ctx.cost_weight, ctx.cost_scale)
     inputs = prepare_inputs(reward, rows.action, rows.propensity, dist, None, q)
     columns, layout = _stack([e.terms(inputs) for e in ctx.estimators])

@@ -77,7 +77,12 @@ def query_folds(query_ids: np.ndarray | Sequence[str], n_folds: int, seed: int =
     a query lands in the same fold in every block, file split and run."""
     if int(n_folds) != n_folds or n_folds < 2:
         raise ConfigurationError(f"n_folds must be an integer ≥ 2, got {n_folds!r}")
-    return (mix64(hash_ids(np.asarray(query_ids)), 2 * int(seed)) % np.uint64(n_folds)).astype(np.int64)
+    return folds_of_hashes(hash_ids(np.asarray(query_ids)), int(n_folds), seed)
+
+
+def folds_of_hashes(hashes: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """:func:`query_folds` from the ids' hashes (:func:`hash_ids`), for callers that hash them anyway."""
+    return (mix64(hashes, 2 * int(seed)) % np.uint64(n_folds)).astype(np.int64)
 
 
 def _sample_keys(hashes: np.ndarray, seed: int) -> np.ndarray:

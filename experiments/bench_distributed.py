@@ -73,6 +73,12 @@ def build_parser(parts: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--tmp", type=Path, default=None, help="folder for the generated logs (default: a temp dir)"
     )
+    parser.add_argument(
+        "--logs-dir",
+        type=Path,
+        default=None,
+        help="keep the generated logs here and reuse them on the next run",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "bench_distributed_ope.csv")
     parser.add_argument("--_child", choices=["ray", "single"], help=argparse.SUPPRESS)
     parser.add_argument("--_logs", type=Path, help=argparse.SUPPRESS)
@@ -263,8 +269,9 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def tree_pss_mib(root: int) -> float:
-    """PSS of ``root`` and every process descending from it, in MiB."""
+def tree_pss_mib(root: int) -> tuple[float, int, float]:
+    """``(total, processes, largest)``: PSS summed over ``root`` and every process descending from it (MiB), how
+    many processes that is, and the largest single one (MiB)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -276,12 +283,12 @@ def tree_pss_mib(root: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    sizes, todo = [], [root]
     while todo:
         pid = todo.pop()
-        total += _pss_kib(pid)
+        sizes.append(_pss_kib(pid) / 1024.0)
         todo.extend(children.get(pid, []))
-    return total / 1024.0
+    return sum(sizes), len(sizes), max(sizes)
 
 
 def measure(
@@ -306,7 +313,7 @@ def measure(
         str(args.seed),
     ]
     out_file, err_file = log_dir / f"{path}.out", log_dir / f"{path}.err"
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, tuple[float, int, float]]] = []
     with open(out_file, "w") as out, open(err_file, "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=HERE.parent)
         while proc.poll() is None:
@@ -318,15 +325,17 @@ def measure(
         raise SystemExit(f"the {path} child failed (exit {proc.returncode}):\n{tail}")
     result = json.loads(lines[-1][len("RESULT ") :])
     during = [m for t, m in samples if result["start"] <= t <= result["end"]]
-    before = [m for t, m in samples if t < result["start"]]
+    before = [m[0] for t, m in samples if t < result["start"]]
     seconds = result["end"] - result["start"]
+    nan = float("nan")
     return {
         **result,
         "seconds": seconds,
         "rows_per_s": result["n_rounds"] / seconds,
-        "peak_pss_mib": max(during, default=float("nan")),
-        "startup_pss_mib": before[-1] if before else float("nan"),
-        "n_samples": len(during),
+        "peak_pss_mib": max((m[0] for m in during), default=nan),
+        "startup_pss_mib": before[-1] if before else nan,
+        "max_processes": max((m[1] for m in during), default=0),
+        "largest_process_mib": max((m[2] for m in during), default=nan),
     }
 
 
@@ -337,19 +346,21 @@ def ope_part(args: argparse.Namespace) -> pd.DataFrame:
         tmp = Path(tmp_name)
         policy = fit_target(gen, args.cost_weight, args.seed, tmp)
         for n_rows in args.rows:
-            logs = tmp / f"logs-{n_rows}"
+            name = f"logs-{n_rows}-{args.rows_per_file}-{args.n_models}x{args.n_features}-seed{args.seed}"
+            logs = (args.logs_dir or tmp) / name
+            kept = sorted(logs.glob("*.parquet")) if args.logs_dir else []
             t0 = time.perf_counter()
-            n_files = write_logs(gen, logs, n_rows, args.rows_per_file, args.seed)
-            print(
-                f"{n_rows:,} rows in {n_files} parquet files, generated in {time.perf_counter() - t0:.1f} s"
-            )
+            n_files = len(kept) or write_logs(gen, logs, n_rows, args.rows_per_file, args.seed)
+            how = "reused" if kept else f"generated in {time.perf_counter() - t0:.1f} s"
+            print(f"{n_rows:,} rows in {n_files} parquet files, {how}")
             results = {}
             for path in args.paths:
                 results[path] = measure(args, path, logs, policy, tmp)
                 r = results[path]
                 print(
                     f"  {path:6s}: {r['seconds']:7.1f} s, {r['rows_per_s']:>10,.0f} rows/s, peak PSS "
-                    f"{r['peak_pss_mib']:7.0f} MiB (at start-up {r['startup_pss_mib']:.0f} MiB)"
+                    f"{r['peak_pss_mib']:7.0f} MiB (at start-up {r['startup_pss_mib']:.0f} MiB; "
+                    f"{r['max_processes']} processes, the largest {r['largest_process_mib']:.0f} MiB)"
                 )
             diff_est = diff_se = float("nan")
             if {"ray", "single"} <= set(results):
@@ -372,13 +383,16 @@ def ope_part(args: argparse.Namespace) -> pd.DataFrame:
                         "peak_pss_mib": r["peak_pss_mib"],
                         "startup_pss_mib": r["startup_pss_mib"],
                         "peak_minus_startup_mib": r["peak_pss_mib"] - r["startup_pss_mib"],
+                        "max_processes": r["max_processes"],
+                        "largest_process_mib": r["largest_process_mib"],
                         "max_abs_diff_estimate": diff_est,
                         "max_abs_diff_std_error": diff_se,
                         **{f"estimate_{e}": r["estimate"][e] for e in ESTIMATORS},
                     }
                 )
-            for f in logs.glob("*.parquet"):
-                f.unlink()
+            if args.logs_dir is None:
+                for f in logs.glob("*.parquet"):
+                    f.unlink()
     frame = pd.DataFrame(rows_out)
     for path, group in frame.groupby("path", sort=False):
         if len(group) > 1:

@@ -34,9 +34,10 @@ distributed table.
 featurizer must be fitted (a second one in the rare case that too few rows passed the first one's threshold, see
 :func:`~routing_env.ope.shards.draw_sample`), and one for the cost scale when ``cost_scale="max_mean"`` and
 ``cost_weight ≠ 0``. Each pass streams: the driver holds the sample and ``O(B·m + m²)`` numbers (B bootstrap
-replicates, m per-row columns), never the log. The workers' memory is what Ray Data needs per batch and the
-blocks it reads ahead, up to the object-store budget of its streaming executor
-(``DataContext.execution_options.resource_limits``); it does not grow with the number of rows.
+replicates, m per-row columns), never the log. A worker holds what Ray Data needs for a batch and the blocks it
+reads ahead, up to the object-store budget of its streaming executor
+(``DataContext.execution_options.resource_limits``): its memory levels off after a few files, whatever the
+number of rows (``experiments/bench_distributed.py --part ope`` measures it).
 
 The policy, the featurizer and the fitted reward model reach Ray's workers as Ray task arguments (serialised in
 memory by Ray, within the cluster); nothing is written to disk. The diagnostics warnings of the single-process

@@ -202,3 +202,19 @@ def test_ppo_vs_bandits_script(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert table.loc["ppo", "vs_best_bandit"] == pytest.approx(
         table.loc["ppo", "gap_closed"] - best, abs=1e-5
     )
+
+
+@pytest.mark.slow
+def test_bench_distributed_ope_part(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install 'routing-env[ray]'")
+    out = tmp_path / "bench.csv"
+    load_script("bench_distributed").main(
+        [
+            "--part", "ope", "--rows", "3000", "--rows-per-file", "1000", "--n-bootstrap", "20",
+            "--tmp", str(tmp_path), "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert "largest difference ray − single" in capsys.readouterr().out
+    frame = pd.read_csv(out)
+    assert frame["path"].tolist() == ["ray", "single"] and (frame["rows"] == 3000).all()
+    assert (frame["max_abs_diff_estimate"] < 1e-9).all() and (frame["peak_pss_mib"] > 0).all()

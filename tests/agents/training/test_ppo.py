@@ -325,7 +325,7 @@ def test_a_served_ppo_policy_routes_prompts(
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from agents.online import DecisionStore, OnlineRouter, create_app
+    from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
 
     ds, featurizer = featurized
     assert ds.prompts is not None
@@ -334,7 +334,7 @@ def test_a_served_ppo_policy_routes_prompts(
     )
     assert result.policy is not None
     result.policy.save(tmp_path / "ppo")
-    router = OnlineRouter(load_policy(tmp_path / "ppo"), DecisionStore(tmp_path / "d.db"))
+    router = OnlineRouter(load_policy(tmp_path / "ppo"), SQLiteDecisionStore(tmp_path / "d.db"))
     with TestClient(create_app(router), raise_server_exceptions=False) as client:
         r = client.post("/v1/route", json={"prompt": str(ds.prompts[0])})
     assert r.status_code == 200, r.text

@@ -354,6 +354,9 @@ def measure(
         raise SystemExit(f"the {path} child failed (exit {proc.returncode}):\n{tail}")
     result = json.loads(lines[-1][len("RESULT ") :])
     during = [m for t, m in samples if result["start"] <= t <= result["end"]]
+    if not during:
+        # An evaluation shorter than the sampling interval (tiny logs): the whole run's peak bounds it.
+        during = [m for _, m in samples]
     before = [m[0] for t, m in samples if t < result["start"]]
     seconds = result["end"] - result["start"]
     nan = float("nan")

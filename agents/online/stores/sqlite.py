@@ -32,11 +32,27 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from agents.online.errors import DecisionNotFoundError
-from agents.online.stores.base import Checkpoint, Decision, Feedback, PolicyVersion, Step, StoreCounts
-from agents.online.stores.export import bandit_feedback, check_versions, traffic_dataset
+from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.stores.base import (
+    Checkpoint,
+    Decision,
+    Feedback,
+    LogEntry,
+    PolicyVersion,
+    Step,
+    StoreCounts,
+)
+from agents.online.stores.export import bandit_feedback, check_versions, export_query, exported
+from agents.online.stores.sql import (
+    DECISION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    decision_from_row,
+    decision_values,
+    feedback_from_row,
+    poll_log,
+    qualified,
+    store_counts,
+)
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
@@ -110,12 +126,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 
-_DECISION_COLUMNS = (
-    "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "
-    "propensity, probabilities, allowed, cost_weight, status, n_calls, max_calls"
-)
+_DECISION_COLUMNS = DECISION_COLUMNS
 # The same columns of the decisions table aliased ``d`` in joins.
-_D_COLUMNS = ", ".join("d." + c.strip() for c in _DECISION_COLUMNS.split(","))
+_D_COLUMNS = qualified(DECISION_COLUMNS, "d")
+# Feedback after a log position, in log order, each with its decision.
+_FEEDBACK_AFTER = (
+    f"SELECT f.seq, {qualified(FEEDBACK_COLUMNS, 'f')}, {_D_COLUMNS} "
+    "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq"
+)
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -229,9 +247,15 @@ class SQLiteDecisionStore:
             raise ConfigurationError(f"the decision store {self.path} is closed")
         with self._write_lock:
             if self._deferring == threading.get_ident() and not flush:
-                if not self._group_open:
+                opened = not self._group_open
+                if opened:
                     self._begin_group()
-                self._run_in_group(statements)
+                try:
+                    self._run_in_group(statements)
+                except BaseException:
+                    if opened:  # the group holds nothing else and nobody waits for it: end it now
+                        self._end_empty_group()
+                    raise
                 self._deferred_group = self._group_id
                 return
             if self._group_open:
@@ -297,6 +321,12 @@ class SQLiteDecisionStore:
             raise
         self._group_id += 1
         self._group_open = True
+
+    def _end_empty_group(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._writer.execute("ROLLBACK")
+        self._group_open = False
+        self._write_lock.release()  # taken by _begin_group
 
     def _run_in_group(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         # A failure undoes only this write's statements, not the group's earlier ones.
@@ -410,57 +440,29 @@ class SQLiteDecisionStore:
 
     # ------------------------------------------------------------------ decisions
     def insert_decision(self, d: Decision) -> None:
-        self._write(
-            [
-                (
-                    f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+        try:
+            self._write(
+                [
                     (
-                        d.seq,
-                        d.decision_id,
-                        d.request_id,
-                        d.created_at,
-                        d.policy_version,
-                        d.kind,
-                        np.asarray(d.features, dtype="<f4").tobytes(),
-                        d.prompt,
-                        d.model,
-                        d.action,
-                        d.propensity,
-                        np.asarray(d.probabilities, dtype="<f8").tobytes(),
-                        None if d.allowed_models is None else json.dumps(list(d.allowed_models)),
-                        d.cost_weight,
-                        d.status,
-                        d.n_calls,
-                        d.max_calls,
-                    ),
-                )
-            ]
-        )
+                        f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                        decision_values(d),
+                    )
+                ]
+            )
+        except sqlite3.IntegrityError as exc:
+            if "decisions.request_id" in str(exc):
+                raise DecisionConflictError(
+                    f"request_id {d.request_id!r} already has a decision; retries get that one"
+                ) from exc
+            if "UNIQUE constraint failed: decisions." in str(exc):
+                raise DecisionConflictError(
+                    f"decision {d.decision_id!r} (seq {d.seq}) is already logged; decision ids and sequence "
+                    "numbers are used once"
+                ) from exc
+            raise
 
     def _decision_from_row(self, row: Sequence[Any]) -> Decision:
-        version = row[4]
-        models = self._models_of(version)
-        allowed = None if row[12] is None else tuple(json.loads(row[12]))
-        return Decision(
-            decision_id=row[1],
-            seq=int(row[0]),
-            request_id=row[2],
-            created_at=float(row[3]),
-            policy_version=version,
-            kind=row[5],
-            model=row[8],
-            action=int(row[9]),
-            propensity=float(row[10]),
-            models=models,
-            probabilities=np.frombuffer(row[11], dtype="<f8").copy(),
-            features=np.frombuffer(row[6], dtype="<f4").copy(),
-            prompt=row[7],
-            allowed_models=allowed,
-            cost_weight=float(row[13]),
-            status=row[14],
-            n_calls=int(row[15]),
-            max_calls=int(row[16]),
-        )
+        return decision_from_row(row, self._models_of(row[4]))
 
     def _models_of(self, version: str) -> tuple[str, ...]:
         cache: dict[str, tuple[str, ...]] | None = getattr(self._local, "models", None)
@@ -556,28 +558,39 @@ class SQLiteDecisionStore:
         ]
 
     # ------------------------------------------------------------------ feedback
-    def insert_feedback(self, fb: Feedback) -> None:
-        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction."""
-        self._write(
-            [
-                (
-                    "INSERT INTO feedback (seq, decision_id, received_at, source, quality, cost, latency_s, reward, "
-                    "applied, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    def insert_feedback(self, fb: Feedback) -> int:
+        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction.
+
+        The store has one writer, so ``fb.seq`` (the router's count) is the feedback's log position.
+        """
+        try:
+            self._write(
+                [
                     (
-                        fb.seq,
-                        fb.decision_id,
-                        fb.received_at,
-                        fb.source,
-                        fb.quality,
-                        fb.cost,
-                        fb.latency_s,
-                        fb.reward,
-                        int(fb.applied),
-                        fb.policy_version,
+                        "INSERT INTO feedback (seq, decision_id, received_at, source, quality, cost, latency_s, "
+                        "reward, applied, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            fb.seq,
+                            fb.decision_id,
+                            fb.received_at,
+                            fb.source,
+                            fb.quality,
+                            fb.cost,
+                            fb.latency_s,
+                            fb.reward,
+                            int(fb.applied),
+                            fb.policy_version,
+                        ),
                     ),
-                ),
-            ]
-        )
+                ]
+            )
+        except sqlite3.IntegrityError as exc:
+            if "feedback.decision_id" in str(exc):
+                raise DecisionConflictError(
+                    f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision"
+                ) from exc
+            raise
+        return fb.seq
 
     def mark_expired(self, decision_id: str) -> None:
         """Close a decision whose wait time expired without applying any reward."""
@@ -593,43 +606,40 @@ class SQLiteDecisionStore:
             )
             .fetchone()
         )
-        return None if row is None else _feedback_from_row(row)
+        return None if row is None else feedback_from_row(row)
 
     def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
         """Feedback with ``seq > after_seq`` in apply order, each with its decision (for replay and audits)."""
-        rows = self._reader().execute(
-            "SELECT f.seq, f.decision_id, f.received_at, f.source, f.quality, f.cost, f.latency_s, f.reward, "
-            f"f.applied, f.policy_version, {_D_COLUMNS} "
-            "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
-            (int(after_seq),),
-        )
+        rows = self._reader().execute(_FEEDBACK_AFTER, (int(after_seq),))
         for r in rows.fetchall():
-            yield _feedback_from_row(r[:10]), self._decision_from_row(r[10:])
+            yield feedback_from_row(r[:10]), self._decision_from_row(r[10:])
 
     def max_feedback_seq(self) -> int:
         row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()
         return int(row[0])
 
+    # ------------------------------------------------------------------ the log (feedback in apply order)
+    def log_position(self) -> int:
+        """The last feedback ``seq`` (the store has one writer, which numbers feedback in commit order)."""
+        return self.max_feedback_seq()
+
+    def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
+        """At most ``limit`` feedback entries with ``seq > after``, in log order."""
+        rows = self._reader().execute(_FEEDBACK_AFTER + " LIMIT ?", (int(after), max(int(limit), 0)))
+        return [
+            LogEntry(int(r[0]), "feedback", feedback_from_row(r[:10]), self._decision_from_row(r[10:]))
+            for r in rows.fetchall()
+        ]
+
+    def wait_for_log(self, after: int, timeout_s: float) -> int:
+        """Poll the log's head until it passes ``after`` or ``timeout_s`` seconds have passed; return the head."""
+        return poll_log(self.log_position, after, timeout_s)
+
     # ------------------------------------------------------------------ aggregates
     def counts(self) -> StoreCounts:
         """Totals for monitoring, computed with a few aggregate queries."""
         db = self._reader()
-        out = StoreCounts()
-        out.decisions = int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
-        out.pending = int(db.execute("SELECT COUNT(*) FROM decisions WHERE status = 'open'").fetchone()[0])
-        out.feedback = {
-            r[0]: int(r[1]) for r in db.execute("SELECT source, COUNT(*) FROM feedback GROUP BY source")
-        }
-        out.decisions_by_model = {
-            r[0]: int(r[1]) for r in db.execute("SELECT model, COUNT(*) FROM decisions GROUP BY model")
-        }
-        for model, n, total in db.execute(
-            "SELECT d.model, COUNT(*), SUM(f.reward) FROM feedback f JOIN decisions d "
-            "ON d.decision_id = f.decision_id GROUP BY d.model"
-        ):
-            out.feedback_by_model[model] = int(n)
-            out.reward_by_model[model] = float(total)
-        return out
+        return store_counts(lambda sql: db.execute(sql).fetchall())
 
     # ------------------------------------------------------------------ export
     def export(
@@ -657,28 +667,15 @@ class SQLiteDecisionStore:
         """
         known = self.policy_versions()
         check_versions(versions, known)
-        sql = (
-            f"SELECT {_D_COLUMNS}, f.quality, f.cost, f.latency_s "
-            "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE d.kind = 'route'"
-        )
-        params: list[Any] = []
-        if not include_default:
-            sql += " AND f.source = 'client'"
-        if versions is not None:
-            sql += f" AND d.policy_version IN ({', '.join('?' * len(versions))})"
-            params.extend(versions)
-        rows = self._reader().execute(sql + " ORDER BY d.seq", params).fetchall()
-        if not rows:
-            raise ConfigurationError(
-                f"nothing to export from {self.path}: no routed decision has feedback yet"
-                + ("" if versions is None else f" for versions {list(versions)}")
-            )
-        return traffic_dataset(
-            [self._decision_from_row(r[:17]) for r in rows],
-            [(r[17], r[18], r[19]) for r in rows],
+        sql, params = export_query(include_default, versions, "?")
+        return exported(
+            self._reader().execute(sql, params).fetchall(),
+            self._decision_from_row,
             known,
             models=models,
             include_default=include_default,
+            versions=versions,
+            location=str(self.path),
             source=f"routing_env DecisionStore {self.path.name}",
         )
 
@@ -715,21 +712,6 @@ def _run_atomically(
             cur.execute(statement)
         raise
     cur.execute(end)
-
-
-def _feedback_from_row(r: Sequence[Any]) -> Feedback:
-    return Feedback(
-        seq=int(r[0]),
-        decision_id=r[1],
-        received_at=float(r[2]),
-        source=r[3],
-        quality=float(r[4]),
-        cost=float(r[5]),
-        latency_s=None if r[6] is None else float(r[6]),
-        reward=float(r[7]),
-        applied=bool(r[8]),
-        policy_version=r[9],
-    )
 
 
 def _remove_tree(path: Path) -> None:

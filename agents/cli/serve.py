@@ -22,7 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--store", required=True, help="SQLite file of decisions and feedback (created if absent)")
+    p.add_argument(
+        "--store",
+        required=True,
+        help="SQLite file of decisions and feedback (created if absent), or a postgresql:// URL (password from "
+        "PGPASSWORD or ~/.pgpass)",
+    )
     p.add_argument("--policy", help="saved policy directory to serve when the store has no checkpoint yet")
     p.add_argument("--version", help="version id of --policy (default v<n>)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
@@ -39,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="root seed of the routing draws")
     p.add_argument(
-        "--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability (FULL: fsync)"
+        "--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability (FULL: fsync); on PostgreSQL both are durable commits"
     )
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger requests get 413")
     p.add_argument("--policy-root", help="only allow hot swaps to policy directories inside this one")
@@ -69,14 +74,14 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
         router = OnlineRouter.restore(store, **options)
         if args.policy:
             print(
-                f"routing-env serve: {args.store} already serves version {router.version!r}; resuming it and "
+                f"routing-env serve: {store.location} already serves version {router.version!r}; resuming it and "
                 f"ignoring --policy {args.policy} (hot swap with POST /v1/policy)",
                 file=sys.stderr,
             )
         return router
     if not args.policy:
         raise ConfigurationError(
-            f"the store {args.store} is new: give --policy DIR, a saved policy directory"
+            f"the store {store.location} is new: give --policy DIR, a saved policy directory"
         )
     return OnlineRouter(load_policy(args.policy), store, version=args.version, **options)
 
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(router, max_body_bytes=args.max_body_bytes, policy_root=args.policy_root)
     print(
         f"routing-env serve: version {router.version!r} on http://{args.host}:{args.port} "
-        f"(store {args.store})",
+        f"(store {router.store.location})",
         file=sys.stderr,
         flush=True,
     )

@@ -3,8 +3,9 @@
 - :class:`OnlineRouter` serves a policy (or a cascade policy), logs every decision with its propensity and learns
   from feedback; :meth:`OnlineRouter.restore` resumes after a crash with a bit-identical policy.
 - :class:`DecisionStore` is the protocol of its durable log; :class:`SQLiteDecisionStore` (SQLite in WAL mode) is
-  the default implementation and :func:`open_store` opens the store a path names. ``export()`` gives the traffic
-  in the canonical logged format.
+  the default implementation, :class:`PostgresDecisionStore` keeps the log in PostgreSQL (the ``postgres`` extra,
+  imported only when such a store opens), and :func:`open_store` opens the store a path or URL names.
+  ``export()`` gives the traffic in the canonical logged format.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
 """
@@ -14,14 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 from agents.online.config import RouterConfig
-from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.errors import (
+    DecisionConflictError,
+    DecisionNotFoundError,
+    LogConflictError,
+    StoreUnavailableError,
+)
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
     Checkpoint,
     Decision,
     DecisionStore,
     Feedback,
+    LogEntry,
     PolicyVersion,
+    PostgresDecisionStore,
     SQLiteDecisionStore,
     Step,
     StoreCounts,
@@ -35,13 +43,17 @@ __all__ = [
     "DecisionNotFoundError",
     "DecisionStore",
     "Feedback",
+    "LogConflictError",
+    "LogEntry",
     "Observation",
     "OnlineRouter",
     "PolicyVersion",
+    "PostgresDecisionStore",
     "RouterConfig",
     "SQLiteDecisionStore",
     "Step",
     "StoreCounts",
+    "StoreUnavailableError",
     "create_app",
     "open_store",
 ]

@@ -1,0 +1,774 @@
+"""`PostgresDecisionStore`: the durable log of online routers on PostgreSQL (``pip install 'routing-env[postgres]'``).
+
+It implements the :class:`~agents.online.stores.base.DecisionStore` protocol with the same tables as the SQLite
+store (see :mod:`agents.online.stores.postgres_schema`, applied as versioned migrations when the store opens) and
+the same guarantees: a method returns only after its writes are committed, except inside a group-commit deferral,
+whose writes one ``COMMIT`` makes durable together.
+
+**The store is the log.** Feedback is appended at a gap-free position assigned while a one-row head table is
+locked, and the lock is held until the appending transaction commits: feedback commits are serialised (across
+every process writing to the database), so positions follow commit order and a reader never sees position
+``n + 1`` before ``n``. The cost: one feedback-writing transaction at a time, so feedback throughput is about one
+group per commit latency (group commit puts many feedbacks in one transaction); decisions and steps are not
+serialised. Each append notifies :data:`~agents.online.stores.postgres_schema.LOG_CHANNEL` with its position
+(delivered at commit); :meth:`PostgresDecisionStore.wait_for_log` listens on it, and
+:meth:`PostgresDecisionStore.log_entries` reads the log after a position.
+
+Exactly-once feedback is the primary key of ``feedback``; a second feedback is refused without a database error,
+so it never spoils an open group. Checkpoints are stored in the database (the policy directory's files and the
+log position they include), so a process on another machine starts from the latest one: it is written to a local
+cache directory when read.
+
+Connections: one writer connection (decisions, steps, feedback, checkpoints), a pool of reader connections
+(autocommit; they see only committed data, as SQLite's readers do) and, once :meth:`wait_for_log` is called, one
+listening connection. The password comes from the URL, ``PGPASSWORD`` or ``~/.pgpass`` (libpq's rules) and never
+appears in a message or repr: :attr:`PostgresDecisionStore.location` is the URL without it. When the server is
+unreachable, calls raise :class:`~agents.online.errors.StoreUnavailableError`; once it is back, the store
+reconnects (reads retry once on a fresh connection; a write is never retried, because its commit may have
+happened: the first write after an outage may fail, the next reconnects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreUnavailableError
+from agents.online.stores.base import (
+    Checkpoint,
+    Decision,
+    Feedback,
+    LogEntry,
+    PolicyVersion,
+    Step,
+    StoreCounts,
+)
+from agents.online.stores.export import bandit_feedback, check_versions, export_query, exported
+from agents.online.stores.postgres_checkpoints import CheckpointArchive
+from agents.online.stores.postgres_schema import LOG_CHANNEL, migrate
+from agents.online.stores.postgres_target import Target, driver
+from agents.online.stores.sql import (
+    DECISION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    N_DECISION_COLUMNS,
+    decision_from_row,
+    decision_values,
+    feedback_from_row,
+    qualified,
+    store_counts,
+)
+from routing_env.data import LoggedDataset
+from routing_env.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["LOG_CHANNEL", "PostgresDecisionStore"]
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+_T = TypeVar("_T")
+_Work = Callable[["psycopg.Connection[Any]"], _T]
+
+_D_COLUMNS = qualified(DECISION_COLUMNS, "d")
+# Feedback after a log position, in log order, each with its decision; %s = the position, then the limit.
+_LOG_AFTER = (
+    f"SELECT l.position, {qualified(FEEDBACK_COLUMNS, 'f')}, {_D_COLUMNS} FROM log l "
+    "JOIN feedback f ON f.decision_id = l.decision_id JOIN decisions d ON d.decision_id = l.decision_id "
+    "WHERE l.position > %s ORDER BY l.position LIMIT %s"
+)
+_FEEDBACK_OF = (
+    f"SELECT l.position, {qualified(FEEDBACK_COLUMNS, 'f')} FROM feedback f "
+    "JOIN log l ON l.decision_id = f.decision_id WHERE f.decision_id = %s"
+)
+_APPEND_FEEDBACK = "SELECT routing_env_append_feedback(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_INSERT_DECISION = (
+    f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ({', '.join(['%s'] * N_DECISION_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING RETURNING seq"
+)
+_INSERT_STEP = (
+    "WITH s AS (INSERT INTO steps (decision_id, step, created_at, signal, cost, stop, propensity, forced) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING decision_id) "
+    "UPDATE decisions SET n_calls = %s, model = %s, action = %s WHERE decision_id IN (SELECT decision_id FROM s) "
+    "RETURNING seq"
+)
+
+
+# ---------------------------------------------------------------------------------------------------- the store
+class PostgresDecisionStore:
+    """Decisions, cascade steps, the feedback log and policy checkpoints in a PostgreSQL database.
+
+    Args:
+        url: ``postgresql://[user[:password]@][host][:port]/dbname[?param=value…]`` (or a libpq conninfo string).
+            Prefer ``PGPASSWORD`` or ``~/.pgpass`` to a password in the URL.
+        synchronous: durability of a commit, in the SQLite store's words. ``"NORMAL"``, ``"FULL"`` and
+            ``"EXTRA"`` keep the server's ``synchronous_commit`` unless it is ``off``, which is raised to ``on``
+            (the commit is in the server's flushed WAL before it is acknowledged: durable against a crash of the
+            router, of the server and against power loss); ``"OFF"`` sets ``synchronous_commit = off`` (a server
+            crash may lose the last acknowledged commits, never make the database inconsistent).
+        checkpoint_dir: local directory where checkpoints are staged before they are stored and written back when
+            read; default a private temporary directory, removed by :meth:`close`.
+        keep_checkpoints: how many checkpoints to keep in the database (the newest ones).
+        pool_size: most reader connections open at once (≥ 1).
+        timeout_s: seconds to wait for a connection (connecting, or a free reader) before
+            :class:`~agents.online.errors.StoreUnavailableError`.
+
+    Raises:
+        ConfigurationError: an invalid URL or option, the ``postgres`` extra missing, or a database schema this
+            version cannot serve (see :func:`~agents.online.stores.postgres_schema.migrate`).
+        StoreUnavailableError: the server cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        checkpoint_dir: str | Path | None = None,
+        keep_checkpoints: int = 2,
+        pool_size: int = 4,
+        timeout_s: float = 5.0,
+    ) -> None:
+        pg = driver()
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError(
+                f"synchronous must be 'OFF', 'NORMAL', 'FULL' or 'EXTRA', got {synchronous!r}"
+            )
+        if int(keep_checkpoints) < 1:
+            raise ConfigurationError(f"keep_checkpoints must be ≥ 1, got {keep_checkpoints!r}")
+        if int(pool_size) < 1:
+            raise ConfigurationError(f"pool_size must be ≥ 1, got {pool_size!r}")
+        if not (float(timeout_s) > 0):
+            raise ConfigurationError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+        self._target = Target.parse(str(url), float(timeout_s))
+        self._location = self._target.location
+        self.synchronous = synchronous
+        self.keep_checkpoints = int(keep_checkpoints)
+        self.timeout_s = float(timeout_s)
+        self._checkpoints = CheckpointArchive(
+            self._location, checkpoint_dir, self.keep_checkpoints, self._read, self._write_checkpoint
+        )
+        self.checkpoint_dir = self._checkpoints.dir
+        self._closed = False
+        self._models: dict[str, tuple[str, ...]] = {}
+        # Writes: one connection guarded by a re-entrant lock. A group-commit transaction (begin_deferred) holds
+        # it from its first write to its COMMIT, and the owning thread's writes re-enter it meanwhile.
+        self._lock = threading.RLock()
+        self._writer: psycopg.Connection[Any] | None = None
+        self._group_open = False
+        self._group_writes = 0
+        self._group_id = 0
+        self._group_errors: dict[int, BaseException] = {}
+        self._deferring: int | None = None
+        self._deferred_group: int | None = None
+        self._listen_lock = threading.Lock()
+        self._listener: psycopg.Connection[Any] | None = None
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        try:
+            writer = self._writer_conn()
+            try:
+                migrate(writer)
+            except pg.Error as exc:
+                raise self._store_error(exc, "could not apply its schema migrations") from exc
+            from psycopg_pool import ConnectionPool
+
+            self._pool = ConnectionPool(
+                self._target.conninfo,
+                min_size=1,
+                max_size=int(pool_size),
+                kwargs={"autocommit": True},
+                timeout=self.timeout_s,
+                name="routing-env-readers",
+                open=False,
+            )
+            self._pool.open(wait=False)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ connections and errors
+    @property
+    def location(self) -> str:
+        """The database's URL without its password, for messages."""
+        return self._location
+
+    def __repr__(self) -> str:
+        return f"PostgresDecisionStore({self._location!r}, synchronous={self.synchronous!r})"
+
+    def __enter__(self) -> PostgresDecisionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError(f"the decision store {self._location} is closed")
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pg = driver()
+        try:
+            return pg.connect(self._target.conninfo, autocommit=True)
+        except pg.Error as exc:
+            raise self._store_error(exc, "cannot be reached") from None
+
+    def _writer_conn(self) -> psycopg.Connection[Any]:
+        conn = self._writer
+        if conn is None or conn.closed or conn.broken:
+            self._drop_writer()
+            conn = self._connect()
+            try:
+                if self.synchronous == "OFF":
+                    conn.execute("SET synchronous_commit = off")
+                elif conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":  # type: ignore[index]
+                    conn.execute("SET synchronous_commit = on")
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+        return conn
+
+    def _drop_writer(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _store_error(self, exc: BaseException, doing: str) -> Exception:
+        return self._target.error(exc, doing)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read on a pooled connection (committed data), retried once on a fresh connection."""
+        self._check_open()
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            return []  # PostgreSQL text cannot hold NUL, so no stored value equals this one (writes refuse it)
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        assert self._pool is not None
+        for attempt in (0, 1):
+            try:
+                with self._pool.connection() as conn:
+                    return conn.execute(sql, params).fetchall()
+            except psycopg.OperationalError as exc:
+                if attempt == 1:
+                    raise self._store_error(exc, "is unavailable") from None
+                # After a server restart every idle connection is broken: replace them before the retry.
+                self._pool.check()
+            except PoolTimeout as exc:
+                raise self._store_error(exc, "is unavailable") from None
+        raise AssertionError("unreachable")
+
+    def _read_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ writes and group commit
+    def _write(
+        self,
+        work: _Work[_T],
+        *,
+        atomic: bool = False,
+        flush: bool = False,
+        missing: Callable[[], Exception] | None = None,
+    ) -> _T:
+        """Run ``work`` on the writer connection and commit before returning.
+
+        ``work`` runs its statements; it may raise a routing-env error to refuse (a conflict found without a
+        database error), which leaves an open group intact. ``atomic``: ``work`` runs several statements, wrapped
+        in a transaction outside a group. ``missing`` builds the error for a foreign-key violation (an unknown
+        decision or policy version). Inside :meth:`begin_deferred` … :meth:`end_deferred` the statements join
+        the open group transaction instead; a write outside a deferral (or with ``flush``) first commits an open
+        group, so it is never acknowledged ahead of earlier writes.
+        """
+        import psycopg
+        from psycopg import errors
+
+        self._check_open()
+        with self._lock:
+            in_group = self._deferring == threading.get_ident() and not flush
+            if in_group:
+                if not self._group_open:
+                    self._begin_group()
+            elif self._group_open:
+                self.commit_group()
+                error = self._group_errors.get(self._group_id)
+                if error is not None:
+                    raise error
+            conn = self._begin_transaction() if atomic and not in_group else self._writer_conn()
+            try:
+                result = work(conn)
+            except psycopg.Error as exc:
+                if isinstance(exc, errors.ForeignKeyViolation) and missing is not None:
+                    mapped: BaseException = missing()
+                else:
+                    mapped = self._store_error(exc, "could not commit the write")
+                if conn.broken:
+                    self._drop_writer()
+                if in_group:
+                    self._abort_group(mapped)  # PostgreSQL aborted the group's transaction: all of it is lost
+                elif atomic:
+                    self._rollback_quietly(conn)
+                raise mapped from exc
+            except BaseException:
+                if in_group and self._group_writes == 0:
+                    self._abort_group(None)  # a refusal that opened the group: release its locks at once
+                elif atomic and not in_group:
+                    self._rollback_quietly(conn)
+                raise
+            if in_group:
+                self._group_writes += 1
+                self._deferred_group = self._group_id
+            elif atomic:
+                try:
+                    self._commit_sql(conn)
+                except psycopg.Error as exc:
+                    self._rollback_quietly(conn)
+                    raise self._store_error(exc, "could not commit the write") from exc
+            return result
+
+    def _begin_transaction(self) -> psycopg.Connection[Any]:
+        """``BEGIN`` on the writer. Nothing is written yet, so a connection found broken is replaced and retried."""
+        import psycopg
+
+        for attempt in (0, 1):
+            conn = self._writer_conn()
+            try:
+                conn.execute("BEGIN")
+                return conn
+            except psycopg.OperationalError as exc:
+                self._drop_writer()
+                if attempt == 1:
+                    raise self._store_error(exc, "is unavailable") from None
+        raise AssertionError("unreachable")
+
+    def _rollback_quietly(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # the connection is gone, and its transaction with it
+            self._drop_writer()
+
+    def _commit_sql(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("COMMIT")
+
+    def begin_deferred(self) -> None:
+        """Start deferring the calling thread's writes into one shared transaction (group commit).
+
+        As in :meth:`SQLiteDecisionStore.begin_deferred`: until :meth:`end_deferred`, writes join an open group
+        transaction (begun on the first write) and return without committing; :meth:`commit_group` commits them
+        all at once. The group holds the writer from its first write to its commit (and, once it holds feedback,
+        the log's head: other processes' feedback waits for the commit). A write that fails with a database error
+        aborts the whole group (PostgreSQL aborts the transaction); refusals — a second feedback, a repeated
+        request id — are not database errors and leave it intact.
+        """
+        self._check_open()
+        self._deferring = threading.get_ident()
+        self._deferred_group = None
+
+    def end_deferred(self) -> int | None:
+        """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any."""
+        self._deferring = None
+        group, self._deferred_group = self._deferred_group, None
+        return group
+
+    def commit_group(self) -> None:
+        """Commit the open group transaction, if any. On failure it is rolled back and the error is kept for
+        :meth:`group_error` (it is not raised: the waiters of the group each learn it)."""
+        import psycopg
+
+        with self._lock:
+            if not self._group_open:
+                return
+            conn = self._writer
+            try:
+                if conn is None:
+                    raise StoreUnavailableError(f"the decision store {self._location} lost its connection")
+                self._commit_sql(conn)
+            except BaseException as exc:
+                error = self._store_error(exc, "could not commit") if isinstance(exc, psycopg.Error) else exc
+                self._abort_group(error)
+            else:
+                self._end_group()
+
+    def group_error(self, group: int) -> BaseException | None:
+        """The error that rolled back group ``group`` (``None``: it committed, or is still open)."""
+        return self._group_errors.get(group)
+
+    def _begin_group(self) -> None:
+        self._lock.acquire()  # held until the group ends, on top of the caller's own hold
+        try:
+            self._begin_transaction()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._group_id += 1
+        self._group_open = True
+        self._group_writes = 0
+
+    def _abort_group(self, error: BaseException | None) -> None:
+        """Roll the open group back; ``error`` (``None``: it held nothing) is what its waiters learn."""
+        if self._writer is not None:
+            self._rollback_quietly(self._writer)
+        if error is not None:
+            self._group_errors[self._group_id] = error
+            while len(self._group_errors) > 64:
+                del self._group_errors[next(iter(self._group_errors))]
+        self._end_group()
+
+    def _end_group(self) -> None:
+        self._group_open = False
+        self._group_writes = 0
+        self._lock.release()  # taken by _begin_group
+
+    def close(self) -> None:
+        """Commit what is open, close every connection and remove the private checkpoint cache."""
+        if self._closed:
+            return
+        with self._lock:
+            self.commit_group()
+            self._closed = True
+            self._drop_writer()
+        with self._listen_lock:
+            if self._listener is not None:
+                with contextlib.suppress(Exception):
+                    self._listener.close()
+                self._listener = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.close(timeout=self.timeout_s)
+        self._checkpoints.close()
+
+    # ------------------------------------------------------------------ policies and checkpoints
+    def record_policy(
+        self, version: str, kind: str, models: Sequence[str], n_features: int | None, created_at: float
+    ) -> None:
+        """Register a policy version (a version id names one policy for the life of the store)."""
+        import json
+
+        _refuse_nul(version=version, kind=kind)
+        prev = self.policy_versions().get(version)
+        if prev is not None:
+            if prev.models != tuple(models) or prev.kind != kind:
+                raise ConfigurationError(
+                    f"policy version {version!r} is already recorded for a {prev.kind} over {list(prev.models)}; "
+                    "give the new policy a new version id"
+                )
+            return
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO policies (version, created_at, kind, models, n_features) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (version) DO NOTHING",
+                (version, created_at, kind, json.dumps(list(models)), n_features),
+            )
+        )
+
+    def policy_versions(self) -> dict[str, PolicyVersion]:
+        """Every version served, in order of registration."""
+        import json
+
+        rows = self._read(
+            "SELECT version, created_at, kind, models, n_features FROM policies ORDER BY created_at, registered"
+        )
+        return {r[0]: PolicyVersion(r[0], float(r[1]), r[2], tuple(json.loads(r[3])), r[4]) for r in rows}
+
+    def checkpoint_path(self, version: str, last_feedback_seq: int) -> Path:
+        """A local staging directory for a new checkpoint (:meth:`add_checkpoint` moves its files into the
+        database)."""
+        return self._checkpoints.path(version, last_feedback_seq)
+
+    def add_checkpoint(self, version: str, path: str | Path, last_feedback_seq: int) -> Checkpoint:
+        """Store the saved policy directory ``path`` in the database (committed at once, after any open group)
+        and keep the ``keep_checkpoints`` newest; see :meth:`CheckpointArchive.add`."""
+        return self._checkpoints.add(version, path, last_feedback_seq)
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint, its files written to the local cache directory, or ``None``."""
+        return self._checkpoints.latest()
+
+    def _write_checkpoint(self, work: _Work[int], version: str) -> int:
+        return self._write(
+            work,
+            atomic=True,
+            flush=True,
+            missing=lambda: ConfigurationError(f"policy version {version!r} is not recorded in the store"),
+        )
+
+    # ------------------------------------------------------------------ decisions
+    def insert_decision(self, d: Decision) -> None:
+        """Log a new decision; a repeated ``seq``, ``decision_id`` or ``request_id`` is a
+        :class:`DecisionConflictError`; a NUL character in the prompt or request id a ConfigurationError (PostgreSQL
+        text cannot hold it)."""
+        _refuse_nul(prompt=d.prompt, request_id=d.request_id)
+
+        def insert(conn: psycopg.Connection[Any]) -> None:
+            if conn.execute(_INSERT_DECISION, decision_values(d)).fetchone() is not None:
+                return
+            if (
+                d.request_id is not None
+                and conn.execute("SELECT 1 FROM decisions WHERE request_id = %s", (d.request_id,)).fetchone()
+            ):
+                raise DecisionConflictError(
+                    f"request_id {d.request_id!r} already has a decision; retries get that one"
+                )
+            raise DecisionConflictError(
+                f"decision {d.decision_id!r} (seq {d.seq}) is already logged; decision ids and sequence numbers "
+                "are used once"
+            )
+
+        self._write(
+            insert,
+            missing=lambda: ConfigurationError(
+                f"policy version {d.policy_version!r} is not recorded in the store; record_policy() first"
+            ),
+        )
+
+    def _decision_from_row(self, row: Sequence[Any]) -> Decision:
+        return decision_from_row(row, self._models_of(row[4]))
+
+    def _models_of(self, version: str) -> tuple[str, ...]:
+        models = self._models.get(version)
+        if models is None:
+            import json
+
+            row = self._read_one("SELECT models FROM policies WHERE version = %s", (version,))
+            models = tuple(json.loads(row[0])) if row else ()
+            self._models[version] = models
+        return models
+
+    def get_decision(self, decision_id: str) -> Decision:
+        """The decision with that id; :class:`DecisionNotFoundError` when the store never issued it."""
+        row = self._read_one(
+            f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = %s", (str(decision_id),)
+        )
+        if row is None:
+            raise DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")
+        return self._decision_from_row(row)
+
+    def find_request(self, request_id: str) -> Decision | None:
+        """The decision made for the caller's ``request_id``, if any (retries get the same decision)."""
+        row = self._read_one(
+            f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = %s", (str(request_id),)
+        )
+        return None if row is None else self._decision_from_row(row)
+
+    def decisions(self, status: str | None = None) -> list[Decision]:
+        """Every decision (or those with ``status``), in decision order."""
+        where, params = ("", ()) if status is None else (" WHERE status = %s", (status,))
+        rows = self._read(f"SELECT {DECISION_COLUMNS} FROM decisions{where} ORDER BY seq", params)
+        return [self._decision_from_row(r) for r in rows]
+
+    def open_before(self, before: float) -> list[str]:
+        """Ids of open decisions created before UNIX time ``before`` (the wait time has expired)."""
+        rows = self._read(
+            "SELECT decision_id FROM decisions WHERE status = 'open' AND created_at < %s ORDER BY seq",
+            (float(before),),
+        )
+        return [r[0] for r in rows]
+
+    def max_decision_seq(self) -> int:
+        row = self._read_one("SELECT COALESCE(MAX(seq), 0) FROM decisions")
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ cascade steps
+    def insert_step(self, step: Step, n_calls: int, model: str, action: int) -> None:
+        """Record a cascade step with the decision's new number of calls and current model, in one statement."""
+        params = (
+            step.decision_id,
+            step.step,
+            step.created_at,
+            step.signal,
+            step.cost,
+            bool(step.stop),
+            step.propensity,
+            bool(step.forced),
+            n_calls,
+            model,
+            action,
+        )
+
+        def insert(conn: psycopg.Connection[Any]) -> None:
+            if conn.execute(_INSERT_STEP, params).fetchone() is None:
+                raise DecisionConflictError(
+                    f"decision {step.decision_id!r} already has step {step.step}; each call is observed once"
+                )
+
+        self._write(insert, missing=lambda: _unknown(step.decision_id))
+
+    def steps(self, decision_id: str) -> list[Step]:
+        rows = self._read(
+            "SELECT decision_id, step, created_at, signal, cost, stop, propensity, forced FROM steps "
+            "WHERE decision_id = %s ORDER BY step",
+            (decision_id,),
+        )
+        return [
+            Step(r[0], int(r[1]), float(r[2]), float(r[3]), r[4], bool(r[5]), float(r[6]), bool(r[7]))
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ feedback: the log
+    def insert_feedback(self, fb: Feedback) -> int:
+        """Append feedback to the log and close its decision, in one statement; return its log position.
+
+        ``fb.seq > 0`` is the position the writer expects (its own count + 1): when another writer appended
+        first, nothing is written and :class:`LogConflictError` is raised. ``fb.seq = 0`` takes the next position.
+
+        Raises:
+            DecisionConflictError: the decision already has feedback (the first one stays).
+            DecisionNotFoundError: the store never issued the decision.
+            LogConflictError: the expected position was taken.
+        """
+        if int(fb.seq) < 0:
+            raise ConfigurationError(f"feedback seq must be ≥ 0 (0 = the next log position), got {fb.seq!r}")
+        params = (
+            int(fb.seq),
+            fb.decision_id,
+            fb.received_at,
+            fb.source,
+            fb.quality,
+            fb.cost,
+            fb.latency_s,
+            fb.reward,
+            bool(fb.applied),
+            fb.policy_version,
+        )
+
+        def append(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(_APPEND_FEEDBACK, params).fetchone()
+            if row is None or row[0] is None:
+                raise DecisionConflictError(
+                    f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision"
+                )
+            return int(row[0])
+
+        return self._write(append, missing=lambda: _unknown(fb.decision_id))
+
+    def mark_expired(self, decision_id: str) -> None:
+        """Close a decision whose wait time expired without applying any reward."""
+        self._write(
+            lambda c: c.execute(
+                "UPDATE decisions SET status = 'expired' WHERE decision_id = %s", (decision_id,)
+            )
+        )
+
+    def get_feedback(self, decision_id: str) -> Feedback | None:
+        row = self._read_one(_FEEDBACK_OF, (decision_id,))
+        return None if row is None else feedback_from_row(row)
+
+    def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
+        """Feedback with log position ``> after_seq`` in log order, each with its decision, read page by page."""
+        position = int(after_seq)
+        while True:
+            page = self.log_entries(position, 1000)
+            for entry in page:
+                yield entry.feedback, entry.decision
+            if len(page) < 1000:
+                return
+            position = page[-1].position
+
+    def max_feedback_seq(self) -> int:
+        """The log position of the last feedback (0 for none)."""
+        row = self._read_one("SELECT COALESCE(MAX(position), 0) FROM log WHERE kind = 'feedback'")
+        return int(row[0]) if row else 0
+
+    def log_position(self) -> int:
+        """The position of the last committed log entry (0 for an empty log)."""
+        row = self._read_one("SELECT position FROM log_head")
+        return int(row[0]) if row else 0
+
+    def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
+        """At most ``limit`` committed log entries with ``position > after``, in position order (no gaps)."""
+        rows = self._read(_LOG_AFTER, (int(after), max(int(limit), 0)))
+        return [
+            LogEntry(int(r[0]), "feedback", feedback_from_row(r[:10]), self._decision_from_row(r[10:]))
+            for r in rows
+        ]
+
+    def wait_for_log(self, after: int, timeout_s: float) -> int:
+        """Block until the log's head passes ``after`` or ``timeout_s`` seconds have passed; return the head.
+
+        Woken by ``NOTIFY`` on :data:`LOG_CHANNEL` (a connection kept for it): the head is read after listening
+        starts, so an append that commits meanwhile is never missed.
+        """
+        import psycopg
+
+        self._check_open()
+        deadline = time.monotonic() + max(float(timeout_s), 0.0)
+        with self._listen_lock:
+            try:
+                conn = self._listener
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._connect()
+                    conn.execute(f"LISTEN {LOG_CHANNEL}")
+                    self._listener = conn
+                head = int(conn.execute("SELECT position FROM log_head").fetchone()[0])  # type: ignore[index]
+                while head <= after:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    for _ in conn.notifies(timeout=remaining, stop_after=1):
+                        pass
+                    head = int(conn.execute("SELECT position FROM log_head").fetchone()[0])  # type: ignore[index]
+                return head
+            except psycopg.Error as exc:
+                if self._listener is not None:
+                    with contextlib.suppress(Exception):
+                        self._listener.close()
+                    self._listener = None
+                raise self._store_error(exc, "is unavailable") from None
+
+    # ------------------------------------------------------------------ aggregates and export
+    def counts(self) -> StoreCounts:
+        """Totals for monitoring, computed with a few aggregate queries."""
+        return store_counts(self._read)
+
+    def export(
+        self,
+        *,
+        versions: Sequence[str] | None = None,
+        include_default: bool = False,
+        models: Sequence[str] | None = None,
+    ) -> LoggedDataset:
+        """The logged traffic in the canonical format, exactly as :meth:`SQLiteDecisionStore.export` gives it.
+
+        One query per ``route`` decision with feedback (client feedback only unless ``include_default``), only
+        the chosen model's cell observed, ``logged_action`` and ``propensity`` from the decision.
+
+        Raises:
+            ConfigurationError: nothing to export, unknown ``versions``, or mixed feature widths.
+        """
+        known = self.policy_versions()
+        check_versions(versions, known)
+        sql, params = export_query(include_default, versions, "%s")
+        return exported(
+            self._read(sql, params),
+            self._decision_from_row,
+            known,
+            models=models,
+            include_default=include_default,
+            versions=versions,
+            location=self._location,
+            source=f"routing_env DecisionStore {self._location}",
+        )
+
+    def export_bandit_feedback(
+        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
+    ) -> Any:
+        """The exported logs as a :class:`routing_env.ope.BanditFeedback` for off-policy evaluation."""
+        return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _refuse_nul(**texts: str | None) -> None:
+    for name, text in texts.items():
+        if text is not None and "\x00" in text:
+            raise ConfigurationError(
+                f"{name} contains a NUL character (\\x00), which a PostgreSQL store cannot hold; remove it"
+            )
+
+
+def _unknown(decision_id: str) -> DecisionNotFoundError:
+    return DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from agents.online import OnlineRouter
 
 
+_STORE_HELP = (
+    "SQLite file of decisions and feedback (created if absent), or a postgresql:// URL (password from PGPASSWORD "
+    "or ~/.pgpass)"
+)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
@@ -22,12 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--store",
-        required=True,
-        help="SQLite file of decisions and feedback (created if absent), or a postgresql:// URL (password from "
-        "PGPASSWORD or ~/.pgpass)",
-    )
+    p.add_argument("--store", required=True, help=_STORE_HELP)
     p.add_argument("--policy", help="saved policy directory to serve when the store has no checkpoint yet")
     p.add_argument("--version", help="version id of --policy (default v<n>)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
@@ -44,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="root seed of the routing draws")
     p.add_argument(
-        "--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability (FULL: fsync); on PostgreSQL both are durable commits"
+        "--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability (FULL: fsync)"
     )
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger requests get 413")
     p.add_argument("--policy-root", help="only allow hot swaps to policy directories inside this one")

@@ -18,7 +18,6 @@ from agents.online.config import RouterConfig
 from agents.online.errors import (
     DecisionConflictError,
     DecisionNotFoundError,
-    LogConflictError,
     StoreUnavailableError,
 )
 from agents.online.router import Observation, OnlineRouter
@@ -27,7 +26,6 @@ from agents.online.stores import (
     Decision,
     DecisionStore,
     Feedback,
-    LogEntry,
     PolicyVersion,
     PostgresDecisionStore,
     SQLiteDecisionStore,
@@ -43,8 +41,6 @@ __all__ = [
     "DecisionNotFoundError",
     "DecisionStore",
     "Feedback",
-    "LogConflictError",
-    "LogEntry",
     "Observation",
     "OnlineRouter",
     "PolicyVersion",

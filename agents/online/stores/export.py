@@ -7,13 +7,12 @@ outcomes; :func:`traffic_dataset` checks them and builds the partial-information
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from agents.online.stores.base import Decision, PolicyVersion
-from agents.online.stores.sql import DECISION_COLUMNS, N_DECISION_COLUMNS, qualified
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
@@ -25,54 +24,6 @@ def check_versions(versions: Sequence[str] | None, known: Mapping[str, PolicyVer
     unknown = [v for v in versions if v not in known]
     if unknown:
         raise ConfigurationError(f"versions {unknown} were never served; the store has {list(known)}")
-
-
-def export_query(include_default: bool, versions: Sequence[str] | None, mark: str) -> tuple[str, list[Any]]:
-    """The query (and its parameters) selecting routed decisions with feedback, in decision order: each row the
-    decision's columns, then ``quality, cost, latency_s``. ``mark`` is the driver's placeholder (``?``, ``%s``)."""
-    sql = (
-        f"SELECT {qualified(DECISION_COLUMNS, 'd')}, f.quality, f.cost, f.latency_s "
-        "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE d.kind = 'route'"
-    )
-    params: list[Any] = []
-    if not include_default:
-        sql += " AND f.source = 'client'"
-    if versions is not None:
-        sql += f" AND d.policy_version IN ({', '.join([mark] * len(versions))})"
-        params.extend(versions)
-    return sql + " ORDER BY d.seq", params
-
-
-def exported(
-    rows: Sequence[Sequence[Any]],
-    decode: Callable[[Sequence[Any]], Decision],
-    known: Mapping[str, PolicyVersion],
-    *,
-    models: Sequence[str] | None,
-    include_default: bool,
-    versions: Sequence[str] | None,
-    location: str,
-    source: str,
-) -> LoggedDataset:
-    """The dataset of the rows of :func:`export_query` (``decode`` turns a decision's columns into it).
-
-    Raises:
-        ConfigurationError: no rows (nothing to export from ``location``), or what :func:`traffic_dataset` raises.
-    """
-    if not rows:
-        raise ConfigurationError(
-            f"nothing to export from {location}: no routed decision has feedback yet"
-            + ("" if versions is None else f" for versions {list(versions)}")
-        )
-    n = N_DECISION_COLUMNS
-    return traffic_dataset(
-        [decode(r[:n]) for r in rows],
-        [(r[n], r[n + 1], r[n + 2]) for r in rows],
-        known,
-        models=models,
-        include_default=include_default,
-        source=source,
-    )
 
 
 def traffic_dataset(

@@ -14,8 +14,11 @@ serialised. Each append notifies :data:`~agents.online.stores.postgres_schema.LO
 (delivered at commit); :meth:`PostgresDecisionStore.wait_for_log` listens on it, and
 :meth:`PostgresDecisionStore.log_entries` reads the log after a position.
 
-Exactly-once feedback is the primary key of ``feedback``; a second feedback is refused without a database error,
-so it never spoils an open group. Checkpoints are stored in the database (the policy directory's files and the
+Exactly-once feedback is the primary key of ``feedback``; a second feedback (or a repeated request id) is refused
+without a database error, so it never spoils an open group; a write that does fail with a database error aborts
+its whole group, as PostgreSQL aborts the transaction (its waiters learn it from ``group_error``). A group holds the
+writer from its first write to its commit and, once it holds feedback, the log's head: other processes' feedback
+waits for that commit. Checkpoints are stored in the database (the policy directory's files and the
 log position they include), so a process on another machine starts from the latest one: it is written to a local
 cache directory when read.
 
@@ -38,16 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreUnavailableError
-from agents.online.stores.base import (
-    Checkpoint,
-    Decision,
-    Feedback,
-    LogEntry,
-    PolicyVersion,
-    Step,
-    StoreCounts,
-)
-from agents.online.stores.export import bandit_feedback, check_versions, export_query, exported
+from agents.online.stores.base import Checkpoint, Decision, Feedback, LogEntry, PolicyVersion, Step
+from agents.online.stores.common import SQLStoreBase, repeated_decision, repeated_feedback, repeated_request
 from agents.online.stores.postgres_checkpoints import CheckpointArchive
 from agents.online.stores.postgres_schema import LOG_CHANNEL, migrate
 from agents.online.stores.postgres_target import Target, driver
@@ -58,10 +53,9 @@ from agents.online.stores.sql import (
     decision_from_row,
     decision_values,
     feedback_from_row,
+    feedback_values,
     qualified,
-    store_counts,
 )
-from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -99,7 +93,7 @@ _INSERT_STEP = (
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class PostgresDecisionStore:
+class PostgresDecisionStore(SQLStoreBase):
     """Decisions, cascade steps, the feedback log and policy checkpoints in a PostgreSQL database.
 
     Args:
@@ -161,10 +155,7 @@ class PostgresDecisionStore:
         self._writer: psycopg.Connection[Any] | None = None
         self._group_open = False
         self._group_writes = 0
-        self._group_id = 0
-        self._group_errors: dict[int, BaseException] = {}
-        self._deferring: int | None = None
-        self._deferred_group: int | None = None
+        self._init_deferral()
         self._listen_lock = threading.Lock()
         self._listener: psycopg.Connection[Any] | None = None
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
@@ -263,6 +254,11 @@ class PostgresDecisionStore:
                 raise self._store_error(exc, "is unavailable") from None
         raise AssertionError("unreachable")
 
+    _placeholder = "%s"
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._read(sql, params)
+
     def _read_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self._read(sql, params)
         return rows[0] if rows else None
@@ -355,48 +351,24 @@ class PostgresDecisionStore:
     def _commit_sql(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("COMMIT")
 
-    def begin_deferred(self) -> None:
-        """Start deferring the calling thread's writes into one shared transaction (group commit).
+    def commit_group(self) -> None:  # documented in SQLStoreBase
+        with self._lock:
+            if self._group_open:
+                self._commit_open_group()
 
-        As in :meth:`SQLiteDecisionStore.begin_deferred`: until :meth:`end_deferred`, writes join an open group
-        transaction (begun on the first write) and return without committing; :meth:`commit_group` commits them
-        all at once. The group holds the writer from its first write to its commit (and, once it holds feedback,
-        the log's head: other processes' feedback waits for the commit). A write that fails with a database error
-        aborts the whole group (PostgreSQL aborts the transaction); refusals — a second feedback, a repeated
-        request id — are not database errors and leave it intact.
-        """
-        self._check_open()
-        self._deferring = threading.get_ident()
-        self._deferred_group = None
-
-    def end_deferred(self) -> int | None:
-        """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any."""
-        self._deferring = None
-        group, self._deferred_group = self._deferred_group, None
-        return group
-
-    def commit_group(self) -> None:
-        """Commit the open group transaction, if any. On failure it is rolled back and the error is kept for
-        :meth:`group_error` (it is not raised: the waiters of the group each learn it)."""
+    def _commit_open_group(self) -> None:
         import psycopg
 
-        with self._lock:
-            if not self._group_open:
-                return
-            conn = self._writer
-            try:
-                if conn is None:
-                    raise StoreUnavailableError(f"the decision store {self._location} lost its connection")
-                self._commit_sql(conn)
-            except BaseException as exc:
-                error = self._store_error(exc, "could not commit") if isinstance(exc, psycopg.Error) else exc
-                self._abort_group(error)
-            else:
-                self._end_group()
-
-    def group_error(self, group: int) -> BaseException | None:
-        """The error that rolled back group ``group`` (``None``: it committed, or is still open)."""
-        return self._group_errors.get(group)
+        try:
+            if self._writer is None:
+                raise StoreUnavailableError(f"the decision store {self._location} lost its connection")
+            self._commit_sql(self._writer)
+        except BaseException as exc:
+            self._abort_group(
+                self._store_error(exc, "could not commit") if isinstance(exc, psycopg.Error) else exc
+            )
+        else:
+            self._end_group()
 
     def _begin_group(self) -> None:
         self._lock.acquire()  # held until the group ends, on top of the caller's own hold
@@ -414,9 +386,7 @@ class PostgresDecisionStore:
         if self._writer is not None:
             self._rollback_quietly(self._writer)
         if error is not None:
-            self._group_errors[self._group_id] = error
-            while len(self._group_errors) > 64:
-                del self._group_errors[next(iter(self._group_errors))]
+            self._keep_group_error(self._group_id, error)
         self._end_group()
 
     def _end_group(self) -> None:
@@ -450,13 +420,7 @@ class PostgresDecisionStore:
         import json
 
         _refuse_nul(version=version, kind=kind)
-        prev = self.policy_versions().get(version)
-        if prev is not None:
-            if prev.models != tuple(models) or prev.kind != kind:
-                raise ConfigurationError(
-                    f"policy version {version!r} is already recorded for a {prev.kind} over {list(prev.models)}; "
-                    "give the new policy a new version id"
-                )
+        if self._recorded(version, kind, models):
             return
         self._write(
             lambda c: c.execute(
@@ -511,13 +475,8 @@ class PostgresDecisionStore:
                 d.request_id is not None
                 and conn.execute("SELECT 1 FROM decisions WHERE request_id = %s", (d.request_id,)).fetchone()
             ):
-                raise DecisionConflictError(
-                    f"request_id {d.request_id!r} already has a decision; retries get that one"
-                )
-            raise DecisionConflictError(
-                f"decision {d.decision_id!r} (seq {d.seq}) is already logged; decision ids and sequence numbers "
-                "are used once"
-            )
+                raise repeated_request(d.request_id)
+            raise repeated_decision(d)
 
         self._write(
             insert,
@@ -623,25 +582,12 @@ class PostgresDecisionStore:
         """
         if int(fb.seq) < 0:
             raise ConfigurationError(f"feedback seq must be ≥ 0 (0 = the next log position), got {fb.seq!r}")
-        params = (
-            int(fb.seq),
-            fb.decision_id,
-            fb.received_at,
-            fb.source,
-            fb.quality,
-            fb.cost,
-            fb.latency_s,
-            fb.reward,
-            bool(fb.applied),
-            fb.policy_version,
-        )
+        params = feedback_values(fb)
 
         def append(conn: psycopg.Connection[Any]) -> int:
             row = conn.execute(_APPEND_FEEDBACK, params).fetchone()
             if row is None or row[0] is None:
-                raise DecisionConflictError(
-                    f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision"
-                )
+                raise repeated_feedback(fb.decision_id)
             return int(row[0])
 
         return self._write(append, missing=lambda: _unknown(fb.decision_id))
@@ -719,46 +665,6 @@ class PostgresDecisionStore:
                         self._listener.close()
                     self._listener = None
                 raise self._store_error(exc, "is unavailable") from None
-
-    # ------------------------------------------------------------------ aggregates and export
-    def counts(self) -> StoreCounts:
-        """Totals for monitoring, computed with a few aggregate queries."""
-        return store_counts(self._read)
-
-    def export(
-        self,
-        *,
-        versions: Sequence[str] | None = None,
-        include_default: bool = False,
-        models: Sequence[str] | None = None,
-    ) -> LoggedDataset:
-        """The logged traffic in the canonical format, exactly as :meth:`SQLiteDecisionStore.export` gives it.
-
-        One query per ``route`` decision with feedback (client feedback only unless ``include_default``), only
-        the chosen model's cell observed, ``logged_action`` and ``propensity`` from the decision.
-
-        Raises:
-            ConfigurationError: nothing to export, unknown ``versions``, or mixed feature widths.
-        """
-        known = self.policy_versions()
-        check_versions(versions, known)
-        sql, params = export_query(include_default, versions, "%s")
-        return exported(
-            self._read(sql, params),
-            self._decision_from_row,
-            known,
-            models=models,
-            include_default=include_default,
-            versions=versions,
-            location=self._location,
-            source=f"routing_env DecisionStore {self._location}",
-        )
-
-    def export_bandit_feedback(
-        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
-    ) -> Any:
-        """The exported logs as a :class:`routing_env.ope.BanditFeedback` for off-policy evaluation."""
-        return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -7,14 +7,15 @@ probabilities as little-endian float64 bytes, the allowed subset as a JSON list 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from agents.online.stores.base import Decision, Feedback, StoreCounts
+from agents.online.stores.base import Decision, Feedback
 
 DECISION_COLUMNS = (
     "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "
@@ -80,6 +81,11 @@ def decision_from_row(row: Sequence[Any], models: tuple[str, ...]) -> Decision:
     )
 
 
+def feedback_values(fb: Feedback) -> tuple[Any, ...]:
+    """The query parameters of ``fb``: its ``seq``, then :data:`FEEDBACK_COLUMNS` (the record's field order)."""
+    return dataclasses.astuple(fb)
+
+
 def feedback_from_row(r: Sequence[Any]) -> Feedback:
     """The :class:`Feedback` of a row: its log position, then :data:`FEEDBACK_COLUMNS`."""
     return Feedback(
@@ -94,26 +100,6 @@ def feedback_from_row(r: Sequence[Any]) -> Feedback:
         applied=bool(r[8]),
         policy_version=r[9],
     )
-
-
-def store_counts(query: Callable[[str], Iterable[Sequence[Any]]]) -> StoreCounts:
-    """The monitoring totals of the common tables; ``query(sql)`` returns the rows of a read."""
-    out = StoreCounts()
-    for total, pending in query(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = 'open' THEN 1 ELSE 0 END), 0) FROM decisions"
-    ):
-        out.decisions, out.pending = int(total), int(pending)
-    out.feedback = {r[0]: int(r[1]) for r in query("SELECT source, COUNT(*) FROM feedback GROUP BY source")}
-    out.decisions_by_model = {
-        r[0]: int(r[1]) for r in query("SELECT model, COUNT(*) FROM decisions GROUP BY model")
-    }
-    for model, n, reward in query(
-        "SELECT d.model, COUNT(*), SUM(f.reward) FROM feedback f JOIN decisions d "
-        "ON d.decision_id = f.decision_id GROUP BY d.model"
-    ):
-        out.feedback_by_model[model] = int(n)
-        out.reward_by_model[model] = float(reward)
-    return out
 
 
 def poll_log(head: Callable[[], int], after: int, timeout_s: float, interval_s: float = 0.005) -> int:

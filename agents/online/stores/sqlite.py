@@ -2,7 +2,7 @@
 
 Every decision, cascade step and feedback is committed before the router acknowledges it: one short transaction
 each, or, in the HTTP service, one transaction shared by the concurrent requests of an event-loop turn (group
-commit: :meth:`SQLiteDecisionStore.begin_deferred`).
+commit: :meth:`~agents.online.stores.common.SQLStoreBase.begin_deferred`).
 It implements the :class:`~agents.online.stores.base.DecisionStore` protocol.
 The tables are the router's source of truth:
 
@@ -33,27 +33,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
-from agents.online.stores.base import (
-    Checkpoint,
-    Decision,
-    Feedback,
-    LogEntry,
-    PolicyVersion,
-    Step,
-    StoreCounts,
-)
-from agents.online.stores.export import bandit_feedback, check_versions, export_query, exported
+from agents.online.stores.base import Checkpoint, Decision, Feedback, LogEntry, PolicyVersion, Step
+from agents.online.stores.common import SQLStoreBase, repeated_decision, repeated_feedback, repeated_request
 from agents.online.stores.sql import (
     DECISION_COLUMNS,
     FEEDBACK_COLUMNS,
     decision_from_row,
     decision_values,
     feedback_from_row,
+    feedback_values,
     poll_log,
     qualified,
-    store_counts,
 )
-from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -137,7 +128,7 @@ _FEEDBACK_AFTER = (
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class SQLiteDecisionStore:
+class SQLiteDecisionStore(SQLStoreBase):
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -185,10 +176,7 @@ class SQLiteDecisionStore:
         # owning thread's writes re-enter it meanwhile; other threads wait for the commit.
         self._write_lock = threading.RLock()
         self._group_open = False
-        self._group_id = 0
-        self._group_errors: dict[int, BaseException] = {}
-        self._deferring: int | None = None  # the thread whose writes are being deferred
-        self._deferred_group: int | None = None
+        self._init_deferral()
         self._local = threading.local()
         self._closed = False
         self._writer = self._connect()
@@ -267,27 +255,6 @@ class SQLiteDecisionStore:
             _run_atomically(self._writer, statements, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
 
     # ------------------------------------------------------------------ group commit
-    def begin_deferred(self) -> None:
-        """Start deferring the calling thread's writes into one shared transaction (group commit).
-
-        Until :meth:`end_deferred`, writes join an open group transaction (begun on the first write) and return
-        without committing; :meth:`commit_group` commits them all at once. A server calls this around each
-        request and acknowledges the requests only after the group committed, so every acknowledged write is
-        still committed first, while concurrent requests share one commit. The group holds the write lock from
-        its first write to its commit: other threads' writes wait, so deferring suits a single-threaded event
-        loop that commits on its next iteration.
-        """
-        if self._closed:
-            raise ConfigurationError(f"the decision store {self.path} is closed")
-        self._deferring = threading.get_ident()
-        self._deferred_group = None
-
-    def end_deferred(self) -> int | None:
-        """Stop deferring; the id of the group this deferral wrote into (to pass to :meth:`group_error`), if any."""
-        self._deferring = None
-        group, self._deferred_group = self._deferred_group, None
-        return group
-
     def commit_group(self) -> None:
         """Commit the open group transaction, if any. On failure it is rolled back and the error is kept for
         :meth:`group_error` (it is not raised: the waiters of the group each learn it)."""
@@ -301,16 +268,10 @@ class SQLiteDecisionStore:
                 # The failed COMMIT may have ended the transaction already.
                 with contextlib.suppress(sqlite3.Error):
                     self._writer.execute("ROLLBACK")
-                self._group_errors[group] = exc
-                while len(self._group_errors) > 64:
-                    del self._group_errors[next(iter(self._group_errors))]
+                self._keep_group_error(group, exc)
             finally:
                 self._group_open = False
                 self._write_lock.release()  # taken by _begin_group
-
-    def group_error(self, group: int) -> BaseException | None:
-        """The error that rolled back group ``group`` (``None``: it committed, or is still open)."""
-        return self._group_errors.get(group)
 
     def _begin_group(self) -> None:
         self._write_lock.acquire()  # held until commit_group, on top of the caller's own hold
@@ -367,6 +328,14 @@ class SQLiteDecisionStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    _placeholder = "?"
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._reader().execute(sql, params).fetchall()
+
+    def _export_name(self) -> str:
+        return self.path.name
+
     def __repr__(self) -> str:
         return f"SQLiteDecisionStore({str(self.path)!r}, synchronous={self.synchronous!r})"
 
@@ -375,14 +344,7 @@ class SQLiteDecisionStore:
         self, version: str, kind: str, models: Sequence[str], n_features: int | None, created_at: float
     ) -> None:
         """Register a policy version (a version id names one policy for the life of the store)."""
-        existing = self.policy_versions()
-        if version in existing:
-            prev = existing[version]
-            if prev.models != tuple(models) or prev.kind != kind:
-                raise ConfigurationError(
-                    f"policy version {version!r} is already recorded for a {prev.kind} over {list(prev.models)}; "
-                    "give the new policy a new version id"
-                )
+        if self._recorded(version, kind, models):
             return
         self._write(
             [
@@ -440,25 +402,25 @@ class SQLiteDecisionStore:
 
     # ------------------------------------------------------------------ decisions
     def insert_decision(self, d: Decision) -> None:
+        self._insert(
+            f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+            decision_values(d),
+            [
+                ("decisions.request_id", repeated_request(d.request_id)),
+                ("failed: decisions.", repeated_decision(d)),
+            ],
+        )
+
+    def _insert(
+        self, sql: str, params: Sequence[Any], conflicts: Sequence[tuple[str, DecisionConflictError]]
+    ) -> None:
+        """One insert; a uniqueness failure naming a constraint of ``conflicts`` raises its error instead."""
         try:
-            self._write(
-                [
-                    (
-                        f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-                        decision_values(d),
-                    )
-                ]
-            )
+            self._write([(sql, params)])
         except sqlite3.IntegrityError as exc:
-            if "decisions.request_id" in str(exc):
-                raise DecisionConflictError(
-                    f"request_id {d.request_id!r} already has a decision; retries get that one"
-                ) from exc
-            if "UNIQUE constraint failed: decisions." in str(exc):
-                raise DecisionConflictError(
-                    f"decision {d.decision_id!r} (seq {d.seq}) is already logged; decision ids and sequence "
-                    "numbers are used once"
-                ) from exc
+            for constraint, error in conflicts:
+                if constraint in str(exc):
+                    raise error from exc
             raise
 
     def _decision_from_row(self, row: Sequence[Any]) -> Decision:
@@ -563,33 +525,11 @@ class SQLiteDecisionStore:
 
         The store has one writer, so ``fb.seq`` (the router's count) is the feedback's log position.
         """
-        try:
-            self._write(
-                [
-                    (
-                        "INSERT INTO feedback (seq, decision_id, received_at, source, quality, cost, latency_s, "
-                        "reward, applied, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            fb.seq,
-                            fb.decision_id,
-                            fb.received_at,
-                            fb.source,
-                            fb.quality,
-                            fb.cost,
-                            fb.latency_s,
-                            fb.reward,
-                            int(fb.applied),
-                            fb.policy_version,
-                        ),
-                    ),
-                ]
-            )
-        except sqlite3.IntegrityError as exc:
-            if "feedback.decision_id" in str(exc):
-                raise DecisionConflictError(
-                    f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision"
-                ) from exc
-            raise
+        self._insert(
+            f"INSERT INTO feedback (seq, {FEEDBACK_COLUMNS}) VALUES ({', '.join('?' * 10)})",
+            feedback_values(fb),
+            [("feedback.decision_id", repeated_feedback(fb.decision_id))],
+        )
         return fb.seq
 
     def mark_expired(self, decision_id: str) -> None:
@@ -634,60 +574,6 @@ class SQLiteDecisionStore:
     def wait_for_log(self, after: int, timeout_s: float) -> int:
         """Poll the log's head until it passes ``after`` or ``timeout_s`` seconds have passed; return the head."""
         return poll_log(self.log_position, after, timeout_s)
-
-    # ------------------------------------------------------------------ aggregates
-    def counts(self) -> StoreCounts:
-        """Totals for monitoring, computed with a few aggregate queries."""
-        db = self._reader()
-        return store_counts(lambda sql: db.execute(sql).fetchall())
-
-    # ------------------------------------------------------------------ export
-    def export(
-        self,
-        *,
-        versions: Sequence[str] | None = None,
-        include_default: bool = False,
-        models: Sequence[str] | None = None,
-    ) -> LoggedDataset:
-        """The logged traffic in the canonical format: a partial-information, bandit-logged dataset.
-
-        One query per ``route`` decision that received feedback (cascade decisions are excluded: their propensity
-        is over stop/continue draws, not over a single model). Only the chosen model's cell is observed:
-        ``quality`` and ``cost`` (USD) as reported, ``latency_s`` when reported; ``logged_action`` is the chosen
-        model and ``propensity`` its probability under the distribution the router sampled from.
-
-        Args:
-            versions: export only decisions of these policy versions (default: all).
-            include_default: also export decisions closed by the default reward after the wait time (their
-                quality was not observed, so they are excluded by default).
-            models: column order of the models; default the served versions' models in order of first use.
-
-        Raises:
-            ConfigurationError: nothing to export, or the selected decisions have different feature widths.
-        """
-        known = self.policy_versions()
-        check_versions(versions, known)
-        sql, params = export_query(include_default, versions, "?")
-        return exported(
-            self._reader().execute(sql, params).fetchall(),
-            self._decision_from_row,
-            known,
-            models=models,
-            include_default=include_default,
-            versions=versions,
-            location=str(self.path),
-            source=f"routing_env DecisionStore {self.path.name}",
-        )
-
-    def export_bandit_feedback(
-        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
-    ) -> Any:
-        """The exported logs as a :class:`routing_env.ope.BanditFeedback` for off-policy evaluation.
-
-        ``cost_weight`` (λ) and ``cost_scale`` (USD, or ``"max_mean"``) define the reward the estimators score;
-        other keyword arguments go to :meth:`export`.
-        """
-        return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)
 
 
 def _run_atomically(

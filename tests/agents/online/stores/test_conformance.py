@@ -281,6 +281,12 @@ def test_group_commit_defers_writes_until_it_commits(location: str, store: Decis
     store.mark_expired(decision(1).decision_id)  # a write outside the deferral commits the group first
     assert reader.max_decision_seq() == 4
     store.commit_group()  # nothing open: a no-op
+    # Deferral belongs to the thread that asked for it: another thread's write meanwhile commits on its own.
+    store.begin_deferred()
+    thread = threading.Thread(target=store.insert_decision, args=(decision(5),))
+    thread.start()
+    thread.join(10)
+    assert reader.max_decision_seq() == 5 and store.end_deferred() is None
     reader.close()
 
 

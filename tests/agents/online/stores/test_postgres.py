@@ -10,29 +10,34 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from agents.online import DecisionConflictError, DecisionNotFoundError, PostgresDecisionStore, open_store
+from agents.online.errors import LogConflictError, StoreUnavailableError
+from agents.online.stores import postgres_schema
+from agents.online.stores.postgres_schema import LOG_CHANNEL, MIGRATIONS, Migration
+from routing_env.errors import ConfigurationError
+from tests.agents.online.stores.records import VERSION, decision, feedback, register
+from tests.pg_cluster import Cluster, with_database
+
 psycopg = pytest.importorskip("psycopg")
 
-from agents.online import (  # noqa: E402
-    DecisionConflictError,
-    DecisionNotFoundError,
-    LogConflictError,
-    PostgresDecisionStore,
-    StoreUnavailableError,
-    open_store,
-)
-from agents.online.stores import postgres_schema  # noqa: E402
-from agents.online.stores.postgres_schema import LOG_CHANNEL, MIGRATIONS, Migration  # noqa: E402
-from routing_env.errors import ConfigurationError  # noqa: E402
-from tests.agents.online.stores.records import VERSION, decision, feedback, register  # noqa: E402
-from tests.pg_cluster import Cluster, with_database  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[4]
+
+
+def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Wait for ``condition()`` (polling every 10 ms) at most ``timeout_s`` seconds; whether it came true."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _sql(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -322,8 +327,7 @@ def test_a_server_stopped_mid_write_is_a_clear_error_and_loses_nothing_acknowled
     thread = threading.Thread(target=write)
     thread.start()
     try:
-        while len(acked) < 50:
-            time.sleep(0.01)
+        assert _until(lambda: len(acked) >= 50, 60)
         own_cluster.stop("immediate")  # like a crash of the database server
         time.sleep(0.5)
         during = len(acked)
@@ -334,10 +338,9 @@ def test_a_server_stopped_mid_write_is_a_clear_error_and_loses_nothing_acknowled
         ):
             s.log_position()
         own_cluster.start()
-        deadline = time.monotonic() + 60
-        while len(acked) < during + 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(acked) >= during + 50  # resumed on the same store, without reopening it
+        assert _until(
+            lambda: len(acked) >= during + 50, 60
+        )  # resumed on the same store, without reopening it
     finally:
         stop.set()
         thread.join(60)
@@ -386,13 +389,11 @@ def test_routing_env_serve_on_postgresql_resumes_after_kill_9(postgres_url: str,
     server.start()
     try:
         traffic = Traffic(server.url, data, clients=4, pairs=None).start()
-        deadline = time.monotonic() + 60
-        while len(traffic.acked) < 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reached = _until(lambda: len(traffic.acked) >= 200, 60)
         server.kill()
         traffic.stop.set()
         traffic.join()
-        assert len(traffic.acked) >= 200 and set(traffic.statuses) == {200}
+        assert reached and set(traffic.statuses) == {200}
         server.start()  # the same command: resumes from the checkpoint in the database + the log after it
         with open_store(postgres_url) as store:
             assert set(traffic.acked) <= {fb.decision_id for fb, _ in store.feedback()}

@@ -5,7 +5,7 @@ CI (``.ci/run``) starts one for the whole run and exports its URL::
     eval "$(python -m tests.pg_cluster start DIR)"   # prints: export ROUTING_ENV_TEST_POSTGRES_URL=…
     python -m tests.pg_cluster stop DIR
 
-Without that variable the test fixtures start their own (``tests/agents/online/stores/conftest.py``) and skip with
+Without that variable the test fixtures start their own (``tests/pg_fixtures.py``) and skip with
 the reason when no server can be started, unless ``ROUTING_ENV_REQUIRE_POSTGRES=1`` (CI), which makes it a failure.
 ``initdb`` refuses to run as root: as root, the cluster runs as the ``postgres`` user the Debian package creates.
 

@@ -1,85 +1,11 @@
-"""Fixtures of the decision-store tests: a real PostgreSQL server, a fresh database per test, and ``location``,
-which runs a test once on each store (a SQLite file, a PostgreSQL database).
-
-The server is ``$ROUTING_ENV_TEST_POSTGRES_URL`` (CI starts one) or a throw-away cluster started here for the
-session; the PostgreSQL tests skip with the reason when neither is possible (fail under
-``ROUTING_ENV_REQUIRE_POSTGRES=1``).
-"""
+"""``location``: runs a decision-store test once on each store (a SQLite file, a PostgreSQL database from the
+``postgres_url`` fixture of :mod:`tests.pg_fixtures`)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.pg_cluster import REQUIRE_ENV, URL_ENV, Cluster, ClusterError, start_cluster, with_database
-
-
-def unavailable(reason: str) -> None:
-    """Skip the test for ``reason``, or fail it where PostgreSQL is required (CI)."""
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"PostgreSQL is required ({REQUIRE_ENV}=1) but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The superuser URL of a PostgreSQL server for the whole session."""
-    try:
-        import psycopg
-    except ImportError:
-        unavailable("psycopg is not installed (pip install 'routing-env[postgres]')")
-    url = os.environ.get(URL_ENV)
-    if url:
-        try:
-            psycopg.connect(url, connect_timeout=5).close()
-        except psycopg.Error as exc:
-            pytest.fail(f"{URL_ENV} names a server that does not accept connections: {exc}")
-        yield url
-        return
-    try:
-        cluster = start_cluster()
-    except ClusterError as exc:
-        unavailable(f"no PostgreSQL server could be started: {exc}")
-    try:
-        yield cluster.url
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """The URL of a new, empty database of its own for one test (dropped afterwards)."""
-    import psycopg
-
-    name = f"routing_env_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(postgres_server, name)
-    finally:
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[Cluster]:
-    """A cluster only this test uses, so that it may stop and restart the server."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        unavailable("psycopg is not installed (pip install 'routing-env[postgres]')")
-    try:
-        cluster = start_cluster()
-    except ClusterError as exc:
-        unavailable(f"no PostgreSQL cluster of its own could be started: {exc}")
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -83,6 +83,19 @@ def test_a_schema_from_a_newer_or_edited_routing_env_is_refused(postgres_url: st
         PostgresDecisionStore(postgres_url)
 
 
+def test_durable_modes_never_run_with_synchronous_commit_off(postgres_url: str) -> None:
+    dbname = postgres_url.rsplit("/", 1)[1]
+    _sql(postgres_url, f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')  # a server tuned for speed
+    for mode, expected in (("NORMAL", "on"), ("FULL", "on"), ("OFF", "off")):
+        with PostgresDecisionStore(postgres_url, synchronous=mode) as s:
+            assert s._writer_conn().execute("SHOW synchronous_commit").fetchone() == (expected,)
+    _sql(postgres_url, f'ALTER DATABASE "{dbname}" SET synchronous_commit = remote_apply')
+    with PostgresDecisionStore(postgres_url) as s:  # a stronger setting is kept
+        assert s._writer_conn().execute("SHOW synchronous_commit").fetchone() == ("remote_apply",)
+    with pytest.raises(ConfigurationError, match="synchronous must be 'OFF', 'NORMAL', 'FULL' or 'EXTRA'"):
+        PostgresDecisionStore(postgres_url, synchronous="SOMETIMES")
+
+
 # ---------------------------------------------------------------------------------------------------- the log
 def test_concurrent_writers_get_gap_free_positions_in_commit_order(postgres_url: str) -> None:
     workers, per_worker = 4, 500

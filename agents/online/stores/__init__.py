@@ -1,10 +1,15 @@
 """Decision stores: the durable log of the online router.
 
 - :mod:`agents.online.stores.base`: the records (:class:`Decision`, :class:`Step`, :class:`Feedback`,
-  :class:`Checkpoint`, :class:`PolicyVersion`, :class:`StoreCounts`) and the :class:`DecisionStore` protocol;
+  :class:`Checkpoint`, :class:`PolicyVersion`, :class:`LogEntry`, :class:`StoreCounts`) and the
+  :class:`DecisionStore` protocol;
 - :mod:`agents.online.stores.sqlite`: :class:`SQLiteDecisionStore`, one SQLite file in WAL mode (the default);
 - :mod:`agents.online.stores.postgres`: :class:`PostgresDecisionStore`, a PostgreSQL database (the ``postgres``
-  extra), whose schema :mod:`agents.online.stores.postgres_schema` migrates at start-up;
+  extra), whose schema :mod:`agents.online.stores.postgres_schema` migrates at start-up (with
+  ``postgres_target``: URLs and driver errors; ``postgres_checkpoints``: checkpoints as bytes);
+- what the SQL stores share: :mod:`~agents.online.stores.common` (group-commit bookkeeping, totals, export),
+  :mod:`~agents.online.stores.sql` (the row layout), :mod:`~agents.online.stores.export` (the canonical dataset),
+  :mod:`~agents.online.stores.policy_files` (a policy directory as bytes);
 - :func:`open_store`: the store a path or URL names (what ``routing-env serve --store`` takes).
 """
 

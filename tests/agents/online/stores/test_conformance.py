@@ -253,6 +253,18 @@ def test_the_router_restores_bit_identically_from_either_store(location: str, tm
     restored.store.close()
 
 
+def test_a_retried_request_id_gets_the_first_decision(location: str) -> None:
+    router = OnlineRouter(FixedPolicy(MODELS, [0.2, 0.3, 0.5], n_features=4), open_store(location))
+    first = router.route([0.1, 0.2, 0.3, 0.4], request_id="req-1")
+    again = router.route([9.0, 9.0, 9.0, 9.0], request_id="req-1")
+    same_decision(again, first)
+    router.store.close()
+    restarted = OnlineRouter.restore(open_store(location))  # after a restart too, from the store
+    same_decision(restarted.route([0.0] * 4, request_id="req-1"), first)
+    assert restarted.store.max_decision_seq() == 1
+    restarted.store.close()
+
+
 # ---------------------------------------------------------------------------------------------------- group commit
 def test_group_commit_defers_writes_until_it_commits(location: str, store: DecisionStore) -> None:
     reader = open_store(location)

@@ -146,7 +146,6 @@ class PostgresDecisionStore(SQLStoreBase):
         self._checkpoints = CheckpointArchive(
             self._location, checkpoint_dir, self.keep_checkpoints, self._read, self._write_checkpoint
         )
-        self.checkpoint_dir = self._checkpoints.dir
         self._closed = False
         self._models: dict[str, tuple[str, ...]] = {}
         # Writes: one connection guarded by a re-entrant lock. A group-commit transaction (begin_deferred) holds
@@ -182,6 +181,11 @@ class PostgresDecisionStore(SQLStoreBase):
             raise
 
     # ------------------------------------------------------------------ connections and errors
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The local directory of staged and cached checkpoints."""
+        return self._checkpoints.dir
+
     @property
     def location(self) -> str:
         """The database's URL without its password, for messages."""

@@ -42,16 +42,19 @@ class CheckpointArchive:
         self, location: str, cache_dir: str | Path | None, keep: int, read: Read, write: Write
     ) -> None:
         self.location = location
-        self.dir = Path(
-            tempfile.mkdtemp(prefix="routing-env-checkpoints-") if cache_dir is None else cache_dir
-        )
+        self._dir = None if cache_dir is None else Path(cache_dir)
         self.keep = int(keep)
         self._read = read
         self._write = write
-        self._staging = self.dir / "staging"
-        self._cleanup = (
-            weakref.finalize(self, shutil.rmtree, self.dir, ignore_errors=True) if cache_dir is None else None
-        )
+        self._cleanup: weakref.finalize | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The cache directory; a private one is made on first use (a store that never checkpoints makes none)."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="routing-env-checkpoints-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+        return self._dir
 
     def close(self) -> None:
         if self._cleanup is not None:
@@ -60,7 +63,7 @@ class CheckpointArchive:
     def path(self, version: str, last_feedback_seq: int) -> Path:
         """A new staging directory for a checkpoint of ``version`` holding feedback up to ``last_feedback_seq``."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in version)
-        return self._staging / f"{int(last_feedback_seq):012d}-{safe}-{time.time_ns()}"
+        return self.dir / "staging" / f"{int(last_feedback_seq):012d}-{safe}-{time.time_ns()}"
 
     def add(self, version: str, path: str | Path, last_feedback_seq: int) -> Checkpoint:
         """Store the files of the saved policy directory ``path`` and keep only the :attr:`keep` newest.
@@ -100,7 +103,7 @@ class CheckpointArchive:
         ckpt_id = self._write(insert, version)
         local = self._materialise(ckpt_id, digest, lambda: files)
         staged = Path(path).resolve()
-        if staged.is_relative_to(self._staging.resolve()):
+        if staged.is_relative_to((self.dir / "staging").resolve()):
             shutil.rmtree(staged, ignore_errors=True)
         kept = {_name(int(i), str(d)) for i, d in self._read("SELECT id, digest FROM checkpoints", ())}
         for old in self.dir.glob("[0-9]*-*"):

@@ -248,6 +248,8 @@ def test_checkpoints_live_in_the_database_and_damage_is_detected(postgres_url: s
 
     s = open_store(postgres_url)
     register(s)
+    with open_store(postgres_url) as idle:  # a store that never checkpoints leaves nothing on disk
+        assert idle.latest_checkpoint() is None and idle._checkpoints._dir is None
     path = s.checkpoint_path(VERSION, 0)
     FixedPolicy(("small", "medium", "large"), [0.2, 0.3, 0.5], n_features=4).save(path)
     ckpt = s.add_checkpoint(VERSION, path, 0)
@@ -256,7 +258,9 @@ def test_checkpoints_live_in_the_database_and_damage_is_detected(postgres_url: s
     assert sorted(n for (n,) in names) == ["arrays.npz", "policy.json"]
     with pytest.raises(ConfigurationError, match="feedback up to log position 7 cannot be recorded: the log"):
         s.add_checkpoint(VERSION, ckpt.path, 7)
+    cache = s.checkpoint_dir
     s.close()
+    assert not cache.exists()  # the private cache goes with the store
     _sql(postgres_url, "UPDATE checkpoint_files SET data = 'x' WHERE name = 'policy.json'")
     with open_store(postgres_url) as fresh, pytest.raises(ConfigurationError, match="is damaged"):
         fresh.latest_checkpoint()
@@ -384,7 +388,9 @@ def test_a_group_commit_without_a_server_fails_and_the_store_recovers(own_cluste
 
 # ---------------------------------------------------------------------------------------------------- the service
 @pytest.mark.slow
-def test_routing_env_serve_on_postgresql_resumes_after_kill_9(postgres_url: str, tmp_path: Path) -> None:
+def test_routing_env_serve_on_postgresql_resumes_after_kill_9(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``routing-env serve --store postgresql://…``: the unchanged service, its group commit, and a restart."""
     pytest.importorskip("uvicorn")
     from agents.routers import LinUCB
@@ -399,6 +405,7 @@ def test_routing_env_serve_on_postgresql_resumes_after_kill_9(postgres_url: str,
     server = Server(tmp_path / "unused.db", policy_dir, "--checkpoint-every", "50")
     server.args[server.args.index(str(tmp_path / "unused.db"))] = url
     server.log = tmp_path / "serve.log"
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the killed server's checkpoint cache stays in tmp_path
     server.start()
     try:
         traffic = Traffic(server.url, data, clients=4, pairs=None).start()

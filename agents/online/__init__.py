@@ -3,8 +3,9 @@
 - :class:`OnlineRouter` serves a policy (or a cascade policy), logs every decision with its propensity and learns
   from feedback; :meth:`OnlineRouter.restore` resumes after a crash with a bit-identical policy.
 - :class:`DecisionStore` is the protocol of its durable log; :class:`SQLiteDecisionStore` (SQLite in WAL mode) is
-  the default implementation and :func:`open_store` opens the store a path names. ``export()`` gives the traffic
-  in the canonical logged format.
+  the default implementation, :class:`PostgresDecisionStore` keeps the log in PostgreSQL (the ``postgres`` extra,
+  imported only when such a store opens), and :func:`open_store` opens the store a path or URL names.
+  ``export()`` gives the traffic in the canonical logged format.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
 - :mod:`agents.online.gateway` is the OpenAI-compatible gateway in front of the router (``routing-env gateway``):
@@ -16,7 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from agents.online.config import RouterConfig
-from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.errors import (
+    DecisionConflictError,
+    DecisionNotFoundError,
+    StoreUnavailableError,
+)
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
     Call,
@@ -25,6 +30,7 @@ from agents.online.stores import (
     DecisionStore,
     Feedback,
     PolicyVersion,
+    PostgresDecisionStore,
     SQLiteDecisionStore,
     Step,
     StoreCounts,
@@ -42,10 +48,12 @@ __all__ = [
     "Observation",
     "OnlineRouter",
     "PolicyVersion",
+    "PostgresDecisionStore",
     "RouterConfig",
     "SQLiteDecisionStore",
     "Step",
     "StoreCounts",
+    "StoreUnavailableError",
     "create_app",
     "open_store",
 ]

@@ -6,6 +6,8 @@
   the default implementation, :class:`PostgresDecisionStore` keeps the log in PostgreSQL (the ``postgres`` extra,
   imported only when such a store opens), and :func:`open_store` opens the store a path or URL names.
   ``export()`` gives the traffic in the canonical logged format.
+- :class:`BudgetPacer` adapts the cost weight λ online so that spend follows a target (USD per query or per
+  hour): ``OnlineRouter(policy, store, pacer=BudgetPacer(target_per_query=0.002))``.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
   package does not import until the function is called.
 - :mod:`agents.online.gateway` is the OpenAI-compatible gateway in front of the router (``routing-env gateway``):
@@ -22,6 +24,7 @@ from agents.online.errors import (
     DecisionNotFoundError,
     StoreUnavailableError,
 )
+from agents.online.pacing import BudgetConfig, BudgetPacer, PacerState
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
     Call,
@@ -38,6 +41,8 @@ from agents.online.stores import (
 )
 
 __all__ = [
+    "BudgetConfig",
+    "BudgetPacer",
     "Call",
     "Checkpoint",
     "Decision",
@@ -47,6 +52,7 @@ __all__ = [
     "Feedback",
     "Observation",
     "OnlineRouter",
+    "PacerState",
     "PolicyVersion",
     "PostgresDecisionStore",
     "RouterConfig",

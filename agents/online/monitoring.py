@@ -64,6 +64,19 @@ def prometheus_text(stats: Mapping[str, Any]) -> str:
         "model",
         stats["feedback_by_model"],
     )
+    budget = stats.get("budget")
+    if budget is not None:  # a router with a BudgetPacer
+        lines += [
+            "# HELP routing_env_budget_cost_weight The cost weight the budget pacer routes with now.",
+            "# TYPE routing_env_budget_cost_weight gauge",
+            f"routing_env_budget_cost_weight {budget['cost_weight']!r}",
+            "# HELP routing_env_budget_spend_usd USD spent over the paced outcomes.",
+            "# TYPE routing_env_budget_spend_usd counter",
+            f"routing_env_budget_spend_usd {budget['spend']!r}",
+            "# HELP routing_env_budget_allowed_usd USD the budget allowed for those outcomes.",
+            "# TYPE routing_env_budget_allowed_usd counter",
+            f"routing_env_budget_allowed_usd {budget['allowed']!r}",
+        ]
     version, kind = _escape(stats["policy_version"]), stats["policy_kind"]
     lines += [
         "# HELP routing_env_policy_info The policy version being served.",

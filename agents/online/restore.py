@@ -7,12 +7,22 @@ otherwise serving would quietly start over while the store still says the policy
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from agents.online.stores import open_store
 from agents.online.stores.base import Checkpoint, DecisionStore
 from routing_env.errors import ConfigurationError
+from routing_env.policy import load_policy
+
+if TYPE_CHECKING:
+    from agents.online.router import OnlineRouter
+
+log = logging.getLogger("routing_env.serve")
+R = TypeVar("R", bound="OnlineRouter")
 
 #: Where a checkpoint keeps the featurizer the router was given (the policy itself carries none).
 ROUTER_FEATURIZER = "router-featurizer"
@@ -102,3 +112,35 @@ def saved_featurizer(checkpoint: str | Path) -> tuple[Any, str | None]:
     from routing_env.data import load_featurizer
 
     return load_featurizer(path), str(path)
+
+
+def restore_router(cls: type[R], store: DecisionStore | str | Path, kwargs: dict[str, Any]) -> R:
+    """What :meth:`agents.online.OnlineRouter.restore` does: open ``store``, check its newest checkpoint, build a
+    router of class ``cls`` on the saved policy (and featurizer) and replay the feedback logged after it."""
+    if "version" in kwargs:
+        raise ConfigurationError("restore() takes the version from the checkpoint; do not pass version=")
+    opened = isinstance(store, (str, os.PathLike))
+    db = open_store(store) if isinstance(store, (str, os.PathLike)) else store
+    try:
+        ckpt = db.latest_checkpoint()
+        if ckpt is None:
+            raise ConfigurationError(
+                f"the store {db.location} has no policy checkpoint to restore; start it with "
+                "OnlineRouter(policy, store)"
+            )
+        check_checkpoint(db, ckpt)
+        source = None
+        if kwargs.get("featurizer") is None:
+            kwargs["featurizer"], source = saved_featurizer(ckpt.path)
+        router = cls(load_policy(ckpt.path), db, version=ckpt.policy_version, _restoring=True, **kwargs)
+        with router._lock:
+            skipped = router._replay(ckpt)
+    except BaseException:
+        if opened:
+            db.close()
+        raise
+    router.restored = RestoreReport(
+        ckpt.path, ckpt.policy_version, ckpt.last_feedback_seq, len(router._since), tuple(skipped), source
+    )
+    log.info(router.restored.describe(db.location))
+    return router

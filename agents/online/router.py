@@ -47,12 +47,8 @@ from agents.online.learning import (
     reward_of,
 )
 from agents.online.monitoring import prometheus_text
-from agents.online.restore import (
-    ROUTER_FEATURIZER,
-    RestoreReport,
-    check_checkpoint,
-    saved_featurizer,
-)
+from agents.online.pacing import BudgetPacer
+from agents.online.restore import ROUTER_FEATURIZER, RestoreReport, restore_router
 from agents.online.sampling import draw, renormalise, uniform
 from agents.online.served import (
     Kind,
@@ -103,10 +99,15 @@ class OnlineRouter:
         *,
         featurizer: Any = None,
         version: str | None = None,
+        pacer: BudgetPacer | None = None,
         _restoring: bool = False,
         **options: Any,
     ) -> None:
         self.config = RouterConfig(**options)
+        if pacer is not None and not isinstance(pacer, BudgetPacer):
+            raise ConfigurationError(f"pacer must be a BudgetPacer, got {type(pacer).__name__}")
+        #: Sets λ of the decisions that give none from the spend so far (:mod:`agents.online.pacing`).
+        self.pacer = pacer
         opened = isinstance(store, (str, os.PathLike))
         self.store: DecisionStore = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         try:
@@ -155,6 +156,11 @@ class OnlineRouter:
                 f"version must be a non-empty id of at most 128 characters, got {version!r}"
             )
         served = inspect_policy(policy, version, self.config, self._featurizer_override, strict=strict)
+        if self.pacer is not None and not (served.kind == "route" and served.cost_aware):
+            raise ConfigurationError(
+                f"budget pacing sets λ per decision, which needs a cost-aware route policy (update_outcomes and a "
+                f"settable cost_weight); {type(policy).__name__} is not one"
+            )
         if self.config.cost_weight is not None and served.cost_aware:
             policy.cost_weight = self.config.cost_weight
         return served
@@ -206,40 +212,18 @@ class OnlineRouter:
             ConfigurationError: the store has no checkpoint (start with ``OnlineRouter(policy, store)``), its
                 newest checkpoint is missing, or it claims feedback the store lost.
         """
-        if "version" in kwargs:
-            raise ConfigurationError("restore() takes the version from the checkpoint; do not pass version=")
-        opened = isinstance(store, (str, os.PathLike))
-        db = open_store(store) if isinstance(store, (str, os.PathLike)) else store
-        try:
-            ckpt = db.latest_checkpoint()
-            if ckpt is None:
-                raise ConfigurationError(
-                    f"the store {db.location} has no policy checkpoint to restore; start it with "
-                    "OnlineRouter(policy, store)"
-                )
-            check_checkpoint(db, ckpt)
-            source = None
-            if kwargs.get("featurizer") is None:
-                kwargs["featurizer"], source = saved_featurizer(ckpt.path)
-            router = cls(load_policy(ckpt.path), db, version=ckpt.policy_version, _restoring=True, **kwargs)
-            with router._lock:
-                skipped = router._replay(ckpt)
-        except BaseException:
-            if opened:
-                db.close()
-            raise
-        router.restored = RestoreReport(
-            ckpt.path, ckpt.policy_version, ckpt.last_feedback_seq, len(router._since), tuple(skipped), source
-        )
-        log.info(router.restored.describe(db.location))
-        return router
+        return restore_router(cls, store, kwargs)
 
     def _replay(self, ckpt: Checkpoint) -> list[int]:
         """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in apply order; the
         ``seq`` of the rows skipped because live serving would refuse them now."""
         self._base, self._since = ckpt, []
+        if self.pacer is not None:
+            self.pacer.load(ckpt.path)
         skipped = []
         for fb, d in self.store.feedback(after_seq=ckpt.last_feedback_seq):
+            if self.pacer is not None:
+                self.pacer.observe(fb.cost, d.created_at)
             if not fb.applied:
                 continue
             try:
@@ -329,6 +313,11 @@ class OnlineRouter:
         return self._served.n_features
 
     @property
+    def featurizer(self) -> Any:
+        """What ``route(prompt=…)`` featurizes with (``None``: the router needs features)."""
+        return self._served.featurizer
+
+    @property
     def served(self) -> Served:
         """The policy being served with what the router derived from it (learner mode, bounds, contract)."""
         return self._served
@@ -383,6 +372,8 @@ class OnlineRouter:
                     return previous
             s = self._served
             x = query_features(s, features, prompt)
+            if cost_weight is None and self.pacer is not None:
+                cost_weight = self.pacer.cost_weight
             lam = self.cost_weight if cost_weight is None else cost_weight
             if cost_weight is not None and not s.cost_aware and cost_weight != self.cost_weight:
                 raise ConfigurationError(
@@ -603,6 +594,8 @@ class OnlineRouter:
                 self._revert()
             raise
         self._feedback_seq = fb.seq
+        if self.pacer is not None:
+            self.pacer.observe(fb.cost, d.created_at)
         self._closed_recently[d.decision_id] = None
         if len(self._closed_recently) > _RECENTLY_CLOSED:
             del self._closed_recently[next(iter(self._closed_recently))]
@@ -703,6 +696,8 @@ class OnlineRouter:
         with self._lock:
             path = self.store.checkpoint_path(self.version, self._feedback_seq)
             self._served.policy.save(path)
+            if self.pacer is not None:
+                self.pacer.save(path)
             if self._featurizer_override is not None and self._served.featurizer is self._featurizer_override:
                 self._featurizer_override.save(Path(path) / ROUTER_FEATURIZER)
             ckpt = self.store.add_checkpoint(self.version, path, self._feedback_seq)
@@ -783,6 +778,7 @@ class OnlineRouter:
                 "feedback_by_model": dict(c.feedback_by_model),
                 "reward_sum_by_model": dict(c.reward_by_model),
                 "last_feedback_seq": self._feedback_seq,
+                **({} if self.pacer is None else {"budget": self.pacer.stats()}),
                 "open_cache_bytes": self._open.nbytes + self._by_request.nbytes,
             }
 

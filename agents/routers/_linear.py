@@ -701,6 +701,18 @@ class _LinearBandit(Tunable):
         mr, var = self._mean_var(X1, self._tq)
         return {"reward": mr, "width": np.sqrt(var)}
 
+    def predict_outcomes(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean ``quality (n, K)`` and ``cost (n, K)`` USD for ``features (n, d)`` (cost-aware learning
+        only: a bandit that learned scalar rewards has no separate estimates)."""
+        if self.mode != "outcomes":
+            raise ConfigurationError(
+                f"{type(self).__name__} has no quality and cost estimates: it "
+                + ("learned scalar rewards with update()" if self.mode == "reward" else "has not learned yet")
+                + "; fit() or update_outcomes() learns them"
+            )
+        X1 = self._batch(features)
+        return X1 @ self._tq.T, X1 @ self._tc.T
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the policy to directory ``path`` (JSON + npz, no pickle) and return it.

@@ -9,9 +9,9 @@ import pytest
 
 from agents import select_router
 from agents.routers import BestSingleModel, ClusterRouter, LinUCB, TaskTableRouter
-from agents.routers._cv import paired_difference
+from agents.routers._cv import Objective, make_folds, paired_difference
 from agents.routers.ensemble import EnsembleRouter
-from agents.routers.selection import _one_se, make_router
+from agents.routers.selection import GuardedRouter, _one_se, guard, make_router
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 from routing_env.metrics import evaluate_policy
@@ -118,3 +118,31 @@ def test_make_router_applies_the_cross_validation_settings() -> None:
     router = make_router(TaskTableRouter(column="tier"), cv=4, seed=9, cv_cost_weights=(0.0, 0.5))
     assert (router.column, router.cv, router.seed, router.cv_cost_weights) == ("tier", 4, 9, (0.0, 0.5))
     assert np.isclose(make_router("cluster", cv=3).cv, 3)
+
+
+def test_the_guard_needs_an_advantage_of_one_standard_error() -> None:
+    # Two models of equal cost; model 0 is the best single one (0.6 against 0.5). A router whose out-of-fold
+    # choices of model 1 win on 20 queries and lose on 18 is ahead by 0.005, well under its standard error.
+    n, rng = 400, np.random.default_rng(0)
+    quality = np.zeros((n, 2))
+    quality[:20, 1], quality[20:38, 0] = 1.0, 1.0
+    quality[38 : 38 + 222, 0], quality[38 : 38 + 180, 1] = 1.0, 1.0
+    order = rng.permutation(n)
+    train = LoggedDataset(
+        models=("a", "b"),
+        query_ids=[f"q{i}" for i in range(n)],
+        quality=quality[order],
+        cost=np.full((n, 2), 0.001),
+        features=rng.normal(size=(n, 3)),
+        prompts=[f"prompt {i}" for i in range(n)],
+    )
+    q_hat = np.column_stack([np.full(n, 0.5), (np.arange(n) < 38).astype(float)])[order]
+    router = LinUCB(seed=1).fit(train)
+    router._cv_oof = (q_hat, np.full((n, 2), 0.001))
+    objective = Objective(train, (0.0, 1.0), router.cost_scale_)
+    folds = make_folds(train, 5, 0)
+    guarded, note = guard(router, train, objective, folds)
+    assert isinstance(guarded, GuardedRouter) and guarded.defers_at(0.0) and guarded.defers_at(1.0)
+    assert "1 standard error" in note
+    assert guard(router, train, objective, folds, se=0.0)[0] is router  # ahead on the point estimate
+    assert guard(router, train, objective, folds, se=None) == (router, "")

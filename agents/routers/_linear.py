@@ -44,11 +44,11 @@ from agents.routers._common import (
     _finite,
     _scalar_action,
     _scalar_value,
+    draw,
     featurize_prompts,
     reading_saved,
     restore_basics,
     rng_state,
-    sample_rows,
     save_featurizer_dir,
 )
 from agents.routers._cv import (
@@ -661,9 +661,7 @@ class _LinearBandit(Tunable):
         raise ConfigurationError(f"{type(self).__name__} does not define a choice rule")  # pragma: no cover
 
     def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs = self._probabilities(X1, self._weights())
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(len(actions)), actions]
+        return draw(self._probabilities(X1, self._weights()), self._rng)
 
     def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise ConfigurationError(f"{type(self).__name__} does not define probabilities")  # pragma: no cover

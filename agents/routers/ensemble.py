@@ -22,13 +22,13 @@ import numpy as np
 
 from agents.routers._common import (
     _finite,
+    draw,
     featurize_prompts,
     greedy_probabilities,
     load_featurizer_dir,
     reading_saved,
     rng_from_state,
     rng_state,
-    sample_rows,
     save_featurizer_dir,
 )
 from routing_env.data.dataset import LoggedDataset
@@ -158,9 +158,7 @@ class EnsembleRouter:
 
     def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(actions (n,) int64, propensities (n,) float64)`` drawn from :meth:`action_probabilities`."""
-        probs = self.action_probabilities(features)
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(len(actions)), actions]
+        return draw(self.action_probabilities(features), self._rng)
 
     def featurize(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n, d)`` features of ``prompts`` from the ensemble's featurizer."""

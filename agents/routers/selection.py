@@ -31,11 +31,11 @@ import pandas as pd
 
 from agents.routers._common import (
     _finite,
+    draw,
     greedy_probabilities,
     reading_saved,
     rng_from_state,
     rng_state,
-    sample_rows,
 )
 from agents.routers._cv import (
     DEFAULT_FOLDS,
@@ -189,9 +189,7 @@ class GuardedRouter:
 
     def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(actions (n,) int64, propensities (n,) float64)`` drawn from :meth:`action_probabilities`."""
-        probs = self.action_probabilities(features)
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(len(actions)), actions]
+        return draw(self.action_probabilities(features), self._rng)
 
     # ------------------------------------------------------------------ models come and go
     def add_model(self, name: str, dataset: LoggedDataset) -> GuardedRouter:

@@ -456,7 +456,9 @@ def markdown(frames: dict[str, pd.DataFrame], args: argparse.Namespace, seconds:
         out.append(
             "Cost-aware routers trade quality per USD, so under the loader's token-based cost a long prompt is a "
             "dear GPT-4 call: the λ sweep then favours short prompts, which is not the fewest GPT-4 calls. "
-            "RouteLLM counts calls; its cost model (one price per call of each model) is scored too."
+            "RouteLLM counts calls (its evaluation measures cost as the strong model's share of calls); its cost "
+            'model, one price per call of each model (`load_routellm(cost="per_call")`: each model\'s mean '
+            "token-priced cost), is scored too."
         )
         out.append("")
         out.append(

@@ -29,7 +29,6 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -301,12 +300,11 @@ class _Padded:
 def study_mmlu(root: Path, args: argparse.Namespace) -> pd.DataFrame:
     """GPT-4's call share at 95% of its accuracy, under the loader's token-based USD cost and under RouteLLM's
     cost model (every call of a model costs the same, so cost counts strong-model calls)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataWarning)
-        data = subsample(load_dataset("routellm-mmlu", root=root), args.max_queries, args.seed)
-    per_call = np.broadcast_to(np.asarray(data.cost).mean(axis=0), data.cost.shape).copy()
     frames = []
-    for label, ds in (("token-based USD", data), ("one price per call", replace(data, cost=per_call))):
+    for label, cost in (("token-based USD", "tokens"), ("one price per call", "per_call")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            ds = subsample(load_dataset("routellm-mmlu", root=root, cost=cost), args.max_queries, args.seed)
         split = feat.split_and_featurize(ds, test_size=0.3, seed=args.seed)
         frame = _mmlu_shares(split.train, split.test, args.seed)
         frame.insert(0, "cost_model", label)
@@ -458,7 +456,9 @@ def markdown(frames: dict[str, pd.DataFrame], args: argparse.Namespace, seconds:
         out.append(
             "Cost-aware routers trade quality per USD, so under the loader's token-based cost a long prompt is a "
             "dear GPT-4 call: the λ sweep then favours short prompts, which is not the fewest GPT-4 calls. "
-            "RouteLLM counts calls; its cost model (one price per call of each model) is scored too."
+            "RouteLLM counts calls (its evaluation measures cost as the strong model's share of calls); its cost "
+            'model, one price per call of each model (`load_routellm(cost="per_call")`: each model\'s mean '
+            "token-priced cost), is scored too."
         )
         out.append("")
         out.append(

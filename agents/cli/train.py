@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -182,7 +183,12 @@ def run(args: argparse.Namespace) -> int:
         f"split: {train.n_queries} training / {test.n_queries} test queries (by prompt); features: {features}"
     )
     policy = selection.router
-    table = selection.table.drop(columns=["kind"])
+    table = selection.table.drop(columns=["kind", "cv_se"])
+    # One column for the one-standard-error rule: shortfall from the best CV score ± its standard error.
+    table["cv_behind_best"] = [
+        "" if not math.isfinite(b) else f"{b:.3g} ± {e:.2g}"
+        for b, e in zip(selection.table["cv_behind_best"], selection.table["cv_se"])
+    ]
     metric = "AIQ" if selection.metric == "aiq" else "mean reward"
     print_table(table, title=f"cross-validation on the training split ({args.cv} grouped folds, {metric})")
     name = str(table.loc[table["selected"], "router"].iloc[0])

@@ -68,6 +68,13 @@ def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return actions.astype(np.int64)
 
 
+def draw(probs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(actions (n,) int64, propensities (n,) float64)``: one draw per row of ``probs (n, K)`` and its
+    probability."""
+    actions = sample_rows(probs, rng)
+    return actions, probs[np.arange(len(actions)), actions]
+
+
 def save_featurizer_dir(featurizer: Any, root: Path) -> None:
     """Save ``featurizer`` (anything with ``save(dir)``) under ``root/featurizer/``."""
     if featurizer is None:
@@ -237,9 +244,7 @@ class _BaseRouter:
 
     def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(actions (n,) int64, propensities (n,) float64)`` drawn from :meth:`action_probabilities`."""
-        probs = self.action_probabilities(features)
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(len(actions)), actions]
+        return draw(self.action_probabilities(features), self._rng)
 
     def featurize(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n, d)`` features of ``prompts`` from the router's featurizer."""

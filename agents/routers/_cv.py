@@ -41,6 +41,7 @@ __all__ = [
     "knn_oof",
     "make_folds",
     "outcome_weights",
+    "paired_difference",
     "pick",
     "ridge_oof",
     "standardizer",
@@ -335,6 +336,18 @@ class Objective:
         zero, width = self._gap
         return (score - zero) / width if width > 1e-12 else math.nan
 
+    def fold_scores(self, folds: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
+        """``(F,)`` the objective of routing on ``quality``/``cost (n, K)`` estimates, on each fold's rows alone
+        (each fold scored against its own single models), for standard errors of cross-validated differences."""
+        cached = getattr(self, "_per_fold", None)
+        if cached is None or not np.array_equal(cached[0], folds):
+            parts = [
+                (folds == f, Objective(self.dataset.filter(folds == f), self.cost_weights, self.cost_scale))
+                for f in np.unique(folds)
+            ]
+            cached = self._per_fold = (np.array(folds), parts)
+        return np.array([obj.score(quality[rows], cost[rows]) for rows, obj in cached[1]])
+
     def score(self, quality: np.ndarray, cost: np.ndarray, bonus: np.ndarray | None = None) -> float:
         """The objective of routing to ``argmax(quality − λ·cost/cost_scale + bonus)`` (ties share the mass) with
         estimates ``quality (n, K)``, ``cost (n, K)`` USD and an optional exploration ``bonus (n, K)``."""
@@ -346,6 +359,14 @@ class Objective:
             return greedy_probabilities(base - (lam / self.cost_scale) * cost)
 
         return self.score_probabilities(probs)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """``(mean, standard error)`` of ``a − b`` over paired fold scores ``a (F,)``, ``b (F,)``."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.size < 2:
+        return float(d.mean()) if d.size else math.nan, math.inf
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
 # ---------------------------------------------------------------------------------------------- solvers

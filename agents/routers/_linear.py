@@ -44,11 +44,11 @@ from agents.routers._common import (
     _finite,
     _scalar_action,
     _scalar_value,
+    draw,
     featurize_prompts,
     reading_saved,
     restore_basics,
     rng_state,
-    sample_rows,
     save_featurizer_dir,
 )
 from agents.routers._cv import (
@@ -661,9 +661,7 @@ class _LinearBandit(Tunable):
         raise ConfigurationError(f"{type(self).__name__} does not define a choice rule")  # pragma: no cover
 
     def _choose_batch(self, X1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs = self._probabilities(X1, self._weights())
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(len(actions)), actions]
+        return draw(self._probabilities(X1, self._weights()), self._rng)
 
     def _probabilities(self, X1: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise ConfigurationError(f"{type(self).__name__} does not define probabilities")  # pragma: no cover
@@ -700,6 +698,18 @@ class _LinearBandit(Tunable):
             return {"quality": mq, "cost": X1 @ self._tc.T, "width": np.sqrt(var)}
         mr, var = self._mean_var(X1, self._tq)
         return {"reward": mr, "width": np.sqrt(var)}
+
+    def predict_outcomes(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean ``quality (n, K)`` and ``cost (n, K)`` USD for ``features (n, d)`` (cost-aware learning
+        only: a bandit that learned scalar rewards has no separate estimates)."""
+        if self.mode != "outcomes":
+            raise ConfigurationError(
+                f"{type(self).__name__} has no quality and cost estimates: it "
+                + ("learned scalar rewards with update()" if self.mode == "reward" else "has not learned yet")
+                + "; fit() or update_outcomes() learns them"
+            )
+        X1 = self._batch(features)
+        return X1 @ self._tq.T, X1 @ self._tc.T
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -1,15 +1,19 @@
 """Choosing a router for a user's logs: :func:`select_router` fits every candidate family with its own
-cross-validation and keeps the one with the best cross-validated score over the λ values it must serve.
+cross-validation, scores their average too, and keeps a router by the one-standard-error rule.
 
 Every candidate is scored on the same grouped folds (same seed) by the same objective (:mod:`agents.routers._cv`):
 the AIQ over ``cost_weights`` (mean reward when one λ is given). Each candidate's score is the one of the values
 its own cross-validation chose, so a family with more values to choose from gets a slightly optimistic score;
 the families here choose among 4–16 values each.
 
+Cross-validation sees the training logs' distribution only, and the routers' scores on it often differ by less
+than their noise. So the router kept is the first of (the candidates' average, then the candidates from the
+simplest) whose score is within one standard error of the best: the average unless one router is clearly better.
+
 AIQ over linear USD weighs the expensive end of the cost range: a router can win it and still lose to the best
-single model where cost dominates (large λ). So the chosen router's out-of-fold reward is also compared with the
-best single model's at every λ of the grid; where it is lower, :class:`GuardedRouter` routes as the best single
-model at that λ instead.
+single model where cost dominates (large λ). So the kept router's out-of-fold reward is also compared with the
+best single model's at every λ of the grid; where it is not higher by one standard error, :class:`GuardedRouter`
+routes as the best single model at that λ instead.
 """
 
 from __future__ import annotations
@@ -27,21 +31,24 @@ import pandas as pd
 
 from agents.routers._common import (
     _finite,
+    draw,
     greedy_probabilities,
     reading_saved,
     rng_from_state,
     rng_state,
-    sample_rows,
 )
 from agents.routers._cv import (
     DEFAULT_FOLDS,
     Objective,
     check_cost_weights,
     default_cost_weights,
+    group_ids,
     make_folds,
     outcome_weights,
+    paired_difference,
 )
 from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
+from agents.routers.ensemble import EnsembleRouter
 from agents.routers.predictive import KNNRouter, LogisticRouter, MLPRouter
 from agents.routers.tables import ClusterRouter, TaskTableRouter
 from routing_env.data.dataset import LoggedDataset
@@ -72,6 +79,8 @@ ROUTER_FAMILIES: Mapping[str, type] = {
 #: What :func:`select_router` compares by default: the task table (the floor), the clustering router, the
 #: cost-aware ridge bandit and the two cheapest predictive routers. The MLP is left out for its fitting time.
 DEFAULT_CANDIDATES: tuple[str, ...] = ("task-table", "cluster", "linucb", "logistic", "knn")
+#: Standard errors of the one-standard-error rule and of the guard against the best single model.
+DEFAULT_SE = 1.0
 
 
 @dataclass(frozen=True)
@@ -180,9 +189,7 @@ class GuardedRouter:
 
     def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(actions (n,) int64, propensities (n,) float64)`` drawn from :meth:`action_probabilities`."""
-        probs = self.action_probabilities(features)
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(len(actions)), actions]
+        return draw(self.action_probabilities(features), self._rng)
 
     # ------------------------------------------------------------------ models come and go
     def add_model(self, name: str, dataset: LoggedDataset) -> GuardedRouter:
@@ -235,16 +242,26 @@ class GuardedRouter:
         return obj
 
 
-def guard(router: Any, train: LoggedDataset, objective: Objective, folds: np.ndarray) -> tuple[Any, str]:
-    """``router`` wrapped in a :class:`GuardedRouter` where its out-of-fold reward falls below the best single
-    model's at a λ of ``objective.cost_weights``, and a note saying where (``router`` itself when nowhere)."""
+def guard(
+    router: Any, train: LoggedDataset, objective: Objective, folds: np.ndarray, se: float | None = DEFAULT_SE
+) -> tuple[Any, str]:
+    """``router`` wrapped in a :class:`GuardedRouter` at every λ of ``objective.cost_weights`` where its
+    out-of-fold reward does not beat the best single model's by ``se`` standard errors, and a note saying where
+    (``router`` itself when nowhere, or when ``se`` is ``None``).
+
+    The best single model of each fold is chosen on the other folds, as the router's estimates were. On
+    full-information logs the standard error is that of the mean per-query reward difference, with the queries
+    of one prompt counted as one cluster; on partial logs only the point estimates are compared."""
     oof = getattr(router, "_cv_oof", None)
+    if se is None:
+        return router, ""
     if oof is None:
         return router, "no out-of-fold predictions to check against the best single model"
     q_hat, c_hat = oof
     scale = objective.cost_scale
     weight = outcome_weights(train)
     quality, cost = np.nan_to_num(train.quality), np.nan_to_num(train.cost)
+    groups = group_ids(train)
     flags = []
     for lam in objective.cost_weights:
         single = np.zeros_like(q_hat)
@@ -253,9 +270,16 @@ def guard(router: Any, train: LoggedDataset, objective: Objective, folds: np.nda
             w = np.maximum(weight[tr].sum(axis=0), 1e-300)
             mq, mc = (weight[tr] * quality[tr]).sum(axis=0) / w, (weight[tr] * cost[tr]).sum(axis=0) / w
             single[va, _best_single(mq, mc, lam, scale)] = 1.0
-        routed = objective.value(greedy_probabilities(q_hat - (lam / scale) * c_hat))
-        fixed = objective.value(single)
-        flags.append(routed[1] - lam * routed[0] / scale < fixed[1] - lam * fixed[0] / scale - 1e-9)
+        routed = greedy_probabilities(q_hat - (lam / scale) * c_hat)
+        if objective.mode == "exact":
+            reward = quality - (lam / scale) * cost
+            diff = np.bincount(groups, weights=((routed - single) * reward).sum(axis=1))
+            n = len(groups)
+            mean, err = diff.sum() / n, math.sqrt(len(diff)) * float(diff.std()) / n
+        else:
+            (rc, rq), (fc, fq) = objective.value(routed), objective.value(single)
+            mean, err = (rq - lam * rc / scale) - (fq - lam * fc / scale), 0.0
+        flags.append(bool(mean - float(se) * err <= 1e-12))
     if not any(flags):
         return router, ""
     w = np.maximum(weight.sum(axis=0), 1e-300)
@@ -268,7 +292,10 @@ def guard(router: Any, train: LoggedDataset, objective: Objective, folds: np.nda
         seed=getattr(router, "seed", 0),
     )
     where = [f"{lam:.3g}" for lam, flag in zip(objective.cost_weights, flags) if flag]
-    return guarded, f"routes as the best single model at λ ∈ {{{', '.join(where)}}}"
+    return guarded, (
+        f"routes as the best single model at λ ∈ {{{', '.join(where)}}} (no cross-validated advantage of "
+        f"{float(se):g} standard error{'s' if se != 1 else ''})"
+    )
 
 
 def _best_single(mean_quality: np.ndarray, mean_cost: np.ndarray, lam: float, scale: float) -> int:
@@ -308,9 +335,26 @@ def select_router(
     seed: int = 0,
     cost_scale: float | None = None,
     featurizer: Any = None,
+    ensemble: bool = True,
+    selection_se: float = DEFAULT_SE,
+    guard_se: float | None = DEFAULT_SE,
     progress: Callable[[str], None] | None = None,
 ) -> Selection:
-    """Fit every candidate with its own cross-validation on ``train``; return the best by cross-validated score.
+    """Fit every candidate with its own cross-validation on ``train``; return the router the one-standard-error
+    rule picks among them and their average.
+
+    1. Every candidate is fitted with its own grouped cross-validation (same folds for all); its out-of-fold
+       estimates give its CV score (AIQ over ``cost_weights``, or mean reward at one λ) and its score on each
+       fold.
+    2. With ``ensemble``, the :class:`~agents.routers.ensemble.EnsembleRouter` averaging the candidates' quality
+       and cost estimates (equal weights) is scored the same way.
+    3. One-standard-error rule: in the order ensemble, then the candidates as listed (list them from the
+       simplest, as :data:`DEFAULT_CANDIDATES` does), the first whose CV score is within ``selection_se``
+       standard errors (of its paired fold-level difference) of the best score is kept. Cross-validation
+       measures the training logs' distribution; when it cannot separate routers, the average hedges against a
+       shift between those logs and the deployed traffic, and a simpler router varies less.
+    4. Guard: at each λ of the grid where the kept router's out-of-fold reward does not beat the best single
+       model's by ``guard_se`` standard errors, the returned :class:`GuardedRouter` routes as that model.
 
     Args:
         train: training logs with features (full-information logs are scored exactly; bandit logs by SNIPS).
@@ -322,18 +366,25 @@ def select_router(
         seed: seeds the folds (shared by all candidates) and every router.
         cost_scale: USD per unit of λ (default: the dataset's ``resolve_cost_scale("max_mean")``).
         featurizer: the featurizer that produced ``train.features``, saved with the chosen router.
+        ensemble: also score the average of the candidates (step 2).
+        selection_se: width of the one-standard-error rule (≥ 0; 0 keeps the best CV score).
+        guard_se: standard errors of advantage over the best single model the router needs at a λ (≥ 0);
+            ``None`` = no guard.
         progress: called with each candidate's name before it is fitted.
 
     Returns:
         A :class:`Selection`; its ``router`` routes at the smallest λ of ``cost_weights`` until told otherwise.
 
     Raises:
-        ConfigurationError: no candidate, an unknown name, or no candidate could be fitted on ``train``.
+        ConfigurationError: no candidate, an unknown name, a bad setting, or no candidate could be fitted.
     """
     if not isinstance(train, LoggedDataset):
         raise ConfigurationError(f"select_router expects a LoggedDataset, got {type(train).__name__}")
     if not candidates or isinstance(candidates, str):
         raise ConfigurationError(f"candidates must be a non-empty sequence of routers, got {candidates!r}")
+    selection_se = _finite("selection_se", selection_se, 0.0)
+    if guard_se is not None:
+        guard_se = _finite("guard_se", guard_se, 0.0)
     scale = float(cost_scale) if cost_scale is not None else train.resolve_cost_scale("max_mean")
     weights = (
         default_cost_weights(train, scale)
@@ -342,9 +393,17 @@ def select_router(
     )
     from threadpoolctl import threadpool_limits
 
+    rules = _Rules(bool(ensemble), selection_se, guard_se)
     # The cross-validation multiplies many small matrices, where BLAS threads cost more than they give.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _select(train, candidates, weights, scale, cv, seed, cost_scale, featurizer, progress)
+        return _select(train, candidates, weights, scale, cv, seed, cost_scale, featurizer, rules, progress)
+
+
+@dataclass(frozen=True)
+class _Rules:
+    ensemble: bool
+    selection_se: float
+    guard_se: float | None
 
 
 def _select(
@@ -356,6 +415,7 @@ def _select(
     seed: int,
     cost_scale: float | None,
     featurizer: Any,
+    rules: _Rules,
     progress: Callable[[str], None] | None,
 ) -> Selection:
     folds = make_folds(train, cv, seed)  # refuses data too small to cross-validate, before any fitting
@@ -376,36 +436,85 @@ def _select(
             )
             fitted.append(None)
             continue
-        score = getattr(router, "cv_score_", None)
-        score = math.nan if score is None else float(score)
-        rows.append(
-            {
-                "router": _name(candidate),
-                "kind": type(router).__name__,
-                "chosen": ", ".join(f"{k}={_fmt(v)}" for k, v in router.chosen().items()),
-                "cv_score": score,
-                "cv_gap_closed": objective.gap_closed(score) if objective.metric == "aiq" else math.nan,
-                "fit_seconds": time.perf_counter() - start,
-                "note": "",
-            }
-        )
+        rows.append(_row(_name(candidate), router, objective, time.perf_counter() - start))
         fitted.append(router)
+    if rules.ensemble:
+        members = [r for r in fitted if r is not None and _averageable(r)]
+        if len(members) >= 2:
+            start = time.perf_counter()
+            mean = EnsembleRouter(tuple(members), cost_weight=weights[0], seed=seed, featurizer=featurizer)
+            q, c = (np.mean([m._cv_oof[i] for m in members], axis=0) for i in (0, 1))
+            mean._cv_oof = (q, c)  # type: ignore[attr-defined]
+            mean.cv_score_ = objective.score(q, c)  # type: ignore[attr-defined]
+            rows.append(_row("ensemble", mean, objective, time.perf_counter() - start))
+            fitted.append(mean)
     table = pd.DataFrame(
         rows, columns=["router", "kind", "chosen", "cv_score", "cv_gap_closed", "fit_seconds", "note"]
     )
-    scores = table["cv_score"].astype(float).fillna(-math.inf)
+    scores = table["cv_score"].astype(float).fillna(-math.inf).to_numpy()
     if not any(r is not None for r in fitted) or not (scores > -math.inf).any():
         raise ConfigurationError(
             "select_router could not fit any candidate on these logs: "
             + "; ".join(f"{r['router']}: {r.get('note', '')}" for r in rows)
         )
-    best = int(scores.to_numpy().argmax())
-    table["selected"] = [i == best for i in range(len(table))]
+    per_fold = [
+        objective.fold_scores(folds, *r._cv_oof) if r is not None and hasattr(r, "_cv_oof") else None
+        for r in fitted
+    ]
+    order = ([len(fitted) - 1] if table["router"].iloc[-1] == "ensemble" and rules.ensemble else []) + [
+        i for i in range(len(fitted)) if table["router"].iloc[i] != "ensemble"
+    ]
+    kept, behind, errors = _one_se(scores, per_fold, order, rules.selection_se)
+    table["cv_behind_best"], table["cv_se"] = behind, errors
+    table["selected"] = [i == kept for i in range(len(table))]
     table["chosen"] = table["chosen"].fillna("")
-    router, note = guard(fitted[best], train, objective, folds)
+    router, note = guard(fitted[kept], train, objective, folds, rules.guard_se)
     if note:
-        table.loc[best, "note"] = note
+        table.loc[kept, "note"] = note
+    columns = ["router", "kind", "chosen", "cv_score", "cv_gap_closed", "cv_behind_best", "cv_se"]
+    table = table[[*columns, "fit_seconds", "selected", "note"]]
     return Selection(router, table, weights, objective.metric, tuple(fitted))
+
+
+def _row(name: str, router: Any, objective: Objective, seconds: float) -> dict[str, Any]:
+    score = getattr(router, "cv_score_", None)
+    score = math.nan if score is None else float(score)
+    return {
+        "router": name,
+        "kind": type(router).__name__,
+        "chosen": ", ".join(f"{k}={_fmt(v)}" for k, v in router.chosen().items()),
+        "cv_score": score,
+        "cv_gap_closed": objective.gap_closed(score) if objective.metric == "aiq" else math.nan,
+        "fit_seconds": seconds,
+        "note": "",
+    }
+
+
+def _averageable(router: Any) -> bool:
+    """Whether ``router`` can join the average: it predicts outcomes and has out-of-fold estimates of them."""
+    return getattr(router, "_cv_oof", None) is not None and callable(
+        getattr(router, "predict_outcomes", None)
+    )
+
+
+def _one_se(
+    scores: np.ndarray, per_fold: Sequence[np.ndarray | None], order: Sequence[int], width: float
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(kept, behind (R,), se (R,))``: the first router of ``order`` whose score is within ``width`` standard
+    errors of the best one, and every router's mean fold-level shortfall from the best with its standard error
+    (NaN where a router has no fold scores). The best is kept when no other router can be compared with it."""
+    best = int(np.argmax(scores))
+    behind, errors = np.full(len(scores), np.nan), np.full(len(scores), np.nan)
+    top = per_fold[best]
+    if top is None:
+        return best, behind, errors
+    for i, fold in enumerate(per_fold):
+        if fold is not None and np.isfinite(scores[i]):
+            behind[i], errors[i] = paired_difference(top, fold)
+    for i in order:
+        if np.isfinite(behind[i]) and behind[i] <= width * errors[i] + 1e-12:
+            return int(i), behind, errors
+    return best, behind, errors
 
 
 def _fmt(value: Any) -> str:

@@ -39,6 +39,7 @@ from agents.routers import (
     ThresholdCascade,
 )
 from agents.routers.cascades import CascadeBandit
+from agents.routers.ensemble import EnsembleRouter
 from agents.routers.selection import GuardedRouter
 from routing_env.data import LoggedDataset, TaskOneHot, make_synthetic
 from routing_env.errors import ModelMismatchError, ShapeError
@@ -124,6 +125,12 @@ POLICY_CASES: list[PolicyCase] = [
     ),
     PolicyCase("ClusterRouter-onboarded", _onboarded),
     PolicyCase("GuardedRouter", _guarded),
+    PolicyCase(
+        "EnsembleRouter",
+        lambda ds: EnsembleRouter(
+            (TaskTableRouter().fit(ds, cost_weight=0.3), LinUCB(seed=1).fit(ds, cost_weight=0.3)), seed=2
+        ),
+    ),
     PolicyCase(
         "MatrixFactorizationRouter",
         lambda ds: MatrixFactorizationRouter(strong=ds.models[-1], weak=ds.models[0], epochs=60, seed=2).fit(

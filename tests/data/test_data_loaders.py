@@ -111,6 +111,20 @@ class TestRouteLLM:
         kept = load_routellm(tmp_path, "mmlu", drop_contaminated=False)
         assert kept.n_queries == 4
 
+    def test_per_call_cost_is_each_models_mean_call(self, tmp_path: Path) -> None:
+        # RouteLLM counts strong-model calls: every call of a model costs the same, the same mean USD as priced.
+        make_routellm(tmp_path)
+        priced = load_routellm(tmp_path, "mmlu")
+        for task in ("mmlu", "mt_bench"):
+            ds = load_routellm(tmp_path, task, cost="per_call")
+            tokens = load_routellm(tmp_path, task)
+            np.testing.assert_allclose(ds.cost, np.broadcast_to(tokens.cost.mean(axis=0), ds.cost.shape))
+            np.testing.assert_array_equal(ds.quality, tokens.quality)
+            assert ds.meta["cost"].startswith("per call") and "estimated" in ds.meta["cost"]
+        assert priced.cost[0, 1] != priced.cost[2, 1]
+        with pytest.raises(ConfigurationError, match="cost"):
+            load_routellm(tmp_path, "mmlu", cost="calls")  # type: ignore[arg-type]
+
     def test_gsm8k_written_uses_response_lengths(self, tmp_path: Path) -> None:
         make_routellm(tmp_path)
         ds = load_routellm(tmp_path, "gsm8k")

@@ -3,6 +3,7 @@ Mixtral-8x7B-Instruct (weak) and GPT-4-1106-preview (strong)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +58,7 @@ def load_routellm(
     *,
     drop_contaminated: bool = True,
     model_cards: Mapping[str, ModelCard] | None = None,
+    cost: Literal["tokens", "per_call"] = "tokens",
 ) -> LoggedDataset:
     """Load RouteLLM's evaluation logs: Mixtral-8x7B-Instruct (weak) vs GPT-4-1106-preview (strong).
 
@@ -82,6 +84,11 @@ def load_routellm(
         drop_contaminated: drop the prompts RouteLLM found in its router-training data, as RouteLLM's own
             evaluation does (the count goes to ``meta["contaminated_dropped"]``).
         model_cards: other prices for the two models (default :data:`ROUTELLM_MODEL_CARDS`).
+        cost: ``"tokens"`` (default): each call priced by its estimated tokens. ``"per_call"``: RouteLLM's own cost
+            model, in which every call of a model costs the same — its evaluation (``routellm/evals/evaluate.py``)
+            measures cost as the share of calls to the strong model (``strong_percentage``), on which its CPT and
+            APGR are defined; each call then costs the model's mean token-priced cost over the loaded queries (the
+            same mean USD per model, without the per-prompt variation). ``meta["cost"]`` says which.
 
     Returns:
         A full-information dataset over ``("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")``, in
@@ -89,6 +96,7 @@ def load_routellm(
         token estimates and USD costs.
     """
     check_choice("task", task, tuple(_ROUTELLM_LAYOUT))
+    check_choice("cost", cost, ("tokens", "per_call"))
     root = require_dir(dir, "load_routellm(dir)")
     data_candidates, contaminated_candidates = _ROUTELLM_LAYOUT[task]
     data_path = first_existing(root, data_candidates, f"load_routellm(task={task!r})")
@@ -115,10 +123,10 @@ def load_routellm(
     }
     if task != "mt_bench":
         meta["quality"] = "answer correct (1) or not (0)"
-        return LoggedDataset(**arrays, meta=meta)
+        return _priced(LoggedDataset(**arrays, meta=meta), cost)
     meta["quality"] = "GPT-4 judge score 1–10 mapped linearly onto [0, 1]"
     present = set(frame[S.MODEL])
-    return LoggedDataset.from_frame(
+    loaded = LoggedDataset.from_frame(
         frame,
         model_cards={m: c for m, c in cards.items() if m in present},
         models=_source_order(sorted(present)),
@@ -126,6 +134,20 @@ def load_routellm(
         quality_range=(1.0, 10.0),
         meta=meta,
     )
+    return _priced(loaded, cost)
+
+
+def _priced(dataset: LoggedDataset, cost: str) -> LoggedDataset:
+    """``dataset`` under the ``cost`` convention of :func:`load_routellm` (token-priced as loaded)."""
+    if cost == "tokens":
+        return dataset
+    per_call = np.nanmean(dataset.cost, axis=0)
+    meta = dict(dataset.meta)
+    meta["cost"] = (
+        "per call (RouteLLM's cost model: every call of a model costs the same): each model's mean over these "
+        f"queries of the token-priced estimate ({meta['cost']})"
+    )
+    return dataclasses.replace(dataset, cost=np.broadcast_to(per_call, dataset.cost.shape).copy(), meta=meta)
 
 
 def _source_order(models: list[str]) -> list[str]:

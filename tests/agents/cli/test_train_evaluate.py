@@ -36,6 +36,7 @@ def test_train_prints_the_cv_table_and_the_test_figures(trained: tuple[Path, str
     out, stdout = trained
     assert "cross-validation on the training split (5 grouped folds, AIQ)" in stdout
     assert "task-table" in stdout and "linucb" in stdout and "chosen:" in stdout
+    assert "ensemble" in stdout and " ± " in stdout  # the average, and each shortfall from the best CV score
     assert "gap_closed" in stdout and "on the test split" in stdout
     for name in ("policy.json", "arrays.npz", "training.json", "cv_table.csv", "test_plot.png", "featurizer"):
         assert (out / name).exists(), name

@@ -44,6 +44,7 @@ from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, Poli
 from agents.online.stores.calls import CALL_COLUMNS, call_from_row, call_row
 from agents.online.stores.export import SQLTrafficReads
 from agents.online.stores.lockfile import WriterLock
+from agents.online.stores.rollout import ROLLOUT_SCHEMA, SQLRolloutRecords
 from agents.online.stores.sqlite_schema import (
     D_COLUMNS,
     DECISION_COLUMNS,
@@ -74,7 +75,7 @@ _TRUNCATE_WAIT_MS = 200
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class SQLiteDecisionStore(SQLTrafficReads):
+class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -183,7 +184,7 @@ class SQLiteDecisionStore(SQLTrafficReads):
             self._writer = self._connect()
             self._check_marks()
             with self._write_lock:
-                self._writer.executescript(SCHEMA)
+                self._writer.executescript(SCHEMA + ROLLOUT_SCHEMA)
                 migrate(self._writer)
                 # A write on open: a read-only file or file system is refused now, not at the first request.
                 self._writer.execute(

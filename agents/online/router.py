@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +125,8 @@ class OnlineRouter:
         #: Feedback applied live by this process (restore and resync replays are counted in ``n_replayed``).
         self.n_applied = 0
         self.n_replayed = 0
+        #: Called with every new decision once it is logged (shadow scoring queues it); must not raise or block.
+        self.decision_hooks: list[Callable[[Decision], None]] = []
         self._counts: StoreCounts = self.store.counts()
         # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded in
         # bytes (the oldest fall back to the store), and entries leave when their decision closes.
@@ -421,6 +423,8 @@ class OnlineRouter:
             )
             self.store.insert_decision(decision)
             self._decision_seq = seq
+            for hook in self.decision_hooks:
+                hook(decision)
             if decision.kind == "route":
                 self._open.put(decision.decision_id, decision)
             if request_id is not None:

@@ -252,8 +252,26 @@ def create_gateway_app(
     app: FastAPI = build_app(router, settings)
     app.title = "routing-env gateway"
     service = app.state.service
+    _register_shadows(service, cfg.shadows)
     gateway = Gateway(cfg, router, service.committer, upstreams, evaluator=evaluator, verifier=verifier)
     app.include_router(gateway_routes(gateway))
     app.state.gateway = gateway
     front = GatewayFront(with_hot_paths(app, service), gateway, cfg.max_body_bytes)
     return ClientAuth(front, keys)
+
+
+def _register_shadows(service: Any, shadows: dict[str, str]) -> None:
+    """Register the config's shadows that the store does not hold yet (a restart keeps the registered ones)."""
+    if not shadows:
+        return
+    if service.shadows is None:
+        raise ConfigurationError("shadows need a decision store that keeps them (a SQL store)")
+    known = {r.name: r for r in service.shadows.records()}
+    for name, path in shadows.items():
+        if name not in known:
+            service.shadows.register(name, path)
+        elif known[name].path != path:
+            raise ConfigurationError(
+                f"shadows: {name!r} is registered in the store with {known[name].path}, not {path}; remove it "
+                "(DELETE /v1/shadows/{name}) or pick another name"
+            )

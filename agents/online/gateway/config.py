@@ -19,6 +19,8 @@ are relative to the file's directory.
     store: runs/gateway.db
     cost_weight: 0.5              # λ of "router" (default: the policy's own)
     api_keys_env: GATEWAY_KEYS    # comma-separated client keys (or api_keys: [...]); none: loopback only
+    shadows:                      # candidates scored on every decision, never served (GET /v1/shadows/NAME/report)
+      candidate: runs/linucb-v2
 """
 
 from __future__ import annotations
@@ -143,6 +145,10 @@ class GatewayConfig(_Strict):
     policy_root: str | None = Field(
         None, description="hot swaps only load policy directories inside this one"
     )
+    shadows: dict[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/\x00]+$")], str] = Field(
+        default_factory=dict,
+        description="candidate policies scored on every decision without serving it: name → saved directory",
+    )
 
     @field_validator("budget")
     @classmethod
@@ -226,6 +232,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         for key in PATH_FIELDS:
             if isinstance(values.get(key), str) and not _is_url(values[key]):
                 values[key] = str(base / Path(values[key]).expanduser())
+        if isinstance(values.get("shadows"), dict):
+            values["shadows"] = {
+                k: str(base / Path(v).expanduser()) if isinstance(v, str) else v
+                for k, v in values["shadows"].items()
+            }
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return GatewayConfig.model_validate(values)
@@ -286,4 +297,4 @@ def flag_fields() -> dict[str, str]:
     }
 
 
-_STRUCTURED = ("models", "cascade", "api_keys", "budget")
+_STRUCTURED = ("models", "cascade", "api_keys", "budget", "shadows")

@@ -1,0 +1,68 @@
+"""Shadows in the gateway config: registered at start-up, scored on the gateway's decisions, kept by a restart,
+and a name the store holds with another directory refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.online.gateway import GatewayConfig, create_gateway_app
+from routing_env import LoggedDataset
+from routing_env.errors import ConfigurationError
+from tests.agents.online.gateway.servers import model_entries
+
+
+def _config(sample: LoggedDataset, tmp_path: Path, policy: Path, shadows: dict[str, str]) -> GatewayConfig:
+    urls = {m: "http://127.0.0.1:9" for m in sample.models}
+    return GatewayConfig.model_validate(
+        {
+            "models": model_entries(sample, urls),
+            "policy": str(policy),
+            "store": str(tmp_path / "g.db"),
+            "shadows": shadows,
+        }
+    )
+
+
+def test_config_shadows_score_the_gateways_decisions_and_survive_a_restart(
+    sample: LoggedDataset, tmp_path: Path, policy_dir: Path
+) -> None:
+    config = _config(sample, tmp_path, policy_dir, {"same-policy": str(policy_dir)})
+    app = create_gateway_app(config)
+    shadows = app.state.service.shadows
+    router = app.gateway.router
+    assert [(r.name, r.status) for r in shadows.records()] == [("same-policy", "active")]
+    decisions = [router.route(prompt=str(p)) for p in sample.prompts[:5]]  # type: ignore[index]
+    shadows.flush()
+    for d in decisions:
+        router.feedback(d.decision_id, 0.5, cost=0.0)
+    rows = shadows.store.shadow_traffic("same-policy")
+    assert [r.decision.decision_id for r in rows] == [d.decision_id for d in decisions]
+    for r in rows:  # the shadow is the live policy itself: the same distribution
+        assert r.probabilities.tolist() == pytest.approx(r.decision.probabilities.tolist(), abs=1e-12)
+    shadows.close()
+    router.store.close()
+
+    again = create_gateway_app(config)
+    assert [r.name for r in again.state.service.shadows.records()] == ["same-policy"]
+    again.state.service.shadows.close()
+    again.gateway.router.store.close()
+    moved = _config(sample, tmp_path, policy_dir, {"same-policy": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="registered in the store with"):
+        create_gateway_app(moved)
+
+
+def test_shadow_paths_in_a_file_are_relative_to_it(tmp_path: Path) -> None:
+    from agents.online.gateway.config import load_config
+
+    file = tmp_path / "gw.yaml"
+    file.write_text(
+        "models: [{name: a, base_url: 'http://127.0.0.1:9/v1', input_price: 0, output_price: 0}]\npolicy: p\nstore: g.db\nshadows: {cand: runs/c}\n"
+    )
+    assert load_config(file).shadows == {"cand": str(tmp_path / "runs/c")}
+    file.write_text(
+        "models: [{name: a, base_url: 'http://127.0.0.1:9/v1', input_price: 0, output_price: 0}]\npolicy: p\nstore: g.db\nshadows: {a/b: c}\n"
+    )
+    with pytest.raises(ConfigurationError, match="shadows"):
+        load_config(file)

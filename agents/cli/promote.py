@@ -66,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     return _local(args)
 
 
-def _command() -> str:
-    return (
-        shlex.join(["routing-env", *sys.argv[1:]]) if sys.argv[1:2] == ["promote"] else "routing-env promote"
-    )
+def _command(args: argparse.Namespace) -> str:
+    """The command line that ran, with every setting of the gate spelled out (defaults included)."""
+    parts = ["routing-env", "promote", "--store", args.store, "--candidate", args.candidate]
+    parts += ["--min-decisions", str(args.min_decisions), "--margin", repr(args.margin)]
+    parts += ["--confidence", repr(args.confidence), "--estimator", args.estimator]
+    return shlex.join(parts)
 
 
 def _say(message: str) -> None:
@@ -82,14 +84,22 @@ def _local(args: argparse.Namespace) -> int:
     from agents.online.rollout.promotion import promote
     from agents.online.rollout.shadows import rollout_store
 
-    store = open_store(args.store)
+    try:
+        store = open_store(args.store)
+    except ConfigurationError as exc:
+        if "already open for writing" not in str(exc):
+            raise
+        raise ConfigurationError(
+            f"{exc}. A running server holds the store: promote through it with --url http://HOST:PORT (it runs the "
+            "gate on its own store and swaps at once)"
+        ) from None
     try:
         router = OnlineRouter.restore(store)
         done = promote(
             rollout_store(router),
             args.candidate,
             router.swap_policy,
-            command=_command(),
+            command=_command(args),
             min_decisions=args.min_decisions,
             margin=args.margin,
             confidence=args.confidence,

@@ -7,14 +7,16 @@ the history of promotion-gate decisions.
   decision's query, over the decision's models in their order (0 outside its ``allowed_models``) — the exact
   target probabilities its off-policy value is computed with, on exactly the decisions it is judged on;
 - ``gate_decisions``: every run of the promotion gate (``routing-env promote`` or ``POST /v1/promote``): the
-  candidate, the command, the decision, its reason and message, the evidence as JSON and the version promoted to.
+  candidate, the command, the decision, its reason and message, the evidence as JSON and the version promoted to;
+- ``serving_events``: every change of the serving mix (a canary started, promoted, rolled back, expired or
+  stopped), numbered: the event's ``id`` is the version of the mix it starts.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -47,6 +49,15 @@ CREATE TABLE IF NOT EXISTS gate_decisions (
     message TEXT NOT NULL,
     evidence TEXT NOT NULL,
     version TEXT
+);
+CREATE TABLE IF NOT EXISTS serving_events (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    event TEXT NOT NULL,
+    live_version TEXT NOT NULL,
+    candidate_version TEXT,
+    split REAL NOT NULL,
+    message TEXT NOT NULL
 );
 """
 
@@ -120,6 +131,30 @@ class GateRecord:
     version: str | None = None
 
 
+@dataclass(frozen=True)
+class ServingEvent:
+    """A change of the serving mix.
+
+    Attributes:
+        id: the mix version this event starts (1, 2, …; 0 before it is stored).
+        created_at: UNIX time (s).
+        event: ``"canary_start"``, ``"canary_promote"``, ``"canary_rollback"``, ``"canary_expire"`` or
+            ``"canary_stop"``.
+        live_version: the live policy's version after the event.
+        candidate_version: the canary's version (for the events that end a canary: the one that served).
+        split: the candidate's share of traffic after the event (0 when none serves).
+        message: why (the gate's message for promote, rollback and expire).
+    """
+
+    id: int
+    created_at: float
+    event: str
+    live_version: str
+    candidate_version: str | None
+    split: float
+    message: str
+
+
 @runtime_checkable
 class RolloutStore(DecisionStore, Protocol):
     """A :class:`~agents.online.stores.base.DecisionStore` that also keeps shadows and the gate's history (every
@@ -155,6 +190,14 @@ class RolloutStore(DecisionStore, Protocol):
 
     def gate_history(self) -> list[GateRecord]:
         """Every gate decision, oldest first."""
+        ...
+
+    def record_serving_event(self, event: ServingEvent) -> ServingEvent:
+        """Append a change of the serving mix; the event with its ``id`` (the mix version)."""
+        ...
+
+    def serving_events(self) -> list[ServingEvent]:
+        """Every change of the serving mix, oldest first."""
         ...
 
 
@@ -282,3 +325,26 @@ class SQLRolloutRecords:
         return [
             GateRecord(int(r[0]), float(r[1]), r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8]) for r in rows
         ]
+
+    # ------------------------------------------------------------------ serving mix
+    def record_serving_event(self, event: ServingEvent) -> ServingEvent:
+        """Append a change of the serving mix; the event with its ``id`` (the mix version it starts)."""
+        sql = self._sql(
+            "INSERT INTO serving_events (created_at, event, live_version, candidate_version, split, message) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        e = event
+        self._write([(sql, (e.created_at, e.event, e.live_version, e.candidate_version, e.split, e.message))])
+        last = self._rows(
+            self._sql("SELECT MAX(id) FROM serving_events WHERE created_at = ? AND event = ?"),
+            (e.created_at, e.event),
+        )
+        return replace(e, id=int(last[0][0]))
+
+    def serving_events(self) -> list[ServingEvent]:
+        """Every change of the serving mix, oldest first."""
+        rows = self._rows(
+            "SELECT id, created_at, event, live_version, candidate_version, split, message FROM serving_events "
+            "ORDER BY id"
+        )
+        return [ServingEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], float(r[5]), r[6]) for r in rows]

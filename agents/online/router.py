@@ -127,6 +127,9 @@ class OnlineRouter:
         self.n_replayed = 0
         #: Called with every new decision once it is logged (shadow scoring queues it); must not raise or block.
         self.decision_hooks: list[Callable[[Decision], None]] = []
+        self.canary: Any = (
+            None  # a candidate serving a share of traffic (agents.online.rollout.live.LiveCanary)
+        )
         self._counts: StoreCounts = self.store.counts()
         # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded in
         # bytes (the oldest fall back to the store), and entries leave when their decision closes.
@@ -387,6 +390,8 @@ class OnlineRouter:
             if s.kind == "route":
                 probs = probabilities(s, x, lam if cost_weight is not None and s.cost_aware else None)
                 sampled = probs if allowed is None else renormalise(probs, allowed)
+                if self.canary is not None:  # the serving arm, and its share times its distribution
+                    s, sampled = self.canary.choose(s, x, sampled, seq, allowed)
                 action = draw(sampled, uniform(self.config.seed, seq))
                 max_calls = 1
             else:

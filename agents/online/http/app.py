@@ -38,7 +38,7 @@ from agents.online.http.metrics import metrics_routes
 from agents.online.http.middleware import BodyLimit
 from agents.online.http.ratelimit import RateLimit
 from agents.online.http.responses import install_error_handlers
-from agents.online.http.rollout import rollout_routes
+from agents.online.http.rollout import canary_loop, rollout_routes
 from agents.online.http.routing import routing_routes
 from agents.online.http.service import DEFAULT_MAX_BODY_BYTES, TOKEN_ENV, Service, ServiceSettings
 from agents.online.router import OnlineRouter
@@ -114,9 +114,13 @@ def _lifespan(service: Service) -> Any:
         # holds the store's write lock between loop iterations, so a thread writing while it holds the router's
         # lock could deadlock with the loop.
         task = None if interval is None else asyncio.create_task(expire_loop(interval))
+        canary = asyncio.create_task(canary_loop(service))
         try:
             yield
         finally:
+            canary.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await canary
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

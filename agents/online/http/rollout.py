@@ -7,7 +7,12 @@
   against the live policy (:func:`~agents.online.rollout.shadows.shadow_report`);
 - ``POST /v1/promote`` ``{"candidate", "min_decisions", "margin", "confidence", "version", "force"}`` → the gate on
   the store's log; when it passes the candidate is hot-swapped in at once; the decision is recorded either way
-  (``GET /v1/promotions`` lists them). A refusal is a 200 with ``"promoted": false``: the request was served.
+  (``GET /v1/promotions`` lists them). A refusal is a 200 with ``"promoted": false``: the request was served;
+- ``POST /v1/canary`` ``{"candidate", "split", "margin", "confidence", "min_decisions", "plan_decisions",
+  "max_decisions", "interval_s"}`` → 201, a canary serving ``split`` of the traffic
+  (:mod:`agents.online.rollout.live`), promoted or rolled back by itself; ``GET /v1/canary`` → its state and
+  evidence; ``DELETE /v1/canary`` → stopped (serving returns to the live policy); ``GET /v1/serving-events`` →
+  every change of the serving mix, numbered.
 
 Store work (exports, reward-model fits, writes) runs in a worker thread so the event loop keeps committing the
 request path's group transactions meanwhile; the swap itself runs on the loop like every router call.
@@ -15,7 +20,9 @@ request path's group transactions meanwhile; the swap itself runs on the loop li
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Annotated, Any
 
 import anyio.from_thread
@@ -28,10 +35,15 @@ from agents.online.http.admin import admin_auth
 from agents.online.http.policy_files import policy_dir
 from agents.online.http.schemas import ADMIN_ERRORS
 from agents.online.http.service import Service
+from agents.online.rollout import CanaryConfig, CanaryDecision, GateConfig
+from agents.online.rollout.live import LiveCanary, status_view
 from agents.online.rollout.promotion import promote
 from agents.online.rollout.shadows import Shadows, shadow_report
 from agents.online.stores.rollout import GateRecord, ShadowRecord
+from routing_env.errors import ConfigurationError
 from routing_env.policy import Policy
+
+log = logging.getLogger("routing_env.serve")
 
 _PATH = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$", description="a saved policy directory")
 
@@ -50,6 +62,91 @@ class PromoteRequest(BaseModel):
     confidence: float = Field(0.95, ge=0.5, lt=1.0)
     version: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     force: bool = False
+
+
+class CanaryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidate: str = _PATH
+    split: float = Field(0.1, gt=0.0, lt=1.0)
+    margin: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)
+    min_decisions: int = Field(1000, ge=2)
+    plan_decisions: int = Field(10_000, ge=1)
+    max_decisions: int | None = Field(None, ge=2)
+    min_rollback_decisions: int = Field(100, ge=2)
+    interval_s: float = Field(1.0, gt=0.0, le=3600.0)
+
+    def config(self) -> CanaryConfig:
+        gate = GateConfig(
+            method="sequence", estimator="IPS", min_decisions=self.min_decisions, margin=self.margin,
+            confidence=self.confidence, plan_decisions=self.plan_decisions,
+        )  # fmt: skip
+        return CanaryConfig(
+            split=self.split, gate=gate, max_decisions=self.max_decisions,
+            min_rollback_decisions=self.min_rollback_decisions,
+        )  # fmt: skip
+
+
+def start_canary(
+    service: Service, candidate: str, config: CanaryConfig, interval_s: float = 1.0
+) -> LiveCanary:
+    """Start a canary of ``candidate`` on ``service``'s router and log the event (from a worker thread or before
+    the server starts)."""
+    if service.shadows is None:
+        raise ConfigurationError("a canary needs a decision store that keeps its distributions (a SQL store)")
+    router = service.router
+    canary = LiveCanary(router, candidate, config, service.shadows, interval_s=interval_s)
+    router.decision_hooks.append(canary.on_decision)
+    router.canary = canary
+    canary.event(
+        "canary_start",
+        f"{canary.candidate} serves {canary.split:.1%} of traffic",
+        router.version,
+        canary.split,
+    )
+    return canary
+
+
+def end_canary(service: Service, decision: CanaryDecision, message: str) -> LiveCanary | None:
+    """Take the canary out of serving (on the event loop): promoted, its policy is swapped in; otherwise serving
+    returns to the live policy. The event is logged by :func:`log_end` (store work, off the loop)."""
+    router = service.router
+    canary: LiveCanary | None = router.canary
+    if canary is None:
+        return None
+    router.canary = None
+    if canary.on_decision in router.decision_hooks:
+        router.decision_hooks.remove(canary.on_decision)
+    if decision is CanaryDecision.PROMOTE:
+        router.swap_policy(canary.policy)
+    return canary
+
+
+def log_end(service: Service, canary: LiveCanary, decision: CanaryDecision, message: str) -> None:
+    kind = {CanaryDecision.CONTINUE: "canary_stop"}.get(decision, f"canary_{decision.value}")
+    canary.event(kind, message, service.router.version, 0.0)
+
+
+async def canary_loop(service: Service, every: float = 0.25) -> None:
+    """Run the canary's sequential test every ``interval_s`` and act on its decision (the service's lifespan)."""
+    last = 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        canary: LiveCanary | None = service.router.canary
+        if canary is None or loop.time() - last < canary.interval_s:
+            continue
+        last = loop.time()
+        try:
+            decision = await run_in_threadpool(canary.evaluate)
+            if decision is CanaryDecision.CONTINUE:
+                continue
+            result = canary.state.result
+            message = result.message if result is not None else decision.value
+            if end_canary(service, decision, message) is not None:
+                await run_in_threadpool(log_end, service, canary, decision, message)
+        except Exception:  # keep serving; the next round retries
+            log.exception("evaluating the canary failed")
 
 
 def shadow_view(r: ShadowRecord) -> dict[str, Any]:
@@ -155,6 +252,36 @@ def rollout_routes(service: Service) -> APIRouter:
             "message": done.result.message,
             "decision": gate_view(done.record),
         }
+
+    @api.post("/v1/canary", status_code=201)
+    async def canary_start(body: CanaryRequest) -> dict[str, Any]:
+        path = await run_in_threadpool(checked, body.candidate)
+        canary = await run_in_threadpool(start_canary, service, path, body.config(), body.interval_s)
+        return status_view(canary.status())
+
+    @api.get("/v1/canary")
+    async def canary_state() -> dict[str, Any]:
+        canary: LiveCanary | None = router.canary
+        if canary is None:
+            raise HTTPException(
+                status_code=404, detail="no canary is serving (start one with POST /v1/canary)"
+            )
+        return status_view(canary.status())
+
+    @api.delete("/v1/canary")
+    async def canary_stop() -> dict[str, Any]:
+        canary = end_canary(service, CanaryDecision.CONTINUE, "stopped by POST /v1/canary")
+        if canary is None:
+            raise HTTPException(status_code=404, detail="no canary is serving")
+        await run_in_threadpool(
+            log_end, service, canary, CanaryDecision.CONTINUE, "stopped (DELETE /v1/canary)"
+        )
+        return {"stopped": canary.version, "live_version": router.version}
+
+    @api.get("/v1/serving-events")
+    async def serving_events() -> dict[str, Any]:
+        events = await run_in_threadpool(shadows().store.serving_events)
+        return {"events": [e.__dict__ for e in events]}
 
     @api.get("/v1/promotions")
     async def promotions() -> dict[str, Any]:

@@ -117,6 +117,7 @@ class Shadows:
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._queue: deque[Decision] = deque()
+        self._ready: deque[ShadowProbabilities] = deque()  # computed on the request path (a canary's)
         self._busy = False
         #: Decisions left unscored because the queue was full.
         self.dropped = 0
@@ -142,6 +143,13 @@ class Shadows:
             self._queue.popleft()
             self.dropped += 1
         self._queue.append(decision)
+
+    def submit_rows(self, rows: Sequence[ShadowProbabilities]) -> None:
+        """Queue distributions already computed (a canary's, at decision time) for the next store write."""
+        if len(self._ready) + len(rows) > self.max_pending:
+            self.dropped += len(rows)
+            return
+        self._ready.extend(rows)
 
     # ------------------------------------------------------------------ registration
     def register(self, name: str, path: str | Path) -> ShadowRecord:
@@ -198,10 +206,12 @@ class Shadows:
         with self._lock:
             self._busy = True
             try:
-                while self._queue:
+                while self._queue or self._ready:
                     n = min(self.batch, len(self._queue))
                     batch = [self._queue.popleft() for _ in range(n)]
-                    self.store.insert_shadow_probabilities(self._score(batch))
+                    rows = self._score(batch) if batch else []
+                    rows += [self._ready.popleft() for _ in range(min(self.batch, len(self._ready)))]
+                    self.store.insert_shadow_probabilities(rows)
                     done += n
             finally:
                 self._busy = False
@@ -225,7 +235,7 @@ class Shadows:
     def flush(self, timeout: float = 10.0) -> None:
         """Return once every decision queued before the call is scored (or ``timeout`` s passed)."""
         deadline = time.monotonic() + timeout
-        while (self._queue or self._busy) and time.monotonic() < deadline:
+        while (self._queue or self._ready or self._busy) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     def close(self) -> None:

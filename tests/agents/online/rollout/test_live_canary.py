@@ -1,0 +1,110 @@
+"""The canary in the live service: the logged propensity is the split times the serving policy's probability,
+a known better candidate is promoted and a known worse one rolled back on a replayed stream, and every change of
+the serving mix is a numbered event in the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+from agents.online import OnlineRouter, create_app
+from tests.agents.online.rollout import policies as P
+
+AUTH = {"Authorization": "Bearer t"}
+CANARY = {"split": 0.2, "min_decisions": 300, "plan_decisions": 2000, "interval_s": 0.05}
+
+
+@pytest.fixture()
+def saved(tmp_path: Path) -> Path:
+    P.better().save(tmp_path / "better")
+    P.worse().save(tmp_path / "worse")
+    return tmp_path
+
+
+@pytest.fixture()
+def served(tmp_path: Path, saved: Path) -> Iterator[tuple[TestClient, OnlineRouter]]:
+    router = OnlineRouter(P.live(), tmp_path / "s.db")
+    with TestClient(create_app(router, api_token="t", policy_root=str(saved))) as c:
+        yield c, router
+
+
+def replay(c: TestClient, n: int, seed: int) -> int:
+    """Route + feedback pairs until the canary ends (at most ``n``); how many were sent."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        x = rng.normal(size=2)
+        d = c.post("/v1/route", json={"features": x.tolist()}).json()
+        q = float(np.clip(P.quality(x)[0, P.MODELS.index(d["model"])] + rng.normal(scale=0.1), 0, 1))
+        assert c.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": q}).status_code == 200
+        if i % 50 == 49 and c.get("/v1/canary", headers=AUTH).status_code == 404:
+            return i + 1
+    return n
+
+
+def test_a_better_canary_is_promoted_with_logged_product_propensities(
+    served: tuple[TestClient, OnlineRouter], saved: Path
+) -> None:
+    c, router = served
+    r = c.post("/v1/canary", json={"candidate": str(saved / "better"), **CANARY}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == "canary-1" and r.json()["decision"] == "continue"
+    again = c.post("/v1/canary", json={"candidate": str(saved / "better"), **CANARY}, headers=AUTH)
+    assert again.status_code == 422 and "already serves" in again.json()["detail"]
+    sent = replay(c, 8000, seed=3)
+    assert sent < 8000, "the canary never decided"
+    assert router.version not in ("v1", "canary-1") and router.canary is None
+    events = c.get("/v1/serving-events", headers=AUTH).json()["events"]
+    assert [(e["id"], e["event"], e["split"]) for e in events] == [
+        (1, "canary_start", 0.2),
+        (2, "canary_promote", 0.0),
+    ]
+    assert events[1]["live_version"] == router.version and "promote: the lower bound" in events[1]["message"]
+    served_by = {"canary-1": (0.2, P.better()), "v1": (0.8, P.live())}
+    during = [d for d in router.store.decisions() if d.policy_version in served_by]
+    assert {d.policy_version for d in during} == {"canary-1", "v1"}
+    for d in during:
+        share, policy = served_by[d.policy_version]
+        p = policy.action_probabilities(d.features[None, :])[0]
+        assert d.propensity == pytest.approx(share * p[d.action], rel=1e-12)
+        assert d.probabilities.sum() == pytest.approx(share)
+
+
+def test_a_worse_canary_is_rolled_back_and_serving_returns_to_live(
+    served: tuple[TestClient, OnlineRouter], saved: Path
+) -> None:
+    c, router = served
+    assert (
+        c.post("/v1/canary", json={"candidate": str(saved / "worse"), **CANARY}, headers=AUTH).status_code
+        == 201
+    )
+    assert replay(c, 3000, seed=4) < 3000
+    assert router.version == "v1" and router.canary is None
+    events = c.get("/v1/serving-events", headers=AUTH).json()["events"]
+    assert [e["event"] for e in events] == ["canary_start", "canary_rollback"]
+    assert "rollback: the upper bound" in events[1]["message"]
+    assert c.post("/v1/route", json={"features": [0.0, 0.0]}).json()["policy_version"] == "v1"
+
+
+def test_stopping_a_canary_and_bad_requests(served: tuple[TestClient, OnlineRouter], saved: Path) -> None:
+    c, router = served
+    assert c.get("/v1/canary", headers=AUTH).status_code == 404
+    assert c.delete("/v1/canary", headers=AUTH).status_code == 404
+    bad = c.post("/v1/canary", json={"candidate": str(saved / "better"), "split": 1.0}, headers=AUTH)
+    assert bad.status_code == 422
+    assert c.post("/v1/canary", json={"candidate": str(saved / "better")}).status_code == 401
+    assert (
+        c.post("/v1/canary", json={"candidate": str(saved / "better"), **CANARY}, headers=AUTH).status_code
+        == 201
+    )
+    assert c.delete("/v1/canary", headers=AUTH).json() == {"stopped": "canary-1", "live_version": "v1"}
+    assert router.canary is None
+    assert [e["event"] for e in c.get("/v1/serving-events", headers=AUTH).json()["events"]] == [
+        "canary_start",
+        "canary_stop",
+    ]

@@ -142,3 +142,28 @@ def test_promote_on_a_store_exit_codes_and_history(
         assert httpx.get(again.url + "/healthz").json()["policy_version"] == "v2"
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize(("candidate", "event"), [("worse", "canary_rollback"), ("better", "canary_promote")])
+def test_serve_canary_promotes_the_better_and_rolls_back_the_worse(
+    tmp_path: Path, saved: Path, candidate: str, event: str
+) -> None:
+    srv = Server(
+        tmp_path / "store.db", saved / "live", "--policy-root", str(saved),
+        "--canary", "0.2", "--canary-policy", str(saved / candidate), "--canary-min-decisions", "300",
+    )  # fmt: skip
+    srv.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+    srv.start()
+    try:
+        assert httpx.get(srv.url + "/v1/canary", headers=AUTH).json()["version"] == "canary-1"
+        for round_ in range(40):  # bounded: 40 × 200 pairs at most
+            traffic(srv.url, 200, seed=100 + round_)
+            if httpx.get(srv.url + "/v1/canary", headers=AUTH).status_code == 404:
+                break
+        events = httpx.get(srv.url + "/v1/serving-events", headers=AUTH).json()["events"]
+        assert [e["event"] for e in events] == ["canary_start", event]
+        version = httpx.get(srv.url + "/healthz").json()["policy_version"]
+        assert (version == "v1") == (candidate == "worse")
+    finally:
+        srv.stop()
+    assert "canary canary-1:" in srv.output()

@@ -107,7 +107,7 @@ def start_canary(
     return canary
 
 
-def end_canary(service: Service, decision: CanaryDecision, message: str) -> LiveCanary | None:
+def end_canary(service: Service, decision: CanaryDecision) -> LiveCanary | None:
     """Take the canary out of serving (on the event loop): promoted, its policy is swapped in; otherwise serving
     returns to the live policy. The event is logged by :func:`log_end` (store work, off the loop)."""
     router = service.router
@@ -143,7 +143,7 @@ async def canary_loop(service: Service, every: float = 0.25) -> None:
                 continue
             result = canary.state.result
             message = result.message if result is not None else decision.value
-            if end_canary(service, decision, message) is not None:
+            if end_canary(service, decision) is not None:
                 await run_in_threadpool(log_end, service, canary, decision, message)
         except Exception:  # keep serving; the next round retries
             log.exception("evaluating the canary failed")
@@ -270,7 +270,7 @@ def rollout_routes(service: Service) -> APIRouter:
 
     @api.delete("/v1/canary")
     async def canary_stop() -> dict[str, Any]:
-        canary = end_canary(service, CanaryDecision.CONTINUE, "stopped by POST /v1/canary")
+        canary = end_canary(service, CanaryDecision.CONTINUE)
         if canary is None:
             raise HTTPException(status_code=404, detail="no canary is serving")
         await run_in_threadpool(

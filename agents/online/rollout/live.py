@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from agents.online.served import Served, inspect_policy, probabilities
 from agents.online.stores.base import Decision
 from agents.online.stores.export import traffic_dataset
 from agents.online.stores.rollout import ServingEvent, ShadowProbabilities
+from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 from routing_env.ope import BanditFeedback
 from routing_env.policy import Policy, load_policy
@@ -223,3 +224,27 @@ def status_view(status: CanaryStatus) -> dict[str, Any]:
         "n_decisions": status.n_decisions,
         "result": None if status.result is None else status.result.to_dict(),
     }
+
+
+def mixture_propensities(store: Any, dataset: LoggedDataset) -> LoggedDataset:
+    """``dataset`` (a store's export) with the propensity of every decision made while a canary served replaced by
+    the mixture ``μ(a|x) = s·π_c(a|x) + (1 − s)·π_l(a|x)`` of the two distributions stored with it.
+
+    The logged product ``s·π_c(a|x)`` (or ``(1 − s)·π_l(a|x)``) is the probability of the arm *and* the model; a
+    policy's importance weight must divide by the probability of the model alone, which is the mixture. Decisions
+    made without a canary keep their propensity. ``store`` is a :class:`~agents.online.stores.rollout.RolloutStore`.
+    """
+    splits = {e.candidate_version: e.split for e in store.serving_events() if e.event == "canary_start"}
+    if not splits:
+        return dataset
+    row = {str(q): i for i, q in enumerate(dataset.query_ids)}
+    propensity = np.array(dataset.propensity, dtype=np.float64, copy=True)
+    for version, split in splits.items():
+        for r in store.shadow_traffic(f"canary:{version}"):
+            i = row.get(r.decision.decision_id)
+            if i is None:
+                continue
+            half = len(r.decision.models)
+            a = r.decision.action
+            propensity[i] = split * r.probabilities[a] + (1.0 - split) * r.probabilities[half + a]
+    return replace(dataset, propensity=propensity)

@@ -359,11 +359,14 @@ def traffic_feedback(
     for i, r in enumerate(rows):
         cols = [col[m] for m in r.decision.models]
         shadow[i, cols] = r.probabilities
-        live[i, cols] = r.decision.probabilities
+        # While a canary serves, a decision logs its arm's share times the arm's distribution: the arm's own
+        # distribution is the logger given the arm (drawn independently of the query), so weights divide by it.
+        live[i, cols] = r.decision.probabilities / r.decision.probabilities.sum()
     feedback = BanditFeedback.from_dataset(
         dataset, cost_weight=cost_weight, cost_scale=router.served.cost_scale
     )
-    return replace(feedback, logging_dist=live), shadow, live
+    logged = live[np.arange(n), feedback.action]
+    return replace(feedback, propensity=logged, logging_dist=live), shadow, live
 
 
 def shadow_report(

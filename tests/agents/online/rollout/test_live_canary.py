@@ -14,6 +14,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from agents.online import OnlineRouter, create_app
+from agents.online.rollout.live import mixture_propensities
 from tests.agents.online.rollout import policies as P
 
 AUTH = {"Authorization": "Bearer t"}
@@ -73,6 +74,17 @@ def test_a_better_canary_is_promoted_with_logged_product_propensities(
         p = policy.action_probabilities(d.features[None, :])[0]
         assert d.propensity == pytest.approx(share * p[d.action], rel=1e-12)
         assert d.probabilities.sum() == pytest.approx(share)
+    # For off-policy evaluation the export's propensities become the mixture of the two stored distributions.
+    exported = router.store.export()
+    mixed = mixture_propensities(router.store, exported)
+    by_id = {str(q): i for i, q in enumerate(exported.query_ids)}
+    for d in during:
+        i = by_id[d.decision_id]
+        x = d.features[None, :]
+        mu = 0.2 * P.better().action_probabilities(x)[0] + 0.8 * P.live().action_probabilities(x)[0]
+        assert mixed.propensity[i] == pytest.approx(mu[exported.logged_action[i]], rel=1e-12)  # type: ignore[index]
+    after = [by_id[d.decision_id] for d in router.store.decisions() if d.policy_version not in served_by]
+    np.testing.assert_array_equal(mixed.propensity[after], exported.propensity[after])  # type: ignore[index]
 
 
 def test_a_worse_canary_is_rolled_back_and_serving_returns_to_live(

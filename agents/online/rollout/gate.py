@@ -207,22 +207,24 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (NaN as ``None``), e.g. for a decision log or ``--json`` output."""
 
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-
         out = {
             k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("diagnostics", "exploration")
         }
         out["reason"] = self.reason.value
         out["diagnostics"] = None if self.diagnostics is None else asdict(self.diagnostics)
         out["exploration"] = None if self.exploration is None else asdict(self.exploration)
-        return {k: clean(v) for k, v in out.items()}
+        return {k: json_clean(v) for k, v in out.items()}
+
+
+def json_clean(v: Any) -> Any:
+    """``v`` with non-finite floats as ``None``, through dicts, lists and tuples (for JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_clean(x) for x in v]
+    return v
 
 
 # ---------------------------------------------------------------------------------------------- evidence

@@ -34,15 +34,13 @@ import numpy as np
 
 from agents.online.rollout.canary import Canary, CanaryConfig, CanaryDecision, CanaryState, mixture_feedback
 from agents.online.rollout.gate import GateResult
-from agents.online.rollout.shadows import Shadows, check_candidate
+from agents.online.rollout.shadows import Shadows, check_candidate, traffic_feedback
 from agents.online.sampling import renormalise, uniform
 from agents.online.served import Served, inspect_policy, probabilities
 from agents.online.stores.base import Decision
-from agents.online.stores.export import traffic_dataset
-from agents.online.stores.rollout import ServingEvent, ShadowProbabilities
+from agents.online.stores.rollout import ServingEvent, ShadowProbabilities, ShadowRow
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
-from routing_env.ope import BanditFeedback
 from routing_env.policy import Policy, load_policy
 
 if TYPE_CHECKING:
@@ -170,26 +168,8 @@ class LiveCanary:
                 return self.state.decision
             decisions = [r.decision for r in rows]
             router = self.router
-            dataset = traffic_dataset(
-                decisions,
-                [(r.quality, r.cost, r.latency_s) for r in rows],
-                router.store.policy_versions(),
-                models=router.models,
-                include_default=False,
-                source=f"routing_env DecisionStore {router.store.location}",
-            )
-            col = {m: j for j, m in enumerate(dataset.models)}
-            n, k = len(rows), len(dataset.models)
-            cand, live = np.zeros((n, k)), np.zeros((n, k))
-            for i, r in enumerate(rows):
-                cols = [col[m] for m in r.decision.models]
-                half = len(cols)
-                cand[i, cols] = r.probabilities[:half]
-                live[i, cols] = r.probabilities[half:]
+            logged, cand, live = traffic_feedback(rows, router, router.cost_weight, _split_pair)
             served = np.array([d.policy_version == self.version for d in decisions], dtype=bool)
-            logged = BanditFeedback.from_dataset(
-                dataset, cost_weight=router.cost_weight, cost_scale=router.served.cost_scale
-            )
             mixed = mixture_feedback(logged, served, self.split, cand, live)
             self.state = self._rule.step(self.state, mixed, cand, live)
             self._seen.update(d.decision_id for d in decisions)
@@ -211,6 +191,12 @@ class LiveCanary:
         return self.shadows.store.record_serving_event(
             ServingEvent(0, time.time(), kind, live_version, self.version, split, message)
         )
+
+
+def _split_pair(r: ShadowRow) -> tuple[np.ndarray, np.ndarray]:
+    """``(π_c, π_l)`` of a canary row (stored as ``[π_c | π_l]`` over the decision's models)."""
+    half = len(r.decision.models)
+    return r.probabilities[:half], r.probabilities[half:]
 
 
 def status_view(status: CanaryStatus) -> dict[str, Any]:

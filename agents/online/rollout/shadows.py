@@ -25,7 +25,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.online.errors import DecisionNotFoundError
-from agents.online.rollout.gate import GateConfig, GateResult, evaluate_gate, verdict
+from agents.online.rollout.gate import GateConfig, GateResult, evaluate_gate, json_clean, verdict
 from agents.online.sampling import renormalise
 from agents.online.stores.base import Decision
 from agents.online.stores.export import traffic_dataset
@@ -325,28 +325,19 @@ class ShadowReport:
         out["estimates"] = [asdict(e) for e in self.estimates]
         out["diagnostics"] = None if self.diagnostics is None else asdict(self.diagnostics)
         out["gate"] = self.gate.to_dict()
-        return _clean(out)
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
+        return json_clean(out)
 
 
 def traffic_feedback(
-    rows: Sequence[ShadowRow], router: OnlineRouter, cost_weight: float
+    rows: Sequence[ShadowRow],
+    router: OnlineRouter,
+    cost_weight: float,
+    columns: Callable[[ShadowRow], tuple[np.ndarray, np.ndarray]],
 ) -> tuple[BanditFeedback, np.ndarray, np.ndarray]:
-    """The decisions a shadow was scored on as bandit feedback at λ = ``cost_weight``, with the shadow's and the
-    live policy's ``(n, K)`` distributions (the latter exactly what the router sampled from, also set as the
-    feedback's ``logging_dist``)."""
-    decisions = [r.decision for r in rows]
+    """Scored decisions as bandit feedback at λ = ``cost_weight`` over the live policy's models, with the two
+    ``(n, K)`` distributions ``columns(row)`` gives per row (each over the row's decision's models)."""
     dataset = traffic_dataset(
-        decisions,
+        [r.decision for r in rows],
         [(r.quality, r.cost, r.latency_s) for r in rows],
         router.store.policy_versions(),
         models=router.models,
@@ -355,18 +346,20 @@ def traffic_feedback(
     )
     col = {m: j for j, m in enumerate(dataset.models)}
     n, k = len(rows), len(dataset.models)
-    shadow, live = np.zeros((n, k)), np.zeros((n, k))
+    first, second = np.zeros((n, k)), np.zeros((n, k))
     for i, r in enumerate(rows):
         cols = [col[m] for m in r.decision.models]
-        shadow[i, cols] = r.probabilities
-        # While a canary serves, a decision logs its arm's share times the arm's distribution: the arm's own
-        # distribution is the logger given the arm (drawn independently of the query), so weights divide by it.
-        live[i, cols] = r.decision.probabilities / r.decision.probabilities.sum()
+        first[i, cols], second[i, cols] = columns(r)
     feedback = BanditFeedback.from_dataset(
         dataset, cost_weight=cost_weight, cost_scale=router.served.cost_scale
     )
-    logged = live[np.arange(n), feedback.action]
-    return replace(feedback, propensity=logged, logging_dist=live), shadow, live
+    return feedback, first, second
+
+
+def _shadow_and_logger(r: ShadowRow) -> tuple[np.ndarray, np.ndarray]:
+    # While a canary serves, a decision logs its arm's share times the arm's distribution: the arm's own
+    # distribution is the logger given the arm (drawn independently of the query), so weights divide by it.
+    return r.probabilities, r.decision.probabilities / r.decision.probabilities.sum()
 
 
 def shadow_report(
@@ -412,7 +405,8 @@ def shadow_report(
             n_decisions=0, estimates=empty, ess=nan, unsupported_mass=0.0, deterministic_share=0.0,
             diagnostics=None, gate=gate, **common,  # type: ignore[arg-type]
         )  # fmt: skip
-    feedback, shadow, live = traffic_feedback(rows, router, lam)
+    feedback, shadow, live = traffic_feedback(rows, router, lam, _shadow_and_logger)
+    feedback = replace(feedback, propensity=live[np.arange(len(rows)), feedback.action], logging_dist=live)
     two_sided = (
         1.0 + confidence
     ) / 2.0  # one-sided bounds at this level make a two-sided `confidence` interval

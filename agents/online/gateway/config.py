@@ -46,7 +46,7 @@ from routing_env.errors import ConfigurationError
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Price = Annotated[FiniteFloat, Field(ge=0, description="USD per 1M tokens")]
 #: Path fields of :class:`GatewayConfig` resolved against the directory of the file that sets them.
-PATH_FIELDS = ("policy", "cascade_policy", "featurizer", "store", "policy_root")
+PATH_FIELDS = ("policy", "cascade_policy", "featurizer", "store", "policy_root", "canary_policy")
 #: The names a client sends as ``model`` to be routed (``router-<λ>`` sets λ too).
 ROUTER_NAME = "router"
 
@@ -145,6 +145,13 @@ class GatewayConfig(_Strict):
     policy_root: str | None = Field(
         None, description="hot swaps only load policy directories inside this one"
     )
+    canary: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of traffic canary_policy serves (promoted or rolled back by the gate)",
+    )
+    canary_policy: str | None = Field(None, description="the canary's saved policy directory (with canary)")
     shadows: dict[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/\x00]+$")], str] = Field(
         default_factory=dict,
         description="candidate policies scored on every decision without serving it: name → saved directory",
@@ -175,6 +182,8 @@ class GatewayConfig(_Strict):
                 "give exactly one of policy (a routing policy) or cascade_policy (a cascade policy), got "
                 + ("both" if self.policy is not None else "neither")
             )
+        if (self.canary is None) != (self.canary_policy is None):
+            raise ValueError("canary (a share of traffic) and canary_policy (a saved policy) go together")
         verifier = self.cascade.verifier_model
         if verifier is not None and verifier not in names:
             raise ValueError(f"cascade.verifier_model {verifier!r} is not one of the models {names}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from agents.online.gateway import GatewayConfig, create_gateway_app
 from routing_env import LoggedDataset
@@ -66,3 +67,27 @@ def test_shadow_paths_in_a_file_are_relative_to_it(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="shadows"):
         load_config(file)
+
+
+def test_a_config_canary_serves_its_share_under_its_own_version(
+    sample: LoggedDataset, tmp_path: Path, policy_dir: Path
+) -> None:
+    urls = {m: "http://127.0.0.1:9" for m in sample.models}
+    values = {
+        "models": model_entries(sample, urls),
+        "policy": str(policy_dir),
+        "store": str(tmp_path / "g.db"),
+    }
+    with pytest.raises(ValidationError, match="go together"):
+        GatewayConfig.model_validate({**values, "canary": 0.3})
+    app = create_gateway_app(
+        GatewayConfig.model_validate({**values, "canary": 0.3, "canary_policy": str(policy_dir)})
+    )
+    router = app.gateway.router
+    assert router.canary is not None and router.canary.version == "canary-1"
+    versions = [router.route(prompt=str(p)).policy_version for p in sample.prompts[:200]]  # type: ignore[index]
+    assert 0.15 < versions.count("canary-1") / len(versions) < 0.45 and set(versions) == {"v1", "canary-1"}
+    events = app.state.service.shadows.store.serving_events()
+    assert [(e.event, e.candidate_version, e.split) for e in events] == [("canary_start", "canary-1", 0.3)]
+    app.state.service.shadows.close()
+    router.store.close()

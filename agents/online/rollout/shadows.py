@@ -131,8 +131,19 @@ class Shadows:
                 self.store.fail_shadow(record.name, f"could not be loaded again: {exc}")
                 continue
             self._active[record.name] = _Active(record, policy)
-        self._thread = threading.Thread(target=self._loop, name="routing-env-shadows", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+        if self._active:
+            self._start()
+
+    def _start(self) -> None:
+        """Start the scoring thread (once; a service without shadows or canary never runs one)."""
+        if self._thread is not None:
+            return
+        with self._starting:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="routing-env-shadows", daemon=True)
+                self._thread.start()
 
     # ------------------------------------------------------------------ the request path
     def submit(self, decision: Decision) -> None:
@@ -146,6 +157,7 @@ class Shadows:
 
     def submit_rows(self, rows: Sequence[ShadowProbabilities]) -> None:
         """Queue distributions already computed (a canary's, at decision time) for the next store write."""
+        self._start()
         if len(self._ready) + len(rows) > self.max_pending:
             self.dropped += len(rows)
             return
@@ -173,6 +185,7 @@ class Shadows:
         self.store.add_shadow(record)
         with self._lock:
             self._active[name] = _Active(record, policy)
+        self._start()
         return record
 
     def remove(self, name: str) -> None:
@@ -241,7 +254,8 @@ class Shadows:
     def close(self) -> None:
         """Score what is queued and stop the thread."""
         self._stop.set()
-        self._thread.join(timeout=10.0)
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
         self.drain()
 
 

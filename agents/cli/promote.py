@@ -4,7 +4,7 @@
 
     routing-env promote --store runs/router.db --candidate runs/candidate [--min-decisions 1000] [--margin 0.0]
         [--confidence 0.95] [--estimator DR]
-    routing-env promote --url http://127.0.0.1:8000 --candidate runs/candidate ...   # a running server
+    routing-env promote --url http://127.0.0.1:8000 --candidate runs/candidate [options]   # a running server
     routing-env promote --store runs/router.db --history
 
 The gate estimates candidate − live on the logged traffic with a paired off-policy estimator (the same decisions,

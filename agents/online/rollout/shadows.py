@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.online.errors import DecisionNotFoundError
-from agents.online.rollout.gate import GateConfig, GateResult, evaluate_gate, json_clean, verdict
+from agents.online.rollout.gate import (
+    Evidence,
+    GateConfig,
+    GateResult,
+    evaluate_gate,
+    json_clean,
+    result_from,
+    verdict,
+)
 from agents.online.sampling import renormalise
 from agents.online.stores.base import Decision
 from agents.online.stores.export import traffic_dataset
@@ -245,6 +253,11 @@ class Shadows:
             rows.extend(ShadowProbabilities(name, d.decision_id, p) for d, p in zip(batch, dists))
         return rows
 
+    @property
+    def pending(self) -> int:
+        """Decisions and rows queued, not yet written."""
+        return len(self._queue) + len(self._ready)
+
     def flush(self, timeout: float = 10.0) -> None:
         """Return once every decision queued before the call is scored (or ``timeout`` s passed)."""
         deadline = time.monotonic() + timeout
@@ -406,11 +419,9 @@ def shadow_report(
     common = dict(
         name=record.name, status=record.status, error=record.error, registered_at=record.registered_at,
         cost_weight=lam, cost_scale=float(router.served.cost_scale), confidence=confidence,
-        pending=len(shadows._queue), dropped=shadows.dropped,
+        pending=shadows.pending, dropped=shadows.dropped,
     )  # fmt: skip
     if not rows:
-        from agents.online.rollout.gate import Evidence, result_from
-
         evidence = Evidence(None, 0, nan, 0.0, 0.0)
         reason, message = verdict(evidence, gate_cfg)
         empty = tuple(EstimateRow(e, nan, nan, nan, nan, nan, nan) for e in REPORT_ESTIMATORS)

@@ -165,3 +165,22 @@ def test_shadows_are_scored_again_after_a_restart(tmp_path: Path, saved: Path) -
     finally:
         reloaded.close()
         again.store.close()
+
+
+def test_a_full_queue_drops_the_oldest_decisions_and_counts_them(tmp_path: Path, saved: Path) -> None:
+    router = OnlineRouter(P.live(), tmp_path / "s.db")
+    shadows = Shadows(router, interval_s=3600.0, max_pending=2)  # the thread never wakes: only drain() scores
+    router.decision_hooks.append(shadows.submit)
+    try:
+        shadows.register("better", saved / "better")
+        decisions = [router.route(np.full(2, float(i))) for i in range(5)]
+        assert shadows.dropped == 3 and shadows.pending == 2
+        assert shadows.drain() == 2 and shadows.pending == 0
+        for d in decisions:
+            router.feedback(d.decision_id, 0.5, cost=0.0)
+        scored = [r.decision.decision_id for r in shadows.store.shadow_traffic("better")]
+        assert scored == [d.decision_id for d in decisions[3:]]
+        assert shadow_report(shadows, "better", min_decisions=2).dropped == 3
+    finally:
+        shadows.close()
+        router.store.close()

@@ -138,6 +138,13 @@ async def canary_loop(service: Service, every: float = 0.25) -> None:
             continue
         last = loop.time()
         try:
+            if canary.live_version != service.router.version:  # swapped meanwhile: the comparison is void
+                if end_canary(service, CanaryDecision.CONTINUE) is not None:
+                    message = (
+                        f"stopped: the live policy was swapped from {canary.live_version} to another version"
+                    )
+                    await run_in_threadpool(log_end, service, canary, CanaryDecision.CONTINUE, message)
+                continue
             decision = await run_in_threadpool(canary.evaluate)
             if decision is CanaryDecision.CONTINUE:
                 continue

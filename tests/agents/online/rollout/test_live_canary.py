@@ -4,6 +4,7 @@ the serving mix is a numbered event in the store."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,24 @@ def test_stopping_a_canary_and_bad_requests(served: tuple[TestClient, OnlineRout
         "canary_start",
         "canary_stop",
     ]
+
+
+def test_a_swap_of_the_live_policy_ends_the_canary(
+    served: tuple[TestClient, OnlineRouter], saved: Path
+) -> None:
+    c, router = served
+    assert (
+        c.post("/v1/canary", json={"candidate": str(saved / "worse"), **CANARY}, headers=AUTH).status_code
+        == 201
+    )
+    swap = c.post("/v1/policy", json={"path": str(saved / "better"), "version": "hand-1"}, headers=AUTH)
+    assert swap.status_code == 200, swap.text
+    for _ in range(100):  # bounded wait for the canary loop (every 0.25 s)
+        if c.get("/v1/canary", headers=AUTH).status_code == 404:
+            break
+        time.sleep(0.05)
+    events = c.get("/v1/serving-events", headers=AUTH).json()["events"]
+    assert [e["event"] for e in events] == ["canary_start", "canary_stop"]
+    assert "the live policy was swapped" in events[1]["message"] and events[1]["live_version"] == "hand-1"
+    assert c.post("/v1/route", json={"features": [0.0, 0.0]}).json()["policy_version"] == "hand-1"
+    assert router.canary is None

@@ -91,3 +91,34 @@ def test_a_config_canary_serves_its_share_under_its_own_version(
     assert [(e.event, e.candidate_version, e.split) for e in events] == [("canary_start", "canary-1", 0.3)]
     app.state.service.shadows.close()
     router.store.close()
+
+
+@pytest.mark.parametrize(("epsilon", "warned"), [(0.0, True), (0.1, False)])
+def test_the_gateway_warns_at_start_up_about_a_deterministic_policy(
+    sample: LoggedDataset,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    epsilon: float,
+    warned: bool,
+) -> None:
+    import json
+
+    import uvicorn
+
+    from agents.cli import main
+    from experiments.fake_upstream import text_policy
+
+    policy = text_policy(sample, tmp_path / "policy", n_train=300, epsilon=epsilon)
+    urls = {m: "http://127.0.0.1:9" for m in sample.models}
+    config = {"models": model_entries(sample, urls), "policy": str(policy), "store": str(tmp_path / "g.db")}
+    (tmp_path / "gw.json").write_text(json.dumps(config))
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    assert main(["gateway", "--config", str(tmp_path / "gw.json")]) == 0
+    assert len(served) == 1
+    err = capsys.readouterr().err
+    assert (
+        "routing-env gateway: warning: the live policy LinUCB (version 'v1') is deterministic" in err
+    ) is warned
+    served[0].gateway.router.store.close()  # type: ignore[attr-defined]

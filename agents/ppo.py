@@ -1,27 +1,18 @@
-"""PPO routers under their public import path ``agents.ppo`` (they live in :mod:`agents.training.ppo`)."""
+"""PPO routers under their public import path ``agents.ppo``: every name of :mod:`agents.training.ppo`
+(``train_ppo``, ``PPOTrainConfig``, ``PPOConfig``, ``PPOResult``, ``SB3Policy``, ``SB3VecEnv``...), where they live."""
 
-from agents.training.ppo import (
-    CASCADE_ENV_ID,
-    DEFAULT_CONDITIONED_SAMPLING,
-    ROUTING_ENV_ID,
-    EvalRecord,
-    PPOConfig,
-    PPOResult,
-    SB3Policy,
-    SB3VecEnv,
-    evaluate_cascade_model,
-    train_ppo,
-)
+from typing import Any
 
-__all__ = [
-    "CASCADE_ENV_ID",
-    "DEFAULT_CONDITIONED_SAMPLING",
-    "ROUTING_ENV_ID",
-    "EvalRecord",
-    "PPOConfig",
-    "PPOResult",
-    "SB3Policy",
-    "SB3VecEnv",
-    "evaluate_cascade_model",
-    "train_ppo",
-]
+from agents.training import ppo as _ppo
+
+__all__ = list(_ppo.__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ppo.__all__:
+        return getattr(_ppo, name)
+    raise AttributeError(f"module 'agents.ppo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -6,7 +6,8 @@ median is reported. Throughput is measured on two clocks: wall time, and the pro
 shared machine, where the process is often descheduled). Ratios divide by CartPole-v1 built with ``gym.make``
 (Gymnasium's default wrappers, passive checker included) on the same clock.
 
-Targets: Routing-v0 step+reset ≥ 2×, Routing-v0 step alone ≥ 10×, vector env at N=1024 ≥ 50×, Cascade-v0 ≥ 1×.
+Targets: Routing-v0 step+reset ≥ 2×, vector env at N=1024 ≥ 50×, Cascade-v0 ≥ 1× (step alone is reported
+without a target: what users feel is PPO's fps, which ``experiments/bench_ppo.py`` measures).
 For Routing-v0 it also times floors: the least a legal step (and step+reset) can do (the required ``info`` and
 fresh observations), inlined without any env object, i.e. the ratios any implementation could reach on this machine.
 It also checks that env instances hold no copy of the dataset arrays (``np.shares_memory``) and measures the
@@ -83,8 +84,8 @@ def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: b
     object, no method call, no checks, no wrappers.
 
     Per step it does only what the step's contract requires: take the next query of a shuffled pass, look up the
-    logged outcome of the chosen model in a per-query tuple, build the seven-key ``info`` (query id, quality,
-    cost, latency, oracle action and reward, regret) and return a fresh copy of an observation (Gymnasium's
+    logged outcome of the chosen model in a per-query tuple, build the eight-key ``info`` (query id, model,
+    quality, cost, latency, oracle action and reward, regret) and return a fresh copy of an observation (Gymnasium's
     checker rejects observations that share memory across calls). A reset returns a fresh observation and the
     three-key ``info`` (query id and index, cost weight). Built from the public dataset arrays, so it bounds any
     implementation on this machine, not only this one.
@@ -99,6 +100,7 @@ def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: b
         for i, (qid, o) in enumerate(zip(ds.query_ids.tolist(), oracle.tolist()))
     ]
     rows = list(ds.features)
+    models = list(ds.models)
     qids = ds.query_ids.tolist()
     order = np.random.default_rng(seed).permutation(n).tolist()
     position = [0]
@@ -115,6 +117,7 @@ def step_floor_runner(ds: LoggedDataset, actions: list[int], seed: int, reset: b
             r = row[i]
             info = {
                 "query_id": row[0],
+                "model": models[a],
                 "quality": row[i + 1],
                 "cost": row[i + 2],
                 "latency": row[i + 3],
@@ -269,7 +272,7 @@ def main() -> None:
             lambda: single_env_runner(
                 gym.make(ROUTING_ID, queries_per_episode=10**12), routing_actions, False, seed
             ),
-            10.0,
+            None,
         ),
         "Routing-v0 step alone (no env checker)": (
             lambda: single_env_runner(
@@ -278,11 +281,11 @@ def main() -> None:
                 False,
                 seed,
             ),
-            10.0,
+            None,
         ),
         "Routing-v0 step alone (unwrapped)": (
             lambda: single_env_runner(RoutingEnv(queries_per_episode=10**12), routing_actions, False, seed),
-            10.0,
+            None,
         ),
         "Routing-v0 step floor (inlined, no env)": (
             lambda: step_floor_runner(ds, routing_actions, seed, reset=False),

@@ -7,8 +7,8 @@ What is timed (median of ``--repeats`` runs after one warm-up, ours and the refe
 2. ``table``: ``routing_env.ope.estimate_policy_value`` for the same four with ``n_bootstrap=0`` and given
    ``estimated_rewards`` (validation once, diagnostics, normal intervals, the DataFrame);
 3. ``bootstrap``: ``IPS().estimate_interval(..., method="bootstrap", n_bootstrap=100)`` (Poisson bootstrap);
-4. ``reward model fit`` (reported apart, not part of the estimates): ``RewardModel()`` cross-fitted Ridge per
-   action, 5 folds, on the same rounds.
+4. ``reward model fit`` (reported apart, not part of the estimates): ``RewardModel()`` cross-fitted ridge per
+   action (penalty by leave-one-out CV), 5 folds, on the same rounds.
 
 BLAS runs on ``--threads`` threads (default 1) for both sides. Each is printed beside a plain-numpy reference measured in the same run: the four formulas written directly
 (no checks, no intervals), and a bootstrap that draws 100 index vectors with ``rng.integers`` and averages.
@@ -206,7 +206,7 @@ RewardModel().fit_predict(x[:fit_rows], action[:fit_rows], reward[:fit_rows], k)
 t_fit = time.perf_counter() - t0
 results.append(
     {
-        "what": f"RewardModel fit_predict (Ridge per action, 5 folds) on {fit_rows:,} rounds — not in the above",
+        "what": f"RewardModel fit_predict (ridge per action, penalty by LOO CV, 5 folds) on {fit_rows:,} rounds — not in the above",
         "n": fit_rows,
         "k": k,
         "ours_s": t_fit,

@@ -13,7 +13,8 @@ RMSE and how often the 95% interval (normal and bootstrap) covers the truth.
 - targets: ``best-single`` (``agents.baselines.BestSingleModel``, deterministic), ``logistic``
   (``agents.baselines.LogisticRouter`` fitted on the pilot, deterministic), ``softmax-sharp`` (softmax(S/0.05),
   stochastic);
-- one cross-fitted reward model (Ridge per model, 5 folds) per log, shared by DM and the DR family.
+- one cross-fitted reward model per log (the default: ridge per model, penalty chosen by leave-one-out CV,
+  5 folds), shared by DM and the DR family.
 
 Part 2 — real propensities (Open Bandit Dataset sample). The Bernoulli Thompson sampling (BTS) policy's click rate
 is estimated from the uniform-random policy's logs and compared with BTS's on-policy click rate in its own logs,

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from routing_env.data import LoggedDataset, load_sample, make_synthetic
+from tests.pg_fixtures import own_cluster, postgres_server, postgres_url  # noqa: F401  (PostgreSQL fixtures)
 
 # Shared CI machines are noisy: a property test fails on a wrong answer, never on a slow example.
 settings.register_profile("routing-env", deadline=None)

@@ -3,7 +3,8 @@
 Runs the frontier study (:func:`agents.studies.compare.run_frontier_study`) on the bundled sample logs (4,000 synthetic
 queries × 7 models): baselines, cost-aware bandits, per-λ PPO and λ-conditioned PPO, scored exactly on a held-out
 split over a grid of cost weights. Prints the summary table and writes the cost–quality plot, the CSV tables and a
-Markdown report to ``--out`` (default ``routing-env-results/`` in the current directory). A few minutes on 2 cores.
+Markdown report to ``--out`` (default ``routing-env-results/`` in the current directory). One to two minutes on 2
+cores, most of it PPO (``--no-ppo``: well under a minute).
 """
 
 from __future__ import annotations

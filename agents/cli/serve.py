@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from agents.online import OnlineRouter
 
 
+_STORE_HELP = (
+    "SQLite file of decisions and feedback (created if absent), or a postgresql:// URL (password from PGPASSWORD "
+    "or ~/.pgpass)"
+)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
@@ -28,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--store", required=True, help="SQLite file of decisions and feedback (created if absent)")
+    p.add_argument("--store", required=True, help=_STORE_HELP)
     p.add_argument("--policy", help="saved policy directory to serve when the store has no checkpoint yet")
     p.add_argument("--version", help="version id of --policy (default v<n>)")
     p.add_argument(
@@ -148,6 +154,7 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
     """The :class:`~agents.online.OnlineRouter` the arguments describe (restored when the store has a checkpoint)."""
     from agents.online import OnlineRouter, open_store
     from agents.online.restore import check_new_store
+    from agents.online.stores import is_url
     from routing_env.errors import ConfigurationError
     from routing_env.policy import load_policy
 
@@ -156,9 +163,10 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
         from routing_env.data import load_featurizer
 
         featurizer = load_featurizer(args.featurizer)
-    store = open_store(
-        args.store, synchronous=args.synchronous, wal_max_bytes=int(args.wal_max_mb * (1 << 20))
-    )
+    store_options: dict[str, Any] = {"synchronous": args.synchronous}
+    if not is_url(args.store):  # the write-ahead log bound is SQLite's
+        store_options["wal_max_bytes"] = int(args.wal_max_mb * (1 << 20))
+    store = open_store(args.store, **store_options)
     options: dict[str, Any] = {
         "cost_weight": args.cost_weight,
         "cost_scale": args.cost_scale,
@@ -178,14 +186,14 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
             _say(router.restored.describe(store.location))
             if args.policy:
                 _say(
-                    f"{args.store} already serves version {router.version!r}; resuming it and ignoring --policy "
+                    f"{store.location} already serves version {router.version!r}; resuming it and ignoring --policy "
                     f"{args.policy} (hot swap with POST /v1/policy)"
                 )
             return router
         check_new_store(store)
         if not args.policy:
             raise ConfigurationError(
-                f"the store {args.store} is new: give --policy DIR, a saved policy directory"
+                f"the store {store.location} is new: give --policy DIR, a saved policy directory"
             )
         router = OnlineRouter(
             load_policy(args.policy), store, version=args.version, featurizer=featurizer, **options
@@ -194,7 +202,7 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
         store.close()  # releases the store's writer lock
         raise
     _say(
-        f"serving version {router.version!r} from {Path(args.policy).resolve()} on the new store {args.store}"
+        f"serving version {router.version!r} from {Path(args.policy).resolve()} on the new store {store.location}"
     )
     return router
 
@@ -234,7 +242,11 @@ def run(args: argparse.Namespace) -> int:
     if (args.canary is None) != (args.canary_policy is None):
         raise ConfigurationError("--canary SPLIT and --canary-policy DIR go together")
     router = build_router(args)
-    root = args.policy_root or str(Path(args.policy or args.store).resolve().parent)
+    from agents.online.stores import is_url
+
+    # A database URL has no directory: hot swaps then load from beside --policy, else the working directory.
+    beside = args.policy or (None if is_url(args.store) else args.store)
+    root = args.policy_root or str(Path(beside).resolve().parent if beside else Path.cwd())
     app = create_app(
         router,
         api_token=token,
@@ -262,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _say(f"admin endpoints are closed (403): set ${TOKEN_ENV} to use them")
     _say(
-        f"version {router.version!r} on http://{args.host}:{args.port} (store {args.store}; hot swaps from {root})"
+        f"version {router.version!r} on http://{args.host}:{args.port} (store {router.store.location}; hot swaps from {root})"
     )
     # Everything built so far (the app, the policy, imported modules) lives as long as the process: move it out
     # of the cyclic garbage collector's reach, so that its full collections stay short instead of showing up as

@@ -3,8 +3,9 @@
 - :class:`OnlineRouter` serves a policy (or a cascade policy), logs every decision with its propensity and learns
   from feedback; :meth:`OnlineRouter.restore` resumes after a crash with a bit-identical policy.
 - :class:`DecisionStore` is the protocol of its durable log; :class:`SQLiteDecisionStore` (SQLite in WAL mode) is
-  the default implementation and :func:`open_store` opens the store a path names. ``export()`` gives the traffic
-  in the canonical logged format.
+  the default implementation, :class:`PostgresDecisionStore` keeps the log in PostgreSQL (the ``postgres`` extra,
+  imported only when such a store opens), and :func:`open_store` opens the store a path or URL names.
+  ``export()`` gives the traffic in the canonical logged format.
 - :class:`BudgetPacer` adapts the cost weight λ online so that spend follows a target (USD per query or per
   hour): ``OnlineRouter(policy, store, pacer=BudgetPacer(target_per_query=0.002))``.
 - :func:`create_app` builds the FastAPI service (``routing-env serve``); it needs the ``serve`` extra, which this
@@ -18,7 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 from agents.online.config import RouterConfig
-from agents.online.errors import DecisionConflictError, DecisionNotFoundError
+from agents.online.errors import (
+    DecisionConflictError,
+    DecisionNotFoundError,
+    StoreUnavailableError,
+)
 from agents.online.pacing import BudgetConfig, BudgetPacer, PacerState
 from agents.online.router import Observation, OnlineRouter
 from agents.online.stores import (
@@ -28,6 +33,7 @@ from agents.online.stores import (
     DecisionStore,
     Feedback,
     PolicyVersion,
+    PostgresDecisionStore,
     SQLiteDecisionStore,
     Step,
     StoreCounts,
@@ -48,10 +54,12 @@ __all__ = [
     "OnlineRouter",
     "PacerState",
     "PolicyVersion",
+    "PostgresDecisionStore",
     "RouterConfig",
     "SQLiteDecisionStore",
     "Step",
     "StoreCounts",
+    "StoreUnavailableError",
     "create_app",
     "open_store",
 ]

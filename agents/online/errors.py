@@ -1,8 +1,8 @@
-"""Errors of the online router: unknown decisions, conflicting feedback, refused policy swaps, and a store that
-cannot serve.
+"""Errors of the online router: unknown decisions, conflicting feedback, refused policy swaps, a store that
+cannot serve (or whose server is unreachable) and a stale log.
 
 All derive from :class:`routing_env.errors.RoutingEnvError`, so callers can catch every routing-env error at once;
-the HTTP service maps them to 404, 409, 409 and 503.
+the HTTP service maps them to 404, 409, 409 and 503 (:class:`StoreUnavailableError` is a :class:`StoreError`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ class ContractChangeError(RoutingEnvError, ValueError):
 class StoreError(RoutingEnvError, RuntimeError):
     """The decision store cannot read or write (read-only file system, disk full, I/O error); nothing of the
     request was committed (HTTP 503)."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The decision store's server cannot be reached or refused the operation (down, restarting, read-only).
+
+    The operation was not acknowledged: it was not committed, or — when the connection broke during the commit —
+    its outcome is unknown until the store is read again. The store reconnects on a later call once the server is
+    back (HTTP 503).
+    """
+
+
+class LogConflictError(RoutingEnvError, RuntimeError):
+    """A writer expected to append to the store's log at a position another writer took first: its view of the log
+    is stale, so nothing was written (resynchronise with the store before writing again)."""
 
 
 def already_closed(

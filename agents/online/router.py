@@ -125,11 +125,9 @@ class OnlineRouter:
         #: Feedback applied live by this process (restore and resync replays are counted in ``n_replayed``).
         self.n_applied = 0
         self.n_replayed = 0
-        #: Called with every new decision once it is logged (shadow scoring queues it); must not raise or block.
+        #: Called with each new decision once logged; ``canary``: a rollout.live.LiveCanary serving a share, or None.
         self.decision_hooks: list[Callable[[Decision], None]] = []
-        self.canary: Any = (
-            None  # a candidate serving a share of traffic (agents.online.rollout.live.LiveCanary)
-        )
+        self.canary: Any = None
         self._counts: StoreCounts = self.store.counts()
         # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded in
         # bytes (the oldest fall back to the store), and entries leave when their decision closes.

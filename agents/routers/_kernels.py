@@ -41,60 +41,12 @@ del _z, _w, _keep
 _SQRT1_2 = math.sqrt(0.5)
 
 
-def _ts_choose_py(
-    v: np.ndarray, x1: np.ndarray, k: int, p: int, scale: float, z: np.ndarray
-) -> tuple[int, float, int]:
-    """Numpy twin of the compiled :func:`thompson_choose` kernel (same contract)."""
-    kp = k * p
-    sd = v[:kp].reshape(k, p) @ x1
-    np.maximum(sd, 0.0, out=sd)
-    np.sqrt(sd, out=sd)
-    sd *= scale
-    mu = v[kp:]
-    draw = mu + sd * z
-    if not np.isfinite(draw).all():
-        return -1, math.nan, 1
-    a = int(draw.argmax())
-    if (sd <= 0.0).any():
-        return a, math.nan, 2
-    return a, _win_probability_py(mu, sd, a), 0
-
-
 def _win_probability_py(mu: np.ndarray, sd: np.ndarray, a: int) -> float:
     others = np.arange(mu.shape[0]) != a
     if not others.any():
         return 1.0
     arg = (mu[a] - mu[others] + sd[a] * GH_Z[:, None]) / sd[others]
     return min(float(GH_W @ ndtr(arg).prod(axis=1)), 1.0)
-
-
-def _rank_one_py(
-    ainv: np.ndarray,
-    x: np.ndarray,
-    tq: np.ndarray,
-    tc: np.ndarray,
-    teff: np.ndarray,
-    q: float,
-    c: float,
-    w: float,
-    outcomes: bool,
-) -> int:
-    """Numpy twin of the compiled :func:`rank_one_update` kernel (same contract)."""
-    u = ainv @ x
-    den = 1.0 + float(x @ u)
-    err_q = q - float(tq @ x)
-    if not (math.isfinite(den) and math.isfinite(err_q)):
-        return 1
-    g = u * (1.0 / den)
-    # In-place BLAS rank-one updates: A⁻¹ ← A⁻¹ − u gᵀ (the transpose view is Fortran-ordered and the update is
-    # symmetric, so dger writes straight into the stored matrix) and θ ← θ + err·g.
-    dger(-1.0, u, g, a=ainv.T, overwrite_a=1)
-    daxpy(g, tq, a=err_q)
-    if outcomes:
-        daxpy(g, tc, a=c - float(tc @ x))
-        if w == w:
-            np.subtract(tq, w * tc, out=teff)
-    return 0
 
 
 _compiled: dict[str, Callable[..., Any]] = {}
@@ -158,12 +110,40 @@ def _warm_up(kernels: dict[str, Callable[..., Any]]) -> None:
 
 
 def _build(cache: bool) -> dict[str, Callable[..., Any]]:
+    """Compile the kernels (lazily, on their first call) with the given on-disk cache setting."""
     import numba
 
     njit = numba.njit(cache=cache, nogil=True, fastmath=False)
+    widths = _make_widths(njit)
+    win_probability = _make_win_probability(njit)
+    return {
+        "linucb_probs": _make_linucb_probs(njit, widths),
+        "rank_one": _make_rank_one(njit),
+        "ts_choose": _make_ts_choose(njit, widths, win_probability),
+        "win_probability_rows": _make_win_probability_rows(njit, win_probability),
+    }
 
+
+# The kernels' contracts are those of the public functions below; numba infers their types from the calls.
+def _make_widths(njit: Any) -> Callable[..., Any]:
     @njit
-    def win_probability(mu: np.ndarray, sd: np.ndarray, a: int, gz: np.ndarray, gw: np.ndarray) -> float:
+    def widths(v, x1, k, p):
+        # sqrt(xᵀA_j⁻¹x) per arm from the stacked products A_j⁻¹x (rows of v) and x; 0 where not positive.
+        out = np.empty(k)
+        for j in range(k):
+            s = 0.0
+            base = j * p
+            for i in range(p):
+                s += v[base + i] * x1[i]
+            out[j] = math.sqrt(s) if s > 0.0 else 0.0
+        return out
+
+    return widths
+
+
+def _make_win_probability(njit: Any) -> Callable[..., Any]:
+    @njit
+    def win_probability(mu, sd, a, gz, gw):
         k = mu.shape[0]
         # Arms that arm a's draw beats by more than 8.3 of their standard deviations even at the lowest node
         # contribute a factor Φ ≥ 1 − 5e-17 at every node: skip them.
@@ -186,33 +166,22 @@ def _build(cache: bool) -> dict[str, Callable[..., Any]]:
             total += gw[g] * prod
         return min(total, 1.0)
 
+    return win_probability
+
+
+def _make_ts_choose(njit: Any, widths: Any, win_probability: Any) -> Callable[..., Any]:
     @njit
-    def ts_choose(
-        v: np.ndarray,
-        x1: np.ndarray,
-        k: int,
-        p: int,
-        scale: float,
-        z: np.ndarray,
-        gz: np.ndarray,
-        gw: np.ndarray,
-    ) -> tuple[int, float, int]:
-        kp = k * p
-        mu = v[kp : kp + k]
-        sd = np.empty(k)
+    def ts_choose(v, x1, k, p, scale, z, gz, gw):
+        mu = v[k * p : k * p + k]
+        sd = widths(v, x1, k, p)
         best = -np.inf
         a = -1
         degenerate = False
         for j in range(k):
-            s = 0.0
-            base = j * p
-            for i in range(p):
-                s += v[base + i] * x1[i]
-            s = scale * math.sqrt(s) if s > 0.0 else 0.0
-            sd[j] = s
-            if s <= 0.0:
+            sd[j] *= scale
+            if sd[j] <= 0.0:
                 degenerate = True
-            d = mu[j] + s * z[j]
+            d = mu[j] + sd[j] * z[j]
             if not math.isfinite(d):
                 return -1, math.nan, 1
             if d > best:
@@ -222,27 +191,23 @@ def _build(cache: bool) -> dict[str, Callable[..., Any]]:
             return a, math.nan, 2
         return a, win_probability(mu, sd, a, gz, gw), 0
 
+    return ts_choose
+
+
+def _make_win_probability_rows(njit: Any, win_probability: Any) -> Callable[..., Any]:
     @njit
-    def win_probability_rows(
-        mu: np.ndarray, sd: np.ndarray, actions: np.ndarray, gz: np.ndarray, gw: np.ndarray
-    ) -> np.ndarray:
+    def win_probability_rows(mu, sd, actions, gz, gw):
         out = np.empty(mu.shape[0])
         for i in range(mu.shape[0]):
             out[i] = win_probability(mu[i], sd[i], actions[i], gz, gw)
         return out
 
+    return win_probability_rows
+
+
+def _make_rank_one(njit: Any) -> Callable[..., Any]:
     @njit
-    def rank_one(
-        ainv: np.ndarray,
-        x: np.ndarray,
-        tq: np.ndarray,
-        tc: np.ndarray,
-        teff: np.ndarray,
-        q: float,
-        c: float,
-        w: float,
-        outcomes: bool,
-    ) -> int:
+    def rank_one(ainv, x, tq, tc, teff, q, c, w, outcomes):
         p = x.shape[0]
         u = np.empty(p)
         for i in range(p):
@@ -275,25 +240,20 @@ def _build(cache: bool) -> dict[str, Callable[..., Any]]:
                 teff[i] = tq[i] - w * tc[i]
         return 0
 
+    return rank_one
+
+
+def _make_linucb_probs(njit: Any, widths: Any) -> Callable[..., Any]:
     @njit
-    def linucb_probs(
-        v: np.ndarray, x1: np.ndarray, k: int, p: int, alpha: float, epsilon: float
-    ) -> tuple[np.ndarray, int]:
-        kp = k * p
-        scores = np.empty(k)
+    def linucb_probs(v, x1, k, p, alpha, epsilon):
+        scores = widths(v, x1, k, p)
         top = -np.inf
         for j in range(k):
-            s = 0.0
-            base = j * p
-            for i in range(p):
-                s += v[base + i] * x1[i]
-            width = math.sqrt(s) if s > 0.0 else 0.0
-            score = v[kp + j] + alpha * width
-            if not math.isfinite(score):
+            scores[j] = v[k * p + j] + alpha * scores[j]
+            if not math.isfinite(scores[j]):
                 return scores, 1
-            scores[j] = score
-            if score > top:
-                top = score
+            if scores[j] > top:
+                top = scores[j]
         ties = 0
         for j in range(k):
             if scores[j] == top:
@@ -305,12 +265,7 @@ def _build(cache: bool) -> dict[str, Callable[..., Any]]:
             out[j] = share if scores[j] == top else floor
         return out, 0
 
-    return {
-        "linucb_probs": linucb_probs,
-        "rank_one": rank_one,
-        "ts_choose": ts_choose,
-        "win_probability_rows": win_probability_rows,
-    }
+    return linucb_probs
 
 
 def thompson_choose(
@@ -333,7 +288,19 @@ def thompson_choose(
     kernel = _kernel("ts_choose")
     if kernel is not None:
         return kernel(v, x1, k, p, float(scale), z, GH_Z, GH_W)
-    return _ts_choose_py(v, x1, k, p, scale, z)
+    kp = k * p
+    sd = v[:kp].reshape(k, p) @ x1
+    np.maximum(sd, 0.0, out=sd)
+    np.sqrt(sd, out=sd)
+    sd *= scale
+    mu = v[kp:]
+    draw = mu + sd * z
+    if not np.isfinite(draw).all():
+        return -1, math.nan, 1
+    a = int(draw.argmax())
+    if (sd <= 0.0).any():
+        return a, math.nan, 2
+    return a, _win_probability_py(mu, sd, a), 0
 
 
 def gaussian_win_probability(mu: np.ndarray, sd: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -373,7 +340,21 @@ def rank_one_update(
     kernel = _kernel("rank_one")
     if kernel is not None:
         return kernel(ainv, x, tq, tc, teff, q, c, w, outcomes)
-    return _rank_one_py(ainv, x, tq, tc, teff, q, c, w, outcomes)
+    u = ainv @ x
+    den = 1.0 + float(x @ u)
+    err_q = q - float(tq @ x)
+    if not (math.isfinite(den) and math.isfinite(err_q)):
+        return 1
+    g = u * (1.0 / den)
+    # In-place BLAS rank-one updates: A⁻¹ ← A⁻¹ − u gᵀ (the transpose view is Fortran-ordered and the update is
+    # symmetric, so dger writes straight into the stored matrix) and θ ← θ + err·g.
+    dger(-1.0, u, g, a=ainv.T, overwrite_a=1)
+    daxpy(g, tq, a=err_q)
+    if outcomes:
+        daxpy(g, tc, a=c - float(tc @ x))
+        if w == w:
+            np.subtract(tq, w * tc, out=teff)
+    return 0
 
 
 def linucb_probabilities(

@@ -1,7 +1,9 @@
-"""Training routers as RL agents: SB3 PPO on the batched envs (:mod:`agents.training.ppo`, needs torch), RLlib
-PPO over many env runners (:mod:`agents.training.rllib`, the ``ray`` extra) and the online replay loop
-(:mod:`agents.training.loop`). The PPO and RLlib modules are imported on first use of their names, so
-``import agents.training`` stays free of torch and Ray."""
+"""Training routers as RL agents: SB3 PPO on the batched envs (needs torch: :mod:`agents.training.ppo` trains,
+:mod:`~agents.training.ppo_config` holds its settings, :mod:`~agents.training.sb3_env` adapts the vector envs to
+SB3 and :mod:`~agents.training.sb3_policy` serves the trained network as a policy), RLlib PPO over many env runners
+(:mod:`agents.training.rllib`, the ``ray`` extra) and the online replay loop (:mod:`agents.training.loop`). The PPO
+and RLlib modules are imported on first use of their names, so ``import agents.training`` stays free of torch and
+Ray."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ __all__ = [
     "OnlineResult",
     "PPOConfig",
     "PPOResult",
+    "PPOTrainConfig",
     "RLlibCascadePolicy",
     "RLlibPPOConfig",
     "RLlibPolicy",
@@ -24,7 +27,7 @@ __all__ = [
     "train_rllib",
 ]
 
-_PPO_NAMES = ("PPOConfig", "PPOResult", "SB3Policy", "train_ppo")
+_PPO_NAMES = ("PPOConfig", "PPOResult", "PPOTrainConfig", "SB3Policy", "train_ppo")
 _RLLIB_NAMES = ("RLlibCascadePolicy", "RLlibPPOConfig", "RLlibPolicy", "RLlibResult", "train_rllib")
 
 

@@ -2,14 +2,21 @@
 
 - :func:`train_ppo` trains SB3's PPO (or sb3-contrib's MaskablePPO when the environment exposes action masks,
   e.g. free-choice cascades) on ``routing_env/Routing-v0`` or ``routing_env/Cascade-v0``, driving the native
-  numpy-batched Gymnasium ``VectorEnv`` through :class:`SB3VecEnv`, with an evaluation callback on a validation
-  split that keeps the best model.
+  numpy-batched Gymnasium ``VectorEnv`` through :class:`~agents.training.sb3_env.SB3VecEnv`, with an evaluation
+  callback on a validation split that keeps the best model. Its settings are one typed
+  :class:`PPOTrainConfig` (the PPO hyperparameters are its :class:`PPOConfig`); keyword arguments override
+  single fields.
 - λ-conditioned training: with ``cost_weight_range=(low, high)`` the environment draws the cost weight λ per
-  episode (log-uniformly by default, see ``cost_weight_sampling``) and shows it to the policy, so one network
-  serves the whole cost–quality frontier; set :attr:`SB3Policy.cost_weight` at inference time to move along it.
-- :class:`SB3Policy` adapts the trained network to the :class:`~routing_env.policy.Policy` protocol with exact
-  action probabilities from the policy's categorical distribution, and saves/loads without pickle (parameter
-  tensors in ``arrays.npz``, the architecture in ``policy.json``; the SB3 network is rebuilt on load).
+  episode (log-uniformly by default, see ``cost_weight_sampling``) and shows it to the policy (on a log scale,
+  :class:`~agents.training.sb3_env.CostWeightInput`), so one network serves the whole cost–quality frontier; set
+  :attr:`SB3Policy.cost_weight` at inference time to move along it.
+- Warm start (default, :mod:`agents.training.warm_start`): before PPO, the policy network is fitted to the
+  full-information training rewards (denoised by a cross-validated ridge teacher), and its critic to that
+  policy's value; PPO then fine-tunes at a small learning rate, and the validation callback keeps whichever
+  parameters score best, the warm start's included. PPO alone learns from one sampled model per step and needs
+  far more steps than a bandit warm-started on the same logs; this puts them on an equal footing.
+- :class:`~agents.training.sb3_policy.SB3Policy` adapts the trained network to the
+  :class:`~routing_env.policy.Policy` protocol with exact action probabilities, and saves/loads without pickle.
 
 Features are standardised with the training split's mean and standard deviation before they reach the network
 (the statistics are part of the saved policy), so the same hyperparameters work for one-hot, TF-IDF-SVD or
@@ -19,27 +26,28 @@ embedding features.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.vec_env import VecEnv
 
-from agents.routers._common import rng_from_state, rng_state
+from agents.training.ppo_config import DEFAULT_CONDITIONED_SAMPLING, PPOConfig, PPOTrainConfig
+from agents.training.sb3_env import CostWeightInput, SB3VecEnv
+from agents.training.sb3_policy import SB3Policy, build_sb3_policy
+from agents.training.warm_start import WarmStartRecord, warm_start
 from routing_env.data.dataset import LoggedDataset
-from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
+from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
 from routing_env.metrics import PolicyEvaluation, evaluate_policy
-from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
 __all__ = [
     "CASCADE_ENV_ID",
@@ -48,6 +56,7 @@ __all__ = [
     "EvalRecord",
     "PPOConfig",
     "PPOResult",
+    "PPOTrainConfig",
     "SB3Policy",
     "SB3VecEnv",
     "evaluate_cascade_model",
@@ -56,99 +65,9 @@ __all__ = [
 
 ROUTING_ENV_ID = "routing_env/Routing-v0"
 CASCADE_ENV_ID = "routing_env/Cascade-v0"
-#: How λ-conditioned training draws λ from ``cost_weight_range`` unless told otherwise.
-DEFAULT_CONDITIONED_SAMPLING = "log_uniform"
-
-_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
-    "tanh": torch.nn.Tanh,
-    "relu": torch.nn.ReLU,
-    "elu": torch.nn.ELU,
-}
 
 
-# ---------------------------------------------------------------------- hyperparameters and records
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters (SB3 names). Defaults suit one-step routing episodes (a contextual bandit).
-
-    Attributes:
-        learning_rate: Adam step size.
-        n_steps: environment steps per vectorised env per rollout (rollout size = ``n_steps · n_envs``).
-        batch_size: minibatch size for each gradient step.
-        n_epochs: passes over each rollout.
-        gamma: discount; irrelevant for one-step episodes, matters for cascades and multi-query budgets.
-        gae_lambda: GAE λ (not the cost weight).
-        clip_range: PPO's ratio clip.
-        ent_coef: entropy bonus (0: PPO's own stochastic policy explores enough on one-step episodes).
-        vf_coef: value-loss weight.
-        max_grad_norm: gradient clipping.
-        net_arch: hidden layer widths of the (separate) policy and value networks.
-        activation: ``"tanh"``, ``"relu"`` or ``"elu"``.
-    """
-
-    learning_rate: float = 1e-3
-    n_steps: int = 256
-    batch_size: int = 256
-    n_epochs: int = 10
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    net_arch: tuple[int, ...] = (128, 128)
-    activation: str = "tanh"
-
-    def __post_init__(self) -> None:
-        positive = {
-            "learning_rate": self.learning_rate,
-            "clip_range": self.clip_range,
-            "max_grad_norm": self.max_grad_norm,
-        }
-        for name, value in positive.items():
-            if not (np.isfinite(value) and value > 0):
-                raise ConfigurationError(f"PPOConfig.{name} must be a positive number, got {value!r}")
-        for name in ("n_steps", "batch_size", "n_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigurationError(f"PPOConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("gamma", "gae_lambda"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigurationError(f"PPOConfig.{name} must lie in [0, 1], got {value!r}")
-        for name in ("ent_coef", "vf_coef"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise ConfigurationError(f"PPOConfig.{name} must be a number ≥ 0, got {value!r}")
-        arch = tuple(int(w) for w in self.net_arch)
-        if any(w < 1 for w in arch):
-            raise ConfigurationError(f"PPOConfig.net_arch must hold positive widths, got {self.net_arch!r}")
-        object.__setattr__(self, "net_arch", arch)
-        if self.activation not in _ACTIVATIONS:
-            raise ConfigurationError(
-                f"PPOConfig.activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}"
-            )
-
-    def sb3_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for SB3's ``PPO``/``MaskablePPO`` constructor."""
-        return {
-            "learning_rate": self.learning_rate,
-            "n_steps": self.n_steps,
-            "batch_size": self.batch_size,
-            "n_epochs": self.n_epochs,
-            "gamma": self.gamma,
-            "gae_lambda": self.gae_lambda,
-            "clip_range": self.clip_range,
-            "ent_coef": self.ent_coef,
-            "vf_coef": self.vf_coef,
-            "max_grad_norm": self.max_grad_norm,
-            "policy_kwargs": {
-                "net_arch": {"pi": list(self.net_arch), "vf": list(self.net_arch)},
-                "activation_fn": _ACTIVATIONS[self.activation],
-            },
-        }
-
-
+# ---------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class EvalRecord:
     """One validation pass of the evaluation callback (averaged over ``cost_weights`` when λ-conditioned).
@@ -175,7 +94,8 @@ class PPOResult:
     """What :func:`train_ppo` returns.
 
     Attributes:
-        policy: the best policy found (by validation reward when a validation split is used, else the last).
+        policy: the best policy found (by validation reward when a validation split is used, else the last);
+            ``None`` for cascade training (use ``model``).
         model: the SB3 algorithm object (its policy holds the same best parameters).
         history: one :class:`EvalRecord` per evaluation, in order.
         best_timesteps: timesteps at which ``policy`` was evaluated best (the total when not evaluated).
@@ -184,6 +104,8 @@ class PPOResult:
         feature_mean, feature_std: ``(d,)`` standardisation of the query features the network was trained on
             (the first ``d`` observation entries); apply it to observations fed to ``model`` directly.
         env_id, env_kwargs: the environment trained on (without ``dataset``), to rebuild it for evaluation.
+        config: the settings of the run.
+        warm_start: what the supervised warm start did (``None`` when it did not run).
     """
 
     policy: SB3Policy | None
@@ -196,373 +118,22 @@ class PPOResult:
     feature_std: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     env_id: str = ROUTING_ENV_ID
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------- Gymnasium VectorEnv → SB3 VecEnv
-class SB3VecEnv(VecEnv):
-    """Present a Gymnasium ``VectorEnv`` (one object stepping ``num_envs`` copies in numpy) as an SB3 ``VecEnv``.
-
-    Works with either autoreset mode: with ``SAME_STEP`` the returned observation after a termination is already
-    the next episode's and the final one comes in ``infos["final_obs"]``; with ``NEXT_STEP`` the finished copies
-    are reset at once through ``reset(options={"reset_mask": dones})``. Each finished copy's last observation is
-    passed to SB3 as ``terminal_observation`` when the episode was truncated (the only case SB3 reads it). Optional standardisation ``(obs[:, :d] − mean) / std`` of the first
-    ``d`` observation entries (the query features) happens here, so the network sees standardised features.
-
-    ``action_masks()`` of the vector env (``(n_envs, n_actions) bool``) is served to MaskablePPO when
-    ``use_masks`` is true (default: whenever the vector env has it).
-    """
-
-    def __init__(
-        self,
-        venv: gym.vector.VectorEnv,
-        feature_mean: np.ndarray | None = None,
-        feature_std: np.ndarray | None = None,
-        use_masks: bool | None = None,
-    ) -> None:
-        self.venv = venv
-        obs_space = venv.single_observation_space
-        act_space = venv.single_action_space
-        if not isinstance(obs_space, spaces.Box) or not isinstance(act_space, spaces.Discrete):
-            raise ConfigurationError(
-                f"SB3VecEnv needs Box observations and Discrete actions, got {obs_space} and {act_space}"
-            )
-        self._mean = None if feature_mean is None else np.asarray(feature_mean, dtype=np.float32)
-        self._inv_std = None if feature_std is None else (1.0 / np.asarray(feature_std, dtype=np.float32))
-        self._d = 0 if self._mean is None else int(self._mean.shape[0])
-        if self._d > obs_space.shape[0]:
-            raise ShapeError(f"feature_mean has {self._d} entries, the observation only {obs_space.shape[0]}")
-        mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-        self._same_step = str(getattr(mode, "value", mode)) == gym.vector.AutoresetMode.SAME_STEP.value
-        # SB3's VecEnv __init__ reads render_mode through get_attr; answer it directly.
-        self.render_mode = None
-        super().__init__(int(venv.num_envs), obs_space, act_space)
-        self._actions: np.ndarray | None = None
-        self._mask_fn: Callable[[], np.ndarray] | None = None
-        if callable(getattr(venv, "action_masks", None)):
-            self._mask_fn = venv.action_masks  # type: ignore[attr-defined]
-        elif isinstance(venv, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)) and _sub_env_has_masks(
-            venv
-        ):
-            # Gymnasium's generic vector envs reach the sub-envs' methods through call().
-            self._mask_fn = lambda: np.stack(venv.call("action_masks"))
-        has = self._mask_fn is not None
-        if use_masks and not has:
-            raise ConfigurationError(f"use_masks=True, but {type(venv).__name__} has no action_masks()")
-        self._has_masks = has if use_masks is None else bool(use_masks)
-
-    def _transform(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32)
-        if self._mean is None:
-            return obs
-        assert self._inv_std is not None
-        out = np.array(obs, dtype=np.float32, copy=True)
-        out[:, : self._d] -= self._mean
-        out[:, : self._d] *= self._inv_std
-        return out
-
-    def reset(self) -> np.ndarray:
-        seeds = self._seeds
-        seed: list[int | None] | int | None = None
-        if any(s is not None for s in seeds):
-            seed = seeds[0] if all(s is None for s in seeds[1:]) else list(seeds)
-        options = self._options[0] if self._options and self._options[0] else None
-        obs, _ = self.venv.reset(seed=seed, options=options)  # type: ignore[arg-type]  # vector envs take a list
-        self._reset_seeds()
-        self._reset_options()
-        return self._transform(obs)
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-
-    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        assert self._actions is not None
-        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
-        terminated = np.asarray(terminated, dtype=bool)
-        truncated = np.asarray(truncated, dtype=bool)
-        dones = terminated | truncated
-        rewards = np.asarray(rewards, dtype=np.float32)
-        out: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        if not dones.any():
-            return self._transform(obs), rewards, dones, out
-        if self._same_step:
-            # The returned observation already starts the next episode; the last one is in final_obs.
-            nxt = obs
-            final = infos.get("final_obs")
-        else:
-            final = obs
-            reset_obs, _ = self.venv.reset(options={"reset_mask": dones})
-            nxt = np.where(dones[:, None], reset_obs, obs)
-        # SB3 reads terminal_observation only to bootstrap the value of truncated episodes; routing episodes
-        # terminate, so the per-step cost of building it is paid only when something was truncated.
-        cut = np.flatnonzero(truncated & ~terminated)
-        if cut.size and final is not None:
-            last = self._transform(np.stack([np.asarray(final[i], dtype=np.float32) for i in cut]))
-            for j, i in enumerate(cut):
-                out[i] = {"terminal_observation": last[j], "TimeLimit.truncated": True}
-        return self._transform(nxt), rewards, dones, out
-
-    def close(self) -> None:
-        self.venv.close()
-
-    def action_masks(self) -> np.ndarray:
-        """``(n_envs, n_actions) bool`` masks of the current observations (all True without masks)."""
-        if self._has_masks and self._mask_fn is not None:
-            return np.asarray(self._mask_fn(), dtype=bool)
-        n_actions = int(self.action_space.n)  # type: ignore[attr-defined]
-        return np.ones((self.num_envs, n_actions), dtype=bool)
-
-    def has_attr(self, attr_name: str) -> bool:
-        if attr_name == "action_masks":
-            return self._has_masks
-        return hasattr(self.venv, attr_name)
-
-    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        value = getattr(self.venv, attr_name) if attr_name != "render_mode" else None
-        return [value for _ in self._indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        setattr(self.venv, attr_name, value)
-
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any
-    ) -> list[Any]:
-        if method_name == "action_masks":
-            masks = self.action_masks()
-            return [masks[i] for i in self._indices(indices)]
-        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
-        return [result for _ in self._indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
-
-    def _indices(self, indices: Any) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        if isinstance(indices, int):
-            return [indices]
-        return list(indices)
-
-
-def _sub_env_has_masks(venv: gym.vector.VectorEnv) -> bool:
-    envs = getattr(venv, "envs", None)
-    if envs:
-        return callable(getattr(envs[0].unwrapped, "action_masks", None))
-    try:
-        venv.call("action_masks")  # type: ignore[attr-defined]
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
-# ---------------------------------------------------------------------- the Policy adapter
-def _build_sb3_policy(
-    algorithm: str, obs_dim: int, n_actions: int, net_arch: Sequence[int], activation: str
-) -> ActorCriticPolicy:
-    obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-    act_space: spaces.Discrete = spaces.Discrete(n_actions)
-    kwargs: dict[str, Any] = {
-        "net_arch": {"pi": list(net_arch), "vf": list(net_arch)},
-        "activation_fn": _ACTIVATIONS[activation],
-    }
-    if algorithm == "MaskablePPO":
-        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-
-        masked: ActorCriticPolicy = MaskableActorCriticPolicy(obs_space, act_space, lambda _: 0.0, **kwargs)  # type: ignore[assignment]
-        return masked
-    return ActorCriticPolicy(obs_space, act_space, lambda _: 0.0, **kwargs)
-
-
-@register_policy
-class SB3Policy:
-    """A trained SB3 actor-critic network as a :class:`~routing_env.policy.Policy` over ``models``.
-
-    ``action_probabilities(features (n, d)) -> (n, K) float64`` is the softmax of the policy network's logits on
-    the standardised features (with the cost weight appended when the network was trained λ-conditioned), so
-    off-policy estimators and :func:`routing_env.metrics.evaluate_policy` score the exact stochastic policy.
-    ``act`` samples from it with the policy's own seeded generator; ``greedy_actions`` takes the argmax.
-
-    Attributes:
-        models: the K model names (action ``j`` calls ``models[j]``).
-        n_features: d, the query-feature width the network expects.
-        conditioned: the network observes the cost weight (λ-conditioned training).
-        cost_weight: the λ fed to a conditioned network (settable at decision time); the training λ otherwise.
-        cost_weight_range: the λ range a conditioned network was trained on (``None`` otherwise).
-    """
-
-    def __init__(
-        self,
-        network: ActorCriticPolicy,
-        models: Sequence[str],
-        feature_mean: np.ndarray,
-        feature_std: np.ndarray,
-        *,
-        cost_weight: float = 0.0,
-        conditioned: bool = False,
-        cost_weight_range: tuple[float, float] | None = None,
-        algorithm: str = "PPO",
-        net_arch: Sequence[int] = (64, 64),
-        activation: str = "tanh",
-        seed: int | None = 0,
-    ) -> None:
-        self.network = network
-        self._models = tuple(str(m) for m in models)
-        self.feature_mean = np.asarray(feature_mean, dtype=np.float32)
-        self.feature_std = np.asarray(feature_std, dtype=np.float32)
-        if self.feature_mean.shape != self.feature_std.shape or self.feature_mean.ndim != 1:
-            raise ShapeError(
-                f"feature_mean and feature_std must be (d,) arrays of one length, got "
-                f"{self.feature_mean.shape} and {self.feature_std.shape}"
-            )
-        if (self.feature_std <= 0).any():
-            raise ConfigurationError("feature_std must be > 0 in every entry")
-        self.conditioned = bool(conditioned)
-        self.cost_weight_range = None if cost_weight_range is None else tuple(map(float, cost_weight_range))
-        self.cost_weight = float(cost_weight)
-        self.algorithm = algorithm
-        self.net_arch = tuple(int(w) for w in net_arch)
-        self.activation = activation
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-        obs_dim = int(network.observation_space.shape[0])  # type: ignore[index]
-        expected = self.n_features + int(self.conditioned)
-        if obs_dim != expected:
-            raise ShapeError(
-                f"the network observes {obs_dim} values, but {self.n_features} features"
-                f"{' + the cost weight' if self.conditioned else ''} make {expected}"
-            )
-        n_actions = int(network.action_space.n)  # type: ignore[attr-defined]
-        if n_actions != len(self._models):
-            raise ShapeError(f"the network has {n_actions} actions for {len(self._models)} models")
-
-    # ------------------------------------------------------------------ Policy protocol
-    @property
-    def models(self) -> tuple[str, ...]:
-        return self._models
-
-    @property
-    def n_features(self) -> int:
-        return int(self.feature_mean.shape[0])
-
-    @property
-    def cost_weight(self) -> float:
-        return self._cost_weight
-
-    @cost_weight.setter
-    def cost_weight(self, value: float) -> None:
-        lam = float(value)
-        if not np.isfinite(lam) or lam < 0:
-            raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {value!r}")
-        self._cost_weight = lam
-
-    def _observations(self, features: np.ndarray) -> torch.Tensor:
-        x = check_features(features, self.n_features).astype(np.float32)
-        x = (x - self.feature_mean) / self.feature_std
-        if self.conditioned:
-            x = np.concatenate([x, np.full((x.shape[0], 1), self._cost_weight, np.float32)], axis=1)
-        return torch.as_tensor(x)
-
-    def action_probabilities(self, features: np.ndarray) -> np.ndarray:
-        """``features (n, d)`` → ``(n, K) float64`` probabilities of the policy's categorical distribution."""
-        obs = self._observations(features)
-        with torch.no_grad():
-            dist = self.network.get_distribution(obs)
-            probs = dist.distribution.probs.double().numpy()  # type: ignore[union-attr]
-        return probs / probs.sum(axis=1, keepdims=True)
-
-    def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sample one model per query: ``(actions (n,) int64, propensities (n,) float64)``."""
-        probs = self.action_probabilities(features)
-        u = self._rng.random((probs.shape[0], 1))
-        actions = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
-        return actions, probs[np.arange(probs.shape[0]), actions]
-
-    def greedy_actions(self, features: np.ndarray) -> np.ndarray:
-        """``(n,) int64`` most probable model per query (ties to the lower index)."""
-        return self.action_probabilities(features).argmax(axis=1).astype(np.int64)
-
-    def with_cost_weight(self, cost_weight: float) -> SB3Policy:
-        """A shallow copy that feeds ``cost_weight`` to the network (the parameters are shared)."""
-        other = copy.copy(self)
-        other.cost_weight = cost_weight
-        other._rng = np.random.default_rng(self.seed)
-        return other
-
-    # ------------------------------------------------------------------ save / load without pickle
-    def save(self, path: str | Path) -> Path:
-        """Write ``policy.json`` (architecture, models, λ settings) and ``arrays.npz`` (parameters, statistics)."""
-        state = {f"param/{k}": v.detach().cpu().numpy() for k, v in self.network.state_dict().items()}
-        config = {
-            "models": list(self._models),
-            "n_features": self.n_features,
-            "conditioned": self.conditioned,
-            "cost_weight": self._cost_weight,
-            "cost_weight_range": None if self.cost_weight_range is None else list(self.cost_weight_range),
-            "algorithm": self.algorithm,
-            "net_arch": list(self.net_arch),
-            "activation": self.activation,
-            "seed": self.seed,
-            "rng_state": rng_state(self._rng),
-            "torch_dtypes": {k: str(v.dtype) for k, v in self.network.state_dict().items()},
-        }
-        arrays = {"feature_mean": self.feature_mean, "feature_std": self.feature_std, **state}
-        return write_policy_dir(path, SB3Policy, config, arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SB3Policy:
-        """Rebuild the SB3 network from ``policy.json`` and load its parameters from ``arrays.npz``."""
-        _, config, arrays = read_policy_dir(path, expect=cls)
-        try:
-            models = [str(m) for m in config["models"]]
-            conditioned = bool(config["conditioned"])
-            algorithm = str(config["algorithm"])
-            activation = str(config["activation"])
-            net_arch = [int(w) for w in config["net_arch"]]
-            mean, std = arrays["feature_mean"], arrays["feature_std"]
-        except KeyError as exc:
-            raise PolicyFormatError(f"{path}: saved SB3Policy lacks {exc}") from None
-        if algorithm not in ("PPO", "MaskablePPO") or activation not in _ACTIVATIONS:
-            raise PolicyFormatError(f"{path}: unknown algorithm {algorithm!r} or activation {activation!r}")
-        network = _build_sb3_policy(
-            algorithm, int(mean.shape[0]) + int(conditioned), len(models), net_arch, activation
-        )
-        expected = network.state_dict()
-        state = {k[len("param/") :]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("param/")}
-        if set(state) != set(expected):
-            raise PolicyFormatError(
-                f"{path}: parameters {sorted(set(state) ^ set(expected))} do not match the rebuilt network"
-            )
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise PolicyFormatError(
-                    f"{path}: parameter {k!r} has shape {tuple(v.shape)}, the network expects {tuple(expected[k].shape)}"
-                )
-        network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-        network.set_training_mode(False)
-        rng = config.get("cost_weight_range")
-        policy = cls(
-            network,
-            models,
-            mean,
-            std,
-            cost_weight=float(config.get("cost_weight", 0.0)),
-            conditioned=conditioned,
-            cost_weight_range=None if rng is None else (float(rng[0]), float(rng[1])),
-            algorithm=algorithm,
-            net_arch=net_arch,
-            activation=activation,
-            seed=config.get("seed"),
-        )
-        if "rng_state" in config:
-            # The sampler continues where the saved policy stopped.
-            policy._rng = rng_from_state(config["rng_state"])
-        return policy
+    config: PPOTrainConfig = field(default_factory=PPOTrainConfig)
+    warm_start: WarmStartRecord | None = None
 
 
 # ---------------------------------------------------------------------- evaluation callback
+# ---------------------------------------------------------------------- evaluation callback
 class ValidationCallback(BaseCallback):
-    """At the end of the first rollout after every ``eval_freq`` environment steps, score the current policy
-    exactly on a full-information validation split (averaged over ``cost_weights``) and keep a copy of the best
-    parameters by mean reward."""
+    """At the start, and at the end of the first rollout after every ``eval_freq`` environment steps, score the
+    current policy exactly on a full-information validation split (averaged over ``cost_weights``) and keep a copy
+    of the best parameters.
+
+    A later evaluation replaces the best only when it beats it by ``significance`` standard errors of the paired
+    per-query reward difference (0: any higher mean replaces it): with a few hundred validation queries, the
+    noise between two nearly equal policies would otherwise pick the checkpoint, which then does worse on new
+    queries than the one it replaced.
+    """
 
     def __init__(
         self,
@@ -571,24 +142,39 @@ class ValidationCallback(BaseCallback):
         cost_weights: Sequence[float],
         eval_freq: int,
         verbose: int = 0,
+        significance: float = 0.0,
     ) -> None:
         super().__init__(verbose)
         self.make_policy = make_policy
         self.validation = validation
         self.cost_weights = tuple(float(c) for c in cost_weights)
         self.eval_freq = int(eval_freq)
+        self.significance = float(significance)
         self.history: list[EvalRecord] = []
         self.best_reward = -np.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_timesteps = 0
+        self._best_per_query: np.ndarray | None = None
+        self._rewards = [validation.rewards(lam) for lam in self.cost_weights]
         self._next = self.eval_freq
+
+    def _beats_best(self, per_query: np.ndarray) -> bool:
+        if self._best_per_query is None:
+            return True
+        diff = per_query - self._best_per_query
+        margin = self.significance * float(diff.std(ddof=1)) / np.sqrt(diff.size) if diff.size > 1 else 0.0
+        return float(diff.mean()) > margin
 
     def evaluate(self) -> EvalRecord:
         policy = self.make_policy()
-        evals: list[PolicyEvaluation] = []
-        for lam in self.cost_weights:
-            p = policy.with_cost_weight(lam) if policy.conditioned else policy
-            evals.append(evaluate_policy(self.validation, p, lam))
+        evals = validation_evaluations(policy, self.validation, self.cost_weights)
+        per_query = np.mean(
+            [
+                (_at(policy, lam).action_probabilities(self.validation.features) * r).sum(axis=1)
+                for lam, r in zip(self.cost_weights, self._rewards)
+            ],
+            axis=0,
+        )
         record = EvalRecord(
             timesteps=int(self.num_timesteps),
             cost_weights=self.cost_weights,
@@ -598,8 +184,9 @@ class ValidationCallback(BaseCallback):
             regret=float(np.mean([e.regret for e in evals])),
         )
         self.history.append(record)
-        if record.mean_reward > self.best_reward:
+        if self._beats_best(per_query):
             self.best_reward = record.mean_reward
+            self._best_per_query = per_query
             self.best_state = copy.deepcopy(self.model.policy.state_dict())
             self.best_timesteps = record.timesteps
         if self.verbose:
@@ -611,6 +198,10 @@ class ValidationCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+    def _on_training_start(self) -> None:
+        # The starting parameters (a warm start's) are a candidate too: PPO must improve on them to replace them.
+        self.evaluate()
 
     def _on_rollout_end(self) -> None:
         # Parameters change only between rollouts, so that is when an evaluation can see something new.
@@ -625,7 +216,243 @@ class ValidationCallback(BaseCallback):
             self.model.policy.load_state_dict(self.best_state)
 
 
+def validation_evaluations(
+    policy: SB3Policy, validation: LoggedDataset, cost_weights: Sequence[float]
+) -> list[PolicyEvaluation]:
+    """``policy`` scored exactly on ``validation`` at each λ of ``cost_weights`` (a conditioned policy is set to
+    each λ; a per-λ one is scored as it is)."""
+    return [evaluate_policy(validation, _at(policy, lam), lam) for lam in cost_weights]
+
+
+def _at(policy: SB3Policy, cost_weight: float) -> SB3Policy:
+    """A conditioned policy set to ``cost_weight``; a per-λ one as it is."""
+    return policy.with_cost_weight(cost_weight) if policy.conditioned else policy
+
+
 # ---------------------------------------------------------------------- training
+class _Unset:
+    """Marks an argument left to the config."""
+
+
+_UNSET = _Unset()
+
+
+def train_ppo(
+    dataset_or_env_id: LoggedDataset | str,
+    cost_weight: float | None = None,
+    *,
+    config: PPOTrainConfig | PPOConfig | None = None,
+    validation: LoggedDataset | float | _Unset | None = _UNSET,
+    featurizer: Any = None,
+    **overrides: Any,
+) -> PPOResult:
+    """Train a PPO router with Stable-Baselines3 on the native batched routing environment.
+
+    ``train_ppo(train, cost_weight=0.3, total_timesteps=20_000, seed=0)``: the settings are a
+    :class:`PPOTrainConfig` (``config``, default ``PPOTrainConfig()``) with the keyword arguments overriding its
+    fields by name (``cost_weight_range``, ``n_envs``, ``ppo``, ``env_kwargs``, ``eval_freq``...). Passing a
+    :class:`PPOConfig` as ``config`` sets the PPO hyperparameters (``ppo=``) of the default settings.
+
+    Args:
+        dataset_or_env_id: the training logs (full-information :class:`LoggedDataset`), or a registered env id
+            (``"routing_env/Routing-v0"``; its ``dataset`` comes from ``env_kwargs``, default the bundled sample).
+        cost_weight: λ ≥ 0 of the reward (the ``cost_weight`` field).
+        config: the settings (:class:`PPOTrainConfig`), or only the PPO hyperparameters (:class:`PPOConfig`).
+        validation: a full-information validation dataset (data, not a setting), or a share in (0, 1) / ``None``
+            overriding :attr:`PPOTrainConfig.validation`.
+        featurizer: the featurizer that produced the dataset's features (``transform(prompts) -> (n, d)``,
+            ``save(dir)``); the policy carries it (and saves it), so that a server routes ``{"prompt": …}``.
+        overrides: fields of :class:`PPOTrainConfig`.
+
+    Raises:
+        PartialInformationError: the training logs lack some query × model outcomes (and no ``outcome_model`` is
+            given in ``env_kwargs``), or the validation split does.
+
+    Returns:
+        :class:`PPOResult` with the best :class:`SB3Policy` and the training history (``policy=None`` for cascade
+        training and for routing under a budget, whose network also observes the budget left; use the SB3 model
+        in ``model``, or ``agents.routers.cascades``).
+    """
+    valid_data = validation if isinstance(validation, LoggedDataset) else None
+    if not isinstance(validation, (LoggedDataset, _Unset)):
+        overrides["validation"] = validation
+    cfg = _resolve_config(config, cost_weight, overrides)
+    data, env_id, env_kwargs = _training_data(dataset_or_env_id, cfg)
+    if env_kwargs.get("outcome_model") is None:
+        _check_complete(data, "the training logs")
+    _check_featurizer(featurizer, data)
+    train, valid = _validation_split(data, valid_data, cfg)
+    mean, std = _feature_stats(train)
+    lam_input = None if cfg.cost_weight_range is None else CostWeightInput.for_range(*cfg.cost_weight_range)
+    env = _make_env(train, mean, std, env_id, env_kwargs, cfg, lam_input)
+    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+    # An SB3Policy routes one query from its features (and λ): a budget's remaining fraction is not among them.
+    routing = (env_id == ROUTING_ENV_ID or (not cfg.cascade and n_actions == train.n_models)) and (
+        env_kwargs.get("budget") is None
+    )
+    models = tuple(env_kwargs.get("models") or train.models)
+    if valid is not None and env_kwargs.get("models"):
+        valid = valid.subset_models(models)
+    warm: WarmStartRecord | None = None
+    warming = cfg.warm_start is not None and _can_warm_start(routing, env_kwargs)
+    with _torch_threads(cfg.torch_threads):
+        try:
+            lr = cfg.warm_start.fine_tune_learning_rate if warming and cfg.warm_start else None
+            model, algorithm = _make_model(env, cfg, learning_rate=lr)
+
+            def make_policy() -> SB3Policy:
+                return _policy(model.policy, models, mean, std, algorithm, cfg, featurizer, lam_input)  # type: ignore[arg-type]
+
+            if warming:
+                warm = _warm_start(model, env, make_policy, train, valid, mean, std, cfg, lam_input)
+            callback = None
+            if valid is not None and routing:
+                callback = _make_callback(make_policy, valid, cfg)
+            start = time.perf_counter()
+            model.learn(total_timesteps=cfg.total_timesteps, callback=callback, progress_bar=cfg.progress_bar)
+            seconds = time.perf_counter() - start
+        finally:
+            env.close()
+    model.policy.set_training_mode(False)
+    env_kwargs_out = {k: v for k, v in env_kwargs.items() if k != "autoreset_mode"}
+    result = PPOResult(
+        policy=None,
+        model=model,
+        history=tuple(callback.history) if callback else (),
+        best_timesteps=callback.best_timesteps if callback else int(model.num_timesteps),
+        train_seconds=seconds,
+        fps=model.num_timesteps / seconds if seconds > 0 else 0.0,
+        feature_mean=mean,
+        feature_std=std,
+        env_id=env_id,
+        env_kwargs=env_kwargs_out,
+        config=cfg,
+        warm_start=warm,
+    )
+    if not routing:
+        return result
+    return dataclasses.replace(result, policy=_detached(make_policy(), algorithm, cfg))
+
+
+def _detached(policy: SB3Policy, algorithm: str, cfg: PPOTrainConfig) -> SB3Policy:
+    """``policy`` over a copy of its network, so that further training of the model does not change it."""
+    source = policy.network
+    network = build_sb3_policy(
+        algorithm,
+        int(np.prod(source.observation_space.shape or (0,))),
+        int(source.action_space.n),  # type: ignore[attr-defined]
+        cfg.ppo.net_arch,
+        cfg.ppo.activation,
+    )
+    network.load_state_dict(source.state_dict())
+    network.set_training_mode(False)
+    policy.network = network
+    return policy
+
+
+def _resolve_config(
+    config: PPOTrainConfig | PPOConfig | None, cost_weight: float | None, overrides: dict[str, Any]
+) -> PPOTrainConfig:
+    """The run's settings: ``config`` with ``cost_weight`` and the keyword ``overrides`` applied (validated)."""
+    if isinstance(config, PPOConfig):
+        if "ppo" in overrides:
+            raise ConfigurationError("give the PPO hyperparameters either as config= or as ppo=, not both")
+        base, overrides = PPOTrainConfig(), {**overrides, "ppo": config}
+    elif config is None or isinstance(config, PPOTrainConfig):
+        base = config if config is not None else PPOTrainConfig()
+    else:
+        raise ConfigurationError(
+            f"config must be a PPOTrainConfig or a PPOConfig, got {type(config).__name__}"
+        )
+    if cost_weight is not None:
+        overrides = {**overrides, "cost_weight": cost_weight}
+    names = {f.name for f in dataclasses.fields(PPOTrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigurationError(
+            f"train_ppo got unknown settings {unknown}; the settings are the fields of PPOTrainConfig: "
+            f"{sorted(names)}"
+        )
+    if "eval_cost_weights" in overrides and overrides["eval_cost_weights"] is not None:
+        overrides["eval_cost_weights"] = tuple(overrides["eval_cost_weights"])
+    return dataclasses.replace(base, **overrides)
+
+
+def _training_data(
+    dataset_or_env_id: LoggedDataset | str, cfg: PPOTrainConfig
+) -> tuple[LoggedDataset, str, dict[str, Any]]:
+    """``(training data, env id, env keyword arguments without the dataset)``."""
+    kwargs = cfg.env_arguments()
+    if isinstance(dataset_or_env_id, LoggedDataset):
+        if "dataset" in kwargs:
+            raise ConfigurationError("give the dataset either positionally or in env_kwargs, not both")
+        return dataset_or_env_id, CASCADE_ENV_ID if cfg.cascade else ROUTING_ENV_ID, kwargs
+    if not isinstance(dataset_or_env_id, str):
+        raise ConfigurationError(
+            f"dataset_or_env_id must be a LoggedDataset or an env id string, got {type(dataset_or_env_id).__name__}"
+        )
+    given = kwargs.pop("dataset", None)
+    if given is None:
+        from routing_env.data import load_sample
+
+        given = load_sample()
+    if not isinstance(given, LoggedDataset):
+        raise ConfigurationError(f"env_kwargs['dataset'] must be a LoggedDataset, got {type(given).__name__}")
+    return given, dataset_or_env_id, kwargs
+
+
+def _validation_split(
+    data: LoggedDataset, validation: LoggedDataset | None, cfg: PPOTrainConfig
+) -> tuple[LoggedDataset, LoggedDataset | None]:
+    """``(train, validation or None)``: the given validation data, or a share of ``data`` held out."""
+    if validation is not None:
+        train, valid = data, validation
+    elif cfg.validation is None:
+        train, valid = data, None
+    else:
+        train, valid = data.split(test_size=cfg.validation, seed=cfg.seed)
+    if valid is not None:
+        _check_complete(valid, "the validation split", remedy_validation=True)
+    return train, valid
+
+
+def _check_complete(data: LoggedDataset, what: str, remedy_validation: bool = False) -> None:
+    """Refuse logs that lack some query × model outcome, with the counts and what to do instead."""
+    complete = np.isfinite(data.quality).all(axis=1) & np.isfinite(data.cost).all(axis=1)
+    if complete.all():
+        return
+    missing = int((~np.isfinite(data.quality) | ~np.isfinite(data.cost)).sum())
+    remedy = (
+        "pass validation=None, or a validation dataset with every outcome"
+        if remedy_validation
+        else "give env_kwargs={'outcome_model': routing_env.envs.OutcomeModel.fit(dataset)} to impute them"
+    )
+    raise PartialInformationError(
+        f"train_ppo replays every model's outcome on every query, but {what} lack them on "
+        f"{int((~complete).sum())} of {data.n_queries} queries ({missing} of {data.quality.size} query × model "
+        "cells); keep the complete queries with "
+        "dataset.select(np.flatnonzero(np.isfinite(dataset.quality).all(axis=1) & "
+        f"np.isfinite(dataset.cost).all(axis=1))), or {remedy}"
+    )
+
+
+def _check_featurizer(featurizer: Any, data: LoggedDataset) -> None:
+    """A featurizer must transform prompts into the dataset's feature width (checked on its first prompt)."""
+    if featurizer is None:
+        return
+    if not callable(getattr(featurizer, "transform", None)):
+        raise ConfigurationError(
+            f"featurizer must have a transform(prompts) method, got {type(featurizer).__name__}"
+        )
+    if data.prompts is not None and data.n_queries:
+        width = np.asarray(featurizer.transform([str(data.prompts[0])])).shape[-1]
+        if width != data.n_features:
+            raise ShapeError(
+                f"the featurizer makes {width} features from a prompt, but the dataset has {data.n_features}: "
+                "give the featurizer that produced dataset.features"
+            )
+
+
 def _feature_stats(ds: LoggedDataset) -> tuple[np.ndarray, np.ndarray]:
     x = ds.features.astype(np.float64)
     mean = x.mean(axis=0) if x.shape[0] else np.zeros(x.shape[1])
@@ -635,260 +462,174 @@ def _feature_stats(ds: LoggedDataset) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _check_range(cost_weight_range: tuple[float, float] | None) -> tuple[float, float] | None:
-    if cost_weight_range is None:
-        return None
-    lo, hi = (float(v) for v in cost_weight_range)
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi <= lo:
-        raise ConfigurationError(
-            f"cost_weight_range must be (low, high) with 0 ≤ low < high, got {cost_weight_range!r}"
-        )
-    return lo, hi
-
-
-def _check_sampling(sampling: str | None, lam_range: tuple[float, float] | None) -> str:
-    from routing_env.envs import COST_WEIGHT_SAMPLINGS
-
-    if sampling is None:
-        return "uniform" if lam_range is None else DEFAULT_CONDITIONED_SAMPLING
-    if sampling not in COST_WEIGHT_SAMPLINGS:
-        raise ConfigurationError(
-            f"cost_weight_sampling must be one of {list(COST_WEIGHT_SAMPLINGS)}, got {sampling!r}"
-        )
-    if lam_range is None:
-        raise ConfigurationError(
-            f"cost_weight_sampling={sampling!r} needs cost_weight_range=(low, high) (λ-conditioned training)"
-        )
-    return sampling
-
-
-def train_ppo(
-    dataset_or_env_id: LoggedDataset | str,
-    cost_weight: float = 0.0,
-    *,
-    cascade: bool = False,
-    total_timesteps: int = 100_000,
-    n_envs: int = 8,
-    seed: int = 0,
-    cost_weight_range: tuple[float, float] | None = None,
-    cost_weight_sampling: str | None = None,
-    validation: LoggedDataset | float | None = 0.15,
-    eval_freq: int | None = None,
-    eval_cost_weights: Sequence[float] | None = None,
-    config: PPOConfig | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-    progress_bar: bool = False,
-    torch_threads: int | None = 1,
-    verbose: int = 0,
-) -> PPOResult:
-    """Train a PPO router with Stable-Baselines3 on the native batched routing environment.
-
-    Args:
-        dataset_or_env_id: the training logs (full-information :class:`LoggedDataset`), or a registered env id
-            (``"routing_env/Routing-v0"``; its ``dataset`` comes from ``env_kwargs``, default the bundled sample).
-        cost_weight: λ ≥ 0 of the reward ``quality − λ·cost/cost_scale`` (ignored when ``cost_weight_range`` is
-            given).
-        cascade: train on ``routing_env/Cascade-v0`` instead (MaskablePPO when the env exposes action masks).
-            Cascade training returns ``policy=None``; use the SB3 model in ``model`` (or ``agents.routers.cascades``).
-        total_timesteps: environment steps (queries routed) to train for.
-        n_envs: copies stepped together by the batched vector env.
-        seed: seeds the env, the network initialisation, the validation split and the policy's sampler.
-        cost_weight_range: ``(low, high)``: λ-conditioned training — λ is drawn per episode and observed, so the
-            resulting policy serves any λ in the range via :attr:`SB3Policy.cost_weight`.
-        cost_weight_sampling: how λ is drawn from ``cost_weight_range`` (Routing-v0's option):
-            ``"log_uniform"`` (the default for conditioned training: as many episodes per decade of λ, so the
-            small λ where the frontier bends most are trained on as much as the large ones; with ``low = 0``
-            log(λ + 1e-3·high) is uniform) or ``"uniform"``. Only with ``cost_weight_range``.
-        validation: a full-information dataset, a share in (0, 1) of the training data to hold out (split by the
-            prompt when present), or ``None`` (no evaluation; the final parameters are kept).
-        eval_freq: evaluate every this many environment steps (default: 10 evaluations per run).
-        eval_cost_weights: λ values to average over when validating a conditioned policy (default: 5 evenly
-            spaced over the range).
-        config: PPO hyperparameters (:class:`PPOConfig`).
-        env_kwargs: extra keyword arguments for the environment (``models``, ``latency_weight``...).
-        progress_bar: show SB3's progress bar (needs ``tqdm`` and ``rich``).
-        torch_threads: ``torch.set_num_threads`` for training (1 by default: small networks run fastest on one
-            thread and leave the other cores to the vectorised env and to other jobs); ``None`` leaves it.
-        verbose: 1 prints each validation pass.
-
-    Returns:
-        :class:`PPOResult` with the best :class:`SB3Policy` and the training history.
-    """
-    cfg = config if config is not None else PPOConfig()
-    if not isinstance(cfg, PPOConfig):
-        raise ConfigurationError(f"config must be a PPOConfig, got {type(cfg).__name__}")
-    if int(total_timesteps) < 1:
-        raise ConfigurationError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
-    if int(n_envs) < 1:
-        raise ConfigurationError(f"n_envs must be a positive integer, got {n_envs!r}")
-    lam = float(cost_weight)
-    if not np.isfinite(lam) or lam < 0:
-        raise ConfigurationError(f"cost_weight must be a finite number ≥ 0, got {cost_weight!r}")
-    lam_range = _check_range(cost_weight_range)
-    sampling = _check_sampling(cost_weight_sampling, lam_range)
-    kwargs = dict(env_kwargs or {})
-    for reserved in ("cost_weight", "cost_weight_range", "cost_weight_sampling", "observe_cost_weight"):
-        if reserved in kwargs:
-            raise ConfigurationError(
-                f"env_kwargs must not set {reserved!r}; pass cost_weight/cost_weight_range/cost_weight_sampling "
-                "to train_ppo"
-            )
-
-    # ---- data and validation split
-    if isinstance(dataset_or_env_id, LoggedDataset):
-        env_id = CASCADE_ENV_ID if cascade else ROUTING_ENV_ID
-        data: LoggedDataset = dataset_or_env_id
-        if "dataset" in kwargs:
-            raise ConfigurationError("give the dataset either positionally or in env_kwargs, not both")
-    elif isinstance(dataset_or_env_id, str):
-        env_id = dataset_or_env_id
-        given = kwargs.pop("dataset", None)
-        if given is None:
-            from routing_env.data import load_sample
-
-            given = load_sample()
-        if not isinstance(given, LoggedDataset):
-            raise ConfigurationError(
-                f"env_kwargs['dataset'] must be a LoggedDataset, got {type(given).__name__}"
-            )
-        data = given
-    else:
-        raise ConfigurationError(
-            f"dataset_or_env_id must be a LoggedDataset or an env id string, got {type(dataset_or_env_id).__name__}"
-        )
-    if isinstance(validation, LoggedDataset):
-        train, valid = data, validation
-    elif validation is None:
-        train, valid = data, None
-    else:
-        share = float(validation)
-        if not 0.0 < share < 1.0:
-            raise ConfigurationError(
-                f"validation must be a LoggedDataset, a share in (0, 1) or None, got {validation!r}"
-            )
-        train, valid = data.split(test_size=share, seed=seed)
-    if valid is not None and not valid.is_full_information:
-        raise ConfigurationError("the validation split must be full-information to be scored exactly")
-    mean, std = _feature_stats(train)
-
-    # ---- environment
+def _make_env(
+    train: LoggedDataset,
+    mean: np.ndarray,
+    std: np.ndarray,
+    env_id: str,
+    kwargs: dict[str, Any],
+    cfg: PPOTrainConfig,
+    lam_input: CostWeightInput | None,
+) -> SB3VecEnv:
+    """The training env: ``n_envs`` copies of ``env_id`` over the standardised training features, seeded; a
+    conditioned network sees λ through ``lam_input``."""
     import routing_env.envs  # noqa: F401  (registers the env ids)
 
-    if lam_range is not None:
-        kwargs.update(cost_weight_range=lam_range, cost_weight_sampling=sampling, observe_cost_weight=True)
-    else:
-        kwargs["cost_weight"] = lam
     # Standardise the features once, here, rather than on every step inside the training loop.
     scaled = train.with_features((train.features - mean) / std, names=train.feature_names)
-    spec = gym.spec(env_id)
-    if spec.vector_entry_point is not None:
+    if gym.spec(env_id).vector_entry_point is not None:
         kwargs.setdefault("autoreset_mode", gym.vector.AutoresetMode.SAME_STEP)
         venv = gym.make_vec(
-            env_id, num_envs=int(n_envs), vectorization_mode="vector_entry_point", dataset=scaled, **kwargs
+            env_id, num_envs=cfg.n_envs, vectorization_mode="vector_entry_point", dataset=scaled, **kwargs
         )
     else:
         # No native batched env for this id: Gymnasium's synchronous vector env over single copies.
         venv = gym.make_vec(
             env_id,
-            num_envs=int(n_envs),
+            num_envs=cfg.n_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
             dataset=scaled,
             **kwargs,
         )
     # Masks matter only where some actions can be illegal: cascades, and routing under a budget.
-    maskable = cascade or kwargs.get("budget") is not None
-    env = SB3VecEnv(venv, use_masks=None if maskable else False)
-    env.seed(seed)
-    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
-
-    previous_threads = torch.get_num_threads()
-    if torch_threads is not None:
-        if int(torch_threads) < 1:
-            raise ConfigurationError(
-                f"torch_threads must be a positive integer or None, got {torch_threads!r}"
-            )
-        torch.set_num_threads(int(torch_threads))
-    try:
-        algo_kwargs = cfg.sb3_kwargs()
-        algo_kwargs["batch_size"] = min(cfg.batch_size, cfg.n_steps * int(n_envs))
-        if env.has_attr("action_masks"):
-            from sb3_contrib import MaskablePPO
-
-            model: BaseAlgorithm = MaskablePPO(
-                "MlpPolicy", env, seed=seed, verbose=0, device="cpu", **algo_kwargs
-            )
-            algorithm = "MaskablePPO"
-        else:
-            model = PPO("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **algo_kwargs)
-            algorithm = "PPO"
-        routing = env_id == ROUTING_ENV_ID or (not cascade and n_actions == train.n_models)
-        models = tuple(kwargs.get("models") or train.models)
-
-        def make_policy() -> SB3Policy:
-            return SB3Policy(
-                model.policy,  # type: ignore[arg-type]
-                models,
-                mean,
-                std,
-                cost_weight=lam if lam_range is None else lam_range[0],
-                conditioned=lam_range is not None,
-                cost_weight_range=lam_range,
-                algorithm=algorithm,
-                net_arch=cfg.net_arch,
-                activation=cfg.activation,
-                seed=seed,
-            )
-
-        callback: ValidationCallback | None = None
-        if valid is not None and routing:
-            if lam_range is None:
-                weights: Sequence[float] = (lam,)
-            elif eval_cost_weights is not None:
-                weights = tuple(float(w) for w in eval_cost_weights)
-            else:
-                weights = tuple(np.linspace(lam_range[0], lam_range[1], 5).tolist())
-            if kwargs.get("models"):
-                valid = valid.subset_models(models)
-            freq = int(eval_freq) if eval_freq is not None else max(int(total_timesteps) // 10, 1)
-            callback = ValidationCallback(make_policy, valid, weights, freq, verbose)
-        start = time.perf_counter()
-        model.learn(total_timesteps=int(total_timesteps), callback=callback, progress_bar=progress_bar)
-        seconds = time.perf_counter() - start
-    finally:
-        if torch_threads is not None:
-            torch.set_num_threads(previous_threads)
-        env.close()
-    model.policy.set_training_mode(False)
-    fps = model.num_timesteps / seconds if seconds > 0 else 0.0
-    env_kwargs_out = {k: v for k, v in kwargs.items() if k != "autoreset_mode"}
-    if not routing:
-        return PPOResult(
-            None, model, (), int(model.num_timesteps), seconds, fps, mean, std, env_id, env_kwargs_out
-        )
-    # Detach the returned policy from the model so further training does not change it.
-    policy = make_policy()
-    network = _build_sb3_policy(
-        algorithm,
-        int(np.prod(env.observation_space.shape or (0,))),
-        n_actions,
-        cfg.net_arch,
-        cfg.activation,
+    maskable = cfg.cascade or kwargs.get("budget") is not None
+    env = SB3VecEnv(
+        venv,
+        use_masks=None if maskable else False,
+        cost_weight_input=lam_input,
+        cost_weight_index=None if lam_input is None else train.n_features,
     )
-    network.load_state_dict(model.policy.state_dict())
-    network.set_training_mode(False)
-    policy.network = network
-    return PPOResult(
-        policy=policy,
-        model=model,
-        history=tuple(callback.history) if callback else (),
-        best_timesteps=callback.best_timesteps if callback else int(model.num_timesteps),
-        train_seconds=seconds,
-        fps=fps,
-        feature_mean=mean,
-        feature_std=std,
-        env_id=env_id,
-        env_kwargs=env_kwargs_out,
+    env.seed(cfg.seed)
+    return env
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (unchanged for ``None``), then restore it."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous)
+
+
+def _make_model(
+    env: SB3VecEnv, cfg: PPOTrainConfig, learning_rate: float | None = None
+) -> tuple[BaseAlgorithm, str]:
+    """``(SB3 algorithm, its name)``: MaskablePPO when the env serves action masks, PPO otherwise
+    (``learning_rate`` in place of the PPOConfig's, when given)."""
+    algo_kwargs = cfg.ppo.sb3_kwargs()
+    algo_kwargs["batch_size"] = min(cfg.ppo.batch_size, cfg.ppo.n_steps * cfg.n_envs)
+    if learning_rate is not None:
+        algo_kwargs["learning_rate"] = learning_rate
+    if env.has_attr("action_masks"):
+        from sb3_contrib import MaskablePPO
+
+        masked = MaskablePPO("MlpPolicy", env, seed=cfg.seed, verbose=0, device="cpu", **algo_kwargs)
+        return masked, "MaskablePPO"
+    return PPO("MlpPolicy", env, seed=cfg.seed, verbose=0, device="cpu", **algo_kwargs), "PPO"
+
+
+def _policy(
+    network: ActorCriticPolicy,
+    models: tuple[str, ...],
+    mean: np.ndarray,
+    std: np.ndarray,
+    algorithm: str,
+    cfg: PPOTrainConfig,
+    featurizer: Any,
+    lam_input: CostWeightInput | None,
+) -> SB3Policy:
+    """An :class:`SB3Policy` over ``network`` with the run's settings."""
+    return SB3Policy(
+        network,
+        models,
+        mean,
+        std,
+        cost_weight=cfg.cost_weight if cfg.cost_weight_range is None else cfg.cost_weight_range[0],
+        conditioned=cfg.conditioned,
+        cost_weight_range=cfg.cost_weight_range,
+        algorithm=algorithm,
+        net_arch=cfg.ppo.net_arch,
+        activation=cfg.ppo.activation,
+        seed=cfg.seed,
+        featurizer=featurizer,
+        cost_weight_input=lam_input,
+    )
+
+
+def _make_callback(
+    make_policy: Callable[[], SB3Policy], valid: LoggedDataset, cfg: PPOTrainConfig
+) -> ValidationCallback:
+    """The callback that scores the policy on ``valid`` every ``eval_freq`` steps and keeps the best."""
+    freq = cfg.eval_freq if cfg.eval_freq is not None else max(cfg.total_timesteps // 10, 1)
+    return ValidationCallback(
+        make_policy,
+        valid,
+        cfg.validation_cost_weights(),
+        freq,
+        cfg.verbose,
+        significance=cfg.eval_significance,
+    )
+
+
+def _can_warm_start(routing: bool, env_kwargs: Mapping[str, Any]) -> bool:
+    """The supervised warm start applies to routing (no budget) without an outcome model and with one query per
+    episode: every reward is known and no step depends on another."""
+    return (
+        routing
+        and env_kwargs.get("outcome_model") is None
+        and int(env_kwargs.get("queries_per_episode", 1)) == 1
+    )
+
+
+def _warm_start(
+    model: BaseAlgorithm,
+    env: SB3VecEnv,
+    make_policy: Callable[[], SB3Policy],
+    train: LoggedDataset,
+    valid: LoggedDataset | None,
+    mean: np.ndarray,
+    std: np.ndarray,
+    cfg: PPOTrainConfig,
+    lam_input: CostWeightInput | None,
+) -> WarmStartRecord:
+    """Fit the model's networks to the training rewards before PPO (scored on the validation split, or on the
+    training queries without one)."""
+    from routing_env.envs import draw_cost_weights
+
+    assert cfg.warm_start is not None
+    table = env.venv.unwrapped.reward_table
+    features = ((train.features - mean) / std).astype(np.float32)
+    weights = cfg.validation_cost_weights()
+    scored = valid if valid is not None else train
+
+    def rewards(lams: np.ndarray | None) -> np.ndarray:
+        return table(cfg.cost_weight if lams is None else lams)
+
+    def score() -> float:
+        return float(np.mean([e.mean_reward for e in validation_evaluations(make_policy(), scored, weights)]))
+
+    draw = None
+    if cfg.cost_weight_range is not None:
+        lam_range, sampling = cfg.cost_weight_range, str(cfg.cost_weight_sampling)
+
+        def draw(rng: np.random.Generator, m: int) -> np.ndarray:
+            return draw_cost_weights(rng, lam_range, sampling, m)
+
+    return warm_start(
+        model.policy,  # type: ignore[arg-type]
+        features,
+        rewards,
+        score,
+        cfg.warm_start,
+        draw_lambdas=draw,
+        lambda_input=lam_input,
+        seed=cfg.seed,
     )
 
 

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from routing_env.envs._stream import COST_WEIGHT_SAMPLINGS, LOG_UNIFORM_OFFSET, CostWeightSampling
+from routing_env.envs._stream import (
+    COST_WEIGHT_SAMPLINGS,
+    LOG_UNIFORM_OFFSET,
+    CostWeightSampling,
+    draw_cost_weights,
+)
 from routing_env.envs.cascade import CascadeEnv
 from routing_env.envs.cascade_vector import CascadeVectorEnv
 from routing_env.envs.outcome import OutcomeModel
@@ -41,6 +46,7 @@ __all__ = [
     "RoutingVectorEnv",
     "StandardizeReward",
     "TrueOutcomes",
+    "draw_cost_weights",
 ]
 
 

@@ -77,11 +77,12 @@ def resolve_dataset(
         raise ConfigurationError(
             "outcome_model.complete(dataset) must return a full-information dataset with the same queries and models"
         )
-    imputed = cached(full, "imputed", lambda: _readonly(~ds.observed))
+    imputed = cached(full, "imputed", lambda: frozen(~ds.observed))
     return full, imputed
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
+def frozen(a: np.ndarray) -> np.ndarray:
+    """``a``, made read-only (tables shared by every env over a dataset must never be written)."""
     a.setflags(write=False)
     return a
 
@@ -213,10 +214,10 @@ def reward_tables(
         base = dataset.rewards(0.0, latency_weight, cost_scale)[:, cols]
         at_one = dataset.rewards(1.0, latency_weight, cost_scale)[:, cols]
         return RewardTables(
-            base=_readonly(base),
-            per_lambda=_readonly(base - at_one),
-            cost=_readonly(dataset.cost[:, cols]),
-            mean_cost=_readonly(dataset.mean_cost()[cols]),
+            base=frozen(base),
+            per_lambda=frozen(base - at_one),
+            cost=frozen(dataset.cost[:, cols]),
+            mean_cost=frozen(dataset.mean_cost()[cols]),
             cost_scale=dataset.resolve_cost_scale(cost_scale),
         )
 
@@ -251,58 +252,21 @@ def fixed_lambda_tables(
 
     def build() -> FixedLambdaTables:
         cols = np.asarray(columns, dtype=np.int64)
-        r = _readonly(np.ascontiguousarray(dataset.rewards(cost_weight, latency_weight, cost_scale)[:, cols]))
+        r = frozen(np.ascontiguousarray(dataset.rewards(cost_weight, latency_weight, cost_scale)[:, cols]))
         mean_cost = dataset.mean_cost()[cols]
-        oracle = _readonly(oracle_from_arrays(r, dataset.cost[:, cols], mean_cost))
-        best = _readonly(r[np.arange(r.shape[0]), oracle])
+        oracle = frozen(oracle_from_arrays(r, dataset.cost[:, cols], mean_cost))
+        best = frozen(r[np.arange(r.shape[0]), oracle])
         latency = (
             np.full(r.shape, np.nan)
             if dataset.latency is None
             else dataset.latency[:, cols].astype(np.float64)
         )
         outcomes = np.stack((r, dataset.quality[:, cols], dataset.cost[:, cols], latency), axis=2)
-        outcomes = _readonly(np.ascontiguousarray(outcomes.reshape(-1, 4)))
+        outcomes = frozen(np.ascontiguousarray(outcomes.reshape(-1, 4)))
         return FixedLambdaTables(r.tolist(), oracle.tolist(), best.tolist(), r, oracle, best, outcomes)
 
     key = ("fixed_lambda", columns, latency_weight, cost_scale, cost_weight)
     return cached(dataset, key, build)
-
-
-def packed_rows(
-    dataset: LoggedDataset,
-    columns: tuple[int, ...],
-    latency_weight: float,
-    cost_scale: CostScale,
-    cost_weight: float,
-) -> list[tuple[Any, ...]]:
-    """Cached per-query flat tuples for the fixed-λ step over the model ``columns``:
-    ``(query_id, oracle_action, oracle_reward, reward_0, quality_0, cost_0, latency_0, reward_1, ...)``.
-
-    A replay step touches one random query, and on a busy machine each scattered memory read costs more than the
-    arithmetic: so what one step reads sits in one tuple, and each row's floats are created together (adjacent in
-    memory), the four numbers of one action side by side.
-    """
-
-    def build() -> list[tuple[Any, ...]]:
-        fixed = fixed_lambda_tables(dataset, columns, latency_weight, cost_scale, cost_weight)
-        cols = list(columns)
-        n, k = dataset.n_queries, len(cols)
-        latency = (
-            np.full((n, k), np.nan)
-            if dataset.latency is None
-            else dataset.latency[:, cols].astype(np.float64)
-        )
-        per_action = np.stack(
-            (fixed.rewards_array, dataset.quality[:, cols], dataset.cost[:, cols], latency), axis=2
-        ).reshape(n, 4 * k)
-        best = fixed.rewards_array[np.arange(n), fixed.oracle_array]
-        block = np.concatenate((best[:, None], per_action), axis=1)
-        return [
-            (qid, oracle, *block[i].tolist())
-            for i, (qid, oracle) in enumerate(zip(dataset.query_ids.tolist(), fixed.oracle_action))
-        ]
-
-    return cached(dataset, ("packed_rows", columns, latency_weight, cost_scale, cost_weight), build)
 
 
 @dataclass(frozen=True)
@@ -332,20 +296,14 @@ def scalar_lists(dataset: LoggedDataset) -> ScalarLists:
 
 
 def feature_bounds(dataset: LoggedDataset, n_extra: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` float32 vectors of width ``d + n_extra``: the features' range in the data, then zeros
-    for the caller to fill in for the extra entries."""
-    feats = dataset.features
-    lo, hi = cached(
-        dataset,
-        "feature_bounds",
-        lambda: (
-            (feats.min(axis=0), feats.max(axis=0))
-            if feats.shape[0]
-            else (feats[0:0].sum(0), feats[0:0].sum(0))
-        ),
-    )
-    pad = np.zeros(n_extra, dtype=np.float32)
-    return np.concatenate((lo, pad)).astype(np.float32), np.concatenate((hi, pad)).astype(np.float32)
+    """``(low, high)`` float32 vectors of width ``d + n_extra``: the whole float32 range for the ``d`` query features
+    (a new query's features may fall anywhere, not only in the logs' range; every finite float32 fits, and finite
+    bounds keep Gymnasium's checker from warning about infinite ones), then zeros for the caller to fill in for the
+    extra entries."""
+    d, big = dataset.n_features, np.finfo(np.float32).max
+    low = np.concatenate((np.full(d, -big), np.zeros(n_extra))).astype(np.float32)
+    high = np.concatenate((np.full(d, big), np.zeros(n_extra))).astype(np.float32)
+    return low, high
 
 
 def simulated_signal(quality: np.ndarray, auroc: float, seed: int) -> np.ndarray:
@@ -383,13 +341,13 @@ def signal_table(dataset: LoggedDataset, source: str, auroc: float, seed: int) -
 
         def fill() -> np.ndarray:
             sim = simulated_signal(dataset.quality, auroc, seed)
-            return _readonly(np.where(missing, sim, logged).astype(np.float32))
+            return frozen(np.where(missing, sim, logged).astype(np.float32))
 
         table = cached(dataset, ("signal_filled", auroc, seed), fill)
         return table, f"logged; {int(missing.sum())} cells simulated (verifier AUROC {auroc}, seed {seed})"
     table = cached(
         dataset,
         ("signal_sim", auroc, seed),
-        lambda: _readonly(simulated_signal(dataset.quality, auroc, seed)),
+        lambda: frozen(simulated_signal(dataset.quality, auroc, seed)),
     )
     return table, f"simulated verifier (AUROC {auroc}, seed {seed})"

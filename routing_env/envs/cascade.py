@@ -5,25 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, SupportsFloat
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import CostWeightSampling, QueryStream
+from routing_env.envs._base import REPLAY_ARGUMENTS, ReplayEnv
+from routing_env.envs._stream import CostWeightSampling
 from routing_env.envs._tables import (
     OutcomeImputer,
     cached,
-    check_cost_weight,
-    check_cost_weight_sampling,
     check_nonnegative,
     check_positive_int,
     feature_bounds,
+    frozen,
     parse_reset_options,
-    resolve_dataset,
     resolve_models,
     reward_tables,
-    scalar_lists,
     signal_table,
 )
 from routing_env.errors import ConfigurationError
@@ -38,12 +35,7 @@ ACCEPT = 0
 ESCALATE = 1
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
-class CascadeEnv(gym.Env[np.ndarray, int]):
+class CascadeEnv(ReplayEnv):
     """Answer a query by calling LLMs one after another and deciding when to stop.
 
     ## Description
@@ -67,7 +59,7 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
 
     ## Observation Space
 
-    ``Box(float32)`` of width ``d + 2·K + 1 (+1)``: the query's ``d`` features; ``called (K)`` 0/1 per model
+    ``Box(float32)`` of width ``d + 2·K + 1 (+1)``: the query's ``d`` features (bounds: the whole float32 range); ``called (K)`` 0/1 per model
     (chain: per chain position); ``signals (K)`` the signal each called model returned (0 where not called);
     the USD spent so far divided by ``cost_scale``; then λ when ``observe_cost_weight``.
 
@@ -94,7 +86,8 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
     ## Information
 
     ``reset``: ``query_id``, ``query_index``, ``cost_weight``, ``signal_source``. ``step``: ``query_id``,
-    ``model`` (called this step, or ``None``), ``cost`` (USD this step), ``latency`` (s, of this step's call),
+    ``model`` (called this step, or ``None``), ``cost`` (USD this step), ``latency`` (s, of this step's call; only
+    when the logs have latency),
     ``total_cost`` (USD so far), ``depth``;
     ``invalid_action`` in free mode; ``imputed`` with an outcome model; at the end ``answer_model``, ``quality``
     of the returned answer and ``max_depth_reached``.
@@ -113,10 +106,9 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Later, without a new id (observations and rewards unchanged): the step info leaves
+      ``latency`` out when the logs have none (it was NaN), and the features' bounds became the whole float32 range (they were the logs' range).
     """
-
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it per instance)
 
     def __init__(
         self,
@@ -140,44 +132,13 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
         cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
-        ds, imputed = resolve_dataset(dataset, outcome_model)
-        if imputed is not None and dataset is not None:
-            # The cost scale comes from the logged costs, not the imputed ones, so logged cells replay exactly.
-            cost_scale = dataset.resolve_cost_scale(cost_scale)
-        self.dataset = ds
+        cost_scale = self._init_replay(**{k: v for k, v in locals().items() if k in REPLAY_ARGUMENTS})
         if mode not in ("chain", "free"):
             raise ConfigurationError(f"mode must be 'chain' or 'free', got {mode!r}")
         self.mode: Mode = mode
-        if mode == "chain":
-            if models is not None:
-                raise ConfigurationError(
-                    "mode='chain' takes the models from order=[...]; models= is for mode='free'"
-                )
-            if order is None:
-                means = ds.mean_cost()
-                order = [ds.models[j] for j in np.argsort(means, kind="stable")]
-            self.models = resolve_models(ds, order)
-            if len(self.models) < 2:
-                raise ConfigurationError(
-                    f"order must list at least 2 models to cascade over, got {list(self.models)}"
-                )
-        else:
-            if order is not None:
-                raise ConfigurationError(
-                    "order= is for mode='chain'; in mode='free' use models= to pick a subset"
-                )
-            self.models = resolve_models(ds, models)
-        k = len(self.models)
-        self._k = k
-        self._columns = tuple(ds.model_index(m) for m in self.models)
-        self.cost_weight, self.cost_weight_range = check_cost_weight(cost_weight, cost_weight_range)
-        self.cost_weight_sampling = check_cost_weight_sampling(cost_weight_sampling, self.cost_weight_range)
-        self.observe_cost_weight = bool(observe_cost_weight)
-        self.latency_weight = check_nonnegative("latency_weight", latency_weight)
-        if self.latency_weight and ds.latency is None:
-            raise ConfigurationError(
-                f"latency_weight={latency_weight!r} needs latency_s in the data, and this dataset has none"
-            )
+        self.models = self._cascade_models(order, models)
+        k = self._k = len(self.models)
+        self._columns = tuple(self.dataset.model_index(m) for m in self.models)
         min_depth = 2 if mode == "chain" else 1
         self.max_depth = k if max_depth is None else check_positive_int("max_depth", max_depth)
         if not min_depth <= self.max_depth <= k:
@@ -193,60 +154,71 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
             raise ConfigurationError(
                 f"max_steps must allow a full cascade (≥ max_depth + 1 = {self.max_depth + 1}), got {max_steps!r}"
             )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigurationError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.render_mode = render_mode
+        self._init_tables(cost_scale, signal, float(verifier_auroc), int(verifier_seed))
+        self.observation_space = self._observation_space()
+        self.action_space = spaces.Discrete(2 if mode == "chain" else k + 1)
 
-        self._tables = tables = reward_tables(ds, self._columns, self.latency_weight, cost_scale)
-        self.cost_scale = tables.cost_scale
-        self._per_lambda: list[list[float]] = cached(
-            ds, ("cascade_per_lambda", self._columns, cost_scale), lambda: tables.per_lambda.tolist()
-        )
-        # quality − base = latency_weight·latency: the part of a call's penalty that does not scale with λ.
-        self._latency_pen: list[list[float]] = cached(
-            ds,
-            ("cascade_latency_pen", self._columns, self.latency_weight),
-            lambda: (ds.quality[:, list(self._columns)] - tables.base).tolist(),
-        )
-        sig, self.signal_source = signal_table(ds, signal, float(verifier_auroc), int(verifier_seed))
-        cols = list(self._columns)
-        #: ``(n, K) float32`` signal of each env model, shared per dataset (the vector env reads it too).
-        self._signal_cols: np.ndarray = cached(
-            ds, ("cascade_signal_cols", id(sig), self._columns), lambda: _frozen(sig[:, cols])
-        )
-        self._signal: list[list[float]] = cached(
-            ds, ("cascade_signal_lists", id(sig), self._columns), lambda: self._signal_cols.tolist()
-        )
-        self._lists = scalar_lists(ds)
-        cols_key = self._columns
-        self._imputed_rows: list[list[bool]] | None = (
-            None
-            if imputed is None
-            else cached(ds, ("imputed_rows", cols_key), lambda: imputed[:, list(cols_key)].tolist())
-        )
-
-        d = ds.n_features
-        n_extra = 2 * k + 1 + int(self.observe_cost_weight)
-        low, high = feature_bounds(ds, n_extra)
-        big = np.finfo(np.float32).max
-        low[d : d + k], high[d : d + k] = 0.0, 1.0
-        sig_cols = self._signal_cols
-        low[d + k : d + 2 * k] = min(0.0, float(np.nanmin(sig_cols)))
-        high[d + k : d + 2 * k] = max(0.0, float(np.nanmax(sig_cols)))
-        low[d + 2 * k :], high[d + 2 * k :] = 0.0, big
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Discrete(2 if mode == "chain" else k + 1)  # type: ignore[assignment, unused-ignore]
-        self._d = d
-
-        self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
-        self._obs_buf = np.zeros(d + n_extra, dtype=np.float32)
-        self._q = 0
-        self._lam = self.cost_weight
+        self._d = d = self.dataset.n_features
+        self._obs_buf = np.zeros(d + 2 * k + 1 + int(self.observe_cost_weight), dtype=np.float32)
         self._calls: list[int] = []
         self._spent = 0.0
         self._pending = 0.0
         self._steps = 0
         self._done = True
+
+    def _cascade_models(self, order: Sequence[str] | None, models: Sequence[str] | None) -> tuple[str, ...]:
+        """The env's models: the chain ``order`` (default cheapest first) or the free mode's ``models``."""
+        ds = self.dataset
+        if self.mode == "free":
+            if order is not None:
+                raise ConfigurationError(
+                    "order= is for mode='chain'; in mode='free' use models= to pick a subset"
+                )
+            return resolve_models(ds, models)
+        if models is not None:
+            raise ConfigurationError(
+                "mode='chain' takes the models from order=[...]; models= is for mode='free'"
+            )
+        if order is None:
+            order = [ds.models[j] for j in np.argsort(ds.mean_cost(), kind="stable")]
+        chain = resolve_models(ds, order)
+        if len(chain) < 2:
+            raise ConfigurationError(f"order must list at least 2 models to cascade over, got {list(chain)}")
+        return chain
+
+    def _init_tables(self, cost_scale: CostScale, signal: SignalSource, auroc: float, seed: int) -> None:
+        """The per-dataset tables this env reads (shared with every env over the same dataset and columns)."""
+        ds, cols_key = self.dataset, self._columns
+        cols = list(cols_key)
+        self._tables = tables = reward_tables(ds, cols_key, self.latency_weight, cost_scale)
+        self.cost_scale = tables.cost_scale
+        self._per_lambda: list[list[float]] = cached(
+            ds, ("cascade_per_lambda", cols_key, cost_scale), lambda: tables.per_lambda.tolist()
+        )
+        # quality − base = latency_weight·latency: the part of a call's penalty that does not scale with λ.
+        self._latency_pen: list[list[float]] = cached(
+            ds,
+            ("cascade_latency_pen", cols_key, self.latency_weight),
+            lambda: (ds.quality[:, cols] - tables.base).tolist(),
+        )
+        sig, self.signal_source = signal_table(ds, signal, auroc, seed)
+        #: ``(n, K) float32`` signal of each env model, shared per dataset (the vector env reads it too).
+        self._signal_cols: np.ndarray = cached(
+            ds, ("cascade_signal_cols", id(sig), cols_key), lambda: frozen(sig[:, cols])
+        )
+        self._signal: list[list[float]] = cached(
+            ds, ("cascade_signal_lists", id(sig), cols_key), lambda: self._signal_cols.tolist()
+        )
+        self._imputed_rows = self._imputed_by_row()
+
+    def _observation_space(self) -> spaces.Box:
+        d, k = self.dataset.n_features, self._k
+        low, high = feature_bounds(self.dataset, 2 * k + 1 + int(self.observe_cost_weight))
+        low[d : d + k], high[d : d + k] = 0.0, 1.0
+        low[d + k : d + 2 * k] = min(0.0, float(np.nanmin(self._signal_cols)))
+        high[d + k : d + 2 * k] = max(0.0, float(np.nanmax(self._signal_cols)))
+        low[d + 2 * k :], high[d + 2 * k :] = 0.0, np.finfo(np.float32).max
+        return spaces.Box(low, high, dtype=np.float32)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -308,10 +280,11 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
             "query_id": self._lists.query_ids[self._q],
             "model": None if called is None else self.models[called],
             "cost": self._spent - spent_before,
-            "latency": self._latency_of(called),
             "total_cost": self._spent,
             "depth": len(self._calls),
         }
+        if self._lists.latency is not None:
+            info["latency"] = self._latency_of(called)
         if self.mode == "free":
             info["invalid_action"] = invalid
         if invalid:
@@ -343,23 +316,13 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
             mask[1 + j] = False
         return mask
 
-    def render(self) -> str | None:  # type: ignore[override, unused-ignore]
+    def render(self) -> str | None:  # type: ignore[override, unused-ignore]  # ansi frames are strings
         if self.render_mode != "ansi":
             return None
         calls = ", ".join(f"{self.models[j]} (signal {self._signal[self._q][j]:.3f})" for j in self._calls)
         return f"query {self._lists.query_ids[self._q]}: called [{calls}], spent {self._spent:.6g} USD"
 
     # ------------------------------------------------------------------ evaluation helpers
-    @property
-    def query_index(self) -> int:
-        """Index (row of the dataset) of the current query."""
-        return self._q
-
-    def true_rewards(self) -> np.ndarray:
-        """``(K,) float64`` reward of calling only each model and accepting its answer, on the current query at
-        the episode's λ (Routing-v0's rewards; for evaluation code, never observed)."""
-        return self._tables.rewards(self._lam, self._q)
-
     @property
     def called_models(self) -> tuple[str, ...]:
         """Models called so far in this episode, in call order."""
@@ -374,11 +337,11 @@ class CascadeEnv(gym.Env[np.ndarray, int]):
         return -self._lam * self._per_lambda[q][j] - self._latency_pen[q][j]
 
     def _latency_of(self, j: int | None) -> float:
-        """Latency (s) of the call to column ``j`` on the current query (0 without a call, NaN if not logged)."""
+        """Latency (s) of the call to column ``j`` on the current query (0 without a call); needs logged latency."""
         if j is None:
             return 0.0
-        lat = self._lists.latency
-        return float("nan") if lat is None else lat[self._q][self._columns[j]]
+        assert self._lists.latency is not None
+        return self._lists.latency[self._q][self._columns[j]]
 
     def _answer(self) -> int:
         if self.answer == "last":

@@ -10,19 +10,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector import AutoresetMode
 
-from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import BatchedStream, CostWeightSampling
-from routing_env.envs._tables import OutcomeImputer, cached
-from routing_env.envs.cascade import Answer, CascadeEnv, Mode, SignalSource
-from routing_env.envs.vector import check_vector_arguments, same_step_infos
+from routing_env.envs._base import BatchedReplayEnv, same_step_infos
+from routing_env.envs._tables import cached, frozen
+from routing_env.envs.cascade import CascadeEnv
 from routing_env.errors import ConfigurationError
 
 
-class CascadeVectorEnv(VectorEnv):
+class CascadeVectorEnv(BatchedReplayEnv):
     """A numpy-batched vector of ``num_envs`` Cascade-v0 environments.
 
     Arguments are those of :class:`~routing_env.envs.CascadeEnv` plus ``num_envs`` and ``autoreset_mode``
@@ -35,72 +31,15 @@ class CascadeVectorEnv(VectorEnv):
     episode ended. :meth:`action_masks` returns ``(N, A)`` bool. Dataset arrays are shared, never copied.
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}  # noqa: RUF012
+    single_env = CascadeEnv
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        dataset: LoggedDataset | None = None,
-        mode: Mode = "chain",
-        order: Sequence[str] | None = None,
-        models: Sequence[str] | None = None,
-        cost_weight: float = 0.0,
-        cost_weight_range: tuple[float, float] | None = None,
-        observe_cost_weight: bool = False,
-        latency_weight: float = 0.0,
-        cost_scale: CostScale = "max_mean",
-        max_depth: int | None = None,
-        answer: Answer = "last",
-        signal: SignalSource = "auto",
-        verifier_auroc: float = 0.8,
-        verifier_seed: int = 0,
-        invalid_action_penalty: float = 0.0,
-        max_steps: int | None = None,
-        outcome_model: OutcomeImputer | None = None,
-        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-        render_mode: str | None = None,
-        cost_weight_sampling: CostWeightSampling = "uniform",
-    ) -> None:
-        amode = check_vector_arguments(num_envs, autoreset_mode, render_mode)
-        # One template env validates the arguments and resolves the shared tables; it is never stepped.
-        self._template = env = CascadeEnv(
-            dataset=dataset,
-            mode=mode,
-            order=order,
-            models=models,
-            cost_weight=cost_weight,
-            cost_weight_range=cost_weight_range,
-            observe_cost_weight=observe_cost_weight,
-            latency_weight=latency_weight,
-            cost_scale=cost_scale,
-            max_depth=max_depth,
-            answer=answer,
-            signal=signal,
-            verifier_auroc=verifier_auroc,
-            verifier_seed=verifier_seed,
-            invalid_action_penalty=invalid_action_penalty,
-            max_steps=max_steps,
-            outcome_model=outcome_model,
-            cost_weight_sampling=cost_weight_sampling,
-        )
-        self.num_envs = n_envs = int(num_envs)
-        self.metadata = {**self.metadata, "autoreset_mode": amode}
-        self.autoreset_mode = amode
-        self.dataset = ds = env.dataset
-        self.mode, self.models, self.answer = env.mode, env.models, env.answer
+    def _init_batch(self, env: CascadeEnv) -> None:
+        n_envs = self.num_envs
+        ds = env.dataset
+        self.mode, self.answer = env.mode, env.answer
         self.max_depth, self.max_steps = env.max_depth, env.max_steps
         self.invalid_action_penalty = env.invalid_action_penalty
-        self.cost_weight, self.cost_weight_range = env.cost_weight, env.cost_weight_range
-        self.cost_weight_sampling = env.cost_weight_sampling
-        self.observe_cost_weight = env.observe_cost_weight
-        self.cost_scale = env.cost_scale
         self.signal_source = env.signal_source
-        self.single_observation_space = env.observation_space
-        self.single_action_space = env.action_space
-        self.observation_space = batch_space(env.observation_space, n_envs)
-        n_actions = 2 if env.mode == "chain" else len(env.models) + 1
-        self._n_actions = n_actions
-        self.action_space = spaces.MultiDiscrete(np.full(n_envs, n_actions))
 
         k = len(env.models)
         self._k = k
@@ -108,25 +47,23 @@ class CascadeVectorEnv(VectorEnv):
         key = env._columns
         tables = env._tables
         self._features = ds.features
-        self._quality = cached(ds, ("cascade_quality_cols", key), lambda: _frozen(ds.quality[:, cols]))
+        self._quality = cached(ds, ("cascade_quality_cols", key), lambda: frozen(ds.quality[:, cols]))
         self._cost = tables.cost
         self._per_lambda = tables.per_lambda
         self._latency_pen = cached(
             ds,
             ("cascade_latency_pen_array", key, env.latency_weight),
-            lambda: _frozen(ds.quality[:, cols] - tables.base),
+            lambda: frozen(ds.quality[:, cols] - tables.base),
         )
         self._latency = (
             None
             if ds.latency is None
             else cached(
-                ds, ("cascade_latency_cols", key), lambda: _frozen(ds.latency[:, cols].astype(np.float64))
+                ds, ("cascade_latency_cols", key), lambda: frozen(ds.latency[:, cols].astype(np.float64))
             )
         )
         self._signal = env._signal_cols
 
-        self._stream = BatchedStream(n_envs, ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
-        self._all = np.arange(n_envs)
         self._q = np.zeros(n_envs, dtype=np.int64)
         self._lam = np.full(n_envs, self.cost_weight)
         self._called = np.zeros((n_envs, k), dtype=bool)
@@ -137,19 +74,12 @@ class CascadeVectorEnv(VectorEnv):
         self._pending = np.zeros(n_envs)
         self._steps = np.zeros(n_envs, dtype=np.int64)
         self._needs_reset = np.ones(n_envs, dtype=bool)
-        self._started = False
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if seed is not None:
-            seeds = [int(seed) + i for i in range(self.num_envs)] if np.isscalar(seed) else list(seed)  # type: ignore[arg-type]
-            if len(seeds) != self.num_envs:
-                raise ConfigurationError(
-                    f"seed must be an int or {self.num_envs} ints, got {len(seeds)} seeds"
-                )
-            self._stream.seed(seeds)
+        self._seed(seed)
         if options:
             raise ConfigurationError(
                 f"the cascade vector env takes no reset options, got {sorted(options)}; "
@@ -161,18 +91,7 @@ class CascadeVectorEnv(VectorEnv):
         return self._obs(), info
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if not self._started:
-            raise ConfigurationError("step() called before reset()")
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
-            raise ConfigurationError(
-                f"actions must be {self.num_envs} ints, got {a.dtype} array of shape {a.shape}"
-            )
-        if a.size and (a.min() < 0 or a.max() >= self._n_actions):
-            raise ConfigurationError(
-                f"actions must lie in [0, {self._n_actions}), got values {a.min()}..{a.max()}"
-            )
-        a = a.astype(np.int64, copy=False)
+        a = self._check_actions(actions)
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
         acting = ~self._needs_reset if next_step else np.ones(self.num_envs, dtype=bool)
 
@@ -219,10 +138,11 @@ class CascadeVectorEnv(VectorEnv):
             "query_index": self._q.copy(),
             "model": called_col,
             "cost": self._spent - spent_before,
-            "latency": lat if self._latency is not None else np.where(call, np.nan, 0.0),
             "total_cost": self._spent.copy(),
             "depth": self._n_calls.copy(),
         }
+        if self._latency is not None:
+            info["latency"] = lat
         if self.mode == "free":
             info["invalid_action"] = invalid
         for key in list(info):
@@ -294,8 +214,3 @@ class CascadeVectorEnv(VectorEnv):
         if self.observe_cost_weight:
             out[:, d + 2 * k + 1] = self._lam
         return out
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a

@@ -5,32 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import CostWeightSampling, QueryStream
+from routing_env.envs._base import REPLAY_ARGUMENTS, ReplayEnv
+from routing_env.envs._stream import CostWeightSampling
 from routing_env.envs._tables import (
     OutcomeImputer,
     cached,
-    check_cost_weight,
-    check_cost_weight_sampling,
     check_nonnegative,
     check_positive_int,
     feature_bounds,
     fixed_lambda_tables,
-    packed_rows,
     parse_reset_options,
-    resolve_dataset,
     resolve_models,
     reward_tables,
-    scalar_lists,
 )
 from routing_env.errors import ConfigurationError
 
 
-class RoutingEnv(gym.Env[np.ndarray, int]):
+class RoutingEnv(ReplayEnv):
     """Route each query to one LLM and receive the logged outcome of that call.
 
     ## Description
@@ -48,9 +43,9 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
 
     ## Observation Space
 
-    ``Box(low, high, (d + e,), float32)``: the query's ``d`` features (bounds: their range in the dataset), then
-    (in this order, when enabled) the episode's cost weight λ ≥ 0 and the remaining budget as a fraction of
-    ``budget`` in [0, 1].
+    ``Box(low, high, (d + e,), float32)``: the query's ``d`` features (bounds: the whole float32 range, as a new query's
+    features may fall outside the range of the logs), then (in this order, when enabled) the episode's cost weight λ ≥ 0 and the
+    remaining budget as a fraction of ``budget`` in [0, 1].
 
     ## Rewards
 
@@ -72,7 +67,8 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
     ## Information
 
     ``reset``: ``query_id``, ``query_index``, ``cost_weight``. ``step`` (about the query just answered):
-    ``query_id``, ``quality``, ``cost`` (USD), ``latency`` (s, NaN when not logged), ``oracle_action`` and
+    ``query_id``, ``model`` (the name of the model called), ``quality``, ``cost`` (USD), ``latency`` (s; only
+    when the logs have latency), ``oracle_action`` and
     ``oracle_reward`` (best model of that query at this λ, ties to the cheaper), ``regret`` (oracle reward −
     reward); ``cost_weight`` when λ varies by episode; ``imputed`` (the outcome came from the outcome model, not
     the logs) when an outcome model is in use; with a budget ``refused``, ``budget_left`` (USD) and
@@ -97,10 +93,10 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Later, without a new id (observations and rewards unchanged): the step info names the
+      ``model`` and leaves ``latency`` out when the logs have none (it was NaN, which broke Gymnasium's
+      determinism check), and the features' bounds became the whole float32 range (they were the logs' range).
     """
-
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it per instance)
 
     def __init__(
         self,
@@ -117,36 +113,42 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
         cost_weight_sampling: CostWeightSampling = "uniform",
     ) -> None:
-        ds, imputed = resolve_dataset(dataset, outcome_model)
-        if imputed is not None and dataset is not None:
-            # The cost scale comes from the logged costs, not the imputed ones, so logged cells replay exactly.
-            cost_scale = dataset.resolve_cost_scale(cost_scale)
-        self.dataset = ds
+        cost_scale = self._init_replay(**{k: v for k, v in locals().items() if k in REPLAY_ARGUMENTS})
+        ds = self.dataset
         self.models = resolve_models(ds, models)
         self._columns = tuple(ds.model_index(m) for m in self.models)
-        self.cost_weight, self.cost_weight_range = check_cost_weight(cost_weight, cost_weight_range)
-        self.cost_weight_sampling = check_cost_weight_sampling(cost_weight_sampling, self.cost_weight_range)
-        self.observe_cost_weight = bool(observe_cost_weight)
-        self.latency_weight = check_nonnegative("latency_weight", latency_weight)
-        if self.latency_weight and ds.latency is None:
-            raise ConfigurationError(
-                f"latency_weight={latency_weight!r} needs latency_s in the data, and this dataset has none"
-            )
+        self._k = len(self.models)
         self.queries_per_episode = check_positive_int("queries_per_episode", queries_per_episode)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigurationError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.render_mode = render_mode
+        self._init_tables(cost_scale)
+        self.budget = self._check_budget(budget)
+        self._cheapest: list[float] | None = (
+            None if self.budget is None else np.nanmin(self._tables.cost, axis=1).tolist()
+        )
+        self._n_extra = int(self.observe_cost_weight) + int(self.budget is not None)
+        self.observation_space = self._observation_space()
+        self.action_space = spaces.Discrete(self._k)
 
-        self._tables = reward_tables(ds, self._columns, self.latency_weight, cost_scale)
-        self.cost_scale = self._tables.cost_scale
+        self._t = 0
+        self._left = 0.0 if self.budget is None else self.budget
+        self._done = True
+        self._varying = self.cost_weight_range is not None
+        # The current query's rewards at the episode's λ and its oracle (set by _load).
+        self._row: list[float] = []
+        self._oracle = 0
+        self._oracle_reward = 0.0
+
+    def _init_tables(self, cost_scale: CostScale) -> None:
+        """The per-dataset tables this env reads (shared with every env over the same dataset and columns)."""
+        ds = self.dataset
+        self._tables = tables = reward_tables(ds, self._columns, self.latency_weight, cost_scale)
+        self.cost_scale = tables.cost_scale
         self._fixed = (
             None
             if self.cost_weight_range is not None
             else fixed_lambda_tables(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
         )
-        self._lists = scalar_lists(ds)
-        self._features = ds.features
-        tables = self._tables
+        # Row views of the features (indexing a list of rows is cheaper than indexing the 2-D array).
+        self._feature_rows = self._lists.feature_rows
         self._base_lists: list[list[float]] = cached(
             ds, ("base_lists", id(tables)), lambda: tables.base.tolist()
         )
@@ -158,42 +160,29 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         )
         mean_cost = np.nan_to_num(tables.mean_cost, nan=np.inf)
         self._mean_cost_rank = np.argsort(np.argsort(mean_cost, kind="stable"), kind="stable").tolist()
-        self._packed: list[tuple[Any, ...]] = (
-            []
-            if self._fixed is None
-            else packed_rows(ds, self._columns, self.latency_weight, cost_scale, self.cost_weight)
-        )
-        self._imputed = imputed
-        cols_key = self._columns
-        self._imputed_rows: list[list[bool]] | None = (
-            None
-            if imputed is None
-            else cached(ds, ("imputed_rows", cols_key), lambda: imputed[:, list(cols_key)].tolist())
-        )
+        self._imputed_rows = self._imputed_by_row()
 
-        self.budget: float | None = None
-        if budget is not None:
-            b = check_nonnegative("budget", budget)
-            cheapest = np.nanmin(self._tables.cost, axis=1)
-            need = float(cheapest.max())
-            if b <= 0 or b < need:
-                raise ConfigurationError(
-                    f"budget must be a positive USD amount that pays for the cheapest of {list(self.models)} on "
-                    f"every query (≥ {need:.6g} USD), got {budget!r}"
-                )
-            self.budget = b
-        self._cheapest: list[float] | None = (
-            None if self.budget is None else np.nanmin(self._tables.cost, axis=1).tolist()
-        )
+    def _check_budget(self, budget: float | None) -> float | None:
+        """The validated episode budget (USD): it must pay for the cheapest model on every query."""
+        if budget is None:
+            return None
+        b = check_nonnegative("budget", budget)
+        need = float(np.nanmin(self._tables.cost, axis=1).max())
+        if b <= 0 or b < need:
+            raise ConfigurationError(
+                f"budget must be a positive USD amount that pays for the cheapest of {list(self.models)} on "
+                f"every query (≥ {need:.6g} USD), got {budget!r}"
+            )
+        return b
 
-        d = ds.n_features
-        self._n_extra = int(self.observe_cost_weight) + int(self.budget is not None)
+    def _observation_space(self) -> spaces.Box:
+        d = self.dataset.n_features
         if d + self._n_extra == 0:
             raise ConfigurationError(
                 "the dataset has no features and nothing else is observed: give it features "
                 "(LoggedDataset.with_features) or set observe_cost_weight=True"
             )
-        low, high = feature_bounds(ds, self._n_extra)
+        low, high = feature_bounds(self.dataset, self._n_extra)
         i = d
         if self.observe_cost_weight:
             # A per-episode override may leave the configured range, hence the wide upper bound.
@@ -201,28 +190,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             i += 1
         if self.budget is not None:
             low[i], high[i] = 0.0, 1.0
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Discrete(len(self.models))  # type: ignore[assignment, unused-ignore]
-
-        self._stream = QueryStream(ds.n_queries, self.cost_weight_range, self.cost_weight_sampling)
-        self._k = len(self.models)
-        self._t = 0
-        self._q = 0
-        self._lam = self.cost_weight
-        self._left = 0.0 if self.budget is None else self.budget
-        self._done = True
-        self._varying = self.cost_weight_range is not None
-        self._rows = self._lists.feature_rows
-        # Episodes of the common configuration (fixed λ, no budget, bare features, logged outcomes only) reset and
-        # step in plain list lookups; `_fast` says whether the current episode does (an override of λ leaves it).
-        self._plain = (
-            self._fixed is not None and self.budget is None and not self._n_extra and imputed is None
-        )
-        self._fast = False
-        # Per-query rewards and oracle when λ varies per episode (None when the fixed-λ tables serve).
-        self._row: list[float] = []
-        self._oracle = 0
-        self._oracle_reward = 0.0
+        return spaces.Box(low, high, dtype=np.float32)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -231,33 +199,11 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         if seed is not None:
             super().reset(seed=seed)  # Env.reset only seeds the generator
             self._stream.restart()
-        if self._plain and not options:
-            # What a training run does after every one-query episode, kept to list lookups; the same draws as
-            # the general path below (the stream needs the generator only to start a new pass).
-            stream = self._stream
-            pos = stream.pos
-            if pos < stream.n:
-                q = stream.order[pos]
-                stream.pos = pos + 1
-            else:
-                q = stream.next(self.np_random)
-            self._q = q
-            self._lam = lam = self.cost_weight
-            self._varying = False
-            self._fast = True
-            self._t = 0
-            self._done = False
-            return self._rows[q].copy(), {
-                "query_id": self._lists.query_ids[q],
-                "query_index": q,
-                "cost_weight": lam,
-            }
         rng = self.np_random
-        pinned, lam_override = parse_reset_options(options, self.dataset.n_queries)
+        pinned, lam_override = parse_reset_options(options, self._stream.n) if options else (None, None)
         lam = self._stream.episode_lambda(rng, self.cost_weight)
         self._lam = lam if lam_override is None else lam_override
         self._varying = self.cost_weight_range is not None or lam_override is not None
-        self._fast = self._plain and not self._varying
         self._t = 0
         self._left = 0.0 if self.budget is None else self.budget
         self._load(pinned if pinned is not None else self._stream.next(rng))
@@ -269,75 +215,27 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
         }
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        # This method is the inner loop of every training run: episodes of the common configuration take the
-        # first branch, plain list lookups in the query's packed row; everything else, errors included, `_step`.
-        if self._fast:
-            a = action if type(action) is int else int(action)
-            if 0 <= a < self._k and not self._done:
-                q = self._q
-                row = self._packed[q]
-                i = 3 + 4 * a
-                r = row[i]
-                info = {
-                    "query_id": row[0],
-                    "quality": row[i + 1],
-                    "cost": row[i + 2],
-                    "latency": row[i + 3],
-                    "oracle_action": row[1],
-                    "oracle_reward": row[2],
-                    "regret": row[2] - r,
-                }
-                t = self._t + 1
-                self._t = t
-                if t >= self.queries_per_episode:
-                    self._done = True
-                    return self._rows[q].copy(), r, True, False, info
-                stream = self._stream
-                pos = stream.pos
-                if pos < stream.n:
-                    q = stream.order[pos]
-                    stream.pos = pos + 1
-                else:
-                    q = stream.next(self.np_random)
-                self._q = q
-                return self._rows[q].copy(), r, False, False, info
-        return self._step(action)
-
-    def _step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         a = action if type(action) is int else int(action)
         if not 0 <= a < self._k:
             raise ConfigurationError(f"action must be an int in [0, {self._k}), got {action!r}")
         if self._done:
             raise ConfigurationError("step() called on a finished episode; call reset() first")
         q = self._q
-        if self._varying:
-            col = self._columns[a]
-            r = self._row[a]
-            lists = self._lists
-            cost = lists.cost[q][col]
-            info = {
-                "query_id": lists.query_ids[q],
-                "quality": lists.quality[q][col],
-                "cost": cost,
-                "latency": lists.latency[q][col] if lists.latency is not None else float("nan"),
-                "oracle_action": self._oracle,
-                "oracle_reward": self._oracle_reward,
-                "regret": self._oracle_reward - r,
-            }
-        else:
-            row = self._packed[q]
-            i = 3 + 4 * a
-            r = row[i]
-            cost = row[i + 2]
-            info = {
-                "query_id": row[0],
-                "quality": row[i + 1],
-                "cost": cost,
-                "latency": row[i + 3],
-                "oracle_action": row[1],
-                "oracle_reward": row[2],
-                "regret": row[2] - r,
-            }
+        r = self._row[a]
+        lists = self._lists
+        col = self._columns[a]
+        cost = lists.cost[q][col]
+        info = {
+            "query_id": lists.query_ids[q],
+            "model": self.models[a],
+            "quality": lists.quality[q][col],
+            "cost": cost,
+            "oracle_action": self._oracle,
+            "oracle_reward": self._oracle_reward,
+            "regret": self._oracle_reward - r,
+        }
+        if lists.latency is not None:
+            info["latency"] = lists.latency[q][col]
         if self._imputed_rows is not None:
             info["imputed"] = self._imputed_rows[q][a]
         if self._varying:
@@ -358,16 +256,11 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
                 terminated = self._cheapest[self._q] > self._left
             info["budget_exhausted"] = terminated and self._t < self.queries_per_episode
         elif not terminated:
-            stream = self._stream
-            if stream.pos < stream.n and not self._varying:
-                self._q = stream.order[stream.pos]
-                stream.pos += 1
-            else:
-                self._load(stream.next(self.np_random))
+            self._load(self._stream.next(self.np_random))
         self._done = terminated
         if self._n_extra:
             return self._obs(), r, terminated, False, info
-        return self._features[self._q].copy(), r, terminated, False, info
+        return self._feature_rows[self._q].copy(), r, terminated, False, info
 
     def action_masks(self) -> np.ndarray:
         """``(K,) bool``: the models the remaining budget can pay for on the current query (all without budget)."""
@@ -375,7 +268,7 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             return np.ones(self._k, dtype=bool)
         return np.asarray(self._tables.cost[self._q] <= self._left)
 
-    def render(self) -> str | None:  # type: ignore[override, unused-ignore]
+    def render(self) -> str | None:  # type: ignore[override, unused-ignore]  # ansi frames are strings
         if self.render_mode != "ansi":
             return None
         ds = self.dataset
@@ -386,38 +279,34 @@ class RoutingEnv(gym.Env[np.ndarray, int]):
             text += f"; budget left {self._left:.6g} USD"
         return text
 
-    # ------------------------------------------------------------------ evaluation helpers
-    @property
-    def query_index(self) -> int:
-        """Index (row of the dataset) of the current query."""
-        return self._q
-
-    def true_rewards(self) -> np.ndarray:
-        """``(K,) float64`` reward of every model on the current query at the episode's λ (for evaluation code)."""
-        return self._tables.rewards(self._lam, self._q)
-
     # ------------------------------------------------------------------ internals
     def _load(self, q: int) -> None:
+        """Make query ``q`` current: its rewards at the episode's λ and its oracle."""
         self._q = q
-        if self._varying:
-            # The same float operations as RewardTables.rewards, on one row in plain Python (a numpy call per
-            # query would cost more than the whole step).
-            lam = self._lam
-            base, per_lambda = self._base_lists[q], self._per_lambda_lists[q]
-            row = [b - lam * p for b, p in zip(base, per_lambda)]
-            best = max(row)
-            tol = 1e-12 * max(1.0, abs(best))
-            cands = [j for j, r in enumerate(row) if r >= best - tol]
-            if len(cands) > 1:
-                # Ties go to the cheaper call, then to the model with the lower mean cost (oracle_from_arrays).
-                cost = self._cost_lists[q]
-                cands.sort(key=lambda j: (cost[j], self._mean_cost_rank[j]))
-            self._row = row
-            self._oracle = cands[0]
-            self._oracle_reward = row[cands[0]]
+        if not self._varying:
+            assert self._fixed is not None
+            self._row = self._fixed.rewards[q]
+            self._oracle = self._fixed.oracle_action[q]
+            self._oracle_reward = self._fixed.oracle_reward[q]
+            return
+        # The same float operations as RewardTables.rewards, on one row in plain Python (a numpy call per
+        # query would cost more than the whole step).
+        lam = self._lam
+        base, per_lambda = self._base_lists[q], self._per_lambda_lists[q]
+        row = [b - lam * p for b, p in zip(base, per_lambda)]
+        best = max(row)
+        tol = 1e-12 * max(1.0, abs(best))
+        cands = [j for j, r in enumerate(row) if r >= best - tol]
+        if len(cands) > 1:
+            # Ties go to the cheaper call, then to the model with the lower mean cost (oracle_from_arrays).
+            cost = self._cost_lists[q]
+            cands.sort(key=lambda j: (cost[j], self._mean_cost_rank[j]))
+        self._row = row
+        self._oracle = cands[0]
+        self._oracle_reward = row[cands[0]]
 
     def _obs(self) -> np.ndarray:
-        row = self._features[self._q]
+        row = self._feature_rows[self._q]
         if not self._n_extra:
             # A fresh array per call: users keep observations, and the dataset row must stay untouched.
             return row.copy()

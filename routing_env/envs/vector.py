@@ -12,86 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector import AutoresetMode
 
-from routing_env.data.dataset import CostScale, LoggedDataset
-from routing_env.envs._stream import BatchedStream, CostWeightSampling
-from routing_env.envs._tables import OutcomeImputer
+from routing_env.envs._base import BatchedReplayEnv, same_step_infos
 from routing_env.envs.routing import RoutingEnv
 from routing_env.errors import ConfigurationError
 
-AUTORESET_MODES = {
-    "next_step": AutoresetMode.NEXT_STEP,
-    "same_step": AutoresetMode.SAME_STEP,
-    AutoresetMode.NEXT_STEP: AutoresetMode.NEXT_STEP,
-    AutoresetMode.SAME_STEP: AutoresetMode.SAME_STEP,
-}
 
-
-def check_vector_arguments(num_envs: object, autoreset_mode: object, render_mode: object) -> AutoresetMode:
-    """Validate the arguments every batched env takes; return the resolved autoreset mode."""
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ConfigurationError(f"num_envs must be an integer ≥ 1, got {num_envs!r}")
-    if render_mode is not None:
-        raise ConfigurationError(f"the vector env does not render; got render_mode={render_mode!r}")
-    return resolve_autoreset_mode(autoreset_mode)
-
-
-def resolve_autoreset_mode(autoreset_mode: object) -> AutoresetMode:
-    """The :class:`~gymnasium.vector.AutoresetMode` named by ``autoreset_mode``.
-
-    Accepts the members ``AutoresetMode.NEXT_STEP``/``SAME_STEP``, their values (``"NextStep"``, ``"SameStep"``),
-    their names (``"NEXT_STEP"``, ``"SAME_STEP"``) and the snake-case strings ``"next_step"``/``"same_step"``.
-    ``AutoresetMode.DISABLED`` is refused: these envs always reset a finished sub-env themselves.
-    """
-    # "next_step", "NEXT_STEP" and "NextStep" all normalise to "nextstep".
-    name = autoreset_mode.value if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
-    key = name.replace("_", "").lower() if isinstance(name, str) else None
-    mode = {"nextstep": AutoresetMode.NEXT_STEP, "samestep": AutoresetMode.SAME_STEP}.get(key or "")
-    if mode is None:
-        raise ConfigurationError(
-            "autoreset_mode must be 'next_step' or 'same_step' (or AutoresetMode.NEXT_STEP / "
-            f"AutoresetMode.SAME_STEP, or their values 'NextStep' / 'SameStep'), got {autoreset_mode!r}"
-            + (
-                "; AutoresetMode.DISABLED is not supported, the vector env always resets finished sub-envs"
-                if key == "disabled"
-                else ""
-            )
-        )
-    return mode
-
-
-def same_step_infos(info: dict[str, Any], final_obs_batch: np.ndarray, ended: np.ndarray) -> dict[str, Any]:
-    """Gymnasium's same-step layout: the step info of sub-envs whose episode ended moves to
-    ``info["final_info"]`` and their last observation to ``info["final_obs"]`` (an object array, ``None`` for the
-    others); top-level entries keep describing the sub-envs that go on.
-
-    Args:
-        info: step info with ``"_key"`` masks, ``(N,)`` arrays.
-        final_obs_batch: ``(N, ...)`` observations before the reset.
-        ended: ``(N,) bool``, the sub-envs whose episode ended this step.
-    """
-    # The trailing None makes numpy build a 1-D object array of row views instead of a 2-D float array.
-    final_obs = np.array([*final_obs_batch, None], dtype=object)[:-1]
-    final_obs[~ended] = None
-    ended = ended.copy()
-    ended.setflags(write=False)
-    final_info: dict[str, Any] = {}
-    out: dict[str, Any] = {}
-    for key, value in info.items():
-        if key.startswith("_"):
-            final_info[key] = value & ended
-            out[key] = value & ~ended
-        else:
-            final_info[key] = value
-            out[key] = value
-    out.update({"final_obs": final_obs, "_final_obs": ended, "final_info": final_info, "_final_info": ended})
-    return out
-
-
-class RoutingVectorEnv(VectorEnv):
+class RoutingVectorEnv(BatchedReplayEnv):
     """A numpy-batched vector of ``num_envs`` Routing-v0 environments.
 
     Arguments are those of :class:`~routing_env.envs.RoutingEnv` plus ``num_envs`` and ``autoreset_mode``
@@ -105,8 +33,8 @@ class RoutingVectorEnv(VectorEnv):
 
     Step infos are arrays of shape ``(N,)`` with a ``"_key"`` boolean mask of the sub-envs they describe (the
     sub-envs that acted this step): the single env's step info keys, except that ``query_index`` (the dataset
-    row; ``dataset.query_ids[query_index]`` is the id) replaces ``query_id`` to keep string objects out of the
-    batched path. A next-step autoreset step where every sub-env resets returns an empty info dict.
+    row; ``dataset.query_ids[query_index]`` is the id) replaces ``query_id`` and ``model`` is the action (the index
+    into ``models``), to keep string objects out of the batched path. A next-step autoreset step where every sub-env resets returns an empty info dict.
     :meth:`action_masks` returns ``(N, K)`` bool.
 
     The dataset arrays are shared with every other env over the same dataset, never copied; per sub-env state is
@@ -114,55 +42,12 @@ class RoutingVectorEnv(VectorEnv):
     query indices, ``int32``, plus a λ block when λ is sampled).
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}  # noqa: RUF012  (Gymnasium declares it per instance)
+    single_env = RoutingEnv
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        dataset: LoggedDataset | None = None,
-        cost_weight: float = 0.0,
-        cost_weight_range: tuple[float, float] | None = None,
-        observe_cost_weight: bool = False,
-        latency_weight: float = 0.0,
-        cost_scale: CostScale = "max_mean",
-        models: Sequence[str] | None = None,
-        queries_per_episode: int = 1,
-        budget: float | None = None,
-        outcome_model: OutcomeImputer | None = None,
-        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-        render_mode: str | None = None,
-        cost_weight_sampling: CostWeightSampling = "uniform",
-    ) -> None:
-        mode = check_vector_arguments(num_envs, autoreset_mode, render_mode)
-        # One template env validates the arguments and resolves the shared tables; it is never stepped.
-        self._template = env = RoutingEnv(
-            dataset=dataset,
-            cost_weight=cost_weight,
-            cost_weight_range=cost_weight_range,
-            observe_cost_weight=observe_cost_weight,
-            latency_weight=latency_weight,
-            cost_scale=cost_scale,
-            models=models,
-            queries_per_episode=queries_per_episode,
-            budget=budget,
-            outcome_model=outcome_model,
-            cost_weight_sampling=cost_weight_sampling,
-        )
-        self.num_envs = n_envs = int(num_envs)
-        self.metadata = {**self.metadata, "autoreset_mode": mode}
-        self.autoreset_mode = mode
-        self.dataset = env.dataset
-        self.models = env.models
-        self.cost_weight, self.cost_weight_range = env.cost_weight, env.cost_weight_range
-        self.cost_weight_sampling = env.cost_weight_sampling
-        self.observe_cost_weight = env.observe_cost_weight
+    def _init_batch(self, env: RoutingEnv) -> None:
+        n_envs = self.num_envs
         self.queries_per_episode = env.queries_per_episode
         self.budget = env.budget
-        self.cost_scale = env.cost_scale
-        self.single_observation_space = env.observation_space
-        self.single_action_space = env.action_space
-        self.observation_space = batch_space(env.observation_space, n_envs)
-        self.action_space = spaces.MultiDiscrete(np.full(n_envs, len(env.models)))
 
         ds = env.dataset
         self._n = ds.n_queries
@@ -182,28 +67,18 @@ class RoutingVectorEnv(VectorEnv):
         self._fixed = env._fixed
         self._cheapest = None if env.budget is None else np.nanmin(self._cost, axis=1)
 
-        self._stream = BatchedStream(n_envs, self._n, self.cost_weight_range, self.cost_weight_sampling)
         self._q = np.zeros(n_envs, dtype=np.int64)
         self._t = np.zeros(n_envs, dtype=np.int64)
         self._lam = np.full(n_envs, self.cost_weight)
         self._left = np.full(n_envs, 0.0 if self.budget is None else self.budget)
         self._needs_reset = np.ones(n_envs, dtype=bool)
-        self._all = np.arange(n_envs)
         self._varying = self.cost_weight_range is not None
-        self._started = False
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if seed is not None:
-            seeds = [int(seed) + i for i in range(self.num_envs)] if np.isscalar(seed) else list(seed)  # type: ignore[arg-type]
-            if len(seeds) != self.num_envs:
-                raise ConfigurationError(
-                    f"seed must be an int or {self.num_envs} ints, got {len(seeds)} seeds"
-                )
-            self._stream.seed(seeds)
-            self._np_random_seed = seeds[0]
+        self._seed(seed)
         pinned = lam_override = None
         if options:
             unknown = set(options) - {"query_index", "cost_weight"}
@@ -231,16 +106,7 @@ class RoutingVectorEnv(VectorEnv):
         return self._obs(), {"query_index": self._q.copy(), "cost_weight": self._lam.copy()}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if not self._started:
-            raise ConfigurationError("step() called before reset()")
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
-            raise ConfigurationError(
-                f"actions must be {self.num_envs} ints, got {a.dtype} array of shape {a.shape}"
-            )
-        if a.size and (a.min() < 0 or a.max() >= self._k):
-            raise ConfigurationError(f"actions must lie in [0, {self._k}), got values {a.min()}..{a.max()}")
-        a = a.astype(np.int64, copy=False)
+        a = self._check_actions(actions)
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
         resetting = self._needs_reset if next_step else None
         if resetting is not None and resetting.all():
@@ -259,14 +125,12 @@ class RoutingVectorEnv(VectorEnv):
             cost = self._cost.take(flat)
             info = {
                 "query_index": q.copy(),
+                "model": a.copy(),
                 "quality": self._quality_cols.take(flat),
                 "cost": cost,
-                "latency": (
-                    np.full(self.num_envs, np.nan)
-                    if self._latency_cols is None
-                    else self._latency_cols.take(flat).astype(np.float64)
-                ),
             }
+            if self._latency_cols is not None:
+                info["latency"] = self._latency_cols.take(flat).astype(np.float64)
         else:
             assert self._fixed is not None
             # One gather of [reward, quality, cost, latency] rows from the shared outcome table.
@@ -274,7 +138,9 @@ class RoutingVectorEnv(VectorEnv):
             reward, cost = cells[:, 0], cells[:, 2]
             oracle = self._fixed.oracle_array.take(q)
             best = self._fixed.oracle_reward_array.take(q)
-            info = {"query_index": q.copy(), "quality": cells[:, 1], "cost": cost, "latency": cells[:, 3]}
+            info = {"query_index": q.copy(), "model": a.copy(), "quality": cells[:, 1], "cost": cost}
+            if self._latency_cols is not None:
+                info["latency"] = cells[:, 3]
         info["oracle_action"] = oracle
         info["oracle_reward"] = best
         info["regret"] = best - reward

@@ -7,12 +7,15 @@
   :class:`DoublyRobust`, :class:`SelfNormalizedDoublyRobust`, :class:`SwitchDoublyRobust`,
   :class:`DoublyRobustWithShrinkage`, :class:`Replay` (short names ``DM``, ``IPS``, ``SNIPS``, ``DR``, ``SNDR``,
   ``SwitchDR``, ``DRos``);
-- :class:`RewardModel`: cross-fitted scikit-learn reward models for DM and the DR family;
+- :class:`RewardModel`: cross-fitted reward models for DM and the DR family (by default a ridge per model, its
+  penalty chosen by leave-one-out CV on the logged rows);
 - :func:`estimate_policy_value`: all of the above as a tidy table with normal and bootstrap intervals, effective
   sample sizes, and diagnostics emitted as :class:`~routing_env.errors.OPEWarning`;
 - :class:`PairedDifference`: ``V(candidate) − V(live)`` on the same logged rows with the interval on the difference,
   and anytime-valid confidence sequences (:func:`confidence_sequence`, :class:`RunningSequence`) for monitoring that
   re-tests as data arrive (:mod:`routing_env.ope.paired`).
+- :mod:`routing_env.ope.distributed` (the ``ray`` extra, imported on its own): the same table over sharded parquet
+  logs with Ray Data, and batch scoring of a policy over them.
 
 Example::
 

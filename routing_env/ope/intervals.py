@@ -70,9 +70,28 @@ def bootstrap_values(
         raise ConfigurationError(f"n_bootstrap must be an integer ≥ 2, got {n_bootstrap!r}")
     if chunk < 1:
         raise ConfigurationError(f"chunk must be ≥ 1, got {chunk!r}")
-    b = int(n_bootstrap)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    # Stack every distinct vector once: columns are the u's and the non-trivial v's of all estimators.
+    columns, layout = stack_columns(terms)
+    n = columns[0].shape[0]
+    # A replicate only needs Σ_i W_i·c_i; with clusters W is constant within a cluster, so the columns are
+    # summed per cluster first and the counts weight the cluster sizes instead of single rounds.
+    count: np.ndarray | None = None
+    if groups is not None:
+        g = np.asarray(groups, dtype=np.int64)
+        if g.shape != (n,) or (n and g.min() < 0):
+            raise ConfigurationError(f"groups must be (n,) = ({n},) non-negative codes, got shape {g.shape}")
+        columns = [np.bincount(g, weights=c) for c in columns]
+        count = np.bincount(g).astype(np.float64)
+    return replicate_values(layout, poisson_sums(columns, int(n_bootstrap), rng, chunk, count))
+
+
+#: Where each estimator's parts sit among the stacked columns: per estimator, ``(u column, v column or None)``.
+Layout = list[list[tuple[int, int | None]]]
+
+
+def stack_columns(terms: Sequence[Terms]) -> tuple[list[np.ndarray], Layout]:
+    """Every distinct ``u`` and non-trivial ``v`` vector of ``terms`` once (by identity), and where each part's
+    vectors sit among them."""
     columns: list[np.ndarray] = []
     index: dict[int, int] = {}
 
@@ -86,23 +105,28 @@ def bootstrap_values(
     layout = [[(col(u), None if v is None else col(v)) for u, v in t.parts] for t in terms]
     if not columns:
         raise ConfigurationError("bootstrap_values needs at least one estimator's terms")
+    return columns, layout
+
+
+def poisson_sums(
+    columns: Sequence[np.ndarray],
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    chunk: int = 4096,
+    count: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(B, m + 1)`` Poisson-resampled sums ``Σ_i W_bi·c_ji`` of the m ``columns``, the last column the resampled
+    number of rounds (``Σ_i W_bi·count_i`` when rows stand for ``count`` rounds each, e.g. clusters).
+
+    Sums of separate sets of rounds add up: the replicates of a log read block by block are
+    :func:`replicate_values` of the summed blocks' sums.
+    """
     n = columns[0].shape[0]
-    # A replicate only needs Σ_i W_i·c_i; with clusters W is constant within a cluster, so the columns are
-    # summed per cluster first and the counts weight the cluster sizes instead of single rounds.
-    count: np.ndarray | None = None
-    if groups is not None:
-        g = np.asarray(groups, dtype=np.int64)
-        if g.shape != (n,) or (n and g.min() < 0):
-            raise ConfigurationError(f"groups must be (n,) = ({n},) non-negative codes, got shape {g.shape}")
-        columns = [np.bincount(g, weights=c) for c in columns]
-        count = np.bincount(g).astype(np.float64)
-        n = count.shape[0]
     m = len(columns)
-    # The last column counts rounds (ones, or cluster sizes): the resampled total comes out of the same product.
-    sums = np.zeros((b, m + 1))
+    sums = np.zeros((n_bootstrap, m + 1))
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        w = poisson_weights(rng, (b, stop - start))
+        w = poisson_weights(rng, (n_bootstrap, stop - start))
         block = np.ones((stop - start, m + 1), dtype=np.float32)
         for j, c in enumerate(columns):
             block[:, j] = c[start:stop]
@@ -110,8 +134,15 @@ def bootstrap_values(
             block[:, m] = count[start:stop]
         # float32 products, float64 accumulation across chunks: the rounding error stays ~1e-7 relative.
         sums += w @ block
-    totals = sums[:, m]
-    out = np.empty((len(terms), b))
+    return sums
+
+
+def replicate_values(layout: Layout, sums: np.ndarray) -> np.ndarray:
+    """``(len(layout), B)`` replicate estimates ``Σ_k (W·u_k) / (W·v_k)`` from :func:`poisson_sums`' output
+    (``v_k`` = the resampled number of rounds for a plain mean). NaN where a denominator is 0."""
+    b = sums.shape[0]
+    totals = sums[:, -1]
+    out = np.empty((len(layout), b))
     with np.errstate(invalid="ignore", divide="ignore"):
         for i, parts in enumerate(layout):
             value = np.zeros(b)

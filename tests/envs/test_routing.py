@@ -141,32 +141,6 @@ def test_same_seed_same_trajectory_and_different_seed_differs(small: LoggedDatas
     assert run(5) != run(6)
 
 
-@pytest.mark.parametrize("queries_per_episode", [1, 3])
-def test_lookup_path_equals_the_general_path(small: LoggedDataset, queries_per_episode: int) -> None:
-    # The common configuration resets and steps through list lookups; forced through the general path, the same
-    # seed must give the same observations, rewards, flags and info, across passes and λ overrides.
-    def run(general: bool) -> list[tuple]:
-        env = RoutingEnv(dataset=small, cost_weight=0.7, queries_per_episode=queries_per_episode)
-        if general:
-            env._plain = False
-        obs, info = env.reset(seed=3)
-        out: list[tuple] = [("reset", obs.tolist(), info)]
-        rng = np.random.default_rng(0)
-        for t in range(3 * small.n_queries):
-            obs, r, terminated, truncated, info = env.step(np.int64(rng.integers(env.action_space.n)))
-            out.append(("step", obs.tolist(), r, terminated, truncated, info))
-            if terminated:
-                options = {"cost_weight": 1.5} if t % 7 == 0 else None
-                obs, info = env.reset(options=options)
-                out.append(("reset", obs.tolist(), info))
-        return out
-
-    fast, general = run(False), run(True)
-    assert fast == general
-    lams = {e[2]["cost_weight"] for e in fast if e[0] == "reset"}
-    assert lams == {0.7, 1.5}
-
-
 def test_cost_weight_is_sampled_per_episode_and_observed(small: LoggedDataset) -> None:
     env = RoutingEnv(dataset=small, cost_weight_range=(0.5, 1.5), observe_cost_weight=True)
     lams = []

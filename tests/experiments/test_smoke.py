@@ -107,7 +107,13 @@ def test_bench_ppo_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert "ratio Routing/CartPole" in capsys.readouterr().out
     frame = pd.read_csv(out)
-    assert set(frame["env"]) == {"CartPole-v1", "routing_env/Routing-v0", "ratio_routing_over_cartpole"}
+    assert set(frame["env"]) == {
+        "CartPole-v1",
+        "routing_env/Routing-v0",
+        "routing_env/Routing-v0 (gym.make + DummyVecEnv)",
+        "ratio_routing_over_cartpole",
+        "ratio_routing_over_cartpole_dummy_vec_env",
+    }
 
 
 @pytest.mark.slow
@@ -179,3 +185,36 @@ def test_generalisation_script_on_the_shared_datasets(tmp_path: Path) -> None:
     mmlu = frames["mmlu"]
     assert mmlu["strong_share_at_95pct"].between(0.0, 1.0).all()
     assert "## 3. RouteLLM MMLU" in (tmp_path / "generalisation.md").read_text()
+
+
+@pytest.mark.slow
+def test_ppo_vs_bandits_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    load_script("ppo_vs_bandits").main(
+        [
+            "--dataset", "sample", "--out", str(tmp_path), "--cost-weights", "0", "0.5", "--ppo-timesteps", "256",
+            "--ppo-conditioned-timesteps", "256", "--n-envs", "2", "--ablation",
+        ]
+    )  # fmt: skip
+    assert "# PPO against the bandits: sample" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "ppo_vs_bandits_sample_table.csv").set_index("router")
+    assert {"linucb", "ppo", "ppo-conditioned", "ppo (no warm start)"} <= set(table.index)
+    best = table.loc[["linucb", "thompson", "epsilon-greedy", "softmax"], "gap_closed"].max()
+    assert table.loc["ppo", "vs_best_bandit"] == pytest.approx(
+        table.loc["ppo", "gap_closed"] - best, abs=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_bench_distributed_ope_part(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install 'routing-env[ray]'")
+    out = tmp_path / "bench.csv"
+    load_script("bench_distributed").main(
+        [
+            "--part", "ope", "--rows", "3000", "--rows-per-file", "1000", "--n-bootstrap", "20",
+            "--tmp", str(tmp_path), "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert "largest difference ray − single" in capsys.readouterr().out
+    frame = pd.read_csv(out)
+    assert frame["path"].tolist() == ["ray", "single"] and (frame["rows"] == 3000).all()
+    assert (frame["max_abs_diff_estimate"] < 1e-9).all() and (frame["peak_pss_mib"] > 0).all()

@@ -54,6 +54,10 @@ def build_router(config: GatewayConfig) -> OnlineRouter:
         "seed": config.seed,
         "featurizer": featurizer,
     }
+    if config.budget is not None:
+        from agents.online.pacing import BudgetConfig, BudgetPacer
+
+        options["pacer"] = BudgetPacer(BudgetConfig.from_mapping(config.budget))
     if store.latest_checkpoint() is not None:
         router = OnlineRouter.restore(store, **options)
         log.warning("the store %s serves version %r: resuming it (hot swap with POST /v1/policy)", config.store,

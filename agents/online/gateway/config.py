@@ -18,6 +18,8 @@ are relative to the file's directory.
     policy: runs/linucb           # a saved routing policy carrying its featurizer (or cascade_policy: DIR)
     store: runs/gateway.db
     cost_weight: 0.5              # λ of "router" (default: the policy's own)
+    # budget:                     # or pace λ to a spend instead of fixing it (agents.online.BudgetPacer)
+    #   target_per_query: 0.002   # USD per query on average (or target_per_hour: 5.0)
     api_keys_env: GATEWAY_KEYS    # comma-separated client keys (or api_keys: [...]); none: loopback only
     shadows:                      # candidates scored on every decision, never served (GET /v1/shadows/NAME/report)
       candidate: runs/linucb-v2
@@ -124,7 +126,9 @@ class GatewayConfig(_Strict):
     store: str = Field(min_length=1, description="SQLite file of decisions, calls and feedback")
     cost_weight: Annotated[FiniteFloat, Field(ge=0)] | None = Field(None, description="λ of model=router")
     cost_scale: Annotated[FiniteFloat, Field(gt=0)] | None = Field(None, description="USD per unit of λ")
-    budget: Any = Field(None, description="budget pacing (not available in this version)")
+    budget: dict[str, Any] | None = Field(
+        None, description="budget pacing: BudgetConfig settings (target_per_query or target_per_hour, …)"
+    )
     cascade: CascadeSettings = CascadeSettings()
     cooldown_s: float = Field(30.0, gt=0, le=86_400, description="seconds a failed model is skipped")
     host: str = Field("127.0.0.1", min_length=1, description="interface to bind")
@@ -159,12 +163,15 @@ class GatewayConfig(_Strict):
 
     @field_validator("budget")
     @classmethod
-    def _budget(cls, value: Any) -> Any:
+    def _budget(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            raise ValueError(
-                "budget pacing (agents.online.BudgetPacer) is not available in this version; remove the key and "
-                "set cost_weight instead"
-            )
+            from agents.online.pacing import BudgetConfig
+
+            try:
+                # Validated here so that a bad budget is one line of the config's error, not a start-up crash.
+                value = BudgetConfig.from_mapping(value, where="budget").to_dict()
+            except ConfigurationError as exc:
+                raise ValueError(str(exc).removeprefix("budget: ")) from None
         return value
 
     @model_validator(mode="after")
@@ -176,6 +183,15 @@ class GatewayConfig(_Strict):
         if any(n == ROUTER_NAME or n.startswith(ROUTER_NAME + "-") for n in names):
             raise ValueError(
                 f"models: {ROUTER_NAME!r} and names starting with 'router-' are the router's own"
+            )
+        if self.budget is not None and self.cost_weight is not None:
+            raise ValueError(
+                "give cost_weight (a fixed λ) or budget (λ paced to a spend), not both; the pacer starts at "
+                "budget.initial_cost_weight"
+            )
+        if self.budget is not None and self.cascade_policy is not None:
+            raise ValueError(
+                "budget pacing needs a cost-aware routing policy; a cascade_policy has no λ to pace"
             )
         if (self.policy is None) == (self.cascade_policy is None):
             raise ValueError(

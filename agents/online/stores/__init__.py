@@ -1,8 +1,15 @@
 """Decision stores: the durable log of the online router.
 
 - :mod:`agents.online.stores.base`: the records (:class:`Decision`, :class:`Step`, :class:`Call`, :class:`Feedback`,
-  :class:`Checkpoint`, :class:`PolicyVersion`, :class:`StoreCounts`) and the :class:`DecisionStore` protocol;
+  :class:`Checkpoint`, :class:`PolicyVersion`, :class:`LogEntry`, :class:`StoreCounts`) and the
+  :class:`DecisionStore` protocol;
 - :mod:`agents.online.stores.sqlite`: :class:`SQLiteDecisionStore`, one SQLite file in WAL mode (the default);
+- :mod:`agents.online.stores.postgres`: :class:`PostgresDecisionStore`, a PostgreSQL database (the ``postgres``
+  extra), whose schema :mod:`agents.online.stores.postgres_schema` migrates at start-up (with
+  ``postgres_target``: URLs and driver errors; ``postgres_checkpoints``: checkpoints as bytes);
+- what the SQL stores share: :mod:`~agents.online.stores.common` (group-commit bookkeeping, totals, export),
+  :mod:`~agents.online.stores.sql` (the row layout), :mod:`~agents.online.stores.export` (the canonical dataset),
+  :mod:`~agents.online.stores.policy_files` (a policy directory as bytes);
 - :func:`open_store`: the store a path or URL names (what ``routing-env serve --store`` takes).
 """
 
@@ -18,10 +25,12 @@ from agents.online.stores.base import (
     Decision,
     DecisionStore,
     Feedback,
+    LogEntry,
     PolicyVersion,
     Step,
     StoreCounts,
 )
+from agents.online.stores.postgres import PostgresDecisionStore
 from agents.online.stores.sqlite import SQLiteDecisionStore
 from routing_env.errors import ConfigurationError
 
@@ -31,10 +40,13 @@ __all__ = [
     "Decision",
     "DecisionStore",
     "Feedback",
+    "LogEntry",
     "PolicyVersion",
+    "PostgresDecisionStore",
     "SQLiteDecisionStore",
     "Step",
     "StoreCounts",
+    "is_url",
     "open_store",
 ]
 
@@ -42,31 +54,35 @@ __all__ = [
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+def is_url(path_or_url: str | Path) -> bool:
+    """Whether ``path_or_url`` is a URL (``scheme://…``) rather than a file path."""
+    return _URL.match(str(path_or_url)) is not None
+
+
 def open_store(path_or_url: str | Path, **options: Any) -> DecisionStore:
     """The decision store ``path_or_url`` names.
 
     Args:
-        path_or_url: a file path → :class:`SQLiteDecisionStore` (created with its tables when absent).
-            ``postgresql://`` URLs are reserved for the PostgreSQL store, which is not available yet; any other
-            ``scheme://`` is refused too, rather than read as a relative file path.
-        options: keyword arguments of the store (for SQLite: ``synchronous``, ``checkpoint_dir``,
-            ``keep_checkpoints``, ``wal_checkpoint_s``).
+        path_or_url: a file path → :class:`SQLiteDecisionStore` (created with its tables when absent); a
+            ``postgresql://`` (or ``postgres://``) URL → :class:`PostgresDecisionStore` (its schema migrated on
+            opening). Any other ``scheme://`` is refused, rather than read as a relative file path.
+        options: keyword arguments of the store (both: ``synchronous``, ``checkpoint_dir``, ``keep_checkpoints``;
+            SQLite: ``wal_checkpoint_s``; PostgreSQL: ``pool_size``, ``timeout_s``).
 
     Raises:
-        ConfigurationError: a URL (nothing is created on disk), or an invalid SQLite path or option.
+        ConfigurationError: an unsupported URL (nothing is created on disk), an invalid SQLite path or option,
+            or the ``postgres`` extra missing for a PostgreSQL URL.
+        StoreUnavailableError: the PostgreSQL server cannot be reached.
     """
     text = str(path_or_url)
     match = _URL.match(text)
     if match is not None:
         scheme = match.group(1).lower()
-        # Never echo the URL: it may carry a password.
         if scheme in ("postgresql", "postgres"):
-            raise ConfigurationError(
-                f"store: a {scheme}:// URL names a PostgreSQL store, which is not available in this version; "
-                "give the path of a SQLite file instead (e.g. --store runs/router.db)"
-            )
+            return PostgresDecisionStore(text, **options)
+        # Never echo the URL: it may carry a password.
         raise ConfigurationError(
             f"store: {scheme}:// URLs are not supported; give the path of a SQLite file (e.g. --store "
-            "runs/router.db)"
+            "runs/router.db) or a postgresql:// URL"
         )
     return SQLiteDecisionStore(path_or_url, **options)

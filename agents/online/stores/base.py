@@ -1,7 +1,8 @@
 """The decision store contract: the records of the online router's log and the :class:`DecisionStore` protocol.
 
 :class:`~agents.online.OnlineRouter` and the HTTP service use a store only through this protocol, so every backend
-(:class:`~agents.online.stores.sqlite.SQLiteDecisionStore` today) serves both unchanged. The store is the router's
+(:class:`~agents.online.stores.sqlite.SQLiteDecisionStore`,
+:class:`~agents.online.stores.postgres.PostgresDecisionStore`) serves both unchanged. The store is the router's
 source of truth: decisions with their propensities, cascade steps, the upstream calls a gateway made for them
 (tokens, cost, latency, status), feedback in the order it was applied, policy versions and checkpoints. A method
 returns only after its writes are committed, except inside a group-commit deferral
@@ -10,7 +11,8 @@ returns only after its writes are committed, except inside a group-commit deferr
 
 Errors every backend raises the same way: a write that violates uniqueness (a second feedback, a reused request
 id) raises :class:`~agents.online.errors.DecisionConflictError`; a store that cannot read or write (read-only,
-disk full, connection lost) raises :class:`~agents.online.errors.StoreError`; unknown ids raise
+disk full, connection lost, server down) raises :class:`~agents.online.errors.StoreError` (a server that cannot
+be reached: its subclass :class:`~agents.online.errors.StoreUnavailableError`); unknown ids raise
 :class:`~agents.online.errors.DecisionNotFoundError`.
 """
 
@@ -193,6 +195,20 @@ class PolicyVersion:
     n_features: int | None
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One entry of a store's log at its position (``1, 2, …``: gap-free, in commit order).
+
+    ``kind`` is ``"feedback"``: ``feedback`` (whose ``seq`` is ``position``) closed ``decision``. The log is
+    designed for more kinds (a policy swap will be one); readers must refuse kinds they do not know.
+    """
+
+    position: int
+    kind: Literal["feedback"]
+    feedback: Feedback
+    decision: Decision
+
+
 @dataclass
 class StoreCounts:
     """Aggregates for ``/metrics``: totals and per-model reward sums."""
@@ -209,8 +225,10 @@ class StoreCounts:
 class DecisionStore(Protocol):
     """What :class:`~agents.online.OnlineRouter` and the HTTP service need from a decision store.
 
-    Sequence numbers: decisions are numbered ``1, 2, …`` by the router (``Decision.seq``), feedback by the order
-    it was applied (``Feedback.seq``); a restored router replays feedback in that order after its checkpoint.
+    Sequence numbers: decisions are numbered ``1, 2, …`` by the router (``Decision.seq``), feedback by its
+    position in the store's log (``Feedback.seq``: gap-free, in commit order, the order it was applied); a
+    restored router replays feedback in that order after its checkpoint. The store is the log: :meth:`log_entries`
+    reads it after a position and :meth:`wait_for_log` waits for it to grow.
     Lookups of ids the store never issued raise :class:`~agents.online.errors.DecisionNotFoundError`.
     """
 
@@ -292,12 +310,16 @@ class DecisionStore(Protocol):
         ...
 
     # ---- feedback
-    def insert_feedback(self, fb: Feedback) -> None:
-        """Log feedback and close its decision (``closed``; ``expired`` for a default), atomically.
+    def insert_feedback(self, fb: Feedback) -> int:
+        """Append feedback to the log and close its decision (``closed``; ``expired`` for a default), atomically;
+        return its log position.
 
-        A second feedback for the same decision must fail with
-        :class:`~agents.online.errors.DecisionConflictError` (a uniqueness constraint of the store, so that
-        concurrent duplicates are refused however they interleave).
+        ``fb.seq`` is the position the writer expects (its own count + 1); a store that takes several writers
+        (PostgreSQL) assigns the position at commit and refuses a stale expectation with
+        :class:`~agents.online.errors.LogConflictError`, writing nothing (``seq=0`` takes the next position).
+        A second feedback for the same decision raises :class:`~agents.online.errors.DecisionConflictError` (a
+        uniqueness constraint of the store, so that concurrent duplicates are refused however they interleave)
+        and leaves the first one, and an open group, intact.
         """
         ...
 
@@ -315,6 +337,25 @@ class DecisionStore(Protocol):
 
     def max_feedback_seq(self) -> int:
         """The highest feedback ``seq`` logged (0 for an empty store)."""
+        ...
+
+    def log_position(self) -> int:
+        """The position of the last committed log entry (0 for an empty log): the head of the log."""
+        ...
+
+    def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
+        """At most ``limit`` committed log entries with ``position > after``, in position order.
+
+        Positions are gap-free and commit-ordered: an entry is never visible before the entries below it, so a
+        reader that applies entries in this order never skips one.
+        """
+        ...
+
+    def wait_for_log(self, after: int, timeout_s: float) -> int:
+        """Block until the log's head passes ``after`` or ``timeout_s`` seconds have passed; return the head.
+
+        PostgreSQL is woken by ``LISTEN/NOTIFY``; SQLite polls.
+        """
         ...
 
     def counts(self) -> StoreCounts:

@@ -8,12 +8,11 @@ outcomes; :func:`traffic_dataset` checks them and builds the partial-information
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from agents.online.stores.base import Decision, PolicyVersion, StoreCounts
-from agents.online.stores.sqlite_schema import D_COLUMNS, N_DECISION_COLUMNS
+from agents.online.stores.base import Decision, PolicyVersion
 from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError
 
@@ -103,106 +102,3 @@ def bandit_feedback(
     from routing_env.ope import BanditFeedback
 
     return BanditFeedback.from_dataset(dataset, cost_weight=cost_weight, cost_scale=cost_scale)
-
-
-class SQLTrafficReads:
-    """The aggregate and export reads of a SQL decision store, written once for every SQL backend.
-
-    The store provides ``_rows(sql, params)``, ``_one(sql)``, ``_decision_from_row(row)``, ``policy_versions()``
-    and ``location``; ``_placeholder`` is its driver's parameter marker and ``_export_name`` names the store in an
-    export's ``meta``.
-    """
-
-    _placeholder = "?"
-
-    if TYPE_CHECKING:
-
-        @property
-        def location(self) -> str: ...
-        @property
-        def _export_name(self) -> str: ...
-        def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-        def _one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-        def _decision_from_row(self, row: Sequence[Any]) -> Decision: ...
-        def policy_versions(self) -> dict[str, PolicyVersion]: ...
-
-    def counts(self) -> StoreCounts:
-        """Totals for monitoring, computed with a few aggregate queries."""
-        out = StoreCounts()
-        out.decisions = int(self._one("SELECT COUNT(*) FROM decisions")[0])
-        out.pending = int(self._one("SELECT COUNT(*) FROM decisions WHERE status = 'open'")[0])
-        out.feedback = {
-            r[0]: int(r[1]) for r in self._rows("SELECT source, COUNT(*) FROM feedback GROUP BY source")
-        }
-        out.decisions_by_model = {
-            r[0]: int(r[1]) for r in self._rows("SELECT model, COUNT(*) FROM decisions GROUP BY model")
-        }
-        for model, n, total in self._rows(
-            "SELECT d.model, COUNT(*), SUM(f.reward) FROM feedback f JOIN decisions d "
-            "ON d.decision_id = f.decision_id GROUP BY d.model"
-        ):
-            out.feedback_by_model[model] = int(n)
-            out.reward_by_model[model] = float(total)
-        return out
-
-    # ------------------------------------------------------------------ export
-    def export(
-        self,
-        *,
-        versions: Sequence[str] | None = None,
-        include_default: bool = False,
-        models: Sequence[str] | None = None,
-    ) -> LoggedDataset:
-        """The logged traffic in the canonical format: a partial-information, bandit-logged dataset.
-
-        One query per ``route`` decision that received feedback (cascade decisions are excluded: their propensity
-        is over stop/continue draws, not over a single model). Only the chosen model's cell is observed:
-        ``quality`` and ``cost`` (USD) as reported, ``latency_s`` when reported; ``logged_action`` is the chosen
-        model and ``propensity`` its probability under the distribution the router sampled from.
-
-        Args:
-            versions: export only decisions of these policy versions (default: all).
-            include_default: also export decisions closed by the default reward after the wait time (their
-                quality was not observed, so they are excluded by default).
-            models: column order of the models; default the served versions' models in order of first use.
-
-        Raises:
-            ConfigurationError: nothing to export, or the selected decisions have different feature widths.
-        """
-        known = self.policy_versions()
-        check_versions(versions, known)
-        sql = (
-            f"SELECT {D_COLUMNS}, f.quality, f.cost, f.latency_s "
-            "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE d.kind = 'route'"
-        )
-        params: list[Any] = []
-        if not include_default:
-            sql += " AND f.source = 'client'"
-        if versions is not None:
-            sql += f" AND d.policy_version IN ({', '.join([self._placeholder] * len(versions))})"
-            params.extend(versions)
-        rows = self._rows(sql + " ORDER BY d.seq", params)
-        if not rows:
-            raise ConfigurationError(
-                f"nothing to export from {self.location}: no routed decision has feedback yet"
-                + ("" if versions is None else f" for versions {list(versions)}")
-            )
-        n = N_DECISION_COLUMNS
-        return traffic_dataset(
-            [self._decision_from_row(r[:n]) for r in rows],
-            [(r[n], r[n + 1], r[n + 2]) for r in rows],
-            known,
-            models=models,
-            include_default=include_default,
-            source=f"routing_env DecisionStore {self._export_name}",
-        )
-
-    def export_bandit_feedback(
-        self, cost_weight: float = 0.0, cost_scale: float | Literal["max_mean"] = "max_mean", **kwargs: Any
-    ) -> Any:
-        """The exported logs as a :class:`routing_env.ope.BanditFeedback` for off-policy evaluation.
-
-        ``cost_weight`` (λ) and ``cost_scale`` (USD, or ``"max_mean"``) define the reward the estimators score;
-        other keyword arguments go to :meth:`export`.
-        """
-        return bandit_feedback(self.export(**kwargs), cost_weight, cost_scale)

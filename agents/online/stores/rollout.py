@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from agents.online.stores.base import Decision, DecisionStore
-from agents.online.stores.sqlite_schema import D_COLUMNS, N_DECISION_COLUMNS
+from agents.online.stores.sql import DECISION_COLUMNS, N_DECISION_COLUMNS, qualified
 
+_D_COLUMNS = qualified(DECISION_COLUMNS, "d")
+
+#: The rollout tables in SQLite (PostgreSQL: migration 3 of :mod:`agents.online.stores.postgres_schema`).
 ROLLOUT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadows (
     name TEXT PRIMARY KEY,
@@ -206,19 +209,29 @@ _GATE_COLUMNS = "id, created_at, candidate, command, promote, reason, message, e
 
 class SQLRolloutRecords:
     """The rollout reads and writes of a SQL decision store (see the module docstring), written once for every
-    SQL backend. The store provides ``_rows``, ``_write(statements, conflict=…)`` and ``_decision_from_row``;
-    ``_placeholder`` is its driver's parameter marker."""
+    SQL backend. The store provides ``_rows`` and ``_decision_from_row``; ``_placeholder`` is its driver's
+    parameter marker, and :meth:`_rollout_write` runs statements atomically (the default suits a store whose
+    ``_write`` takes the statements, as SQLite's does; PostgreSQL's overrides it)."""
 
     _placeholder = "?"
 
     if TYPE_CHECKING:
 
         def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-        def _write(self, statements: Sequence[tuple[str, Sequence[Any]]], *, conflict: str = ...) -> None: ...
+        def _write(self, statements: Any, *, conflict: Any = ...) -> Any: ...
         def _decision_from_row(self, row: Sequence[Any]) -> Decision: ...
 
     def _sql(self, text: str) -> str:
         return text.replace("?", self._placeholder)
+
+    def _rollout_write(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        conflict: str = "the write conflicts with a logged row",
+    ) -> None:
+        """Run ``statements`` in one transaction, committed before returning; a uniqueness violation raises
+        :class:`~agents.online.errors.DecisionConflictError` with ``conflict``."""
+        self._write(statements, conflict=conflict)
 
     # ------------------------------------------------------------------ shadows
     def add_shadow(self, shadow: ShadowRecord) -> None:
@@ -234,7 +247,7 @@ class SQLRolloutRecords:
             shadow.status,
             shadow.error,
         )
-        self._write([(sql, params)], conflict=f"a shadow named {shadow.name!r} is already registered")
+        self._rollout_write([(sql, params)], f"a shadow named {shadow.name!r} is already registered")
 
     def shadows(self) -> list[ShadowRecord]:
         """Every registered shadow, in order of registration."""
@@ -246,13 +259,13 @@ class SQLRolloutRecords:
     def fail_shadow(self, name: str, error: str) -> None:
         """Mark a shadow failed with ``error`` (it is no longer scored; its report says why)."""
         sql = self._sql("UPDATE shadows SET status = 'failed', error = ? WHERE name = ?")
-        self._write([(sql, (error, name))])
+        self._rollout_write([(sql, (error, name))])
 
     def remove_shadow(self, name: str) -> bool:
         """Unregister a shadow and drop its distributions; whether it was registered."""
         if not self._rows(self._sql("SELECT 1 FROM shadows WHERE name = ?"), (name,)):
             return False
-        self._write(
+        self._rollout_write(
             [
                 (self._sql("DELETE FROM shadow_probabilities WHERE name = ?"), (name,)),
                 (self._sql("DELETE FROM shadows WHERE name = ?"), (name,)),
@@ -270,13 +283,13 @@ class SQLRolloutRecords:
         statements = [
             (sql, (r.name, r.decision_id, np.asarray(r.probabilities, dtype="<f8").tobytes())) for r in rows
         ]
-        self._write(statements, conflict="a shadow distribution was already logged for that decision")
+        self._rollout_write(statements, "a shadow distribution was already logged for that decision")
 
     def shadow_traffic(self, name: str) -> list[ShadowRow]:
         """The routed decisions the shadow ``name`` was scored on that have client feedback, in decision order."""
         rows = self._rows(
             self._sql(
-                f"SELECT {D_COLUMNS}, f.quality, f.cost, f.latency_s, s.probabilities "
+                f"SELECT {_D_COLUMNS}, f.quality, f.cost, f.latency_s, s.probabilities "
                 "FROM shadow_probabilities s JOIN decisions d ON d.decision_id = s.decision_id "
                 "JOIN feedback f ON f.decision_id = d.decision_id "
                 "WHERE s.name = ? AND d.kind = 'route' AND f.source = 'client' ORDER BY d.seq"
@@ -312,7 +325,7 @@ class SQLRolloutRecords:
             record.evidence,
             record.version,
         )
-        self._write([(sql, params)])
+        self._rollout_write([(sql, params)])
         last = self._rows(
             self._sql("SELECT MAX(id) FROM gate_decisions WHERE created_at = ? AND candidate = ?"),
             (record.created_at, record.candidate),
@@ -334,7 +347,9 @@ class SQLRolloutRecords:
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
         e = event
-        self._write([(sql, (e.created_at, e.event, e.live_version, e.candidate_version, e.split, e.message))])
+        self._rollout_write(
+            [(sql, (e.created_at, e.event, e.live_version, e.candidate_version, e.split, e.message))], ""
+        )
         last = self._rows(
             self._sql("SELECT MAX(id) FROM serving_events WHERE created_at = ? AND event = ?"),
             (e.created_at, e.event),

@@ -4,7 +4,9 @@ Every decision, cascade step and feedback is committed before the router acknowl
 each, or, in the HTTP service, one transaction shared by the concurrent requests of an event-loop turn (group
 commit: :meth:`SQLiteDecisionStore.begin_deferred`). It implements the
 :class:`~agents.online.stores.base.DecisionStore` protocol; the tables are described in
-:mod:`agents.online.stores.sqlite_schema`.
+:mod:`agents.online.stores.sqlite_schema`. The store is the log: feedback ``seq`` is its position, assigned by the
+one writer in commit order (:meth:`SQLiteDecisionStore.log_entries` reads it, :meth:`~SQLiteDecisionStore.wait_for_log`
+polls its head).
 
 Guards around the file:
 
@@ -28,6 +30,7 @@ the chosen model's row.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -37,35 +40,48 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreError
-from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, PolicyVersion, Step
+from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, LogEntry, PolicyVersion, Step
 from agents.online.stores.calls import CALL_COLUMNS, call_from_row, call_row
-from agents.online.stores.export import SQLTrafficReads
+from agents.online.stores.common import (
+    SQLStoreBase,
+    repeated_call,
+    repeated_decision,
+    repeated_feedback,
+    repeated_request,
+)
 from agents.online.stores.lockfile import WriterLock
 from agents.online.stores.rollout import ROLLOUT_SCHEMA, SQLRolloutRecords
-from agents.online.stores.sqlite_schema import (
-    D_COLUMNS,
+from agents.online.stores.sql import (
     DECISION_COLUMNS,
-    F_COLUMNS,
     FEEDBACK_COLUMNS,
     N_DECISION_COLUMNS,
-    N_FEEDBACK_COLUMNS,
-    SCHEMA,
+    REROUTE,
     STEP_COLUMNS,
     decision_from_row,
-    decision_params,
+    decision_values,
     feedback_from_row,
-    migrate,
-    record_params,
-    run_atomically,
+    feedback_values,
+    poll_log,
+    qualified,
+    reroute_values,
     step_from_row,
+    step_values,
 )
+from agents.online.stores.sqlite_schema import SCHEMA, migrate, run_atomically
 from routing_env.errors import ConfigurationError
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 Statements = Sequence[tuple[str, Sequence[Any]]]
+# Uniqueness failures of a write: (text of the constraint in SQLite's message, the error to raise instead).
+Conflicts = Sequence[tuple[str, DecisionConflictError]]
+
+# Feedback after a log position, in log order, each with its decision.
+_FEEDBACK_AFTER = (
+    f"SELECT f.seq, {qualified(FEEDBACK_COLUMNS, 'f')}, {qualified(DECISION_COLUMNS, 'd')} "
+    "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq"
+)
+_N_FEEDBACK = 1 + len(FEEDBACK_COLUMNS.split(","))
 
 #: Default bound of the write-ahead log file (bytes) before the writer truncates it.
 DEFAULT_WAL_MAX_BYTES = 16 << 20
@@ -75,7 +91,7 @@ _TRUNCATE_WAIT_MS = 200
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
+class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -145,10 +161,7 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         # owning thread's writes re-enter it meanwhile; other threads wait for the commit.
         self._write_lock = threading.RLock()
         self._group_open = False
-        self._group_id = 0
-        self._group_errors: dict[int, BaseException] = {}
-        self._deferring: int | None = None  # the thread whose writes are being deferred
-        self._deferred_group: int | None = None
+        self._init_deferral()
         self._savepoint = False  # the deferral's own savepoint is open in the group transaction
         # Highest (decision seq, feedback seq) written: by the open deferral, by the open group, and committed.
         self._deferral_marks = (0, 0)
@@ -289,6 +302,8 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         rows = self._rows(sql, params)
         return rows[0] if rows else None
 
+    _placeholder = "?"
+
     # ------------------------------------------------------------------ writes
     def _write(
         self,
@@ -296,6 +311,7 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         *,
         flush: bool = False,
         conflict: str = "the write conflicts with a row already logged",
+        conflicts: Conflicts = (),
         marks: tuple[int, int] = (0, 0),
     ) -> None:
         """Run ``statements`` in one transaction and commit before returning.
@@ -303,19 +319,26 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         Inside :meth:`begin_deferred` … :meth:`end_deferred` the statements join the open group transaction
         instead, committed later by :meth:`commit_group`. A write outside a deferral (or with ``flush``) first
         commits an open group, so it is never acknowledged ahead of earlier writes. A uniqueness violation is a
-        :class:`DecisionConflictError` (``conflict`` says which), any other failure a :class:`StoreError`;
-        ``marks`` are the (decision, feedback) sequence numbers the statements log.
+        :class:`DecisionConflictError` (the error of ``conflicts`` whose constraint the message names, else one
+        saying ``conflict``), any other failure a :class:`StoreError`; ``marks`` are the (decision, feedback)
+        sequence numbers the statements log.
         """
         writer = self._writer_conn()
         with self._write_lock:
             try:
                 if self._deferring == threading.get_ident() and not flush:
-                    if not self._group_open:
+                    opened = not self._group_open
+                    if opened:
                         self._begin_group()
-                    if not self._savepoint:
-                        writer.execute("SAVEPOINT request")
-                        self._savepoint = True
-                    self._run_in_group(statements)
+                    try:
+                        if not self._savepoint:
+                            writer.execute("SAVEPOINT request")
+                            self._savepoint = True
+                        self._run_in_group(statements)
+                    except BaseException:
+                        if opened:  # the group holds nothing else and nobody waits for it: end it now
+                            self._end_empty_group()
+                        raise
                     self._deferred_group = self._group_id
                     self._deferral_marks = _max_marks(self._deferral_marks, marks)
                     return
@@ -327,6 +350,9 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
                 # One statement autocommits: one implicit transaction, one round of file locking.
                 run_atomically(writer, statements, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
             except sqlite3.IntegrityError as exc:
+                for constraint, error in conflicts:
+                    if constraint in str(exc):
+                        raise error from None
                 raise DecisionConflictError(f"{conflict} ({exc})") from None
             except sqlite3.Error as exc:
                 raise StoreError(f"the decision store {self.path} could not write: {exc}") from None
@@ -423,18 +449,12 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
                 # The failed COMMIT may have ended the transaction already.
                 with contextlib.suppress(sqlite3.Error):
                     self._writer_conn().execute("ROLLBACK")
-                self._group_errors[group] = exc
-                while len(self._group_errors) > 64:
-                    del self._group_errors[next(iter(self._group_errors))]
+                self._keep_group_error(group, exc)
             finally:
                 self._group_open = False
                 self._write_lock.release()  # taken by _begin_group
             if ok:
                 self._committed(marks)
-
-    def group_error(self, group: int) -> BaseException | None:
-        """The error that rolled back group ``group`` (``None``: it committed, or is still open)."""
-        return self._group_errors.get(group)
 
     def _begin_group(self) -> None:
         self._write_lock.acquire()  # held until commit_group, on top of the caller's own hold
@@ -445,6 +465,13 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
             raise
         self._group_id += 1
         self._group_open = True
+
+    def _end_empty_group(self) -> None:
+        """Roll back a group that only a refused write opened, releasing the write lock at once."""
+        with contextlib.suppress(sqlite3.Error):
+            self._writer_conn().execute("ROLLBACK")
+        self._group_open, self._savepoint = False, False
+        self._write_lock.release()  # taken by _begin_group
 
     def _run_in_group(self, statements: Statements) -> None:
         # A failure undoes only this write's statements, not the group's earlier ones.
@@ -482,7 +509,6 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
             conn.close()
             self._local.conn = None
 
-    @property
     def _export_name(self) -> str:
         return self.path.name
 
@@ -506,14 +532,7 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         self, version: str, kind: str, models: Sequence[str], n_features: int | None, created_at: float
     ) -> None:
         """Register a policy version (a version id names one policy for the life of the store)."""
-        existing = self.policy_versions()
-        if version in existing:
-            prev = existing[version]
-            if prev.models != tuple(models) or prev.kind != kind:
-                raise ConfigurationError(
-                    f"policy version {version!r} is already recorded for a {prev.kind} over {list(prev.models)}; "
-                    "give the new policy a new version id"
-                )
+        if self._recorded(version, kind, models):
             return
         self._write(
             [
@@ -595,10 +614,13 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
             [
                 (
                     f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ({', '.join('?' * N_DECISION_COLUMNS)})",
-                    decision_params(d),
+                    decision_values(d),
                 )
             ],
-            conflict=f"decision seq {d.seq} or request_id {d.request_id!r} is already logged",
+            conflicts=[
+                ("decisions.request_id", repeated_request(d.request_id)),
+                ("failed: decisions.", repeated_decision(d)),
+            ],
             marks=(d.seq, 0),
         )
 
@@ -658,7 +680,7 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
             [
                 (
                     f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    record_params(step, STEP_COLUMNS),
+                    step_values(step),
                 ),
                 (
                     "UPDATE decisions SET n_calls = ?, model = ?, action = ? WHERE decision_id = ?",
@@ -677,13 +699,7 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
     def reroute(self, d: Decision) -> None:
         """Record that the open decision ``d.decision_id`` now serves ``d.model`` (a fail-over), with ``d``'s
         action, propensity, probabilities and allowed models."""
-        allowed = None if d.allowed_models is None else json.dumps(list(d.allowed_models))
-        probs = np.asarray(d.probabilities, dtype="<f8").tobytes()
-        sql = (
-            "UPDATE decisions SET model = ?, action = ?, propensity = ?, probabilities = ?, allowed = ? "
-            "WHERE decision_id = ? AND status = 'open'"
-        )
-        self._write([(sql, (d.model, d.action, d.propensity, probs, allowed, d.decision_id))])
+        self._write([(REROUTE.replace("%s", "?"), reroute_values(d))])
 
     # ------------------------------------------------------------------ upstream calls
     def insert_calls(self, calls: Sequence[Call]) -> None:
@@ -691,7 +707,10 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         if not calls:
             return
         sql = f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({', '.join('?' * 12)})"
-        self._write([(sql, call_row(c)) for c in calls])
+        self._write(
+            [(sql, call_row(c)) for c in calls],
+            conflicts=[("calls.", repeated_call(calls[0].decision_id))],
+        )
 
     def calls(self, decision_id: str) -> list[Call]:
         rows = self._reader().execute(
@@ -700,45 +719,73 @@ class SQLiteDecisionStore(SQLTrafficReads, SQLRolloutRecords):
         return [call_from_row(r) for r in rows.fetchall()]
 
     # ------------------------------------------------------------------ feedback
-    def insert_feedback(self, fb: Feedback) -> None:
-        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction.
+    def insert_feedback(self, fb: Feedback) -> int:
+        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction;
+        return its log position.
+
+        The store has one writer, so ``fb.seq`` (the router's count + 1) is the feedback's log position;
+        ``fb.seq = 0`` takes the next one.
 
         Raises:
             DecisionConflictError: the decision already has feedback (or the ``seq`` is taken).
         """
-        self._write(
-            [
-                (
-                    f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({', '.join('?' * N_FEEDBACK_COLUMNS)})",
-                    record_params(fb, FEEDBACK_COLUMNS),
-                )
-            ],
-            conflict=f"decision {fb.decision_id!r} already has feedback; feedback is accepted once per decision",
-            marks=(0, fb.seq),
-        )
+        with self._write_lock:
+            if int(fb.seq) == 0:
+                fb = dataclasses.replace(fb, seq=self._next_feedback_seq())
+            self._write(
+                [
+                    (
+                        f"INSERT INTO feedback (seq, {FEEDBACK_COLUMNS}) VALUES ({', '.join('?' * _N_FEEDBACK)})",
+                        feedback_values(fb),
+                    )
+                ],
+                conflicts=[("feedback.decision_id", repeated_feedback(fb.decision_id))],
+                conflict=f"feedback seq {fb.seq} is already logged",
+                marks=(0, fb.seq),
+            )
+        return fb.seq
+
+    def _next_feedback_seq(self) -> int:
+        """The position after every feedback written so far (committed, in the open group or this deferral)."""
+        return max(self._marks[1], self._group_marks[1], self._deferral_marks[1]) + 1
 
     def mark_expired(self, decision_id: str) -> None:
         """Close a decision whose wait time expired without applying any reward."""
         self._write([("UPDATE decisions SET status = 'expired' WHERE decision_id = ?", (decision_id,))])
 
     def get_feedback(self, decision_id: str) -> Feedback | None:
-        row = self._one(f"SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE decision_id = ?", (decision_id,))
+        row = self._one(f"SELECT seq, {FEEDBACK_COLUMNS} FROM feedback WHERE decision_id = ?", (decision_id,))
         return None if row is None else feedback_from_row(row)
 
     def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
         """Feedback with ``seq > after_seq`` in apply order, each with its decision (for replay and audits)."""
-        rows = self._rows(
-            f"SELECT {F_COLUMNS}, {D_COLUMNS} FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
-            "WHERE f.seq > ? ORDER BY f.seq",
-            (int(after_seq),),
-        )
-        for r in rows:
-            yield feedback_from_row(r[:N_FEEDBACK_COLUMNS]), self._decision_from_row(r[N_FEEDBACK_COLUMNS:])
+        for r in self._rows(_FEEDBACK_AFTER, (int(after_seq),)):
+            yield feedback_from_row(r[:_N_FEEDBACK]), self._decision_from_row(r[_N_FEEDBACK:])
 
     def max_feedback_seq(self) -> int:
         return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM feedback")[0])
 
-    # ------------------------------------------------------------------ aggregates
+    # ------------------------------------------------------------------ the log (feedback in apply order)
+    def log_position(self) -> int:
+        """The last feedback ``seq`` (the store has one writer, which numbers feedback in commit order)."""
+        return self.max_feedback_seq()
+
+    def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
+        """At most ``limit`` feedback entries with ``seq > after``, in log order."""
+        rows = self._rows(_FEEDBACK_AFTER + " LIMIT ?", (int(after), max(int(limit), 0)))
+        return [
+            LogEntry(
+                int(r[0]),
+                "feedback",
+                feedback_from_row(r[:_N_FEEDBACK]),
+                self._decision_from_row(r[_N_FEEDBACK:]),
+            )
+            for r in rows
+        ]
+
+    def wait_for_log(self, after: int, timeout_s: float) -> int:
+        """Poll the log's head until it passes ``after`` or ``timeout_s`` seconds have passed; return the head."""
+        return poll_log(self.log_position, after, timeout_s)
 
 
 def _max_marks(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:

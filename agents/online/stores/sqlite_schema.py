@@ -1,4 +1,5 @@
-"""The tables of :class:`~agents.online.stores.sqlite.SQLiteDecisionStore` and the conversion of their rows.
+"""The tables of :class:`~agents.online.stores.sqlite.SQLiteDecisionStore` (their rows are laid out as
+:mod:`agents.online.stores.sql` says, for every SQL store).
 
 - ``meta``: key/value facts about the store file;
 - ``policies``: every policy version served (kind, model names, feature width);
@@ -16,14 +17,10 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from agents.online.stores.base import Decision, Feedback, Step
 from agents.online.stores.calls import SQLITE_CALLS_SCHEMA
 
 SCHEMA = """
@@ -97,95 +94,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 # The upstream calls a gateway logs per decision (the schema every SQL store shares).
 SCHEMA += SQLITE_CALLS_SCHEMA
 
-DECISION_COLUMNS = (
-    "seq, decision_id, request_id, created_at, policy_version, kind, features, prompt, model, action, "
-    "propensity, probabilities, allowed, cost_weight, status, n_calls, max_calls, prompt_chars"
-)
-N_DECISION_COLUMNS = len(DECISION_COLUMNS.split(","))
-# The same columns of the decisions table aliased ``d`` in joins.
-D_COLUMNS = ", ".join("d." + c.strip() for c in DECISION_COLUMNS.split(","))
-FEEDBACK_COLUMNS = (
-    "seq, decision_id, received_at, source, quality, cost, latency_s, reward, applied, policy_version"
-)
-F_COLUMNS = ", ".join("f." + c.strip() for c in FEEDBACK_COLUMNS.split(","))
-N_FEEDBACK_COLUMNS = len(FEEDBACK_COLUMNS.split(","))
-STEP_COLUMNS = "decision_id, step, created_at, signal, cost, stop, propensity, forced"
-
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a store written by an older version up to :data:`SCHEMA` (columns added since, with NULLs)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
     if "prompt_chars" not in columns:
         conn.execute("ALTER TABLE decisions ADD COLUMN prompt_chars INTEGER")
-
-
-def decision_params(d: Decision) -> tuple[Any, ...]:
-    """The values of :data:`DECISION_COLUMNS` for ``d``."""
-    return (
-        d.seq,
-        d.decision_id,
-        d.request_id,
-        d.created_at,
-        d.policy_version,
-        d.kind,
-        np.asarray(d.features, dtype="<f4").tobytes(),
-        d.prompt,
-        d.model,
-        d.action,
-        d.propensity,
-        np.asarray(d.probabilities, dtype="<f8").tobytes(),
-        None if d.allowed_models is None else json.dumps(list(d.allowed_models)),
-        d.cost_weight,
-        d.status,
-        d.n_calls,
-        d.max_calls,
-        d.prompt_chars,
-    )
-
-
-def decision_from_row(row: Sequence[Any], models: tuple[str, ...]) -> Decision:
-    """The :class:`Decision` of a row of :data:`DECISION_COLUMNS`, its version having ``models``."""
-    return Decision(
-        decision_id=row[1],
-        seq=int(row[0]),
-        request_id=row[2],
-        created_at=float(row[3]),
-        policy_version=row[4],
-        kind=row[5],
-        model=row[8],
-        action=int(row[9]),
-        propensity=float(row[10]),
-        models=models,
-        probabilities=np.frombuffer(row[11], dtype="<f8").copy(),
-        features=np.frombuffer(row[6], dtype="<f4").copy(),
-        prompt=row[7],
-        allowed_models=None if row[12] is None else tuple(json.loads(row[12])),
-        cost_weight=float(row[13]),
-        status=row[14],
-        n_calls=int(row[15]),
-        max_calls=int(row[16]),
-        prompt_chars=None if row[17] is None else int(row[17]),
-    )
-
-
-def record_params(record: Feedback | Step, columns: str) -> tuple[Any, ...]:
-    """The values of ``columns`` (:data:`FEEDBACK_COLUMNS` or :data:`STEP_COLUMNS`: the record's own field names)
-    for ``record`` (booleans are stored as SQLite integers)."""
-    return tuple(getattr(record, c.strip()) for c in columns.split(","))
-
-
-def feedback_from_row(r: Sequence[Any]) -> Feedback:
-    """The :class:`Feedback` of a row of :data:`FEEDBACK_COLUMNS`."""
-    values = list(r)
-    values[8] = bool(values[8])  # applied: stored as an integer
-    return Feedback(*values)
-
-
-def step_from_row(r: Sequence[Any]) -> Step:
-    """The :class:`Step` of a row of :data:`STEP_COLUMNS`."""
-    values = list(r)
-    values[5], values[7] = bool(values[5]), bool(values[7])  # stop, forced: stored as integers
-    return Step(*values)
 
 
 def run_atomically(

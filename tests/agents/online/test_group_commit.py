@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 
 pytest.importorskip("fastapi")
 from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
-from agents.online.stores.base import Decision
 from agents.routers import LinUCB
 from tests.agents.online.online_policies import assert_same_state
 
@@ -136,52 +134,3 @@ def test_a_failed_group_commit_is_a_503_and_rolls_back_the_router(tmp_path: Path
         assert [s for s, _ in retry] == [200] * len(failed)
 
     asyncio.run(scenario())
-
-
-def _decision(seq: int) -> Decision:
-    return Decision(
-        f"d{seq}", seq, None, 0.0, "v1", "route", "a", 0, 1.0, MODELS, np.array([1.0, 0, 0]), np.zeros(D)
-    )
-
-
-def test_store_defers_writes_until_the_group_commits(tmp_path: Path) -> None:
-    store = SQLiteDecisionStore(tmp_path / "s.db", wal_checkpoint_s=None)
-    store.record_policy("v1", "test", MODELS, D, 0.0)
-    other = sqlite3.connect(store.path)
-    count = "SELECT COUNT(*) FROM decisions"
-    store.begin_deferred()
-    store.insert_decision(_decision(1))
-    store.insert_decision(_decision(2))
-    group = store.end_deferred()
-    assert group is not None
-    assert other.execute(count).fetchone()[0] == 0  # not committed yet
-    # Another thread's write waits for the group's commit, then commits after it.
-    done = threading.Event()
-
-    def write() -> None:
-        store.insert_decision(_decision(3))
-        done.set()
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    assert not done.wait(0.2)
-    store.commit_group()
-    assert store.group_error(group) is None
-    thread.join(5)
-    assert done.is_set()
-    assert other.execute(count).fetchone()[0] == 3
-    # A write outside a deferral commits an open group first.
-    store.begin_deferred()
-    store.insert_decision(_decision(4))
-    store.end_deferred()
-    store.mark_expired("d1")
-    assert other.execute(count).fetchone()[0] == 4
-    store.commit_group()  # nothing left open: a no-op
-    # Deferral belongs to the thread that asked for it: another thread's write meanwhile commits on its own.
-    store.begin_deferred()
-    thread = threading.Thread(target=store.insert_decision, args=(_decision(5),))
-    thread.start()
-    thread.join(5)
-    assert other.execute(count).fetchone()[0] == 5
-    assert store.end_deferred() is None
-    store.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,6 +14,7 @@ from scipy.stats import norm
 
 from agents.routers import LinearThompsonSampling, _kernels
 
+T = TypeVar("T")
 needs_numba = pytest.mark.skipif(not _kernels.have_numba(), reason="numba is not installed")
 
 
@@ -18,6 +22,19 @@ needs_numba = pytest.mark.skipif(not _kernels.have_numba(), reason="numba is not
 def numpy_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force the numpy twins, as on a machine without numba."""
     monkeypatch.setattr(_kernels, "_numba_state", [False])
+
+
+def _on_path(compiled: bool, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with the compiled kernels (when numba is there) or with their numpy twins."""
+    state = list(_kernels._numba_state)
+    _kernels._numba_state[:] = [_kernels.have_numba() and compiled]
+    try:
+        return fn(*args)
+    finally:
+        _kernels._numba_state[:] = state
+
+
+PATHS = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 
 
 def _adaptive_win_probability(mu: np.ndarray, sd: np.ndarray, a: int) -> float:
@@ -75,22 +92,22 @@ def test_compiled_thompson_choice_matches_numpy_twin(
     ainv_x = np.outer(sd**2, x1) / (x1 @ x1)
     v = np.concatenate([ainv_x.ravel(), mu])
     z = rng.standard_normal(k)
-    a_c, p_c, s_c = _kernels.thompson_choose(v, x1, k, p, scale, z)
-    a_n, p_n, s_n = _kernels._ts_choose_py(v, x1, k, p, scale, z)
+    a_c, p_c, s_c = _on_path(True, _kernels.thompson_choose, v, x1, k, p, scale, z)
+    a_n, p_n, s_n = _on_path(False, _kernels.thompson_choose, v, x1, k, p, scale, z)
     assert (a_c, s_c) == (a_n, s_n) == (int(np.argmax(mu + scale * sd * z)), 0)
     assert p_c == pytest.approx(p_n, abs=1e-12)
 
 
-def test_thompson_choose_flags_non_finite_and_zero_width() -> None:
+@PATHS
+def test_thompson_choose_flags_non_finite_and_zero_width(compiled: bool) -> None:
     k, p = 3, 2
     x1 = np.array([1.0, 0.0])
     v = np.concatenate([np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]).ravel(), [0.1, 0.2, 0.3]])
     z = np.zeros(k)
-    for fn in (_kernels.thompson_choose, _kernels._ts_choose_py):
-        assert fn(v, x1, k, p, 1.0, z)[2] == 2  # arm 2 has xᵀA⁻¹x = 0
-        bad = v.copy()
-        bad[-1] = np.nan
-        assert fn(bad, x1, k, p, 1.0, z)[2] == 1
+    bad = v.copy()
+    bad[-1] = np.nan
+    assert _on_path(compiled, _kernels.thompson_choose, v, x1, k, p, 1.0, z)[2] == 2  # xᵀA₂⁻¹x = 0
+    assert _on_path(compiled, _kernels.thompson_choose, bad, x1, k, p, 1.0, z)[2] == 1
 
 
 def _run(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +149,12 @@ def test_rank_one_update_matches_numpy_twin_and_sherman_morrison(outcomes: bool,
     a = np.eye(p) + m @ m.T
     x = rng.normal(size=p)
     states = []
-    for fn in (_kernels.rank_one_update, _kernels._rank_one_py):
+    for compiled in (True, False):
         ainv = np.linalg.inv(a)
         tq, tc, teff = rng.normal(size=p), rng.normal(size=p), np.zeros(p)
         tq0, tc0 = tq.copy(), tc.copy()
-        assert fn(ainv, x, tq, tc, teff, 0.8, 0.01, w, outcomes) == 0
+        status = _on_path(compiled, _kernels.rank_one_update, ainv, x, tq, tc, teff, 0.8, 0.01, w, outcomes)
+        assert status == 0
         states.append((ainv, tq, tc, teff))
         np.testing.assert_allclose(ainv, np.linalg.inv(a + np.outer(x, x)), atol=1e-12)
         g = np.linalg.inv(a) @ x / (1 + x @ np.linalg.inv(a) @ x)
@@ -151,14 +169,19 @@ def test_rank_one_update_matches_numpy_twin_and_sherman_morrison(outcomes: bool,
         np.testing.assert_allclose(got, want, atol=1e-12)
 
 
-def test_rank_one_update_refuses_non_finite_rows() -> None:
+@PATHS
+def test_rank_one_update_refuses_non_finite_rows(compiled: bool) -> None:
     p = 3
-    for fn in (_kernels.rank_one_update, _kernels._rank_one_py):
-        ainv = np.eye(p)
-        tq = np.zeros(p)
-        assert fn(ainv, np.array([1.0, np.nan, 0.0]), tq, np.zeros(p), np.zeros(p), 0.5, 0.0, 0.0, False) == 1
-        np.testing.assert_array_equal(ainv, np.eye(p))
-        np.testing.assert_array_equal(tq, np.zeros(p))
+    ainv = np.eye(p)
+    tq = np.zeros(p)
+    x = np.array([1.0, np.nan, 0.0])
+    zeros = np.zeros(p)
+    status = _on_path(
+        compiled, _kernels.rank_one_update, ainv, x, tq, zeros, zeros.copy(), 0.5, 0.0, 0.0, False
+    )
+    assert status == 1
+    np.testing.assert_array_equal(ainv, np.eye(p))
+    np.testing.assert_array_equal(tq, np.zeros(p))
 
 
 def _linucb_probabilities(seed: int) -> np.ndarray:
@@ -200,6 +223,11 @@ def test_a_failed_compilation_falls_back_to_numpy_with_a_warning(monkeypatch: py
     x1 = np.array([1.0, 0.5])
     with pytest.warns(RuntimeWarning, match="numba could not compile the bandit kernels"):
         got = _kernels.thompson_choose(v, x1, k, p, 0.5, np.zeros(k))
-    assert got == _kernels._ts_choose_py(v, x1, k, p, 0.5, np.zeros(k))
+    # The numpy twin answered: every arm has width sqrt(0.5)·1 and z = 0, so the highest mean wins.
+    sd = np.full(k, 0.5)
+    assert got[0] == 2 and got[2] == 0
+    assert got[1] == pytest.approx(
+        _kernels.gaussian_win_probability(v[None, -k:], sd[None], np.array([2]))[0]
+    )
     assert not _kernels.have_numba()
     assert _kernels.linucb_probabilities(v, x1, k, p, 1.0, 0.0) is None  # the caller's numpy path serves

@@ -120,3 +120,61 @@ def test_prepare_splits_with_embeddings() -> None:
     assert train.feature_names is not None and train.feature_names[-n_tasks:][0].startswith("task=")
     # Unit-variance scaling: mean squared embedding coordinate 1, like the standardised text features.
     np.testing.assert_allclose((train.features[:, :384] ** 2).mean(axis=1), 1.0, rtol=1e-4)
+
+
+def _table(rows: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"router": [*rows, "oracle"], "gap_closed": [*rows.values(), 1.0], "aiq": [0.5] * (len(rows) + 1)}
+    )
+
+
+def test_plot_styles_highlight_the_best_router_of_each_family() -> None:
+    from agents.studies.plot import router_styles
+
+    styles = router_styles(
+        _table(
+            {
+                "random": -1.2,
+                "best-single": 0.0,
+                "logistic": 0.35,
+                "knn": 0.32,
+                "linucb": 0.34,
+                "softmax": 0.36,
+                "ppo": 0.2,
+                "ppo-conditioned": 0.19,
+                "task-table": 0.21,
+                "cluster": 0.3,
+            }
+        )
+    )
+    best = {r for r, s in styles.items() if s.highlighted}
+    # One per family (table/cluster included when present); the baselines never.
+    assert best == {"logistic", "softmax", "ppo", "cluster"}
+    assert styles["cluster"].family == styles["task-table"].family == "table / cluster"
+    assert "oracle" not in styles
+    colours = {s.family: s.color for s in styles.values()}
+    assert len(set(colours.values())) == len(colours)  # one colour per family
+    assert styles["softmax"].label == "softmax (best bandits, gap closed 0.360)"
+    assert styles["linucb"].line_kwargs()["alpha"] < 1 and styles["softmax"].line_kwargs()["lw"] > 2
+
+
+@pytest.mark.slow
+def test_plot_labels_every_router_and_marks_the_target(data: LoggedDataset) -> None:
+    import matplotlib.pyplot as plt
+
+    from agents.studies.plot import comparison_figure
+
+    config = CompareConfig(cost_weights=(0.0, 0.1, 0.5, 2.0), routers=CHEAP, seed=1)
+    train, test, features = prepare_splits(data, config)
+    result = compare_routers(train, test, config, features=features)
+    fig = comparison_figure(result)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    for router in CHEAP:
+        assert any(label.startswith((f"{router} ", f"{router},")) for label in legend), (router, legend)
+    assert any(label.startswith("target: 95% of ") for label in legend)
+    # The random router's one operating point is a dot with its name beside it.
+    assert "random" in [t.get_text() for t in ax.texts]
+    target = result.info["target_quality"]
+    assert any(np.allclose(line.get_ydata(), target) for line in ax.get_lines())
+    plt.close(fig)

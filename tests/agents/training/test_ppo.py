@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.training.ppo import PPOConfig, PPOResult, SB3Policy, SB3VecEnv, train_ppo
-from routing_env.data import LoggedDataset, make_synthetic
-from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
+from agents.training.ppo import PPOConfig, PPOResult, PPOTrainConfig, SB3Policy, SB3VecEnv, train_ppo
+from routing_env.data import LoggedDataset, TextFeaturizer, make_synthetic
+from routing_env.errors import ConfigurationError, PartialInformationError, PolicyFormatError, ShapeError
 from routing_env.metrics import evaluate_policy
 from routing_env.policy import Policy, load_policy
 
@@ -25,7 +26,10 @@ def data() -> LoggedDataset:
 
 @pytest.fixture(scope="module")
 def trained(data: LoggedDataset) -> PPOResult:
-    return train_ppo(data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512)
+    # eval_significance=0: the best mean validation reward is kept, whatever the margin.
+    return train_ppo(
+        data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512, eval_significance=0.0
+    )
 
 
 def test_train_ppo_returns_a_policy_and_history(trained: PPOResult, data: LoggedDataset) -> None:
@@ -75,7 +79,9 @@ def test_act_samples_from_the_probabilities_with_its_own_seed(
 
 
 def test_same_seed_same_policy(data: LoggedDataset, trained: PPOResult) -> None:
-    again = train_ppo(data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512)
+    again = train_ppo(
+        data, 0.5, total_timesteps=2048, n_envs=4, seed=1, config=TINY, eval_freq=512, eval_significance=0.0
+    )
     assert again.policy is not None and trained.policy is not None
     np.testing.assert_allclose(
         again.policy.action_probabilities(data.features), trained.policy.action_probabilities(data.features)
@@ -160,6 +166,39 @@ def test_bad_arguments_are_refused(data: LoggedDataset, trained: PPOResult) -> N
         trained.policy.action_probabilities(np.zeros((3, 2)))
 
 
+def test_settings_are_one_config_with_keyword_overrides(data: LoggedDataset) -> None:
+    config = PPOTrainConfig(cost_weight=0.5, total_timesteps=512, n_envs=2, ppo=TINY, validation=None)
+    result = train_ppo(data, config=config)
+    assert result.config == config and result.model.num_timesteps >= 512
+    # Keyword arguments override single fields of the given config; a positional λ sets cost_weight.
+    again = train_ppo(data, 0.2, config=config, n_envs=4, seed=3)
+    assert again.config == PPOTrainConfig(
+        cost_weight=0.2, total_timesteps=512, n_envs=4, seed=3, ppo=TINY, validation=None
+    )
+    assert again.env_kwargs["cost_weight"] == 0.2
+    # A PPOConfig as config= sets the hyperparameters of the default settings.
+    hyper = train_ppo(data, 0.5, config=TINY, total_timesteps=256, n_envs=2, validation=None)
+    assert hyper.config.ppo == TINY and hyper.config.total_timesteps == 256
+    with pytest.raises(
+        ConfigurationError, match=r"unknown settings \['n_env'\]; the settings are the fields"
+    ):
+        train_ppo(data, n_env=4)
+    with pytest.raises(ConfigurationError, match="either as config= or as ppo=, not both"):
+        train_ppo(data, config=TINY, ppo=TINY)
+    with pytest.raises(ConfigurationError, match="config must be a PPOTrainConfig or a PPOConfig, got dict"):
+        train_ppo(data, config={"n_envs": 2})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="n_envs must be a positive integer, got 0"):
+        PPOTrainConfig(n_envs=0)
+    with pytest.raises(ConfigurationError, match="torch_threads must be a positive integer or None, got 0"):
+        PPOTrainConfig(torch_threads=0)
+    with pytest.raises(
+        ConfigurationError, match=r"eval_cost_weights must be finite numbers ≥ 0, got \(-1.0,\)"
+    ):
+        PPOTrainConfig(cost_weight_range=(0.0, 1.0), eval_cost_weights=(-1.0,))
+    with pytest.raises(ConfigurationError, match="ppo must be a PPOConfig, got dict"):
+        PPOTrainConfig(ppo={})  # type: ignore[arg-type]
+
+
 def test_vec_env_adapter_follows_sb3_conventions(data: LoggedDataset) -> None:
     import routing_env.envs  # noqa: F401
 
@@ -223,3 +262,95 @@ def test_cost_weight_sampling_reaches_the_training_env(
     seen.clear()
     fixed = train_ppo(data, 0.5, total_timesteps=128, n_envs=2, seed=0, config=TINY, validation=None)
     assert "cost_weight_sampling" not in seen[0] and "cost_weight_sampling" not in fixed.env_kwargs
+
+
+def test_partial_training_data_is_refused_up_front_with_the_counts(data: LoggedDataset) -> None:
+    quality = data.quality.copy()
+    quality[[3, 7, 7, 11], [0, 1, 2, 0]] = np.nan  # three queries lack four outcomes
+    partial = replace(data, quality=quality, observed=np.isfinite(quality))
+    for validation in (0.15, None):
+        with pytest.raises(
+            PartialInformationError,
+            match=r"the training logs lack them on 3 of 400 queries \(4 of 1200 query × model cells\); keep the "
+            r"complete queries with dataset\.select\(",
+        ):
+            train_ppo(partial, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=validation)
+    # A partial validation split is named as such, with its own remedy.
+    with pytest.raises(PartialInformationError, match="the validation split lack them on 3 of 400 queries"):
+        train_ppo(data, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=partial)
+
+
+@pytest.fixture(scope="module")
+def featurized(data: LoggedDataset) -> tuple[LoggedDataset, TextFeaturizer]:
+    assert data.prompts is not None
+    featurizer = TextFeaturizer(n_components=6, seed=0).fit(list(data.prompts))
+    return data.with_features(featurizer.transform(list(data.prompts))), featurizer
+
+
+def test_a_trained_policy_carries_and_saves_its_featurizer(
+    featurized: tuple[LoggedDataset, TextFeaturizer], tmp_path: Path
+) -> None:
+    ds, featurizer = featurized
+    assert ds.prompts is not None
+    prompts = list(ds.prompts[:5])
+    policy = train_ppo(
+        ds, 0.5, total_timesteps=256, n_envs=2, config=TINY, validation=None, featurizer=featurizer
+    ).policy
+    assert policy is not None and policy.featurizer is featurizer
+    np.testing.assert_allclose(policy.featurize(prompts), featurizer.transform(prompts))
+    policy.save(tmp_path / "ppo")
+    assert (tmp_path / "ppo" / "featurizer").is_dir()
+    loaded = load_policy(tmp_path / "ppo")
+    np.testing.assert_allclose(loaded.featurize(prompts), featurizer.transform(prompts), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.action_probabilities(loaded.featurize(prompts)),
+        policy.action_probabilities(featurizer.transform(prompts)),
+        rtol=1e-5,
+    )
+    # Without a featurizer the policy says so, and a featurizer of another width is refused at training.
+    bare = train_ppo(ds, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=None).policy
+    assert bare is not None
+    with pytest.raises(ConfigurationError, match="SB3Policy carries no featurizer; pass features instead"):
+        bare.featurize(prompts)
+    other = TextFeaturizer(n_components=4, seed=0).fit(list(ds.prompts))
+    with pytest.raises(
+        ShapeError, match="the featurizer makes 4 features from a prompt, but the dataset has 6"
+    ):
+        train_ppo(ds, 0.5, total_timesteps=128, n_envs=2, config=TINY, validation=None, featurizer=other)
+
+
+def test_a_served_ppo_policy_routes_prompts(
+    featurized: tuple[LoggedDataset, TextFeaturizer], tmp_path: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
+
+    ds, featurizer = featurized
+    assert ds.prompts is not None
+    result = train_ppo(
+        ds, 0.5, total_timesteps=256, n_envs=2, config=TINY, validation=None, featurizer=featurizer
+    )
+    assert result.policy is not None
+    result.policy.save(tmp_path / "ppo")
+    router = OnlineRouter(load_policy(tmp_path / "ppo"), SQLiteDecisionStore(tmp_path / "d.db"))
+    with TestClient(create_app(router), raise_server_exceptions=False) as client:
+        r = client.post("/v1/route", json={"prompt": str(ds.prompts[0])})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] in ds.models
+
+
+def test_a_checkpoint_replaces_the_best_only_by_a_significant_margin(data: LoggedDataset) -> None:
+    from agents.training.ppo import ValidationCallback
+
+    callback = ValidationCallback(lambda: None, data, (0.5,), 1, significance=2.0)  # type: ignore[arg-type, return-value]
+    rng = np.random.default_rng(0)
+    start = rng.random(400)
+    assert callback._beats_best(start)  # the first evaluation is the best so far
+    callback._best_per_query = start
+    noisy = start + rng.normal(0.0, 0.05, 400) + 0.001  # a higher mean, well within the noise
+    assert noisy.mean() > start.mean() and not callback._beats_best(noisy)
+    assert callback._beats_best(start + 0.01 + rng.normal(0.0, 0.01, 400))
+    with pytest.raises(ConfigurationError, match="eval_significance must be a number ≥ 0, got -1"):
+        PPOTrainConfig(eval_significance=-1)

@@ -82,9 +82,13 @@ def test_every_bad_key_gets_its_own_line(tmp_path: Path) -> None:
         ({"models": [{**MODEL, "name": "router-1"}]}, "names starting with 'router-' are the router's own"),
         ({"cascade_policy": "c"}, "exactly one of policy .* or cascade_policy .*, got both"),
         ({"policy": None}, "got neither"),
+        ({"budget": {"usd_per_query": 0.01}}, r"budget: .*unknown key\(s\) \['usd_per_query'\]"),
+        ({"budget": {"target_per_query": -1}}, r"budget: .*target_per_query must be a USD amount > 0"),
+        ({"budget": {}}, "budget: .*give exactly one of target_per_query"),
+        ({"budget": {"target_per_query": 0.01}, "cost_weight": 0.5}, "cost_weight .* or budget .*, not both"),
         (
-            {"budget": {"usd_per_query": 0.01}},
-            r"budget pacing \(agents.online.BudgetPacer\) is not available",
+            {"budget": {"target_per_query": 0.01}, "policy": None, "cascade_policy": "c"},
+            "a cascade_policy has no λ to pace",
         ),
         (
             {"cascade": {"signal": "verifier", "verifier_model": "z"}},

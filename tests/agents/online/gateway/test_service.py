@@ -269,3 +269,33 @@ def test_an_answer_that_is_no_chat_completion_is_a_502_and_a_failed_call(
         assert (call.status, call.http_status, call.cost) == ("error", 200, None)
     finally:
         bad.stop()
+
+
+def test_a_budget_paces_the_routers_cost_weight_from_the_costs_of_its_answers(
+    make_gateway: GatewayFactory, sample: LoggedDataset
+) -> None:
+    cheapest = float(sample.cost.mean(axis=0).min())
+    gw = make_gateway(
+        budget={"target_per_query": cheapest, "initial_cost_weight": 0.01},
+        app_options={"evaluator": lambda ex: quality_of(ex.answer)},
+    )
+    c = client(gw)
+    router = gw.app.gateway.router
+    for n, i in enumerate(TEST_ROWS, start=1):
+        c.chat.completions.create(model="router", messages=messages(sample, i))
+        deadline = time.monotonic() + 30
+        # One answer at a time, its feedback applied before the next: the λ each decision logs is then exact.
+        while router.stats()["applied_updates"] < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+    forced = c.chat.completions.with_raw_response.create(model="router-0.2", messages=messages(sample, 3100))
+    decisions = [d for _, d in router.store.feedback()]
+    lams = [d.cost_weight for d in decisions]
+    # Spending above a target of the cheapest model's mean cost raises λ from its start, decision by decision.
+    assert lams[0] == pytest.approx(0.01) and lams[-1] > 0.05 and len(set(lams)) > 10
+    budget = router.stats()["budget"]
+    assert budget["cost_weight"] > 0.05 and budget["target_per_query"] == pytest.approx(cheapest)
+    assert "budget" in httpx.get(gw.url + "/metrics").text
+    # router-<λ> is an explicit λ: the pacer does not override it.
+    assert router.store.get_decision(forced.headers["x-routing-decision-id"]).cost_weight == pytest.approx(
+        0.2
+    )

@@ -56,7 +56,7 @@ def test_a_call_index_is_logged_once_and_a_failing_batch_writes_nothing(tmp_path
     router = _router(tmp_path / "s.db")
     d = router.route([0.0, 0.0, 0.0])
     router.store.insert_calls([_call(d.decision_id, 0)])
-    with pytest.raises(DecisionConflictError, match="UNIQUE constraint failed: calls"):
+    with pytest.raises(DecisionConflictError, match="already logged at that index"):
         router.store.insert_calls([_call(d.decision_id, 1), _call(d.decision_id, 0)])
     assert [c.index for c in router.store.calls(d.decision_id)] == [0]
 

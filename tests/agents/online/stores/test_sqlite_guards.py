@@ -159,7 +159,7 @@ def test_uniqueness_violations_are_conflicts(tmp_path: Path) -> None:
     store.insert_feedback(fb)
     with pytest.raises(DecisionConflictError, match="'d1' already has feedback"):
         store.insert_feedback(Feedback(2, "d1", 0.0, "client", 0.5, 0.0, None, 0.5, True, "v1"))
-    with pytest.raises(DecisionConflictError, match="seq 1 or request_id None is already logged"):
+    with pytest.raises(DecisionConflictError, match=r"decision 'd1' \(seq 1\) is already logged"):
         store.insert_decision(_decision(1))
 
 

@@ -19,6 +19,16 @@ from agents.online.rollout.live import mixture_propensities
 from tests.agents.online.rollout import policies as P
 
 AUTH = {"Authorization": "Bearer t"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The service's store: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return str(request.getfixturevalue("postgres_url"))
+
+
 CANARY = {"split": 0.2, "min_decisions": 300, "plan_decisions": 2000, "interval_s": 0.05}
 
 
@@ -30,10 +40,11 @@ def saved(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def served(tmp_path: Path, saved: Path) -> Iterator[tuple[TestClient, OnlineRouter]]:
-    router = OnlineRouter(P.live(), tmp_path / "s.db")
+def served(store_location: str, saved: Path) -> Iterator[tuple[TestClient, OnlineRouter]]:
+    router = OnlineRouter(P.live(), store_location)
     with TestClient(create_app(router, api_token="t", policy_root=str(saved))) as c:
         yield c, router
+    router.store.close()
 
 
 def replay(c: TestClient, n: int, seed: int) -> int:

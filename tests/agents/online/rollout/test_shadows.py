@@ -19,6 +19,14 @@ from tests.agents.online.rollout import policies as P
 AUTH = {"Authorization": "Bearer t"}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The service's store: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture()
 def saved(tmp_path: Path) -> Path:
     root = tmp_path / "policies"
@@ -30,10 +38,11 @@ def saved(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def client(tmp_path: Path, saved: Path) -> Iterator[TestClient]:
-    router = OnlineRouter(P.live(), tmp_path / "s.db")
+def client(store_location: str, saved: Path) -> Iterator[TestClient]:
+    router = OnlineRouter(P.live(), store_location)
     with TestClient(create_app(router, api_token="t", policy_root=str(saved))) as c:
         yield c
+    router.store.close()
 
 
 def _traffic(c: TestClient, n: int, seed: int = 0, **route: object) -> list[dict[str, object]]:

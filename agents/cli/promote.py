@@ -96,7 +96,7 @@ def _local(args: argparse.Namespace) -> int:
     try:
         router = OnlineRouter.restore(store)
         done = promote(
-            rollout_store(router),
+            rollout_store(router.store),
             args.candidate,
             router.swap_policy,
             command=_command(args),
@@ -152,13 +152,14 @@ def _report(
 
 def _history(args: argparse.Namespace) -> int:
     from agents.online.rollout.promotion import history_lines
-    from agents.online.stores import SQLiteDecisionStore
+    from agents.online.rollout.shadows import rollout_store
+    from agents.online.stores import open_store
 
     if args.url:
         raise ConfigurationError("--history reads the store: give --store")
-    store = SQLiteDecisionStore(args.store, readonly=True)
+    store = open_store(args.store, readonly=True)
     try:
-        records = store.gate_history()
+        records = rollout_store(store).gate_history()
     finally:
         store.close()
     if args.json:

@@ -43,7 +43,7 @@ from agents.online.rollout.gate import (
     verdict,
 )
 from agents.online.sampling import renormalise
-from agents.online.stores.base import Decision
+from agents.online.stores.base import Decision, DecisionStore
 from agents.online.stores.export import traffic_dataset
 from agents.online.stores.rollout import RolloutStore, ShadowProbabilities, ShadowRecord, ShadowRow
 from routing_env.errors import ConfigurationError, ModelMismatchError, ShapeError
@@ -60,9 +60,8 @@ REPORT_ESTIMATORS = ("IPS", "SNIPS", "DR")
 _MAX_NAME = 64
 
 
-def rollout_store(router: OnlineRouter) -> RolloutStore:
-    """``router``'s store as a :class:`RolloutStore` (``ConfigurationError`` when it keeps no rollout tables)."""
-    store = router.store
+def rollout_store(store: DecisionStore) -> RolloutStore:
+    """``store`` as a :class:`RolloutStore` (``ConfigurationError`` when it keeps no rollout tables)."""
     if not isinstance(store, RolloutStore):
         raise ConfigurationError(
             f"the decision store {type(store).__name__} keeps no shadows or gate history; use a SQL store "
@@ -120,7 +119,7 @@ class Shadows:
                 f"{interval_s!r}"
             )
         self.router = router
-        self.store = rollout_store(router)
+        self.store = rollout_store(router.store)
         self.batch, self.interval_s, self.max_pending = int(batch), float(interval_s), int(max_pending)
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}

@@ -21,14 +21,6 @@ from tests.agents.online.rollout import policies as P
 AUTH = {"Authorization": "Bearer t"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The service's store: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        return str(tmp_path / "s.db")
-    return str(request.getfixturevalue("postgres_url"))
-
-
 CANARY = {"split": 0.2, "min_decisions": 300, "plan_decisions": 2000, "interval_s": 0.05}
 
 
@@ -45,6 +37,11 @@ def served(store_location: str, saved: Path) -> Iterator[tuple[TestClient, Onlin
     with TestClient(create_app(router, api_token="t", policy_root=str(saved))) as c:
         yield c, router
     router.store.close()
+
+
+def start(c: TestClient, candidate: Path) -> None:
+    r = c.post("/v1/canary", json={"candidate": str(candidate), **CANARY}, headers=AUTH)
+    assert r.status_code == 201, r.text
 
 
 def replay(c: TestClient, n: int, seed: int) -> int:
@@ -103,10 +100,7 @@ def test_a_worse_canary_is_rolled_back_and_serving_returns_to_live(
     served: tuple[TestClient, OnlineRouter], saved: Path
 ) -> None:
     c, router = served
-    assert (
-        c.post("/v1/canary", json={"candidate": str(saved / "worse"), **CANARY}, headers=AUTH).status_code
-        == 201
-    )
+    start(c, saved / "worse")
     assert replay(c, 3000, seed=4) < 3000
     assert router.version == "v1" and router.canary is None
     events = c.get("/v1/serving-events", headers=AUTH).json()["events"]
@@ -122,10 +116,7 @@ def test_stopping_a_canary_and_bad_requests(served: tuple[TestClient, OnlineRout
     bad = c.post("/v1/canary", json={"candidate": str(saved / "better"), "split": 1.0}, headers=AUTH)
     assert bad.status_code == 422
     assert c.post("/v1/canary", json={"candidate": str(saved / "better")}).status_code == 401
-    assert (
-        c.post("/v1/canary", json={"candidate": str(saved / "better"), **CANARY}, headers=AUTH).status_code
-        == 201
-    )
+    start(c, saved / "better")
     assert c.delete("/v1/canary", headers=AUTH).json() == {"stopped": "canary-1", "live_version": "v1"}
     assert router.canary is None
     assert [e["event"] for e in c.get("/v1/serving-events", headers=AUTH).json()["events"]] == [
@@ -138,10 +129,7 @@ def test_a_swap_of_the_live_policy_ends_the_canary(
     served: tuple[TestClient, OnlineRouter], saved: Path
 ) -> None:
     c, router = served
-    assert (
-        c.post("/v1/canary", json={"candidate": str(saved / "worse"), **CANARY}, headers=AUTH).status_code
-        == 201
-    )
+    start(c, saved / "worse")
     swap = c.post("/v1/policy", json={"path": str(saved / "better"), "version": "hand-1"}, headers=AUTH)
     assert swap.status_code == 200, swap.text
     for _ in range(100):  # bounded wait for the canary loop (every 0.25 s)

@@ -13,13 +13,6 @@ from agents.online import OnlineRouter, open_store
 from tests.agents.online.rollout import policies as P
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "s.db")
-    return str(request.getfixturevalue("postgres_url"))
-
-
 def test_promote_on_a_store_refuses_then_promotes_and_keeps_the_history(
     store_location: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

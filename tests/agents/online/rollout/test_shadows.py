@@ -19,14 +19,6 @@ from tests.agents.online.rollout import policies as P
 AUTH = {"Authorization": "Bearer t"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The service's store: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        return str(tmp_path / "s.db")
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture()
 def saved(tmp_path: Path) -> Path:
     root = tmp_path / "policies"

@@ -20,7 +20,7 @@ from agents.cli.common import HelpFormatter, apply_conventions, cli_text
 from routing_env.errors import RoutingEnvError, RoutingEnvWarning
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
-SUBCOMMANDS = ("demo", "datasets", "train", "evaluate", "serve", "gateway", "ope")
+SUBCOMMANDS = ("demo", "datasets", "train", "evaluate", "serve", "gateway", "ope", "promote")
 
 
 def version() -> str:

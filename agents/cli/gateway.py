@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, **{name: getattr(args, name, None) for name in flag_fields()})
     app = create_gateway_app(config)
     router = app.gateway.router
+    warning = router.exploration_warning()
+    if warning:
+        print(f"routing-env gateway: warning: {warning}", file=sys.stderr, flush=True)
     print(
         f"routing-env gateway: version {router.version!r} ({router.kind} over {list(router.models)}) on "
         f"http://{config.host}:{config.port} (store {config.store})",

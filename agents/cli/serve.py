@@ -102,6 +102,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="without a token, open the admin endpoints to loopback clients (development only)",
     )
     p.add_argument(
+        "--canary",
+        type=float,
+        default=None,
+        metavar="SPLIT",
+        help="let --canary-policy serve this share of traffic, promoted or rolled back by the sequential gate",
+    )
+    p.add_argument("--canary-policy", help="the canary's saved policy directory (with --canary)")
+    p.add_argument(
+        "--canary-margin", type=float, default=0.0, help="δ of the canary's promote/rollback bounds"
+    )
+    p.add_argument(
+        "--canary-min-decisions", type=int, default=1000, help="decisions before the canary may be promoted"
+    )
+    p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -193,6 +207,23 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
     return router
 
 
+def _start_canary(app: Any, args: argparse.Namespace) -> None:
+    from agents.online.http.rollout import start_canary
+    from agents.online.rollout import CanaryConfig, GateConfig
+
+    gate = GateConfig(
+        method="sequence",
+        estimator="IPS",
+        min_decisions=args.canary_min_decisions,
+        margin=args.canary_margin,
+        plan_decisions=max(10_000, args.canary_min_decisions),
+    )
+    canary = start_canary(app.state.service, args.canary_policy, CanaryConfig(split=args.canary, gate=gate))
+    _say(
+        f"canary {canary.version}: {args.canary_policy} serves {canary.split:.1%} of traffic (GET /v1/canary)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401
@@ -208,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--read-timeout must be > 0 seconds, got {args.read_timeout!r}")
     token = os.environ.get(TOKEN_ENV) or None
     check_exposure(args.host, token, args.insecure_admin)
+    if (args.canary is None) != (args.canary_policy is None):
+        raise ConfigurationError("--canary SPLIT and --canary-policy DIR go together")
     router = build_router(args)
     from agents.online.stores import is_url
 
@@ -227,6 +260,12 @@ def run(args: argparse.Namespace) -> int:
     warning = router.exploration_warning()
     if warning:
         _say(f"warning: {warning}")
+    if args.canary is not None:
+        try:
+            _start_canary(app, args)
+        except BaseException:
+            router.store.close()
+            raise
     if token is None:
         if args.insecure_admin:
             _say(

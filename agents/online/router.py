@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +125,9 @@ class OnlineRouter:
         #: Feedback applied live by this process (restore and resync replays are counted in ``n_replayed``).
         self.n_applied = 0
         self.n_replayed = 0
+        #: Called with each new decision once logged; ``canary``: a rollout.live.LiveCanary serving a share, or None.
+        self.decision_hooks: list[Callable[[Decision], None]] = []
+        self.canary: Any = None
         self._counts: StoreCounts = self.store.counts()
         # Open route decisions by id, newest last, so feedback need not read them back from the store; bounded in
         # bytes (the oldest fall back to the store), and entries leave when their decision closes.
@@ -385,6 +388,8 @@ class OnlineRouter:
             if s.kind == "route":
                 probs = probabilities(s, x, lam if cost_weight is not None and s.cost_aware else None)
                 sampled = probs if allowed is None else renormalise(probs, allowed)
+                if self.canary is not None:  # the serving arm, and its share times its distribution
+                    s, sampled = self.canary.choose(s, x, sampled, seq, allowed)
                 action = draw(sampled, uniform(self.config.seed, seq))
                 max_calls = 1
             else:
@@ -421,6 +426,8 @@ class OnlineRouter:
             )
             self.store.insert_decision(decision)
             self._decision_seq = seq
+            for hook in self.decision_hooks:
+                hook(decision)
             if decision.kind == "route":
                 self._open.put(decision.decision_id, decision)
             if request_id is not None:

@@ -256,8 +256,31 @@ def create_gateway_app(
     app: FastAPI = build_app(router, settings)
     app.title = "routing-env gateway"
     service = app.state.service
+    _register_shadows(service, cfg.shadows)
+    if cfg.canary is not None and cfg.canary_policy is not None:
+        from agents.online.http.rollout import start_canary
+        from agents.online.rollout import CanaryConfig
+
+        start_canary(service, cfg.canary_policy, CanaryConfig(split=cfg.canary))
     gateway = Gateway(cfg, router, service.committer, upstreams, evaluator=evaluator, verifier=verifier)
     app.include_router(gateway_routes(gateway))
     app.state.gateway = gateway
     front = GatewayFront(with_hot_paths(app, service), gateway, cfg.max_body_bytes)
     return ClientAuth(front, keys)
+
+
+def _register_shadows(service: Any, shadows: dict[str, str]) -> None:
+    """Register the config's shadows that the store does not hold yet (a restart keeps the registered ones)."""
+    if not shadows:
+        return
+    if service.shadows is None:
+        raise ConfigurationError("shadows need a decision store that keeps them (a SQL store)")
+    known = {r.name: r for r in service.shadows.records()}
+    for name, path in shadows.items():
+        if name not in known:
+            service.shadows.register(name, path)
+        elif known[name].path != path:
+            raise ConfigurationError(
+                f"shadows: {name!r} is registered in the store with {known[name].path}, not {path}; remove it "
+                "(DELETE /v1/shadows/{name}) or pick another name"
+            )

@@ -21,6 +21,8 @@ are relative to the file's directory.
     # budget:                     # or pace λ to a spend instead of fixing it (agents.online.BudgetPacer)
     #   target_per_query: 0.002   # USD per query on average (or target_per_hour: 5.0)
     api_keys_env: GATEWAY_KEYS    # comma-separated client keys (or api_keys: [...]); none: loopback only
+    shadows:                      # candidates scored on every decision, never served (GET /v1/shadows/NAME/report)
+      candidate: runs/linucb-v2
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from routing_env.errors import ConfigurationError
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Price = Annotated[FiniteFloat, Field(ge=0, description="USD per 1M tokens")]
 #: Path fields of :class:`GatewayConfig` resolved against the directory of the file that sets them.
-PATH_FIELDS = ("policy", "cascade_policy", "featurizer", "store", "policy_root")
+PATH_FIELDS = ("policy", "cascade_policy", "featurizer", "store", "policy_root", "canary_policy")
 #: The names a client sends as ``model`` to be routed (``router-<λ>`` sets λ too).
 ROUTER_NAME = "router"
 
@@ -147,6 +149,17 @@ class GatewayConfig(_Strict):
     policy_root: str | None = Field(
         None, description="hot swaps only load policy directories inside this one"
     )
+    canary: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of traffic canary_policy serves (promoted or rolled back by the gate)",
+    )
+    canary_policy: str | None = Field(None, description="the canary's saved policy directory (with canary)")
+    shadows: dict[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/\x00]+$")], str] = Field(
+        default_factory=dict,
+        description="candidate policies scored on every decision without serving it: name → saved directory",
+    )
 
     @field_validator("budget")
     @classmethod
@@ -185,6 +198,8 @@ class GatewayConfig(_Strict):
                 "give exactly one of policy (a routing policy) or cascade_policy (a cascade policy), got "
                 + ("both" if self.policy is not None else "neither")
             )
+        if (self.canary is None) != (self.canary_policy is None):
+            raise ValueError("canary (a share of traffic) and canary_policy (a saved policy) go together")
         verifier = self.cascade.verifier_model
         if verifier is not None and verifier not in names:
             raise ValueError(f"cascade.verifier_model {verifier!r} is not one of the models {names}")
@@ -242,6 +257,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         for key in PATH_FIELDS:
             if isinstance(values.get(key), str) and not _is_url(values[key]):
                 values[key] = str(base / Path(values[key]).expanduser())
+        if isinstance(values.get("shadows"), dict):
+            values["shadows"] = {
+                k: str(base / Path(v).expanduser()) if isinstance(v, str) else v
+                for k, v in values["shadows"].items()
+            }
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return GatewayConfig.model_validate(values)
@@ -302,4 +322,4 @@ def flag_fields() -> dict[str, str]:
     }
 
 
-_STRUCTURED = ("models", "cascade", "api_keys", "budget")
+_STRUCTURED = ("models", "cascade", "api_keys", "budget", "shadows")

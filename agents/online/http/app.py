@@ -11,7 +11,10 @@ Endpoints (JSON unless noted), one FastAPI ``APIRouter`` per concern:
   route or the store cannot commit); ``GET /metrics`` (Prometheus text);
 - admin (:mod:`~agents.online.http.admin`), behind ``Authorization: Bearer $ROUTING_ENV_API_TOKEN`` (closed,
   403, when the service has no token): ``POST /v1/policy`` (hot swap to a saved policy directory, checked and
-  never unpickled; a swap that changes the request contract needs ``force``) and ``POST /v1/checkpoint``.
+  never unpickled; a swap that changes the request contract needs ``force``) and ``POST /v1/checkpoint``;
+- rollout (:mod:`~agents.online.http.rollout`, admin): ``POST/GET /v1/shadows``, ``DELETE /v1/shadows/{name}``,
+  ``GET /v1/shadows/{name}/report`` (shadow evaluation on live traffic), ``POST /v1/promote`` (the gate, then the
+  swap) and ``GET /v1/promotions`` (the gate's history).
 
 Bad input is a 4xx with a message naming the field, never a 500: pydantic validates shapes, ranges and finiteness
 (NaN and ±inf are refused), the router checks the feature width and model names, and bodies above
@@ -35,6 +38,7 @@ from agents.online.http.metrics import metrics_routes
 from agents.online.http.middleware import BodyLimit
 from agents.online.http.ratelimit import RateLimit
 from agents.online.http.responses import install_error_handlers
+from agents.online.http.rollout import canary_loop, rollout_routes
 from agents.online.http.routing import routing_routes
 from agents.online.http.service import DEFAULT_MAX_BODY_BYTES, TOKEN_ENV, Service, ServiceSettings
 from agents.online.router import OnlineRouter
@@ -84,7 +88,7 @@ def build_app(router: OnlineRouter, settings: ServiceSettings) -> FastAPI:
     app.state.router = router
     app.state.service = service
     install_error_handlers(app)
-    for routes in (routing_routes, decision_routes, metrics_routes, admin_routes):
+    for routes in (routing_routes, decision_routes, metrics_routes, admin_routes, rollout_routes):
         app.include_router(routes(service))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
@@ -110,13 +114,19 @@ def _lifespan(service: Service) -> Any:
         # holds the store's write lock between loop iterations, so a thread writing while it holds the router's
         # lock could deadlock with the loop.
         task = None if interval is None else asyncio.create_task(expire_loop(interval))
+        canary = asyncio.create_task(canary_loop(service))
         try:
             yield
         finally:
+            canary.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await canary
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             service.committer.close()
+            if service.shadows is not None:
+                service.shadows.close()
 
     return lifespan

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from agents.online.config import check_positive
 from agents.online.http.commit import GroupCommit
+from agents.online.rollout.shadows import Shadows
 from agents.online.router import OnlineRouter
+from agents.online.stores.rollout import RolloutStore
 from routing_env.errors import ConfigurationError
 
 TOKEN_ENV = "ROUTING_ENV_API_TOKEN"
@@ -85,15 +87,20 @@ class ServiceSettings:
 
 @dataclass
 class Service:
-    """What the service's routers share: the router, its group commit and the settings."""
+    """What the service's routers share: the router, its group commit, the settings, and the shadows scored on
+    its decisions (``None`` when its store keeps no rollout tables)."""
 
     router: OnlineRouter
     committer: GroupCommit
     settings: ServiceSettings
+    shadows: Shadows | None = None
 
     @classmethod
     def create(cls, router: OnlineRouter, settings: ServiceSettings) -> Service:
-        return cls(router=router, committer=GroupCommit(router), settings=settings)
+        shadows = Shadows(router) if isinstance(router.store, RolloutStore) else None
+        if shadows is not None:
+            router.decision_hooks.append(shadows.submit)
+        return cls(router=router, committer=GroupCommit(router), settings=settings, shadows=shadows)
 
     def health(self) -> str | None:
         """Why the service cannot serve (``None``: healthy): the router's own problem, or a store that failed

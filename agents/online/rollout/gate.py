@@ -32,7 +32,7 @@ confidence sequence, valid however often it is re-run), which is what the canary
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -42,6 +42,7 @@ import numpy as np
 
 from agents.online.rollout.exploration import ExplorationPlan, required_ess, smallest_epsilon
 from agents.online.stores import DecisionStore
+from routing_env.data import LoggedDataset
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.ope import BanditFeedback, Diagnostics, RewardModel, diagnose
 from routing_env.ope.paired import Method, PairedDifference, PairedEstimate
@@ -206,22 +207,24 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (NaN as ``None``), e.g. for a decision log or ``--json`` output."""
 
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-
         out = {
             k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("diagnostics", "exploration")
         }
         out["reason"] = self.reason.value
         out["diagnostics"] = None if self.diagnostics is None else asdict(self.diagnostics)
         out["exploration"] = None if self.exploration is None else asdict(self.exploration)
-        return {k: clean(v) for k, v in out.items()}
+        return {k: json_clean(v) for k, v in out.items()}
+
+
+def json_clean(v: Any) -> Any:
+    """``v`` with non-finite floats as ``None``, through dicts, lists and tuples (for JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_clean(x) for x in v]
+    return v
 
 
 # ---------------------------------------------------------------------------------------------- evidence
@@ -481,6 +484,7 @@ def gate_from_store(
     live: Policy | None = None,
     cost_scale: float | Literal["max_mean"] = "max_mean",
     versions: Sequence[str] | None = None,
+    correct: Callable[[LoggedDataset], LoggedDataset] | None = None,
 ) -> GateResult:
     """Run the gate on the decisions a store logged (read only: :meth:`DecisionStore.counts` and
     :meth:`DecisionStore.export` are all it calls).
@@ -494,6 +498,8 @@ def gate_from_store(
         cost_scale: USD per unit of cost weight, or ``"max_mean"`` (the mean logged cost of the most expensive
             model).
         versions: evaluate only decisions of these policy versions (default: all).
+        correct: maps the export to the dataset evaluated (e.g. a canary's mixture propensities:
+            :func:`agents.online.rollout.live.mixture_propensities`).
 
     A store with no routed decision that received feedback is refused as ``too_few_decisions``.
     """
@@ -508,6 +514,8 @@ def gate_from_store(
         reason, message = verdict(evidence, cfg)
         return result_from(evidence, reason, message, cfg)
     dataset = store.export(versions=versions, models=policy.models)
+    if correct is not None:
+        dataset = correct(dataset)
     width = getattr(policy, "n_features", None)
     if width is not None and dataset.features.shape[1] != width:
         raise ShapeError(

@@ -55,6 +55,7 @@ from agents.online.stores.postgres_checkpoints import CheckpointArchive
 from agents.online.stores.postgres_listen import LogListener
 from agents.online.stores.postgres_schema import LOG_CHANNEL, check_current, migrate
 from agents.online.stores.postgres_target import Target, driver
+from agents.online.stores.rollout import SQLRolloutRecords
 from agents.online.stores.sql import (
     DECISION_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -108,7 +109,7 @@ _INSERT_CALL = f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({', '.join(['%s'] * 
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class PostgresDecisionStore(SQLStoreBase):
+class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
     """Decisions, cascade steps, the feedback log and policy checkpoints in a PostgreSQL database.
 
     Args:
@@ -698,6 +699,14 @@ class PostgresDecisionStore(SQLStoreBase):
             missing=lambda: _unknown(calls[0].decision_id),
             conflict=lambda: repeated_call(calls[0].decision_id),
         )
+
+    def _rollout_write(self, statements: Sequence[tuple[str, Sequence[Any]]], conflict: str = "") -> None:
+        def run(conn: psycopg.Connection[Any]) -> None:
+            for sql, params in statements:
+                conn.execute(sql, params)
+
+        error = conflict or "the write conflicts with a logged row"
+        self._write(run, atomic=len(statements) > 1, conflict=lambda: DecisionConflictError(error))
 
     def calls(self, decision_id: str) -> list[Call]:
         rows = self._read(

@@ -186,10 +186,50 @@ CREATE TABLE calls (
 );
 """
 
+# The rollout tables (:mod:`agents.online.stores.rollout`): shadows, their distributions per decision, the gate's
+# history and the serving mix's changes.
+_V3 = """
+CREATE TABLE shadows (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    models TEXT NOT NULL,
+    registered_at DOUBLE PRECISION NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'failed')),
+    error TEXT
+);
+CREATE TABLE shadow_probabilities (
+    name TEXT NOT NULL,
+    decision_id TEXT NOT NULL REFERENCES decisions (decision_id),
+    probabilities BYTEA NOT NULL,
+    PRIMARY KEY (name, decision_id)
+);
+CREATE TABLE gate_decisions (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at DOUBLE PRECISION NOT NULL,
+    candidate TEXT NOT NULL,
+    command TEXT NOT NULL,
+    promote INTEGER NOT NULL CHECK (promote IN (0, 1)),
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    version TEXT
+);
+CREATE TABLE serving_events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at DOUBLE PRECISION NOT NULL,
+    event TEXT NOT NULL,
+    live_version TEXT NOT NULL,
+    candidate_version TEXT,
+    split DOUBLE PRECISION NOT NULL,
+    message TEXT NOT NULL
+);
+"""
+
 #: Every schema version, in order. Append new ones; never edit one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "decision log", _V1),
     Migration(2, "prompt lengths and upstream calls", _V2),
+    Migration(3, "shadows, gate history and serving events", _V3),
 )
 
 

@@ -51,6 +51,7 @@ from agents.online.stores.common import (
     repeated_request,
 )
 from agents.online.stores.lockfile import WriterLock
+from agents.online.stores.rollout import ROLLOUT_SCHEMA, SQLRolloutRecords
 from agents.online.stores.sql import (
     DECISION_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -90,7 +91,7 @@ _TRUNCATE_WAIT_MS = 200
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class SQLiteDecisionStore(SQLStoreBase):
+class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -196,7 +197,7 @@ class SQLiteDecisionStore(SQLStoreBase):
             self._writer = self._connect()
             self._check_marks()
             with self._write_lock:
-                self._writer.executescript(SCHEMA)
+                self._writer.executescript(SCHEMA + ROLLOUT_SCHEMA)
                 migrate(self._writer)
                 # A write on open: a read-only file or file system is refused now, not at the first request.
                 self._writer.execute(

@@ -33,6 +33,15 @@ from routing_env.ope.paired import (
 ESTIMATOR_CLASSES = {"IPS": IPS, "SNIPS": SNIPS, "DR": DR, "SNDR": SNDR, "SwitchDR": SwitchDR, "DRos": DRos}
 
 
+#: The cases of the properties over random logs: a seed, ``n`` rounds, ``k`` actions and an estimator's name.
+over_random_logs = given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 60),
+    k=st.integers(2, 6),
+    name=st.sampled_from(list(ESTIMATOR_CLASSES)),
+)
+
+
 def _dist(rng: np.random.Generator, n: int, k: int, floor: float = 0.0) -> np.ndarray:
     d = rng.dirichlet(np.ones(k), size=n)
     return (1 - floor) * d + floor / k
@@ -54,12 +63,7 @@ def _log(seed: int, n: int, k: int) -> tuple[np.ndarray, ...]:
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    n=st.integers(2, 60),
-    k=st.integers(2, 6),
-    name=st.sampled_from(list(ESTIMATOR_CLASSES)),
-)
+@over_random_logs
 def test_difference_is_antisymmetric_and_equals_the_unpaired_difference(
     seed: int, n: int, k: int, name: str
 ) -> None:
@@ -79,12 +83,7 @@ def test_difference_is_antisymmetric_and_equals_the_unpaired_difference(
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    n=st.integers(2, 60),
-    k=st.integers(2, 6),
-    name=st.sampled_from(list(ESTIMATOR_CLASSES)),
-)
+@over_random_logs
 def test_identical_policies_differ_by_zero(seed: int, n: int, k: int, name: str) -> None:
     reward, action, pscore, _, cand, _, qhat = _log(seed, n, k)
     result = _interval(PairedDifference(name), reward, action, pscore, cand, cand.copy(), qhat)

@@ -312,16 +312,8 @@ def evaluate_cascade(
     best = dataset.oracle_actions(lam, cost_scale=cost_scale, rewards=rewards)
     share = np.zeros(dataset.n_models)
     np.add.at(share, idx, accept.mean(axis=0))
-    return PolicyEvaluation.from_outcomes(
-        dataset.models,
-        lam,
-        quality=q,
-        cost=c,
-        reward=reward,
-        call_share=share,
-        oracle_reward=float(rewards[np.arange(n), best].mean()),
-        cost_scale=scale,
-    )
+    oracle_reward = float(rewards[np.arange(n), best].mean())
+    return PolicyEvaluation.from_outcomes(dataset.models, lam, q, c, reward, share, oracle_reward, scale)
 
 
 #: λ grid used to trace the oracle's frontier: 0, then log-spaced over eight decades.

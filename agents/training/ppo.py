@@ -702,13 +702,6 @@ def evaluate_cascade_model(
     rewards = dataset.rewards(lam, cost_scale=float(env.cost_scale))  # type: ignore[attr-defined]
     best = dataset.oracle_actions(lam, rewards=rewards)
     share = np.bincount(answer, minlength=len(models)) / max(n, 1)
-    return PolicyEvaluation.from_outcomes(
-        models,
-        lam,
-        quality=quality,
-        cost=cost,
-        reward=reward,
-        call_share=share,
-        oracle_reward=float(rewards[np.arange(n), best].mean()),
-        cost_scale=float(env.cost_scale),  # type: ignore[attr-defined]
-    )
+    oracle_reward = float(rewards[np.arange(n), best].mean())
+    scale = float(env.cost_scale)  # type: ignore[attr-defined]
+    return PolicyEvaluation.from_outcomes(models, lam, quality, cost, reward, share, oracle_reward, scale)

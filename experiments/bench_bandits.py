@@ -20,12 +20,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, write_csv
 
 from agents.routers import EpsilonGreedy, LinearThompsonSampling, LinUCB
 from agents.routers._kernels import have_numba
@@ -40,7 +40,7 @@ parser.add_argument(
     "--stability-rounds", type=int, default=0, help="also check rank-one updates vs a batch solve"
 )
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_bandits.csv")
+parser.add_argument("--out", type=Path, default=RESULTS / "bench_bandits.csv")
 args = parser.parse_args()
 
 rng = np.random.default_rng(args.seed)
@@ -255,9 +255,4 @@ if args.stability_rounds:
         }
     )
 
-args.out.parent.mkdir(parents=True, exist_ok=True)
-with args.out.open("w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=["loop", "rounds_per_s", "vs_reference"])
-    writer.writeheader()
-    writer.writerows(rows)
-print(f"wrote {args.out}")
+write_csv(args.out, rows, ["loop", "rounds_per_s", "vs_reference"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +19,9 @@ TINY_PPO = ["--ppo-timesteps", "256", "--n-envs", "2"]
 
 
 def load_script(name: str) -> ModuleType:
+    """Import ``experiments/<name>.py`` as a script would run: with its folder on the path, for its siblings."""
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.append(str(EXPERIMENTS))
     spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

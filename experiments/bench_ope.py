@@ -32,6 +32,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from routing_env.ope import DM, DR, IPS, SNIPS, BanditFeedback, RewardModel, estimate_policy_value
+from routing_env.ope.feedback import sample_actions
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--n", type=int, default=1_000_000, help="logged rounds")
@@ -77,8 +78,7 @@ x = rng.normal(size=(n, args.d)).astype(np.float32)
 coef = rng.normal(size=(args.d, k))
 logger = softmax(0.5 * (x @ coef))
 target = softmax(2.0 * (x @ coef))  # stochastic target, every row and action non-zero: no sparsity shortcut
-cdf = np.cumsum(logger, axis=1)
-action = np.minimum((cdf < rng.random(n)[:, None]).sum(axis=1), k - 1)
+action = sample_actions(logger, rng)
 rows = np.arange(n)
 pscore = logger[rows, action]
 true_mean = 1 / (1 + np.exp(-(x @ coef)))

@@ -16,6 +16,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from agents.routers._common import load_featurizer_dir, rng_from_state, rng_state, save_featurizer_dir
 from agents.training.sb3_env import CostWeightInput
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
+from routing_env.ope.feedback import sample_actions
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
 __all__ = ["ACTIVATIONS", "SB3Policy", "build_sb3_policy"]
@@ -161,8 +162,7 @@ class SB3Policy:
     def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sample one model per query: ``(actions (n,) int64, propensities (n,) float64)``."""
         probs = self.action_probabilities(features)
-        u = self._rng.random((probs.shape[0], 1))
-        actions = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
+        actions = sample_actions(probs, self._rng)
         return actions, probs[np.arange(probs.shape[0]), actions]
 
     def greedy_actions(self, features: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.ope import DR, IPS, SNDR, SNIPS, DRos, SwitchDR
+from routing_env.ope.feedback import sample_actions
 from routing_env.ope.paired import (
     PairedDifference,
     PairedEstimate,
@@ -135,8 +136,7 @@ def test_live_none_scores_the_logger_on_its_own_log() -> None:
 
 def _simulate(rng: np.random.Generator, pop: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
     idx = rng.integers(0, pop["rewards"].shape[0], n)
-    cdf = np.cumsum(pop["logger"][idx], axis=1)
-    action = np.minimum((cdf < rng.random(n)[:, None]).sum(axis=1), cdf.shape[1] - 1)
+    action = sample_actions(pop["logger"][idx], rng)
     noise = rng.normal(scale=0.3, size=n)
     reward = pop["rewards"][idx, action] + noise
     return reward, action, pop["logger"][idx, action], pop["cand"][idx], pop["live"][idx], pop["qhat"][idx]

@@ -1,5 +1,6 @@
 """What the experiment scripts share: where the repository, its results and the third-party logs are; the
-options, dataset and config of a router study; writing a result table as CSV.
+options, dataset and config of a router study; timing two functions against each other; writing a result
+table as CSV.
 
 The scripts import it as a sibling module (``from _common import …``): Python puts a script's own folder first on
 the import path (the smoke tests' loader does the same).
@@ -11,9 +12,11 @@ import argparse
 import csv
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from routing_env.data import LoggedDataset, load_dataset
 from routing_env.data.loaders.canonical import DATASETS_ENV
@@ -82,6 +85,26 @@ def print_written(paths: Mapping[str, Path], start: float) -> None:
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
     print(f"total {time.perf_counter() - start:.0f}s")
+
+
+def timed_pair(
+    ours: Callable[[], object], ref: Callable[[], object], repeats: int
+) -> tuple[float, float, float]:
+    """Median seconds of ``ours`` and ``ref`` and the median of their per-repeat ratio. The two alternate, so a
+    shared machine's load changes hit both alike."""
+    ours()  # warm-up: first-touch page faults and lazy imports are not what we measure
+    ref()
+    t_ours, t_ref = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ours()
+        t1 = time.perf_counter()
+        ref()
+        t2 = time.perf_counter()
+        t_ours.append(t1 - t0)
+        t_ref.append(t2 - t1)
+    ratio = np.median(np.array(t_ours) / np.array(t_ref))
+    return float(np.median(t_ours)), float(np.median(t_ref)), float(ratio)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> None:

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import timed_pair
 from threadpoolctl import threadpool_limits
 
 from routing_env.ope import DM, DR, IPS, SNIPS, BanditFeedback, RewardModel, estimate_policy_value
@@ -45,26 +45,6 @@ parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results
 parser.add_argument("--threads", type=int, default=1, help="BLAS threads, for ours and the reference alike")
 args = parser.parse_args()
 threadpool_limits(args.threads)
-
-
-def timed_pair(
-    ours: Callable[[], object], ref: Callable[[], object], repeats: int
-) -> tuple[float, float, float]:
-    """Median seconds of ``ours`` and ``ref`` and the median of their per-repeat ratio. The two alternate, so a
-    shared machine's load changes hit both alike."""
-    ours()  # warm-up: first-touch page faults and lazy imports are not what we measure
-    ref()
-    t_ours, t_ref = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ours()
-        t1 = time.perf_counter()
-        ref()
-        t2 = time.perf_counter()
-        t_ours.append(t1 - t0)
-        t_ref.append(t2 - t1)
-    ratio = np.median(np.array(t_ours) / np.array(t_ref))
-    return float(np.median(t_ours)), float(np.median(t_ref)), float(ratio)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

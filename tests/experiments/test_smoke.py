@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,20 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> str:
+    """Run ``python experiments/<name>.py *args`` from the repository root; its stdout, or fail with its stderr."""
+    run = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / f"{name}.py"), *args],
+        cwd=EXPERIMENTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if run.returncode != 0:
+        pytest.fail(f"experiments/{name}.py exited {run.returncode}:\n{run.stderr[-3000:]}")
+    return run.stdout
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import timed_pair
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parent.parent / "shared" / "datasets"
@@ -107,17 +108,13 @@ def time_routellm(root: Path, repeats: int) -> dict[str, float]:
     def loader() -> int:
         return load_routellm(folder, "mmlu").n_queries
 
-    loader()  # warm-up: imports and the file cache
-    results: dict[str, float] = {}
-    for name, fn in (("pandas_read_csv", pandas_only), ("load_routellm", loader)):
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            rows = fn()
-            times.append(time.perf_counter() - t0)
-        results[f"{name}_s"] = float(np.median(times))
-        results[f"{name}_rows"] = rows
-    return results
+    t_loader, t_pandas, _ = timed_pair(loader, pandas_only, repeats)
+    return {
+        "pandas_read_csv_s": t_pandas,
+        "pandas_read_csv_rows": pandas_only(),
+        "load_routellm_s": t_loader,
+        "load_routellm_rows": loader(),
+    }
 
 
 def main() -> None:

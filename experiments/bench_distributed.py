@@ -247,6 +247,7 @@ def child(args: argparse.Namespace) -> None:
     result = {
         "start": start,
         "end": end,
+        "pss_at_end": tree_pss_mib(os.getpid()),
         "n_rounds": int(table["n_rounds"].iloc[0]),
         "estimate": dict(zip(table["estimator"], table["estimate"].astype(float))),
         "std_error": dict(zip(table["estimator"], table["std_error"].astype(float))),
@@ -320,6 +321,18 @@ def tree_pss_mib(root: int) -> tuple[float, int, float]:
     return sum(sizes), len(sizes), max(sizes)
 
 
+def samples_during(
+    samples: Sequence[tuple[float, tuple[float, int, float]]],
+    start: float,
+    end: float,
+    at_end: tuple[float, int, float],
+) -> list[tuple[float, int, float]]:
+    """The memory samples ``(total, processes, largest)`` of the child's tree while it evaluated: the parent's,
+    timed ``(time, sample)``, from ``start`` to ``end`` (the child's clock readings), and the child's own reading
+    ``at_end``, so that a run shorter than the sampling interval is measured too."""
+    return [m for t, m in samples if start <= t <= end] + [at_end]
+
+
 def measure(
     args: argparse.Namespace, path: str, logs: Path, policy: Path, log_dir: Path
 ) -> dict[str, object]:
@@ -353,10 +366,7 @@ def measure(
         tail = err_file.read_text()[-3000:]
         raise SystemExit(f"the {path} child failed (exit {proc.returncode}):\n{tail}")
     result = json.loads(lines[-1][len("RESULT ") :])
-    during = [m for t, m in samples if result["start"] <= t <= result["end"]]
-    if not during:
-        # An evaluation shorter than the sampling interval (tiny logs): the whole run's peak bounds it.
-        during = [m for _, m in samples]
+    during = samples_during(samples, result["start"], result["end"], tuple(result.pop("pss_at_end")))
     before = [m[0] for t, m in samples if t < result["start"]]
     seconds = result["end"] - result["start"]
     nan = float("nan")

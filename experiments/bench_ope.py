@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import timed_pair
 from threadpoolctl import threadpool_limits
 
 from routing_env.ope import DM, DR, IPS, SNIPS, BanditFeedback, RewardModel, estimate_policy_value
+from routing_env.ope.feedback import sample_actions
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--n", type=int, default=1_000_000, help="logged rounds")
@@ -46,26 +47,6 @@ args = parser.parse_args()
 threadpool_limits(args.threads)
 
 
-def timed_pair(
-    ours: Callable[[], object], ref: Callable[[], object], repeats: int
-) -> tuple[float, float, float]:
-    """Median seconds of ``ours`` and ``ref`` and the median of their per-repeat ratio. The two alternate, so a
-    shared machine's load changes hit both alike."""
-    ours()  # warm-up: first-touch page faults and lazy imports are not what we measure
-    ref()
-    t_ours, t_ref = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ours()
-        t1 = time.perf_counter()
-        ref()
-        t2 = time.perf_counter()
-        t_ours.append(t1 - t0)
-        t_ref.append(t2 - t1)
-    ratio = np.median(np.array(t_ours) / np.array(t_ref))
-    return float(np.median(t_ours)), float(np.median(t_ref)), float(ratio)
-
-
 def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -77,8 +58,7 @@ x = rng.normal(size=(n, args.d)).astype(np.float32)
 coef = rng.normal(size=(args.d, k))
 logger = softmax(0.5 * (x @ coef))
 target = softmax(2.0 * (x @ coef))  # stochastic target, every row and action non-zero: no sparsity shortcut
-cdf = np.cumsum(logger, axis=1)
-action = np.minimum((cdf < rng.random(n)[:, None]).sum(axis=1), k - 1)
+action = sample_actions(logger, rng)
 rows = np.arange(n)
 pscore = logger[rows, action]
 true_mean = 1 / (1 + np.exp(-(x @ coef)))

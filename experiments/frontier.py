@@ -16,23 +16,17 @@ else ``../shared/datasets`` beside the repository).
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import pandas as pd
+from _common import add_study_arguments, load_study_dataset, print_written, study_config
 
 from agents.studies.compare import (
     DEFAULT_COST_WEIGHTS,
     FEATURIZERS,
     ROUTERS,
-    CompareConfig,
     run_frontier_study,
 )
-from routing_env.data import load_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,13 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sample | routellm-mmlu | routellm-gsm8k | llmrouter | "
         "routerarena | PATH to a canonical .parquet/.csv/.jsonl",
     )
-    p.add_argument("--datasets-root", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-size", type=float, default=0.25)
-    p.add_argument("--cost-weights", type=float, nargs="+", default=list(DEFAULT_COST_WEIGHTS))
+    add_study_arguments(p, DEFAULT_COST_WEIGHTS, ppo_timesteps=60_000)
     p.add_argument("--routers", nargs="+", default=list(ROUTERS), choices=list(ROUTERS))
-    p.add_argument("--ppo-timesteps", type=int, default=60_000, help="per per-λ PPO policy")
     p.add_argument(
         "--ppo-cost-weights",
         type=float,
@@ -58,7 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="λ values that get their own PPO policy (default: the whole grid)",
     )
     p.add_argument("--ppo-conditioned-timesteps", type=int, default=200_000)
-    p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--featurize", choices=["auto", "always", "never"], default="auto")
     p.add_argument(
         "--featurizer",
@@ -74,22 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = (
-        args.datasets_root or os.environ.get("ROUTING_ENV_DATASETS") or (REPO.parent / "shared" / "datasets")
-    )
     start = time.perf_counter()
-    dataset = load_dataset(args.dataset, root=root)
-    name = Path(args.dataset).stem if Path(args.dataset).suffix else args.dataset
-    print(f"{name}: {dataset}")
-    config = CompareConfig(
-        cost_weights=tuple(args.cost_weights),
+    name, dataset = load_study_dataset(args.dataset, args.datasets_root)
+    config = study_config(
+        args,
         routers=tuple(args.routers),
-        test_size=args.test_size,
-        seed=args.seed,
-        ppo_timesteps=args.ppo_timesteps,
         ppo_cost_weights=None if args.ppo_cost_weights is None else tuple(args.ppo_cost_weights),
         ppo_conditioned_timesteps=args.ppo_conditioned_timesteps,
-        n_envs=args.n_envs,
         featurize=args.featurize,
         featurizer=args.featurizer,
     )
@@ -101,9 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         check = result.ppo_vs_best_bandit()
         if not check.empty:
             print(check.to_string())
-    for kind, path in paths.items():
-        print(f"wrote {kind}: {path}")
-    print(f"total {time.perf_counter() - start:.0f}s")
+    print_written(paths, start)
 
 
 if __name__ == "__main__":

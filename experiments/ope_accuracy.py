@@ -34,6 +34,7 @@ import argparse
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,8 @@ args = parser.parse_args()
 threadpool_limits(args.threads)
 ESTIMATORS = [s.strip() for s in args.estimators.split(",") if s.strip()]
 LEVEL = f"{1 - args.alpha:.0%}"
+#: The columns of ``estimate_policy_value``'s table every study row keeps.
+KEPT_COLUMNS = ("estimator", "estimate", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "ess")
 
 
 def softmax(z: np.ndarray, temperature: float) -> np.ndarray:
@@ -162,19 +165,18 @@ def part_one() -> pd.DataFrame:
                                 "logger": logger_name,
                                 "target": target_name,
                                 "seed": s,
-                                "estimator": row.estimator,
-                                "estimate": row.estimate,
-                                "ci_low": row.ci_low,
-                                "ci_high": row.ci_high,
-                                "boot_ci_low": row.boot_ci_low,
-                                "boot_ci_high": row.boot_ci_high,
-                                "ess": row.ess,
+                                **estimate_fields(row),
                                 "truth": truth[target_name],
                                 "n_warnings": len(caught),
                             }
                         )
         print(f"  done in {time.perf_counter() - t0:.1f} s")
     return pd.DataFrame(runs)
+
+
+def estimate_fields(row: Any) -> dict[str, Any]:
+    """The columns of one row of ``estimate_policy_value``'s table that the study keeps, in table order."""
+    return {column: getattr(row, column) for column in KEPT_COLUMNS}
 
 
 def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -234,13 +236,7 @@ def part_two() -> pd.DataFrame:
             rows.append(
                 {
                     "campaign": campaign,
-                    "estimator": row.estimator,
-                    "estimate": row.estimate,
-                    "ci_low": row.ci_low,
-                    "ci_high": row.ci_high,
-                    "boot_ci_low": row.boot_ci_low,
-                    "boot_ci_high": row.boot_ci_high,
-                    "ess": row.ess,
+                    **estimate_fields(row),
                     "bts_on_policy_ctr": on_policy,
                     "bts_on_policy_se": on_se,
                     "relative_error": (row.estimate - on_policy) / on_policy,

@@ -19,13 +19,13 @@ train prompts) and ``sample`` (the bundled logs, a 75/25 split). Writes ``ppo_vs
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from _common import add_study_arguments, datasets_root, study_config
 
 from agents.studies.compare import (
     BANDITS,
@@ -38,8 +38,6 @@ from routing_env.data import LoggedDataset, QueryFeaturizer, TextFeaturizer, loa
 from routing_env.data.featurizers import featurize
 from routing_env.errors import DataWarning
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results"
 PPO = ("ppo", "ppo-conditioned")
 #: How close PPO must come to the best bandit, in gap closed (issue 14, section 3).
 TARGET = 0.03
@@ -48,13 +46,8 @@ TARGET = 0.03
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=["llmrouter", "sample"], default="sample")
-    p.add_argument("--datasets-root", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cost-weights", type=float, nargs="+", default=list(DEFAULT_COST_WEIGHTS))
-    p.add_argument("--ppo-timesteps", type=int, default=20_000, help="per per-λ PPO policy")
+    add_study_arguments(p, DEFAULT_COST_WEIGHTS, ppo_timesteps=20_000, test_size=False)
     p.add_argument("--ppo-conditioned-timesteps", type=int, default=100_000)
-    p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--ablation", action="store_true", help="also run PPO without the warm start")
     return p.parse_args(argv)
 
@@ -63,9 +56,7 @@ def load_splits(args: argparse.Namespace, config: CompareConfig) -> tuple[Logged
     """``(train, test, description of the features)`` of ``--dataset``."""
     if args.dataset == "sample":
         return prepare_splits(load_dataset("sample"), config)
-    root = (
-        args.datasets_root or os.environ.get("ROUTING_ENV_DATASETS") or (REPO.parent / "shared" / "datasets")
-    )
+    root = datasets_root(args.datasets_root)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # the loader's note about the train/test overlap
         train = load_dataset("llmrouter", root=root, split="train")
@@ -86,13 +77,8 @@ def load_splits(args: argparse.Namespace, config: CompareConfig) -> tuple[Logged
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
-    config = CompareConfig(
-        cost_weights=tuple(args.cost_weights),
-        routers=(*BANDITS, *PPO),
-        seed=args.seed,
-        ppo_timesteps=args.ppo_timesteps,
-        ppo_conditioned_timesteps=args.ppo_conditioned_timesteps,
-        n_envs=args.n_envs,
+    config = study_config(
+        args, routers=(*BANDITS, *PPO), ppo_conditioned_timesteps=args.ppo_conditioned_timesteps
     )
     train, test, features = load_splits(args, config)
     print(f"{args.dataset}: {train.n_queries} training / {test.n_queries} test queries; {features}")

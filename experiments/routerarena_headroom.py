@@ -14,11 +14,11 @@ average, so the question is whether any router finds the queries where haiku win
 from __future__ import annotations
 
 import argparse
-import csv
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, SHARED_DATASETS, write_csv
 
 from agents import LinUCB
 from agents.routers import BestSingleModel, KNNRouter, LogisticRouter
@@ -26,15 +26,13 @@ from routing_env.data import load_routerarena
 from routing_env.data.featurizers import TaskOneHot, TextFeaturizer
 from routing_env.errors import DataWarning
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "routerarena")
+    p.add_argument("--data", type=Path, default=SHARED_DATASETS / "routerarena")
     p.add_argument("--lambdas", default="0,0.3,1")
     p.add_argument("--splits", type=int, default=5)
-    p.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "routerarena_headroom.csv")
+    p.add_argument("--out", type=Path, default=RESULTS / "routerarena_headroom.csv")
     args = p.parse_args(argv)
 
     with warnings.catch_warnings():
@@ -93,12 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"RouterArena, {data.n_queries} queries, models {list(data.models)}")
     for row in rows:
         print(f"  λ={row['lambda']:<4} {row['router']:<36} {row['gain_vs_best_single']:+.4f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["lambda", "router", "gain_vs_best_single"])
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows, ["lambda", "router", "gain_vs_best_single"])
 
 
 if __name__ == "__main__":

@@ -83,6 +83,35 @@ class PolicyEvaluation:
     regret: float
     cost_scale: float
 
+    @classmethod
+    def from_outcomes(
+        cls,
+        models: tuple[str, ...],
+        cost_weight: float,
+        quality: np.ndarray,
+        cost: np.ndarray,
+        reward: np.ndarray,
+        call_share: Iterable[float],
+        oracle_reward: float,
+        cost_scale: float,
+    ) -> PolicyEvaluation:
+        """The evaluation of per-query outcomes: ``quality``, ``cost`` (USD) and ``reward``, each ``(n,)``
+        (expected values for a stochastic policy), with ``call_share (K,)`` and the oracle's mean reward."""
+        mean_reward = float(reward.mean())
+        return cls(
+            models=models,
+            cost_weight=cost_weight,
+            n_queries=int(reward.shape[0]),
+            mean_quality=float(quality.mean()),
+            mean_cost=float(cost.mean()),
+            mean_reward=mean_reward,
+            call_share=tuple(float(v) for v in call_share),
+            oracle_reward=oracle_reward,
+            # Rounding can make a policy that equals the oracle look a hair better; regret is ≥ 0 by definition.
+            regret=max(oracle_reward - mean_reward, 0.0),
+            cost_scale=cost_scale,
+        )
+
     def share(self, model: str) -> float:
         """Share of calls that go to ``model``."""
         if model not in self.models:
@@ -160,20 +189,15 @@ def evaluate_probabilities(
     p = _check_probabilities(probabilities, n, k, "probabilities")
     rewards = dataset.rewards(lam, latency_weight, cost_scale)
     best = dataset.oracle_actions(lam, latency_weight, cost_scale, rewards=rewards)
-    oracle_reward = float(rewards[np.arange(n), best].mean())
-    mean_reward = float((p * rewards).sum(axis=1).mean())
     share = p.mean(axis=0)
-    return PolicyEvaluation(
-        models=dataset.models,
-        cost_weight=lam,
-        n_queries=n,
-        mean_quality=float((p * dataset.quality).sum(axis=1).mean()),
-        mean_cost=float((p * dataset.cost).sum(axis=1).mean()),
-        mean_reward=mean_reward,
-        call_share=tuple(float(s) for s in share / share.sum()),
-        oracle_reward=oracle_reward,
-        # Rounding can make a policy that equals the oracle look a hair better; regret is ≥ 0 by definition.
-        regret=max(oracle_reward - mean_reward, 0.0),
+    return PolicyEvaluation.from_outcomes(
+        dataset.models,
+        lam,
+        quality=(p * dataset.quality).sum(axis=1),
+        cost=(p * dataset.cost).sum(axis=1),
+        reward=(p * rewards).sum(axis=1),
+        call_share=share / share.sum(),
+        oracle_reward=float(rewards[np.arange(n), best].mean()),
         cost_scale=dataset.resolve_cost_scale(cost_scale),
     )
 
@@ -286,21 +310,10 @@ def evaluate_cascade(
     reward = q - (lam / scale) * c
     rewards = dataset.rewards(lam, cost_scale=cost_scale)
     best = dataset.oracle_actions(lam, cost_scale=cost_scale, rewards=rewards)
-    oracle_reward = float(rewards[np.arange(n), best].mean())
     share = np.zeros(dataset.n_models)
     np.add.at(share, idx, accept.mean(axis=0))
-    return PolicyEvaluation(
-        models=dataset.models,
-        cost_weight=lam,
-        n_queries=n,
-        mean_quality=float(q.mean()),
-        mean_cost=float(c.mean()),
-        mean_reward=float(reward.mean()),
-        call_share=tuple(float(v) for v in share),
-        oracle_reward=oracle_reward,
-        regret=max(oracle_reward - float(reward.mean()), 0.0),
-        cost_scale=scale,
-    )
+    oracle_reward = float(rewards[np.arange(n), best].mean())
+    return PolicyEvaluation.from_outcomes(dataset.models, lam, q, c, reward, share, oracle_reward, scale)
 
 
 #: λ grid used to trace the oracle's frontier: 0, then log-spaced over eight decades.

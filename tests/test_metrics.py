@@ -90,6 +90,27 @@ def test_stochastic_policy_scored_by_expectation(small: LoggedDataset) -> None:
     assert ev.mean_quality == pytest.approx(np.mean([s.mean_quality for s in singles]))
 
 
+def test_evaluation_from_per_query_outcomes_hand_computed() -> None:
+    ev = PolicyEvaluation.from_outcomes(
+        ("a", "b"),
+        0.5,
+        quality=np.array([1.0, 0.0, 1.0, 1.0]),
+        cost=np.array([0.2, 0.1, 0.2, 0.3]),
+        reward=np.array([0.9, -0.05, 0.9, 0.85]),
+        call_share=np.array([0.25, 0.75]),
+        oracle_reward=0.5,
+        cost_scale=1.0,
+    )
+    assert ev.n_queries == 4 and ev.call_share == (0.25, 0.75)
+    assert (ev.mean_quality, ev.mean_cost, ev.mean_reward) == pytest.approx((0.75, 0.2, 0.65))
+    # A mean reward above the oracle's (rounding, or an oracle of other logs) gives regret 0, never negative.
+    assert ev.regret == 0.0 and ev.oracle_reward == 0.5
+    worse = PolicyEvaluation.from_outcomes(
+        ("a",), 0.0, np.zeros(2), np.zeros(2), np.array([0.1, 0.3]), [1.0], oracle_reward=0.5, cost_scale=1.0
+    )
+    assert worse.regret == pytest.approx(0.3)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), lam=st.floats(0.0, 5.0))
 def test_no_policy_beats_the_oracle(seed: int, lam: float) -> None:

@@ -75,6 +75,11 @@ def _check_rounds(n_rounds: int) -> int:
     return int(n_rounds)
 
 
+def _round_arrays(n: int) -> tuple[np.ndarray, ...]:
+    """The ``(n,)`` arrays of an :class:`OnlineResult`, in its field order, to fill round by round."""
+    return tuple(np.empty(n, dtype=dtype) for dtype in (float, float, np.int64, float, np.int64, float))
+
+
 def _policy_cost_weight(policy: Any, cost_weight: float | None) -> float:
     if cost_weight is not None:
         return float(cost_weight)
@@ -129,12 +134,7 @@ def run_online(
     if cost_aware and getattr(policy, "cost_scale", 0.0) is None and getattr(policy, "mode", "") == "none":
         # An unset cost_scale means "the data's": use the env's so λ means the same for policy and rewards.
         policy.cost_scale_ = float(base.cost_scale)  # type: ignore[attr-defined]
-    rewards = np.empty(n)
-    oracle = np.empty(n)
-    actions = np.empty(n, dtype=np.int64)
-    props = np.empty(n)
-    queries = np.empty(n, dtype=np.int64)
-    cost = np.empty(n)
+    rewards, oracle, actions, props, queries, cost = _round_arrays(n)
     obs, _ = env.reset(seed=seed)
     for t in range(n):
         queries[t] = base.query_index
@@ -204,12 +204,7 @@ def run_cascade_online(
     d, k = ds.n_features, len(cols)
     lat = None if ds.latency is None else np.asarray(ds.latency, dtype=np.float64)
 
-    rewards = np.empty(n)
-    oracle = np.empty(n)
-    actions = np.empty(n, dtype=np.int64)
-    props = np.empty(n)
-    queries = np.empty(n, dtype=np.int64)
-    cost = np.empty(n)
+    rewards, oracle, actions, props, queries, cost = _round_arrays(n)
     obs, info0 = env.reset(seed=seed)
     for t in range(n):
         q = base.query_index

@@ -701,17 +701,7 @@ def evaluate_cascade_model(
         answer[i] = models.index(model) if model in models else 0
     rewards = dataset.rewards(lam, cost_scale=float(env.cost_scale))  # type: ignore[attr-defined]
     best = dataset.oracle_actions(lam, rewards=rewards)
-    oracle_reward = float(rewards[np.arange(n), best].mean())
     share = np.bincount(answer, minlength=len(models)) / max(n, 1)
-    return PolicyEvaluation(
-        models=models,
-        cost_weight=lam,
-        n_queries=n,
-        mean_quality=float(quality.mean()),
-        mean_cost=float(cost.mean()),
-        mean_reward=float(reward.mean()),
-        call_share=tuple(float(v) for v in share),
-        oracle_reward=oracle_reward,
-        regret=max(oracle_reward - float(reward.mean()), 0.0),
-        cost_scale=float(env.cost_scale),  # type: ignore[attr-defined]
-    )
+    oracle_reward = float(rewards[np.arange(n), best].mean())
+    scale = float(env.cost_scale)  # type: ignore[attr-defined]
+    return PolicyEvaluation.from_outcomes(models, lam, quality, cost, reward, share, oracle_reward, scale)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.training.rllib_env import env_kwargs_with_cost_weight
 from agents.training.sb3_policy import ACTIVATIONS
 from agents.training.warm_start import WarmStartConfig
 from routing_env.errors import ConfigurationError
@@ -213,16 +214,9 @@ class PPOTrainConfig:
 
     def env_arguments(self) -> dict[str, Any]:
         """The environment's keyword arguments: ``env_kwargs`` plus the λ settings."""
-        kwargs = dict(self.env_kwargs)
-        if self.cost_weight_range is not None:
-            kwargs.update(
-                cost_weight_range=self.cost_weight_range,
-                cost_weight_sampling=self.cost_weight_sampling,
-                observe_cost_weight=True,
-            )
-        else:
-            kwargs["cost_weight"] = self.cost_weight
-        return kwargs
+        return env_kwargs_with_cost_weight(
+            self.env_kwargs, self.cost_weight, self.cost_weight_range, self.cost_weight_sampling
+        )
 
     def validation_cost_weights(self) -> tuple[float, ...]:
         """The λ values a validation pass averages over."""

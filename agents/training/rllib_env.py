@@ -160,16 +160,29 @@ class RLlibEnvConfig:
 
     def gym_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``gym.make``/``gym.make_vec`` besides the dataset."""
-        kwargs = dict(self.env_kwargs)
-        if self.cost_weight_range is not None:
-            kwargs.update(
-                cost_weight_range=self.cost_weight_range,
-                cost_weight_sampling=self.cost_weight_sampling,
-                observe_cost_weight=True,
-            )
-        else:
-            kwargs["cost_weight"] = self.cost_weight
-        return kwargs
+        return env_kwargs_with_cost_weight(
+            self.env_kwargs, self.cost_weight, self.cost_weight_range, self.cost_weight_sampling
+        )
+
+
+def env_kwargs_with_cost_weight(
+    env_kwargs: Mapping[str, Any],
+    cost_weight: float,
+    cost_weight_range: tuple[float, float] | None,
+    cost_weight_sampling: str | None,
+) -> dict[str, Any]:
+    """A copy of ``env_kwargs`` plus the λ settings: a fixed ``cost_weight``, or, with ``cost_weight_range``,
+    λ drawn per episode by ``cost_weight_sampling`` and shown to the policy (``observe_cost_weight``)."""
+    kwargs = dict(env_kwargs)
+    if cost_weight_range is not None:
+        kwargs.update(
+            cost_weight_range=cost_weight_range,
+            cost_weight_sampling=cost_weight_sampling,
+            observe_cost_weight=True,
+        )
+    else:
+        kwargs["cost_weight"] = cost_weight
+    return kwargs
 
 
 # ---------------------------------------------------------------------- the logs, once per process

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.routers._common import rng_from_state, rng_state, sample_rows
+from agents.routers._common import rng_from_state, rng_state
+from agents.training._acting import ActsFromProbabilities, draw
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.metrics import PolicyEvaluation, oracle
@@ -240,7 +241,7 @@ class _PolicyNetwork:
 
 
 @register_policy
-class RLlibPolicy(_PolicyNetwork):
+class RLlibPolicy(ActsFromProbabilities, _PolicyNetwork):
     """A Routing-v0 PPO policy trained with RLlib, as a :class:`~routing_env.policy.Policy` over ``models``.
 
     ``action_probabilities(features (n, d)) -> (n, K) float64`` is the softmax of the RL module's policy logits
@@ -262,16 +263,6 @@ class RLlibPolicy(_PolicyNetwork):
         """``features (n, d)`` → ``(n, K) float64`` probabilities of the policy's categorical distribution."""
         x = check_features(features, self.n_features)
         return self._distribution(self._with_lambda(self._standardize(x)), None)
-
-    def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sample one model per query: ``(actions (n,) int64, propensities (n,) float64)``."""
-        probs = self.action_probabilities(features)
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(probs.shape[0]), actions]
-
-    def greedy_actions(self, features: np.ndarray) -> np.ndarray:
-        """``(n,) int64`` most probable model per query (ties to the lower index)."""
-        return self.action_probabilities(features).argmax(axis=1).astype(np.int64)
 
     def with_cost_weight(self, cost_weight: float) -> RLlibPolicy:
         """A shallow copy that feeds ``cost_weight`` to the network (parameters shared, sampler reseeded)."""
@@ -360,9 +351,7 @@ class RLlibCascadePolicy(_PolicyNetwork):
         self, observations: np.ndarray, action_masks: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Sample one action per observation: ``(actions (n,) int64, propensities (n,) float64)``."""
-        probs = self.observation_probabilities(observations, action_masks)
-        actions = sample_rows(probs, self._rng)
-        return actions, probs[np.arange(probs.shape[0]), actions]
+        return draw(self.observation_probabilities(observations, action_masks), self._rng)
 
     def with_cost_weight(self, cost_weight: float) -> RLlibCascadePolicy:
         """A shallow copy that feeds ``cost_weight`` to the network (parameters shared, sampler reseeded)."""

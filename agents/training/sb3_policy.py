@@ -14,6 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents.routers._common import load_featurizer_dir, rng_from_state, rng_state, save_featurizer_dir
+from agents.training._acting import ActsFromProbabilities
 from agents.training.sb3_env import CostWeightInput
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
@@ -48,7 +49,7 @@ def build_sb3_policy(
 
 
 @register_policy
-class SB3Policy:
+class SB3Policy(ActsFromProbabilities):
     """A trained SB3 actor-critic network as a :class:`~routing_env.policy.Policy` over ``models``.
 
     ``action_probabilities(features (n, d)) -> (n, K) float64`` is the softmax of the policy network's logits on
@@ -157,17 +158,6 @@ class SB3Policy:
             dist = self.network.get_distribution(obs)
             probs = dist.distribution.probs.double().numpy()  # type: ignore[union-attr]
         return probs / probs.sum(axis=1, keepdims=True)
-
-    def act(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sample one model per query: ``(actions (n,) int64, propensities (n,) float64)``."""
-        probs = self.action_probabilities(features)
-        u = self._rng.random((probs.shape[0], 1))
-        actions = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
-        return actions, probs[np.arange(probs.shape[0]), actions]
-
-    def greedy_actions(self, features: np.ndarray) -> np.ndarray:
-        """``(n,) int64`` most probable model per query (ties to the lower index)."""
-        return self.action_probabilities(features).argmax(axis=1).astype(np.int64)
 
     def featurize(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n, d)`` features of ``prompts`` from the policy's featurizer (what a server routes prompts with)."""

@@ -228,7 +228,7 @@ class OffPolicyEstimator:
         )
 
     # ------------------------------------------------------------------ public, OBP-style calls
-    def _inputs(
+    def inputs(
         self,
         reward: np.ndarray,
         action: np.ndarray,
@@ -237,10 +237,11 @@ class OffPolicyEstimator:
         position: np.ndarray | None,
         estimated_rewards: np.ndarray | None,
     ) -> Inputs:
+        """The checked arrays of one call (see the module docstring); refuses a missing reward model."""
         if self.needs_reward_model and estimated_rewards is None:
             raise ConfigurationError(
                 f"{self.label} needs estimated_rewards (n, K) from a reward model; fit one with "
-                "routing_env.ope.RewardModel().fit_predict(...)"
+                "routing_env.ope.RewardModel().fit_predict(...) (or use IPS/SNIPS)"
             )
         # Estimators without a reward model skip the (n, K) work on estimated_rewards.
         q = estimated_rewards if self.needs_reward_model else None
@@ -256,7 +257,7 @@ class OffPolicyEstimator:
         estimated_rewards: np.ndarray | None = None,
     ) -> float:
         """Estimated mean reward of the target policy (see the module docstring for the arrays)."""
-        inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
+        inputs = self.inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         value, _ = combine(self.terms(inputs))
         self._warn_undefined(value)
         return value
@@ -282,7 +283,7 @@ class OffPolicyEstimator:
     ) -> np.ndarray:
         """``(n,)`` per-round contributions whose mean is the estimate (self-normalised parts are divided by the
         mean of their denominator, as Open Bandit Pipeline does)."""
-        inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
+        inputs = self.inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         out = np.zeros(inputs.reward.shape[0])
         for u, v in self.terms(inputs).parts:
             out += u if v is None else u / float(v.mean())
@@ -307,7 +308,7 @@ class OffPolicyEstimator:
         from routing_env.ope.intervals import bootstrap_values, normal_interval, percentile_interval
 
         check_alpha(alpha)
-        inputs = self._inputs(reward, action, pscore, action_dist, position, estimated_rewards)
+        inputs = self.inputs(reward, action, pscore, action_dist, position, estimated_rewards)
         terms = self.terms(inputs)
         value, influence = combine(terms)
         self._warn_undefined(value)

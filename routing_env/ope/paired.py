@@ -67,7 +67,6 @@ from routing_env.ope.estimators import (
     combine,
     effective_sample_size,
     make_estimator,
-    prepare_inputs,
 )
 from routing_env.ope.intervals import bootstrap_values, normal_interval, percentile_interval
 
@@ -196,13 +195,7 @@ class PairedDifference:
     ) -> PairedTerms:
         """The three estimates in ratio-of-means form, sharing the logged arrays and the reward model."""
         est = self._est
-        if est.needs_reward_model and estimated_rewards is None:
-            raise ConfigurationError(
-                f"{est.label} needs estimated_rewards (n, K) from a reward model; fit one with "
-                "routing_env.ope.RewardModel().fit_predict(...) (or use IPS/SNIPS)"
-            )
-        q = estimated_rewards if est.needs_reward_model else None
-        cand_inputs = prepare_inputs(reward, action, pscore, candidate_dist, None, q)
+        cand_inputs = est.inputs(reward, action, pscore, candidate_dist, None, estimated_rewards)
         cand = est.terms(cand_inputs)
         if live_dist is None:
             # The logger scored on its own log: every weight is 1 and the value is the logged mean.
@@ -213,7 +206,7 @@ class PairedDifference:
                 raise ShapeError(
                     f"live_dist must have the shape of candidate_dist {np.shape(candidate_dist)}, got {live_dist.shape}"
                 )
-            live = est.terms(prepare_inputs(reward, action, pscore, live_dist, None, q))
+            live = est.terms(est.inputs(reward, action, pscore, live_dist, None, estimated_rewards))
         return PairedTerms(Terms(cand.parts + _negate(live), cand.weights), cand, live)
 
     def interval(

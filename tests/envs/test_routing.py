@@ -81,15 +81,16 @@ def test_sampled_lambda_path_matches_the_dataset_oracle(lam: float, query: int) 
         assert info["cost_weight"] == lam
 
 
+def cheap_and_dear(quality: list[list[float]], cost: list[list[float]]) -> LoggedDataset:
+    """Two queries ``a``, ``b`` (one feature, 0 and 1) × two models ``cheap``, ``dear``: ``quality``/``cost`` (2, 2)."""
+    return LoggedDataset(
+        models=("cheap", "dear"), query_ids=["a", "b"], quality=quality, cost=cost, features=[[0.0], [1.0]]
+    )
+
+
 @pytest.mark.parametrize("sampled", [False, True])
 def test_oracle_ties_go_to_the_cheaper_model(sampled: bool) -> None:
-    ds = LoggedDataset(
-        models=("cheap", "dear"),
-        query_ids=["a", "b"],
-        quality=[[1.0, 1.0], [0.0, 1.0]],
-        cost=[[0.001, 0.002], [0.001, 0.002]],
-        features=[[0.0], [1.0]],
-    )
+    ds = cheap_and_dear(quality=[[1.0, 1.0], [0.0, 1.0]], cost=[[0.001, 0.002], [0.001, 0.002]])
     env = RoutingEnv(dataset=ds, cost_weight_range=(0.0, 0.0)) if sampled else RoutingEnv(dataset=ds)
     env.reset(seed=0, options={"query_index": 0})
     assert env.step(1)[4]["oracle_action"] == 0
@@ -202,13 +203,7 @@ def test_budget_masks_unaffordable_models_and_ends_the_episode(small: LoggedData
 
 
 def test_unaffordable_call_is_refused_with_zero_reward() -> None:
-    ds = LoggedDataset(
-        models=("cheap", "dear"),
-        query_ids=["a", "b"],
-        quality=[[0.0, 1.0], [0.0, 1.0]],
-        cost=[[1.0, 5.0], [1.0, 5.0]],
-        features=[[0.0], [1.0]],
-    )
+    ds = cheap_and_dear(quality=[[0.0, 1.0], [0.0, 1.0]], cost=[[1.0, 5.0], [1.0, 5.0]])
     env = RoutingEnv(dataset=ds, budget=2.0, queries_per_episode=2)
     env.reset(seed=0)
     np.testing.assert_array_equal(env.action_masks(), [True, False])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 pytest.importorskip("uvicorn")
 pytest.importorskip("yaml")
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.experiments.test_smoke import run_script
 
 
 @pytest.mark.slow
@@ -21,13 +19,11 @@ def test_bench_gateway_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.csv"
     # LiteLLM's Router in process when litellm is installed (its proxy takes long to start); else without it.
     litellm = "router" if importlib.util.find_spec("litellm") is not None else "off"
-    cmd = [
-        sys.executable, str(REPO / "experiments" / "bench_gateway.py"), "--requests", "30", "--warmup", "5",
-        "--concurrency", "1,4", "--rounds", "1", "--litellm", litellm, "--out", str(out),
-    ]  # fmt: skip
-    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "the gateway's store holds all 70 requests it answered" in run.stdout
+    stdout = run_script(
+        "bench_gateway", "--requests", "30", "--warmup", "5", "--concurrency", "1,4", "--rounds", "1",
+        "--litellm", litellm, "--out", str(out),
+    )  # fmt: skip
+    assert "the gateway's store holds all 70 requests it answered" in stdout
     rows = list(csv.DictReader(out.open()))
     targets = {"direct", "gateway"} | ({"litellm"} if litellm != "off" else set())
     assert {(r["target"], r["concurrency"]) for r in rows} == {(t, c) for t in targets for c in ("1", "4")}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,11 +20,28 @@ TINY_PPO = ["--ppo-timesteps", "256", "--n-envs", "2"]
 
 
 def load_script(name: str) -> ModuleType:
+    """Import ``experiments/<name>.py`` as a script would run: with its folder on the path, for its siblings."""
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.append(str(EXPERIMENTS))
     spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> str:
+    """Run ``python experiments/<name>.py *args`` from the repository root; its stdout, or fail with its stderr."""
+    run = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / f"{name}.py"), *args],
+        cwd=EXPERIMENTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if run.returncode != 0:
+        pytest.fail(f"experiments/{name}.py exited {run.returncode}:\n{run.stderr[-3000:]}")
+    return run.stdout
 
 
 @pytest.mark.slow

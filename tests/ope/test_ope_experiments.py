@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.experiments.test_smoke import run_script
 
 
 @pytest.mark.slow
 def test_ope_accuracy_smoke(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        str(REPO / "experiments" / "ope_accuracy.py"),
-        "--datasets",
-        "sample",
-        "--no-obd",
-        "--n-seeds",
-        "2",
-        "--n-rounds",
-        "300",
-        "--n-bootstrap",
-        "20",
-        "--out-dir",
-        str(tmp_path),
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    out = run_script(
+        "ope_accuracy", "--datasets", "sample", "--no-obd", "--n-seeds", "2", "--n-rounds", "300",
+        "--n-bootstrap", "20", "--out-dir", str(tmp_path),
+    )  # fmt: skip
     assert "coverage at n = 300" in out
     table = pd.read_csv(tmp_path / "ope_accuracy.csv")
     assert set(table["logger"]) == {"uniform", "eps-greedy", "softmax"}
@@ -42,9 +28,8 @@ def test_ope_accuracy_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_ope_smoke(tmp_path: Path) -> None:
     out_csv = tmp_path / "bench.csv"
-    cmd = [sys.executable, str(REPO / "experiments" / "bench_ope.py"), "--n", "20000", "--repeats", "1"]
-    out = subprocess.run([*cmd, "--out", str(out_csv)], check=True, capture_output=True, text=True, cwd=REPO)
-    assert "DM+IPS+SNIPS+DR" in out.stdout
+    out = run_script("bench_ope", "--n", "20000", "--repeats", "1", "--out", str(out_csv))
+    assert "DM+IPS+SNIPS+DR" in out
     frame = pd.read_csv(out_csv)
     # Four rows of ours, plus one against Open Bandit Pipeline where obp is installed.
     has_obp = importlib.util.find_spec("obp") is not None

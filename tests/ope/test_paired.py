@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.ope import DR, IPS, SNDR, SNIPS, DRos, SwitchDR
+from routing_env.ope.feedback import sample_actions
 from routing_env.ope.paired import (
     PairedDifference,
     PairedEstimate,
@@ -31,6 +32,15 @@ from routing_env.ope.paired import (
 )
 
 ESTIMATOR_CLASSES = {"IPS": IPS, "SNIPS": SNIPS, "DR": DR, "SNDR": SNDR, "SwitchDR": SwitchDR, "DRos": DRos}
+
+
+#: The cases of the properties over random logs: a seed, ``n`` rounds, ``k`` actions and an estimator's name.
+over_random_logs = given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 60),
+    k=st.integers(2, 6),
+    name=st.sampled_from(list(ESTIMATOR_CLASSES)),
+)
 
 
 def _dist(rng: np.random.Generator, n: int, k: int, floor: float = 0.0) -> np.ndarray:
@@ -54,12 +64,7 @@ def _log(seed: int, n: int, k: int) -> tuple[np.ndarray, ...]:
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    n=st.integers(2, 60),
-    k=st.integers(2, 6),
-    name=st.sampled_from(list(ESTIMATOR_CLASSES)),
-)
+@over_random_logs
 def test_difference_is_antisymmetric_and_equals_the_unpaired_difference(
     seed: int, n: int, k: int, name: str
 ) -> None:
@@ -79,12 +84,7 @@ def test_difference_is_antisymmetric_and_equals_the_unpaired_difference(
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    n=st.integers(2, 60),
-    k=st.integers(2, 6),
-    name=st.sampled_from(list(ESTIMATOR_CLASSES)),
-)
+@over_random_logs
 def test_identical_policies_differ_by_zero(seed: int, n: int, k: int, name: str) -> None:
     reward, action, pscore, _, cand, _, qhat = _log(seed, n, k)
     result = _interval(PairedDifference(name), reward, action, pscore, cand, cand.copy(), qhat)
@@ -136,8 +136,7 @@ def test_live_none_scores_the_logger_on_its_own_log() -> None:
 
 def _simulate(rng: np.random.Generator, pop: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
     idx = rng.integers(0, pop["rewards"].shape[0], n)
-    cdf = np.cumsum(pop["logger"][idx], axis=1)
-    action = np.minimum((cdf < rng.random(n)[:, None]).sum(axis=1), cdf.shape[1] - 1)
+    action = sample_actions(pop["logger"][idx], rng)
     noise = rng.normal(scale=0.3, size=n)
     reward = pop["rewards"][idx, action] + noise
     return reward, action, pop["logger"][idx, action], pop["cand"][idx], pop["live"][idx], pop["qhat"][idx]

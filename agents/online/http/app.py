@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from agents.online.follow import LogFollower, multi_writer
 from agents.online.http.admin import admin_routes
 from agents.online.http.decisions import decision_routes
 from agents.online.http.hotpath import with_hot_paths
@@ -110,9 +111,13 @@ def _lifespan(service: Service) -> Any:
         # holds the store's write lock between loop iterations, so a thread writing while it holds the router's
         # lock could deadlock with the loop.
         task = None if interval is None else asyncio.create_task(expire_loop(interval))
+        if multi_writer(router):  # other replicas append to the log: apply their entries as they commit
+            service.follower = LogFollower(router).start()
         try:
             yield
         finally:
+            if service.follower is not None:
+                service.follower.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -292,6 +292,8 @@ class PostgresDecisionStore(SQLStoreBase):
         raise AssertionError("unreachable")
 
     _placeholder = "%s"
+    #: Other processes append to the same log: routers on this store follow it (:mod:`agents.online.follow`).
+    multi_writer = True
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._read(sql, params)
@@ -651,6 +653,11 @@ class PostgresDecisionStore(SQLStoreBase):
         )
         return [r[0] for r in rows]
 
+    def next_decision_seq(self) -> int:
+        """A decision sequence number no other writer of this database gets (drawn from ``decision_seq``)."""
+        row = self._read_one("SELECT nextval('decision_seq')")
+        return int(row[0]) if row else 0
+
     def max_decision_seq(self) -> int:
         row = self._read_one("SELECT COALESCE(MAX(seq), 0) FROM decisions")
         return int(row[0]) if row else 0
@@ -727,7 +734,10 @@ class PostgresDecisionStore(SQLStoreBase):
                 raise repeated_feedback(fb.decision_id)
             return int(row[0])
 
-        return self._write(append, missing=lambda: _unknown(fb.decision_id))
+        # In a group, a stale position undoes this append alone (its savepoint), so the writer can catch up
+        # and append again within the same request.
+        in_group = self._deferring == threading.get_ident()
+        return self._write(append, atomic=in_group, missing=lambda: _unknown(fb.decision_id))
 
     def mark_expired(self, decision_id: str) -> None:
         """Close a decision whose wait time expired without applying any reward."""

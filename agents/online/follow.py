@@ -94,6 +94,16 @@ def apply_log(router: OnlineRouter, limit: int = PAGE) -> int:
         return len(entries)
 
 
+def catch_up(router: OnlineRouter) -> None:
+    """Before the router appends its own feedback: hold the log's head where the store can (PostgreSQL, inside
+    the request's group) and apply every committed entry up to it, so the append takes the next position."""
+    hold = getattr(router.store, "hold_log_head", None)
+    if hold is not None:
+        hold()
+    while apply_log(router) == PAGE:
+        pass
+
+
 def _count(router: OnlineRouter, fb: Feedback, d: Decision) -> None:
     """Update the monitoring counters for another replica's feedback."""
     c = router._counts

@@ -38,7 +38,7 @@ from agents.online.cascades import Observation, call_costs, stop_draw
 from agents.online.config import RouterConfig
 from agents.online.errors import ContractChangeError, DecisionConflictError, LogConflictError, already_closed
 from agents.online.failover import reroute
-from agents.online.follow import apply_log, apply_stored, multi_writer, next_decision_seq
+from agents.online.follow import apply_log, apply_stored, catch_up, multi_writer, next_decision_seq
 from agents.online.learning import (
     Update,
     apply_update,
@@ -559,7 +559,7 @@ class OnlineRouter:
         """Validate, apply, then store the feedback of ``d``; an update that fails or a write that fails leaves
         neither the policy nor the store changed."""
         if multi_writer(self):
-            apply_log(self)  # the feedback goes after everything already committed: apply that first
+            catch_up(self)  # the feedback goes after everything already committed: apply that first
         s = self._served
         steps, calls = self._costs(d, cost)
         total = float(sum(calls))

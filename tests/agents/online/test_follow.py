@@ -97,3 +97,29 @@ def test_a_follower_needs_a_positive_poll_interval(postgres_url: str) -> None:
     with pytest.raises(ConfigurationError, match="poll_s must be > 0 seconds, got 0"):
         LogFollower(a, poll_s=0)
     a.store.close()
+
+
+def test_feedback_in_a_group_holds_the_log_head_so_no_append_is_stale(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import threading
+
+    a, b = _replicas(postgres_url, 2)
+    da, db = a.route([0.5, 0.1, 0.2, 0.3]), b.route([0.1, 0.9, 0.2, 0.3])
+    b.store.begin_deferred()  # a request of b's service: its feedback's group holds the head until it commits
+    assert b.feedback(db.decision_id, 0.8, cost=1e-3).seq == 1
+    group = b.store.end_deferred()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (a.feedback(da.decision_id, 0.3, cost=1e-3), done.set()))
+    thread.start()
+    assert not done.wait(0.5)  # a waits for b's group instead of appending at a stale position
+    b.store.commit_group()
+    assert b.store.group_error(group) is None
+    thread.join(30)
+    assert done.is_set() and a.store.log_position() == 2
+    apply_log(b)
+    replay = OnlineRouter.restore(open_store(postgres_url), seed=1)
+    assert_same_state(replay.policy, a.policy, tmp_path / "a")
+    assert_same_state(replay.policy, b.policy, tmp_path / "b")
+    for r in (a, b, replay):
+        r.store.close()

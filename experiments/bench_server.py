@@ -24,6 +24,7 @@ to the raw SQLite insert rate without HTTP.
 
     python experiments/bench_server.py                      # full run (~2 min)
     python experiments/bench_server.py --requests 200       # quick look
+    python experiments/bench_server.py --store postgresql://user@host/db   # replicas: experiments/bench_replicas.py
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,31 +106,48 @@ async def run_level(
     port: int, path: str, bodies: list[bytes], concurrency: int, warmup: list[bytes]
 ) -> tuple[float, np.ndarray, list[bytes]]:
     """Send ``bodies`` to ``path`` over ``concurrency`` connections; (elapsed s, latencies s, responses)."""
-    conns = [await Conn.open(port) for _ in range(concurrency)]
+    elapsed, latencies, responses, _ = await timed([port], path, bodies, concurrency, warmup=warmup)
+    return elapsed, latencies, responses
+
+
+async def timed(
+    ports: list[int],
+    path: str,
+    bodies: list[bytes],
+    concurrency: int,
+    offset: int = 0,
+    warmup: Sequence[bytes] = (),
+) -> tuple[float, np.ndarray, list[bytes], np.ndarray]:
+    """Send ``bodies[i]`` to server ``(i + offset) % len(ports)`` with ``concurrency`` requests in flight (after
+    ``warmup``, untimed, to the first); (elapsed s, latencies s, responses, acknowledgement times on
+    ``time.perf_counter``). A status other than 200 raises."""
+    conns = [[await Conn.open(p) for _ in range(concurrency)] for p in ports]
     for i, body in enumerate(warmup):
-        await conns[i % concurrency].post(path, body)
-    latencies = np.zeros(len(bodies))
+        await conns[0][i % concurrency].post(path, body)
+    latencies, acked = np.zeros(len(bodies)), np.zeros(len(bodies))
     responses: list[bytes] = [b""] * len(bodies)
     next_index = 0
 
-    async def worker(conn: Conn) -> None:
+    async def worker(k: int) -> None:
         nonlocal next_index
         while next_index < len(bodies):
             i = next_index
             next_index += 1
             t0 = time.perf_counter()
-            status, payload = await conn.post(path, bodies[i])
-            latencies[i] = time.perf_counter() - t0
+            status, payload = await conns[(i + offset) % len(ports)][k].post(path, bodies[i])
+            acked[i] = time.perf_counter()
+            latencies[i] = acked[i] - t0
             if status != 200:
                 raise RuntimeError(f"{path} returned {status}: {payload[:200]!r}")
             responses[i] = payload
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
     elapsed = time.perf_counter() - start
-    for c in conns:
-        c.close()
-    return elapsed, latencies, responses
+    for row in conns:
+        for c in row:
+            c.close()
+    return elapsed, latencies, responses, acked
 
 
 # ---------------------------------------------------------------------------------------------------- server
@@ -287,6 +306,11 @@ def report(rows: list[dict[str, object]], levels: list[int], paths: list[str]) -
 
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> None:
+    if "--store" in sys.argv[1:]:  # SQLite against PostgreSQL with one and two replicas
+        from bench_replicas import main as bench_replicas
+
+        bench_replicas(sys.argv[1:])
+        return
     args = parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     paths = [p for p in args.paths.split(",") if p]

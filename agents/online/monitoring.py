@@ -84,3 +84,16 @@ def prometheus_text(stats: Mapping[str, Any]) -> str:
         f'routing_env_policy_info{{version="{version}",kind="{kind}"}} 1',
     ]
     return "\n".join(lines) + "\n"
+
+
+def log_lines(applied: int, head: int) -> str:
+    """The replica's applied log position, the log's head and the lag between them, as Prometheus gauges."""
+    lines = []
+    for name, help_text, value in (
+        ("log_position", "The last log position this replica applied to its policy.", applied),
+        ("log_head", "The last log position committed to the store.", head),
+        ("log_lag", "Log entries committed but not yet applied by this replica.", head - applied),
+    ):
+        lines += [f"# HELP routing_env_{name} {help_text}", f"# TYPE routing_env_{name} gauge"]
+        lines.append(f"routing_env_{name} {value}")
+    return "\n".join(lines) + "\n"

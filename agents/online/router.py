@@ -22,6 +22,7 @@ one that never crashed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -35,8 +36,9 @@ import numpy as np
 from agents.online.cache import DecisionCache
 from agents.online.cascades import Observation, call_costs, stop_draw
 from agents.online.config import RouterConfig
-from agents.online.errors import ContractChangeError, DecisionConflictError, already_closed
+from agents.online.errors import ContractChangeError, DecisionConflictError, LogConflictError, already_closed
 from agents.online.failover import reroute
+from agents.online.follow import apply_log, apply_stored, catch_up, multi_writer, next_decision_seq
 from agents.online.learning import (
     Update,
     apply_update,
@@ -70,6 +72,8 @@ log = logging.getLogger("routing_env.online")
 
 # Closed decision ids remembered to refuse a duplicate feedback before its twin's commit is visible.
 _RECENTLY_CLOSED = 65_536
+# Appends tried when other replicas keep taking the log position first.
+_LOG_ATTEMPTS = 8
 
 
 class OnlineRouter:
@@ -218,26 +222,17 @@ class OnlineRouter:
         return restore_router(cls, store, kwargs)
 
     def _replay(self, ckpt: Checkpoint) -> list[int]:
-        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in apply order; the
-        ``seq`` of the rows skipped because live serving would refuse them now."""
-        self._base, self._since = ckpt, []
+        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in log order, up to the
+        log's end as read; the ``seq`` of the rows skipped because live serving would refuse them now."""
+        self._base, self._since, self._feedback_seq, skipped = ckpt, [], ckpt.last_feedback_seq, []
         if self.pacer is not None:
             self.pacer.load(ckpt.path)
-        skipped = []
         for fb, d in self.store.feedback(after_seq=ckpt.last_feedback_seq):
-            if self.pacer is not None:
-                self.pacer.observe(fb.cost, d.created_at)
-            if not fb.applied:
-                continue
-            try:
-                u = self._stored_update(fb, d)
-                self._learn(u, d)
-            except ConfigurationError as exc:
-                log.warning("skipping stored feedback seq %d for %s: %s", fb.seq, d.decision_id, exc)
+            if apply_stored(self, fb, d):
+                self.n_replayed += 1
+            elif fb.applied:
                 skipped.append(fb.seq)
-                continue
-            self._since.append(u)
-            self.n_replayed += 1
+            self._feedback_seq = fb.seq
         self._checkpoint_due = max(len(self._since), self.config.checkpoint_every)
         self._prime(self._served)  # as warm as a live router's policy, which has routed since its last update
         return skipped
@@ -384,7 +379,7 @@ class OnlineRouter:
                     f"settable cost_weight); {type(s.policy).__name__} was trained for λ={self.cost_weight}"
                 )
             allowed = allowed_mask(s, allowed_models)
-            seq = self._decision_seq + 1
+            seq = next_decision_seq(self)
             if s.kind == "route":
                 probs = probabilities(s, x, lam if cost_weight is not None and s.cost_aware else None)
                 sampled = probs if allowed is None else renormalise(probs, allowed)
@@ -425,17 +420,14 @@ class OnlineRouter:
                 prompt_chars=None if prompt is None else len(prompt),
             )
             self.store.insert_decision(decision)
-            self._decision_seq = seq
+            self._decision_seq = max(self._decision_seq, seq)
             for hook in self.decision_hooks:
                 hook(decision)
             if decision.kind == "route":
                 self._open.put(decision.decision_id, decision)
             if request_id is not None:
                 self._by_request.put(request_id, decision)
-            c = self._counts
-            c.decisions += 1
-            c.pending += 1
-            c.decisions_by_model[decision.model] = c.decisions_by_model.get(decision.model, 0) + 1
+            self._counts.count_decision(decision.model)
             return decision
 
     def fail_over(self, decision_id: str, failed: Sequence[str]) -> Decision:
@@ -570,6 +562,8 @@ class OnlineRouter:
     ) -> Feedback:
         """Validate, apply, then store the feedback of ``d``; an update that fails or a write that fails leaves
         neither the policy nor the store changed."""
+        if multi_writer(self):
+            catch_up(self)  # the feedback goes after everything already committed: apply that first
         s = self._served
         steps, calls = self._costs(d, cost)
         total = float(sum(calls))
@@ -592,25 +586,31 @@ class OnlineRouter:
             applied,
             s.version,
         )
-        if update is not None:
-            self._learn(update, d)
-        try:
-            self.store.insert_feedback(fb)
-        except BaseException:
+        for attempt in range(_LOG_ATTEMPTS):
             if update is not None:
-                self._revert()
-            raise
+                self._learn(update, d)
+            try:
+                self.store.insert_feedback(fb)
+                break
+            except LogConflictError:
+                # Another replica appended first: undo, apply its entries, and take the next position.
+                if update is not None:
+                    self._revert()
+                if attempt == _LOG_ATTEMPTS - 1:
+                    raise
+                apply_log(self)
+                fb = dataclasses.replace(fb, seq=self._feedback_seq + 1)
+            except BaseException:
+                if update is not None:
+                    self._revert()
+                raise
         self._feedback_seq = fb.seq
         if self.pacer is not None:
             self.pacer.observe(fb.cost, d.created_at)
         self._closed_recently[d.decision_id] = None
         if len(self._closed_recently) > _RECENTLY_CLOSED:
             del self._closed_recently[next(iter(self._closed_recently))]
-        c = self._counts
-        c.pending -= 1
-        c.feedback[source] = c.feedback.get(source, 0) + 1
-        c.feedback_by_model[d.model] = c.feedback_by_model.get(d.model, 0) + 1
-        c.reward_by_model[d.model] = c.reward_by_model.get(d.model, 0.0) + fb.reward
+        self._counts.count_feedback(source, d.model, fb.reward)
         if update is not None:
             self._since.append(update)
             self.n_applied += 1
@@ -772,18 +772,12 @@ class OnlineRouter:
     def stats(self) -> dict[str, Any]:
         """Counters for monitoring: decisions, feedback by source, pending, per-model decisions and mean reward."""
         with self._lock:
-            c = self._counts
             return {
                 "policy_version": self.version,
                 "policy_kind": self.kind,
-                "decisions": c.decisions,
-                "pending": c.pending,
-                "feedback": dict(c.feedback),
+                **self._counts.stats(),
                 "applied_updates": self.n_applied,
                 "replayed_updates": self.n_replayed,
-                "decisions_by_model": dict(c.decisions_by_model),
-                "feedback_by_model": dict(c.feedback_by_model),
-                "reward_sum_by_model": dict(c.reward_by_model),
                 "last_feedback_seq": self._feedback_seq,
                 **({} if self.pacer is None else {"budget": self.pacer.stats()}),
                 "open_cache_bytes": self._open.nbytes + self._by_request.nbytes,

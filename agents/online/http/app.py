@@ -31,6 +31,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from agents.online.follow import LogFollower, multi_writer
 from agents.online.http.admin import admin_routes
 from agents.online.http.decisions import decision_routes
 from agents.online.http.hotpath import with_hot_paths
@@ -115,12 +116,16 @@ def _lifespan(service: Service) -> Any:
         # lock could deadlock with the loop.
         task = None if interval is None else asyncio.create_task(expire_loop(interval))
         canary = asyncio.create_task(canary_loop(service))
+        if multi_writer(router):  # other replicas append to the log: apply their entries as they commit
+            service.follower = LogFollower(router).start()
         try:
             yield
         finally:
             canary.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await canary
+            if service.follower is not None:
+                service.follower.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -41,9 +41,12 @@ class GroupCommit:
         self._scheduled = False
         #: Why the last commit failed (cleared by the next one that succeeds), for ``/healthz``.
         self.last_error: str | None = None
+        self._resync_due = False
 
     async def run(self, work: Callable[[], _T]) -> _T:
         store = self.store
+        if self._resync_due:  # the router still holds updates of a rolled-back group: catch up first
+            self._resync()
         store.begin_deferred()
         try:
             result = work()
@@ -88,10 +91,18 @@ class GroupCommit:
 
     def _failed(self) -> None:
         log.error("a group commit failed; resynchronising the router with the store")
+        self._resync_due = True
         try:
-            self.router.resync()
+            self._resync()
         except Exception:
-            log.exception("resynchronising the router failed")
+            log.exception("resynchronising the router failed; retrying before the next request")
+
+    def _resync(self) -> None:
+        """Rebuild the router from the store; until that succeeds (the store is back), requests get its error
+        (a :class:`~agents.online.errors.StoreError`: HTTP 503) instead of being served from a state the log
+        does not hold."""
+        self.router.resync()
+        self._resync_due = False
 
     def close(self) -> None:
         """Commit what is still open (at shutdown)."""

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 from agents.online.http.responses import CompactJSONResponse
 from agents.online.http.schemas import Health
 from agents.online.http.service import Service
+from agents.online.monitoring import log_lines
 
 
 def metrics_routes(service: Service) -> APIRouter:
@@ -22,6 +23,7 @@ def metrics_routes(service: Service) -> APIRouter:
     async def healthz() -> CompactJSONResponse:
         st = router.stats()
         reason = service.health()
+        applied, head = service.log_state()
         health = Health(
             status="ok" if reason is None else "unhealthy",
             reason=reason,
@@ -29,11 +31,14 @@ def metrics_routes(service: Service) -> APIRouter:
             kind=st["policy_kind"],
             decisions=st["decisions"],
             pending=st["pending"],
+            log_position=applied,
+            log_lag=head - applied,
         )
         return CompactJSONResponse(health.model_dump(), status_code=200 if reason is None else 503)
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(router.prometheus(), media_type="text/plain; version=0.0.4")
+        text = router.prometheus() + log_lines(*service.log_state())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return api

@@ -162,6 +162,8 @@ class Health(BaseModel):
     kind: Literal["route", "cascade"]
     decisions: int
     pending: int
+    log_position: int = Field(description="the last log position this replica applied to its policy")
+    log_lag: int = Field(description="log entries committed but not yet applied here (head − log_position)")
 
 
 class ErrorBody(BaseModel):

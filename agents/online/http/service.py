@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.online.config import check_positive
+from agents.online.errors import StoreError
+from agents.online.follow import LogFollower
 from agents.online.http.commit import GroupCommit
 from agents.online.rollout.shadows import Shadows
 from agents.online.router import OnlineRouter
@@ -94,6 +96,9 @@ class Service:
     committer: GroupCommit
     settings: ServiceSettings
     shadows: Shadows | None = None
+    #: Keeps the router caught up with a log other replicas append to (started with the app; ``None``: the
+    #: store has one writer, this router).
+    follower: LogFollower | None = None
 
     @classmethod
     def create(cls, router: OnlineRouter, settings: ServiceSettings) -> Service:
@@ -103,6 +108,17 @@ class Service:
         return cls(router=router, committer=GroupCommit(router), settings=settings, shadows=shadows)
 
     def health(self) -> str | None:
-        """Why the service cannot serve (``None``: healthy): the router's own problem, or a store that failed
-        its last commit."""
-        return self.router.health() or self.committer.last_error
+        """Why the service cannot serve (``None``: healthy): the router's own problem, a store that failed
+        its last commit, or a log that cannot be followed."""
+        follower_error = None if self.follower is None else self.follower.error
+        return self.router.health() or self.committer.last_error or follower_error
+
+    def log_state(self) -> tuple[int, int]:
+        """``(applied, head)``: the last log position the router applied and the log's head (its lag is the
+        difference). The head is read from the store; when that fails, the last head the follower saw."""
+        applied = self.router.stats()["last_feedback_seq"]
+        try:
+            head = self.router.store.log_position()
+        except StoreError:
+            head = applied if self.follower is None else self.follower.head
+        return applied, max(head, applied)

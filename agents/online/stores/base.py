@@ -220,6 +220,31 @@ class StoreCounts:
     feedback_by_model: dict[str, int] = field(default_factory=dict)
     reward_by_model: dict[str, float] = field(default_factory=dict)
 
+    def count_decision(self, model: str) -> None:
+        """One more open decision for ``model``."""
+        self.decisions += 1
+        self.pending += 1
+        self.decisions_by_model[model] = self.decisions_by_model.get(model, 0) + 1
+
+    def count_feedback(self, source: str, model: str, reward: float, closed_open: bool = True) -> None:
+        """One more feedback from ``source`` on a decision for ``model``; ``closed_open``: it closed a decision
+        counted as pending here."""
+        self.pending -= int(closed_open)
+        self.feedback[source] = self.feedback.get(source, 0) + 1
+        self.feedback_by_model[model] = self.feedback_by_model.get(model, 0) + 1
+        self.reward_by_model[model] = self.reward_by_model.get(model, 0.0) + reward
+
+    def stats(self) -> dict[str, Any]:
+        """The counters under the names ``/metrics`` exposes (copies of the mappings)."""
+        return {
+            "decisions": self.decisions,
+            "pending": self.pending,
+            "feedback": dict(self.feedback),
+            "decisions_by_model": dict(self.decisions_by_model),
+            "feedback_by_model": dict(self.feedback_by_model),
+            "reward_sum_by_model": dict(self.reward_by_model),
+        }
+
 
 # ---------------------------------------------------------------------------------------------------- protocol
 class DecisionStore(Protocol):

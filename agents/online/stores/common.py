@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from agents.online.errors import DecisionConflictError
+from agents.online.errors import DecisionConflictError, DecisionNotFoundError
 from agents.online.stores.base import Decision, PolicyVersion, StoreCounts
 from agents.online.stores.export import bandit_feedback, check_versions, traffic_dataset
 from agents.online.stores.sql import DECISION_COLUMNS, N_DECISION_COLUMNS, qualified
@@ -40,6 +40,10 @@ def repeated_feedback(decision_id: str) -> DecisionConflictError:
     return DecisionConflictError(
         f"decision {decision_id!r} already has feedback; feedback is accepted once per decision"
     )
+
+
+def unknown_decision(decision_id: str) -> DecisionNotFoundError:
+    return DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")
 
 
 def repeated_call(decision_id: str) -> DecisionConflictError:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreUnavailableError
+from agents.online.errors import DecisionConflictError, StoreUnavailableError
 from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, LogEntry, PolicyVersion, Step
 from agents.online.stores.calls import CALL_COLUMNS, call_from_row, call_row
 from agents.online.stores.common import (
@@ -50,11 +50,12 @@ from agents.online.stores.common import (
     repeated_decision,
     repeated_feedback,
     repeated_request,
+    unknown_decision,
 )
 from agents.online.stores.postgres_checkpoints import CheckpointArchive
 from agents.online.stores.postgres_listen import LogListener
 from agents.online.stores.postgres_schema import LOG_CHANNEL, check_current, migrate
-from agents.online.stores.postgres_target import Target, driver
+from agents.online.stores.postgres_target import Target, driver, refuse_nul
 from agents.online.stores.rollout import SQLRolloutRecords
 from agents.online.stores.sql import (
     DECISION_COLUMNS,
@@ -293,6 +294,8 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         raise AssertionError("unreachable")
 
     _placeholder = "%s"
+    #: Other processes append to the same log: routers on this store follow it (:mod:`agents.online.follow`).
+    multi_writer = True
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._read(sql, params)
@@ -543,7 +546,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         """Register a policy version (a version id names one policy for the life of the store)."""
         import json
 
-        _refuse_nul(version=version, kind=kind)
+        refuse_nul(version=version, kind=kind)
         if self._recorded(version, kind, models):
             return
         self._write(
@@ -590,7 +593,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         """Log a new decision; a repeated ``seq``, ``decision_id`` or ``request_id`` is a
         :class:`DecisionConflictError`; a NUL character in the prompt or request id a ConfigurationError (PostgreSQL
         text cannot hold it)."""
-        _refuse_nul(prompt=d.prompt, request_id=d.request_id)
+        refuse_nul(prompt=d.prompt, request_id=d.request_id)
 
         def insert(conn: psycopg.Connection[Any]) -> None:
             if conn.execute(_INSERT_DECISION, decision_values(d)).fetchone() is not None:
@@ -628,7 +631,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
             f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = %s", (str(decision_id),)
         )
         if row is None:
-            raise DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")
+            raise unknown_decision(decision_id)
         return self._decision_from_row(row)
 
     def find_request(self, request_id: str) -> Decision | None:
@@ -652,6 +655,11 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         )
         return [r[0] for r in rows]
 
+    def next_decision_seq(self) -> int:
+        """A decision sequence number no other writer of this database gets (drawn from ``decision_seq``)."""
+        row = self._read_one("SELECT nextval('decision_seq')")
+        return int(row[0]) if row else 0
+
     def max_decision_seq(self) -> int:
         row = self._read_one("SELECT COALESCE(MAX(seq), 0) FROM decisions")
         return int(row[0]) if row else 0
@@ -667,7 +675,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
                     f"decision {step.decision_id!r} already has step {step.step}; each call is observed once"
                 )
 
-        self._write(insert, missing=lambda: _unknown(step.decision_id))
+        self._write(insert, missing=lambda: unknown_decision(step.decision_id))
 
     def steps(self, decision_id: str) -> list[Step]:
         rows = self._read(
@@ -696,7 +704,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         self._write(
             insert,
             atomic=True,
-            missing=lambda: _unknown(calls[0].decision_id),
+            missing=lambda: unknown_decision(calls[0].decision_id),
             conflict=lambda: repeated_call(calls[0].decision_id),
         )
 
@@ -736,7 +744,22 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
                 raise repeated_feedback(fb.decision_id)
             return int(row[0])
 
-        return self._write(append, missing=lambda: _unknown(fb.decision_id))
+        # In a group, a stale position undoes this append alone (its savepoint), so the writer can catch up
+        # and append again within the same request.
+        in_group = self._deferring == threading.get_ident()
+        return self._write(append, atomic=in_group, missing=lambda: unknown_decision(fb.decision_id))
+
+    def hold_log_head(self) -> int:
+        """Inside a deferral, lock the log's head in the open group until it commits and return it (no other writer
+        appends meanwhile, so the caller's next append is not stale); outside one, the committed head."""
+        if self._deferring != threading.get_ident():
+            return self.log_position()
+
+        def lock(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT position FROM log_head FOR UPDATE").fetchone()
+            return int(row[0]) if row else 0
+
+        return self._write(lock)
 
     def mark_expired(self, decision_id: str) -> None:
         """Close a decision whose wait time expired without applying any reward."""
@@ -784,16 +807,3 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         (woken by ``NOTIFY`` on :data:`LOG_CHANNEL`: :class:`~agents.online.stores.postgres_listen.LogListener`)."""
         self._check_open()
         return self._listener.wait(after, timeout_s)
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-def _refuse_nul(**texts: str | None) -> None:
-    for name, text in texts.items():
-        if text is not None and "\x00" in text:
-            raise ConfigurationError(
-                f"{name} contains a NUL character (\\x00), which a PostgreSQL store cannot hold; remove it"
-            )
-
-
-def _unknown(decision_id: str) -> DecisionNotFoundError:
-    return DecisionNotFoundError(f"unknown decision_id {decision_id!r}: this store never issued it")

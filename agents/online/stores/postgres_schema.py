@@ -21,6 +21,7 @@ Migration 1 creates the tables of :mod:`agents.online.stores.postgres`:
 
 Migration 2 adds what the SQLite store gained meanwhile: ``decisions.prompt_chars`` (the length of the prompt the
 caller gave; the stored prompt may be a prefix) and ``calls``, the upstream calls a gateway made for a decision.
+Migration 3 adds ``decision_seq``, the sequence routers on several processes draw decision numbers from.
 """
 
 from __future__ import annotations
@@ -186,9 +187,15 @@ CREATE TABLE calls (
 );
 """
 
+# Decision sequence numbers for several writers: each router draws the next one (they seed its per-decision draw).
+_V3 = """
+CREATE SEQUENCE decision_seq OWNED BY decisions.seq;
+SELECT setval('decision_seq', COALESCE(MAX(seq), 0) + 1, false) FROM decisions;
+"""
+
 # The rollout tables (:mod:`agents.online.stores.rollout`): shadows, their distributions per decision, the gate's
 # history and the serving mix's changes.
-_V3 = """
+_V4 = """
 CREATE TABLE shadows (
     name TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -229,7 +236,8 @@ CREATE TABLE serving_events (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "decision log", _V1),
     Migration(2, "prompt lengths and upstream calls", _V2),
-    Migration(3, "shadows, gate history and serving events", _V3),
+    Migration(3, "decision sequence numbers", _V3),
+    Migration(4, "shadows, gate history and serving events", _V4),
 )
 
 

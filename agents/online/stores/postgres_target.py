@@ -108,3 +108,12 @@ def display_url(params: dict[str, Any]) -> str:
     where = host + (f":{port}" if port and host else "")
     tail = "?" + "&".join(query) if query else ""
     return f"postgresql://{user + '@' if user else ''}{where}/{params.get('dbname') or ''}{tail}"
+
+
+def refuse_nul(**texts: str | None) -> None:
+    """Refuse text holding NUL, which PostgreSQL cannot store (``ConfigurationError`` naming the argument)."""
+    for name, text in texts.items():
+        if text is not None and "\x00" in text:
+            raise ConfigurationError(
+                f"{name} contains a NUL character (\\x00), which a PostgreSQL store cannot hold; remove it"
+            )

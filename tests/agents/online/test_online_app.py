@@ -200,10 +200,16 @@ def test_health_metrics_and_openapi(client: TestClient) -> None:
         "kind": "route",
         "decisions": 2,
         "pending": 1,
+        "log_position": 1,
+        "log_lag": 0,
     }
     m = client.get("/metrics")
     assert m.headers["content-type"].startswith("text/plain")
     assert 'routing_env_feedback_total{source="client"} 1' in m.text
+    assert (
+        "routing_env_log_position 1\nrouting_env_log_head" not in m.text
+    )  # each gauge has its HELP and TYPE
+    assert "routing_env_log_head 1" in m.text and "routing_env_log_lag 0" in m.text
     assert "routing_env_pending_decisions 1" in m.text
     assert f'routing_env_reward_sum{{model="{d["model"]}"}} 1.0' in m.text
     assert 'routing_env_policy_info{version="v1",kind="route"} 1' in m.text

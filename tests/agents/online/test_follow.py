@@ -1,0 +1,125 @@
+"""Routers on one PostgreSQL log: each applies every replica's feedback in log order, so every policy equals a
+replay of the log; decision numbers are unique across them; the service follows the log in the background and
+reports its position and lag."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.online import OnlineRouter, open_store
+from agents.online.follow import LogFollower, apply_log
+from agents.routers import LinUCB
+from tests.agents.online.online_policies import assert_same_state
+
+MODELS = ("small", "medium", "large")
+
+
+def _replicas(url: str, n: int) -> list[OnlineRouter]:
+    first = OnlineRouter(LinUCB(alpha=0.5, epsilon=0.1, models=list(MODELS), seed=0), open_store(url), seed=1)
+    return [first] + [OnlineRouter.restore(open_store(url), seed=1) for _ in range(n - 1)]
+
+
+def test_replicas_apply_every_feedback_in_log_order_and_equal_a_replay(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    routers = _replicas(postgres_url, 3)
+    rng = np.random.default_rng(7)
+    decisions = []
+    for i in range(90):
+        d = routers[rng.integers(3)].route(rng.normal(size=4).tolist())
+        decisions.append(d)
+        if (
+            i % 3 == 2
+        ):  # feedback for an earlier decision, often at another replica than the one that routed it
+            for d in decisions[-3:]:
+                routers[rng.integers(3)].feedback(
+                    d.decision_id, float(rng.random()), cost=1e-3 * rng.random()
+                )
+    assert len({d.seq for d in decisions}) == 90  # unique decision numbers across replicas
+    store = routers[0].store
+    assert store.log_position() == 90
+    assert [fb.seq for fb, _ in store.feedback()] == list(range(1, 91))  # each acknowledged feedback once
+    for r in routers:
+        apply_log(r)
+        assert r.stats()["last_feedback_seq"] == 90
+    replay = OnlineRouter.restore(open_store(postgres_url), seed=1)
+    for i, r in enumerate(routers):
+        assert_same_state(replay.policy, r.policy, tmp_path / str(i))
+    for r in (*routers, replay):
+        r.store.close()
+
+
+def test_a_second_feedback_is_a_conflict_at_any_replica(postgres_url: str) -> None:
+    from agents.online import DecisionConflictError
+
+    a, b = _replicas(postgres_url, 2)
+    d = a.route([0.1, 0.2, 0.3, 0.4])
+    b.feedback(d.decision_id, 0.5)
+    for r in (a, b):
+        with pytest.raises(DecisionConflictError, match="feedback is accepted once per decision"):
+            r.feedback(d.decision_id, 0.9)
+    a.store.close()
+    b.store.close()
+
+
+def test_the_follower_catches_up_and_the_service_reports_its_lag(postgres_url: str) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from agents.online import create_app
+
+    a, b = _replicas(postgres_url, 2)
+    with TestClient(create_app(b)) as client:
+        for _ in range(20):
+            d = a.route(np.zeros(4).tolist())
+            a.feedback(d.decision_id, 0.7, cost=1e-4)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = client.get("/healthz").json()
+            if health["log_position"] == 20:
+                break
+            time.sleep(0.05)
+        assert health["status"] == "ok" and health["log_position"] == 20 and health["log_lag"] == 0
+        metrics = client.get("/metrics").text
+        assert "routing_env_log_position 20" in metrics and "routing_env_log_lag 0" in metrics
+    a.store.close()
+    b.store.close()
+
+
+def test_a_follower_needs_a_positive_poll_interval(postgres_url: str) -> None:
+    from routing_env.errors import ConfigurationError
+
+    (a,) = _replicas(postgres_url, 1)
+    with pytest.raises(ConfigurationError, match="poll_s must be > 0 seconds, got 0"):
+        LogFollower(a, poll_s=0)
+    a.store.close()
+
+
+def test_feedback_in_a_group_holds_the_log_head_so_no_append_is_stale(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import threading
+
+    a, b = _replicas(postgres_url, 2)
+    da, db = a.route([0.5, 0.1, 0.2, 0.3]), b.route([0.1, 0.9, 0.2, 0.3])
+    b.store.begin_deferred()  # a request of b's service: its feedback's group holds the head until it commits
+    assert b.feedback(db.decision_id, 0.8, cost=1e-3).seq == 1
+    group = b.store.end_deferred()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (a.feedback(da.decision_id, 0.3, cost=1e-3), done.set()))
+    thread.start()
+    assert not done.wait(0.5)  # a waits for b's group instead of appending at a stale position
+    b.store.commit_group()
+    assert b.store.group_error(group) is None
+    thread.join(30)
+    assert done.is_set() and a.store.log_position() == 2
+    apply_log(b)
+    replay = OnlineRouter.restore(open_store(postgres_url), seed=1)
+    assert_same_state(replay.policy, a.policy, tmp_path / "a")
+    assert_same_state(replay.policy, b.policy, tmp_path / "b")
+    for r in (a, b, replay):
+        r.store.close()

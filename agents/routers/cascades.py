@@ -31,6 +31,7 @@ from agents.routers._common import (
     restore_basics,
     rng_state,
     save_featurizer_dir,
+    write_router_dir,
 )
 from agents.routers._linear import _LinearBandit
 from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB
@@ -291,9 +292,7 @@ class ThresholdCascade:
         arrays = (
             {} if self.thresholds is None else {"thresholds": np.asarray(self.thresholds, dtype=np.float64)}
         )
-        write_policy_dir(root, type(self), config, arrays)
-        save_featurizer_dir(self.featurizer, root)
-        return root
+        return write_router_dir(root, self, config, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ThresholdCascade:

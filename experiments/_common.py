@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from routing_env.data import LoggedDataset, load_dataset
 from routing_env.data.loaders.canonical import DATASETS_ENV
@@ -79,9 +80,14 @@ def study_config(args: argparse.Namespace, **fields: Any) -> CompareConfig:
     )
 
 
-def print_written(paths: Mapping[str, Path], start: float) -> None:
-    """Say which files a study wrote (``paths``: kind → path) and how long it took since ``start``
-    (a :func:`time.perf_counter` reading)."""
+def print_study(table: pd.DataFrame, paths: Mapping[str, Path], start: float, *more: pd.DataFrame) -> None:
+    """Print a study's result ``table`` (without its index) and the ``more`` tables (with theirs), then say which
+    files it wrote (``paths``: kind → path) and how long it took since ``start`` (a :func:`time.perf_counter`
+    reading)."""
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
+        print(table.to_string(index=False))
+        for extra in more:
+            print(extra.to_string())
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
     print(f"total {time.perf_counter() - start:.0f}s")

@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import pandas as pd
-from _common import add_study_arguments, load_study_dataset, print_written, study_config
+from _common import add_study_arguments, load_study_dataset, print_study, study_config
 
 from agents.studies.compare import CASCADE_METHODS, run_cascade_study
 
@@ -47,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         args, ppo_cost_weights=tuple(args.ppo_cost_weights) if args.ppo_cost_weights else None
     )
     result, paths = run_cascade_study(dataset, name, args.out, config, methods=tuple(args.methods), log=print)
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
-        print(result.table.to_string(index=False))
-        print(result.rewards.to_string())
-    print_written(paths, start)
+    print_study(result.table, paths, start, result.rewards)
 
 
 if __name__ == "__main__":

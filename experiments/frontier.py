@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import pandas as pd
-from _common import add_study_arguments, load_study_dataset, print_written, study_config
+from _common import add_study_arguments, load_study_dataset, print_study, study_config
 
 from agents.studies.compare import (
     DEFAULT_COST_WEIGHTS,
@@ -75,12 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.featurizer != "text":  # keep the default text-feature results beside these
         name = f"{name}-{args.featurizer}"
     result, paths = run_frontier_study(dataset, name, args.out, config, log=print)
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
-        print(result.table.to_string(index=False))
-        check = result.ppo_vs_best_bandit()
-        if not check.empty:
-            print(check.to_string())
-    print_written(paths, start)
+    check = result.ppo_vs_best_bandit()
+    print_study(result.table, paths, start, *([] if check.empty else [check]))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ and :class:`_BaseRouter` (sizing on ``fit``, input checks, seeded ``act`` and th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +85,16 @@ def save_featurizer_dir(featurizer: Any, root: Path) -> None:
             f"featurizer {type(featurizer).__name__} has no save(dir) method, so the policy cannot be saved with it"
         )
     saver(root / FEATURIZER_DIR)
+
+
+def write_router_dir(
+    root: Path, policy: Any, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> Path:
+    """Write ``policy`` (its class is the saved kind) to directory ``root``: ``policy.json`` with ``config``,
+    ``arrays.npz`` with ``arrays``, and its ``featurizer`` (if any) under ``root/featurizer/``; returns ``root``."""
+    write_policy_dir(root, type(policy), config, arrays)
+    save_featurizer_dir(policy.featurizer, root)
+    return root
 
 
 def load_featurizer_dir(root: Path) -> Any:
@@ -271,9 +281,7 @@ class _BaseRouter:
             "has_featurizer": self.featurizer is not None,
             "state": state,
         }
-        write_policy_dir(root, type(self), config, arrays)
-        save_featurizer_dir(self.featurizer, root)
-        return root
+        return write_router_dir(root, self, config, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Any:

@@ -49,7 +49,7 @@ from agents.routers._common import (
     reading_saved,
     restore_basics,
     rng_state,
-    save_featurizer_dir,
+    write_router_dir,
 )
 from agents.routers._cv import (
     Objective,
@@ -72,7 +72,6 @@ from routing_env.errors import (
 from routing_env.policy import (
     check_features,
     check_models,
-    write_policy_dir,
 )
 
 Mode = Literal["none", "reward", "outcomes"]
@@ -751,9 +750,7 @@ class _LinearBandit(Tunable):
                 "buf_q": self._buf_q[:n],
                 "buf_c": self._buf_c[:n],
             }
-        write_policy_dir(root, type(self), config, arrays)
-        save_featurizer_dir(self.featurizer, root)
-        return root
+        return write_router_dir(root, self, config, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Any:

@@ -93,20 +93,11 @@ class FixedModel(_BaseRouter):
         return _one_hot(x.shape[0], len(self.models), self.models.index(self.model))
 
 
-@register_policy
 @dataclass(eq=False, kw_only=True)
-class Cheapest(_BaseRouter):
-    """Always the model with the lowest mean cost (USD) on the training data."""
+class _SingleChoice(_BaseRouter):
+    """Every query to the one model ``fit`` picks (``choice_``, its index into ``models``); ignores the features."""
 
     uses_features: ClassVar[bool] = False
-
-    def fit(
-        self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
-    ) -> Cheapest:
-        self._start_fit(dataset, cost_weight, featurizer)
-        means = dataset.mean_cost()
-        self.choice_ = int(np.nanargmin(np.where(np.isnan(means), np.inf, means)))
-        return self
 
     @property
     def model(self) -> str:
@@ -126,14 +117,26 @@ class Cheapest(_BaseRouter):
 
 @register_policy
 @dataclass(eq=False, kw_only=True)
-class BestSingleModel(_BaseRouter):
+class Cheapest(_SingleChoice):
+    """Always the model with the lowest mean cost (USD) on the training data."""
+
+    def fit(
+        self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
+    ) -> Cheapest:
+        self._start_fit(dataset, cost_weight, featurizer)
+        means = dataset.mean_cost()
+        self.choice_ = int(np.nanargmin(np.where(np.isnan(means), np.inf, means)))
+        return self
+
+
+@register_policy
+@dataclass(eq=False, kw_only=True)
+class BestSingleModel(_SingleChoice):
     """The model with the best mean reward ``quality − λ·cost/cost_scale`` on the training data.
 
     With ``cost_weight=0`` this is the best model by quality; with λ > 0 the best single model for that budget
     (ties go to the cheaper model). It ignores the features.
     """
-
-    uses_features: ClassVar[bool] = False
 
     def fit(
         self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
@@ -148,20 +151,12 @@ class BestSingleModel(_BaseRouter):
         self.mean_reward_ = float(best)
         return self
 
-    @property
-    def model(self) -> str:
-        """Name of the chosen model."""
-        self._require_fitted()
-        return self.models[self.choice_]
-
-    def _probabilities(self, x: np.ndarray) -> np.ndarray:
-        return _one_hot(x.shape[0], len(self.models), self.choice_)
-
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"choice": self.choice_, "mean_reward": self.mean_reward_}, {}
+        state, arrays = super()._state()
+        return {**state, "mean_reward": self.mean_reward_}, arrays
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.choice_ = int(state["choice"])
+        super()._restore(state, arrays)
         self.mean_reward_ = float(state["mean_reward"])
 
 

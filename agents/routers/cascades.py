@@ -31,6 +31,7 @@ from agents.routers._common import (
     restore_basics,
     rng_state,
     save_featurizer_dir,
+    write_router_dir,
 )
 from agents.routers._linear import _LinearBandit
 from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB
@@ -111,6 +112,36 @@ def _resolve_chain(dataset: LoggedDataset, chain: Sequence[str]) -> tuple[str, .
     return names
 
 
+def _start_cascade_fit(
+    cascade: ThresholdCascade | CascadeBandit,
+    dataset: LoggedDataset,
+    cost_weight: float | None,
+    featurizer: Any,
+    doing: str,
+    what: str,
+) -> list[int]:
+    """Check ``dataset`` suits a cascade fit and set the cascade's λ, featurizer, chain and cost scale.
+
+    ``doing`` and ``what`` word the errors ("tuning", "a threshold cascade"). Returns the chain's model
+    indices into ``dataset.models``, cheapest stage first.
+    """
+    if not dataset.is_full_information:
+        raise PartialInformationError(f"{doing} a cascade needs every model's outcome on every query")
+    if dataset.signal is None:
+        raise ConfigurationError(f"{what} needs per-call signals, and the dataset has no signal")
+    if cost_weight is not None:
+        cascade.cost_weight = _finite("cost_weight", cost_weight, 0.0)
+    if featurizer is not None:
+        cascade.featurizer = featurizer
+    cascade.chain = _resolve_chain(dataset, cascade.chain)
+    cascade.cost_scale_ = (
+        float(cascade.cost_scale)
+        if cascade.cost_scale is not None
+        else dataset.resolve_cost_scale("max_mean")
+    )
+    return [dataset.models.index(m) for m in cascade.chain]
+
+
 @register_policy
 @dataclass(eq=False, kw_only=True)
 class ThresholdCascade:
@@ -178,21 +209,7 @@ class ThresholdCascade:
         self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
     ) -> ThresholdCascade:
         """Tune the thresholds on ``dataset`` (full information, with ``signal``) for λ = ``cost_weight``."""
-        if not dataset.is_full_information:
-            raise PartialInformationError("tuning a cascade needs every model's outcome on every query")
-        if dataset.signal is None:
-            raise ConfigurationError(
-                "a threshold cascade needs per-call signals, and the dataset has no signal"
-            )
-        if cost_weight is not None:
-            self.cost_weight = _finite("cost_weight", cost_weight, 0.0)
-        if featurizer is not None:
-            self.featurizer = featurizer
-        self.chain = _resolve_chain(dataset, self.chain)
-        self.cost_scale_ = (
-            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
-        )
-        idx = [dataset.models.index(m) for m in self.chain]
+        idx = _start_cascade_fit(self, dataset, cost_weight, featurizer, "tuning", "a threshold cascade")
         signals = np.asarray(dataset.signal, dtype=np.float64)[:, idx]
         n_stages = len(idx) - 1
         candidates = []
@@ -275,9 +292,7 @@ class ThresholdCascade:
         arrays = (
             {} if self.thresholds is None else {"thresholds": np.asarray(self.thresholds, dtype=np.float64)}
         )
-        write_policy_dir(root, type(self), config, arrays)
-        save_featurizer_dir(self.featurizer, root)
-        return root
+        return write_router_dir(root, self, config, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ThresholdCascade:
@@ -461,21 +476,7 @@ class CascadeBandit:
         ``chain[-1]`` minus its cost; each earlier stage learns escalate = the return of following the already
         fitted later stages greedily. Both arms' returns are known on every query, so every stage sees both.
         """
-        if not dataset.is_full_information:
-            raise PartialInformationError(
-                "warm-starting a cascade needs every model's outcome on every query"
-            )
-        if dataset.signal is None:
-            raise ConfigurationError("a cascade bandit needs per-call signals, and the dataset has no signal")
-        if cost_weight is not None:
-            self.cost_weight = _finite("cost_weight", cost_weight, 0.0)
-        if featurizer is not None:
-            self.featurizer = featurizer
-        self.chain = _resolve_chain(dataset, self.chain)
-        self.cost_scale_ = (
-            float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
-        )
-        idx = [dataset.models.index(m) for m in self.chain]
+        idx = _start_cascade_fit(self, dataset, cost_weight, featurizer, "warm-starting", "a cascade bandit")
         x = np.asarray(dataset.features, dtype=np.float64)
         sig = np.asarray(dataset.signal, dtype=np.float64)[:, idx]
         q = dataset.quality[:, idx]

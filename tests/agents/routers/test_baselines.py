@@ -29,6 +29,7 @@ from routing_env.errors import (
 )
 from routing_env.metrics import evaluate_policy
 from routing_env.policy import load_policy
+from tests.agents.routers.bandit_logs import hide_outcomes
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +83,7 @@ def test_oracle_is_the_upper_bound_and_only_routes_its_queries(split) -> None:
     )
     with pytest.raises(ConfigurationError, match="can only route queries of the dataset it was fitted on"):
         oracle.action_probabilities(train.features[:3])
-    partial = LoggedDataset(
-        models=test.models,
-        query_ids=test.query_ids,
-        quality=np.where(np.arange(test.n_models) == 0, np.nan, test.quality),
-        cost=np.where(np.arange(test.n_models) == 0, np.nan, test.cost),
-        features=test.features,
-    )
+    partial = hide_outcomes(test, np.arange(test.n_models) == 0)
     with pytest.raises(PartialInformationError, match="needs the outcome of every model"):
         Oracle().fit(partial)
 
@@ -127,13 +122,7 @@ def test_logistic_router_soft_labels_and_partial_logs(small: LoggedDataset) -> N
     # Model 0 observed on half the queries only: it learns from those rows.
     mask = np.zeros(small.quality.shape, dtype=bool)
     mask[::2, 0] = True
-    partial = LoggedDataset(
-        models=small.models,
-        query_ids=small.query_ids,
-        quality=np.where(mask, np.nan, small.quality),
-        cost=np.where(mask, np.nan, small.cost),
-        features=small.features,
-    )
+    partial = hide_outcomes(small, mask)
     router = LogisticRouter().fit(partial)
     q, _ = router.predict_outcomes(small.features)
     # A well-specified logistic fit reproduces each model's mean quality on its training rows (calibration).

@@ -12,6 +12,7 @@ from agents.routers.cascades import CascadeBandit
 from agents.training.loop import run_cascade_online
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
+from tests.agents.routers.bandit_logs import hide_outcomes
 
 LAMBDA = 0.3
 
@@ -109,13 +110,6 @@ def test_cascade_errors(split) -> None:
         CascadeBandit().decide(np.zeros((1, 2)), np.ones((1, 1)))
     with pytest.raises(ConfigurationError, match="has no chain yet"):
         run_cascade_online(train, CascadeBandit(), 5)
-    partial = LoggedDataset(
-        models=train.models,
-        query_ids=train.query_ids,
-        quality=np.where(np.arange(train.n_models) == 0, np.nan, train.quality),
-        cost=np.where(np.arange(train.n_models) == 0, np.nan, train.cost),
-        features=train.features,
-        signal=train.signal,
-    )
+    partial = hide_outcomes(train, np.arange(train.n_models) == 0, signal=train.signal)
     with pytest.raises(PartialInformationError, match="every model's outcome"):
         CascadeBandit().fit(partial)

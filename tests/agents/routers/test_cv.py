@@ -3,6 +3,7 @@ path, the kNN path, the λ grid, and what tuning does to the routers (choice, st
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,7 @@ def _with_duplicates(ds: LoggedDataset) -> LoggedDataset:
     """``ds`` where every third query repeats the prompt of the query before it."""
     prompts = np.array(ds.prompts, dtype=object)
     prompts[2::3] = prompts[1::3][: len(prompts[2::3])]
-    return LoggedDataset(
-        models=ds.models,
-        query_ids=ds.query_ids,
-        quality=ds.quality,
-        cost=ds.cost,
-        features=ds.features,
-        prompts=prompts,
-        tasks=ds.tasks,
-    )
+    return replace(ds, prompts=prompts)
 
 
 # ---------------------------------------------------------------------------------------------- folds

@@ -33,12 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from _processes import add_load_arguments, wait_until_ready
 from bench_server import free_port, run_level
 from fake_upstream import text_policy
 
@@ -48,11 +48,8 @@ TARGETS = ("direct", "gateway", "litellm")
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--requests", type=int, default=2000, help="timed requests per target and concurrency level"
-    )
+    add_load_arguments(p, requests=2000, concurrency="1,16", per="target and concurrency level")
     p.add_argument("--warmup", type=int, default=100, help="untimed requests before each measurement")
-    p.add_argument("--concurrency", default="1,16", help="comma-separated numbers of concurrent connections")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds over the targets")
     p.add_argument(
         "--litellm", default="auto", choices=["auto", "proxy", "router", "off"], help="how LiteLLM is run"
@@ -76,17 +73,7 @@ def start(cmd: list[str], port: int, ready: str, cpu: int | None, env: dict[str,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[:3]} exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"{cmd[:3]} did not start within 180 s")
+    return wait_until_ready(proc, port, str(cmd[:3]), path=ready, timeout_s=180.0)
 
 
 def deployments(models: tuple[str, ...], fake_url: str) -> list[dict[str, Any]]:

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
+from _common import write_csv  # noqa: E402
+from _processes import add_load_arguments, wait_until_ready  # noqa: E402
 from bench_server import free_port, timed  # noqa: E402
 
 FIELDS = ["config", "endpoint", "concurrency", "requests", "req_per_s", "p50_ms", "p99_ms"]
@@ -45,10 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--store", required=True, help="postgresql:// URL of a server where databases may be created"
     )
-    p.add_argument(
-        "--requests", type=int, default=2000, help="timed requests per endpoint and concurrency level"
-    )
-    p.add_argument("--concurrency", default="1,16", help="comma-separated numbers of concurrent connections")
+    add_load_arguments(p, requests=2000, concurrency="1,16")
     p.add_argument("--poll-ms", type=float, default=2.0, help="interval of the replication-lag poller")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "experiments" / "results" / "bench_replicas.csv"))
@@ -63,18 +60,7 @@ def start_replica(store: str, policy: Path, log: Path) -> tuple[int, subprocess.
     cmd += ["--port", str(port), "--checkpoint-every", "1000"]
     with log.open("ab") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=fh)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"a replica exited with status {proc.returncode}: see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return port, proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"a replica did not start within 120 s: see {log}")
+    return port, wait_until_ready(proc, port, f"a replica (log: {log})")
 
 
 def new_database(server_url: str) -> tuple[str, str]:
@@ -230,13 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f"{r['config']:<12} {r['endpoint']:<16} {r['concurrency']:>4} {r.get('req_per_s', ''):>9} "
             f"{r['p50_ms']:>8} {r['p99_ms']:>8}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out}")
+    write_csv(Path(args.out), rows, FIELDS)
     return rows
 
 

@@ -40,22 +40,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from _processes import add_load_arguments, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--requests", type=int, default=4000, help="timed requests per endpoint and concurrency level"
-    )
+    add_load_arguments(p, requests=4000, concurrency="1,16")
     p.add_argument("--warmup", type=int, default=200, help="untimed requests before each measurement")
-    p.add_argument("--concurrency", default="1,16", help="comma-separated numbers of concurrent connections")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU this load generator is pinned to")
     p.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"], help="SQLite durability")
@@ -168,18 +165,7 @@ def start_server(
     proc = subprocess.Popen(
         cmd, cwd=REPO, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}), stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the {path} server exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the {path} server did not start within 120 s")
+    return wait_until_ready(proc, port, f"the {path} server")
 
 
 def sqlite_insert_rate(tmp: Path, n: int, synchronous: str) -> float:

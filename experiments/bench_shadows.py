@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _processes import add_load_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-shadows-token"
@@ -37,10 +38,9 @@ TOKEN = "bench-shadows-token"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--requests", type=int, default=1000, help="route + feedback pairs per connection and round"
+    add_load_arguments(
+        p, requests=1000, concurrency="1,4", per="connection and round (route + feedback pairs)"
     )
-    p.add_argument("--concurrency", default="1,4", help="comma-separated numbers of concurrent connections")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds over the two servers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "experiments" / "results" / "bench_shadows.json"))

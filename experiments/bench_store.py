@@ -23,7 +23,6 @@ on the server's durability settings (``fsync``, ``synchronous_commit``), which a
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import os
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+from _common import write_csv
 
 from agents.online import open_store
 from agents.online.stores.base import Decision, DecisionStore, Feedback
@@ -195,13 +195,7 @@ def main() -> None:
             f"{r['store']:<18} {r['measure']:<10} {r['writers']:>7} {r['per_second']:>10.0f} "
             f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out}")
+    write_csv(Path(args.out), rows, list(rows[0]))
 
 
 if __name__ == "__main__":

@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                  "added_p99_ms": two["p99_ms"] - base["p99_ms"]}
             )  # fmt: skip
     result = {
-        "settings": vars(args),
+        # Relative to the repository, so results written on one machine name no path of it.
+        "settings": {**vars(args), "out": os.path.relpath(args.out, REPO)},
         "latency": rows,
         "added_by_two_shadows": added,
         "scored": {n: {"n_decisions": s["n_decisions"], "status": s["status"]} for n, s in scored.items()},

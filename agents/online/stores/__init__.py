@@ -6,7 +6,8 @@
 - :mod:`agents.online.stores.sqlite`: :class:`SQLiteDecisionStore`, one SQLite file in WAL mode (the default);
 - :mod:`agents.online.stores.postgres`: :class:`PostgresDecisionStore`, a PostgreSQL database (the ``postgres``
   extra), whose schema :mod:`agents.online.stores.postgres_schema` migrates at start-up (with
-  ``postgres_target``: URLs and driver errors; ``postgres_checkpoints``: checkpoints as bytes);
+  ``postgres_target``: URLs and driver errors; ``postgres_checkpoints``: checkpoints as bytes; ``postgres_listen``:
+  the LISTEN connection; ``postgres_sql``: its statements built from the shared columns);
 - what the SQL stores share: :mod:`~agents.online.stores.common` (group-commit bookkeeping, totals, export),
   :mod:`~agents.online.stores.sql` (the row layout), :mod:`~agents.online.stores.export` (the canonical dataset),
   :mod:`~agents.online.stores.policy_files` (a policy directory as bytes);

@@ -55,19 +55,24 @@ from agents.online.stores.common import (
 from agents.online.stores.postgres_checkpoints import CheckpointArchive
 from agents.online.stores.postgres_listen import LogListener
 from agents.online.stores.postgres_schema import LOG_CHANNEL, check_current, migrate
+from agents.online.stores.postgres_sql import (
+    APPEND_FEEDBACK,
+    FEEDBACK_OF,
+    INSERT_CALL,
+    INSERT_DECISION,
+    INSERT_STEP,
+    LOG_AFTER,
+)
 from agents.online.stores.postgres_target import Target, driver, refuse_nul
 from agents.online.stores.rollout import SQLRolloutRecords
 from agents.online.stores.sql import (
     DECISION_COLUMNS,
-    FEEDBACK_COLUMNS,
-    N_DECISION_COLUMNS,
     REROUTE,
     STEP_COLUMNS,
     decision_from_row,
     decision_values,
     feedback_from_row,
     feedback_values,
-    qualified,
     reroute_values,
     step_from_row,
     step_values,
@@ -83,30 +88,6 @@ __all__ = ["LOG_CHANNEL", "PostgresDecisionStore"]
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _T = TypeVar("_T")
 _Work = Callable[["psycopg.Connection[Any]"], _T]
-
-_D_COLUMNS = qualified(DECISION_COLUMNS, "d")
-# Feedback after a log position, in log order, each with its decision; %s = the position, then the limit.
-_LOG_AFTER = (
-    f"SELECT l.position, {qualified(FEEDBACK_COLUMNS, 'f')}, {_D_COLUMNS} FROM log l "
-    "JOIN feedback f ON f.decision_id = l.decision_id JOIN decisions d ON d.decision_id = l.decision_id "
-    "WHERE l.position > %s ORDER BY l.position LIMIT %s"
-)
-_FEEDBACK_OF = (
-    f"SELECT l.position, {qualified(FEEDBACK_COLUMNS, 'f')} FROM feedback f "
-    "JOIN log l ON l.decision_id = f.decision_id WHERE f.decision_id = %s"
-)
-_APPEND_FEEDBACK = "SELECT routing_env_append_feedback(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-_INSERT_DECISION = (
-    f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ({', '.join(['%s'] * N_DECISION_COLUMNS)}) "
-    "ON CONFLICT DO NOTHING RETURNING seq"
-)
-_INSERT_STEP = (
-    f"WITH s AS (INSERT INTO steps ({STEP_COLUMNS}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING decision_id) "
-    "UPDATE decisions SET n_calls = %s, model = %s, action = %s WHERE decision_id IN (SELECT decision_id FROM s) "
-    "RETURNING seq"
-)
-_INSERT_CALL = f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})"
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -596,7 +577,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         refuse_nul(prompt=d.prompt, request_id=d.request_id)
 
         def insert(conn: psycopg.Connection[Any]) -> None:
-            if conn.execute(_INSERT_DECISION, decision_values(d)).fetchone() is not None:
+            if conn.execute(INSERT_DECISION, decision_values(d)).fetchone() is not None:
                 return
             if (
                 d.request_id is not None
@@ -670,7 +651,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         params = (*step_values(step), n_calls, model, action)
 
         def insert(conn: psycopg.Connection[Any]) -> None:
-            if conn.execute(_INSERT_STEP, params).fetchone() is None:
+            if conn.execute(INSERT_STEP, params).fetchone() is None:
                 raise DecisionConflictError(
                     f"decision {step.decision_id!r} already has step {step.step}; each call is observed once"
                 )
@@ -699,7 +680,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
 
         def insert(conn: psycopg.Connection[Any]) -> None:
             with conn.cursor() as cur:
-                cur.executemany(_INSERT_CALL, rows)
+                cur.executemany(INSERT_CALL, rows)
 
         self._write(
             insert,
@@ -739,7 +720,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         params = feedback_values(fb)
 
         def append(conn: psycopg.Connection[Any]) -> int:
-            row = conn.execute(_APPEND_FEEDBACK, params).fetchone()
+            row = conn.execute(APPEND_FEEDBACK, params).fetchone()
             if row is None or row[0] is None:
                 raise repeated_feedback(fb.decision_id)
             return int(row[0])
@@ -770,7 +751,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
         )
 
     def get_feedback(self, decision_id: str) -> Feedback | None:
-        row = self._read_one(_FEEDBACK_OF, (decision_id,))
+        row = self._read_one(FEEDBACK_OF, (decision_id,))
         return None if row is None else feedback_from_row(row)
 
     def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
@@ -796,7 +777,7 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
 
     def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
         """At most ``limit`` committed log entries with ``position > after``, in position order (no gaps)."""
-        rows = self._read(_LOG_AFTER, (int(after), max(int(limit), 0)))
+        rows = self._read(LOG_AFTER, (int(after), max(int(limit), 0)))
         return [
             LogEntry(int(r[0]), "feedback", feedback_from_row(r[:10]), self._decision_from_row(r[10:]))
             for r in rows

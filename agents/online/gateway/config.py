@@ -123,7 +123,7 @@ class GatewayConfig(_Strict):
     featurize: Literal["last_user", "all"] = Field(
         "last_user", description="what the policy sees: the last user message, or every message's text"
     )
-    store: str = Field(min_length=1, description="SQLite file of decisions, calls and feedback")
+    store: str = Field(min_length=1, description="decision store: a SQLite file or a postgresql:// URL")
     cost_weight: Annotated[FiniteFloat, Field(ge=0)] | None = Field(None, description="λ of model=router")
     cost_scale: Annotated[FiniteFloat, Field(gt=0)] | None = Field(None, description="USD per unit of λ")
     budget: dict[str, Any] | None = Field(

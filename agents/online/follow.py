@@ -7,7 +7,9 @@ from plus every feedback entry after it, applied in position order, own and othe
 - :func:`apply_stored` applies one stored feedback row the way a restore replays it (validated as live feedback
   is; a row that fails is skipped — the same way on every copy, since validation and the update depend only on
   the row and the policy's state, which every copy shares at that position).
-- :func:`apply_log` applies the committed entries after the router's position (a replica catching up).
+- :func:`apply_log` applies the committed entries after the router's position (a replica catching up); a swap
+  entry switches the policy there (:func:`~agents.online.swap.switch_at`), so every copy switches at the same
+  position. :func:`replay` does the same for a router restored from a checkpoint.
 - :class:`LogFollower` keeps a router caught up in the background: woken by the store's ``wait_for_log`` (``LISTEN``
   / ``NOTIFY`` on PostgreSQL), with the wait's timeout as a poll fallback. Route requests never wait for it beyond
   the router's lock for one page of entries.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from agents.online.errors import StoreError
 from agents.online.stores.base import Decision, Feedback
+from agents.online.swap import switch_at
 from routing_env.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -72,26 +75,54 @@ def apply_log(router: OnlineRouter, limit: int = PAGE) -> int:
     """Apply at most ``limit`` committed log entries after the router's position, in order; return how many.
 
     Raises:
-        ConfigurationError: an entry of a kind this router does not know, or a gap in the log.
+        ConfigurationError: an entry of a kind this router does not know, a gap in the log, or a swap to a policy
+            this router cannot serve (nothing after it is applied).
         StoreError: the store cannot be read (nothing of the page is applied).
     """
     with router._lock:
         entries = router.store.log_entries(router._feedback_seq, limit)
         for e in entries:
-            if e.kind != "feedback":
-                raise ConfigurationError(
-                    f"log position {e.position} holds a {e.kind!r} entry this router cannot apply"
-                )
             if e.position != router._feedback_seq + 1:
                 raise ConfigurationError(
                     f"the log of {router.store.location} jumps from position {router._feedback_seq} to {e.position}"
                 )
+            if e.kind == "swap" and e.checkpoint is not None:
+                switch_at(router, e.checkpoint)
+                continue
             fb, d = e.feedback, e.decision
+            if e.kind != "feedback" or fb is None or d is None:
+                raise ConfigurationError(
+                    f"log position {e.position} holds a {e.kind!r} entry this router cannot apply"
+                )
             if apply_stored(router, fb, d):
                 router.n_replayed += 1
             router._feedback_seq = e.position
             _count(router, fb, d)
         return len(entries)
+
+
+def replay(router: OnlineRouter) -> list[int]:
+    """Apply every committed entry after the position of a router freshly loaded there (a restore or a resync: no
+    counters move); the positions of the feedback skipped because live serving would refuse it."""
+    skipped: list[int] = []
+    while True:
+        entries = router.store.log_entries(router._feedback_seq, 1000)
+        for e in entries:
+            if e.kind == "swap" and e.checkpoint is not None:
+                switch_at(router, e.checkpoint)
+                continue
+            fb, d = e.feedback, e.decision
+            if e.kind != "feedback" or fb is None or d is None:
+                raise ConfigurationError(
+                    f"log position {e.position} holds a {e.kind!r} entry this router cannot apply"
+                )
+            if apply_stored(router, fb, d):
+                router.n_replayed += 1
+            elif fb.applied:
+                skipped.append(fb.seq)
+            router._feedback_seq = e.position
+        if len(entries) < 1000:
+            return skipped
 
 
 def catch_up(router: OnlineRouter) -> None:

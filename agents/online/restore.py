@@ -80,11 +80,11 @@ def check_checkpoint(store: DecisionStore, ckpt: Checkpoint) -> None:
             f"what the policy learned from the store's {applied_count(store)} applied feedback. Put the directory "
             "back (checkpoint paths are relative to the database's directory), or start on a new store"
         )
-    held = store.max_feedback_seq()
+    held = store.log_position()
     if ckpt.last_feedback_seq > held:
         raise ConfigurationError(
-            f"the checkpoint {ckpt.path} includes feedback up to seq {ckpt.last_feedback_seq}, but the store "
-            f"{store.location} holds feedback only up to seq {held}: the store lost committed feedback (a restored "
+            f"the checkpoint {ckpt.path} includes the log up to position {ckpt.last_feedback_seq}, but the store "
+            f"{store.location} holds it only up to position {held}: the store lost committed feedback (a restored "
             "backup, or a lost write-ahead log); restore the matching database"
         )
 

@@ -38,7 +38,7 @@ from agents.online.cascades import Observation, call_costs, stop_draw
 from agents.online.config import RouterConfig
 from agents.online.errors import ContractChangeError, DecisionConflictError, LogConflictError, already_closed
 from agents.online.failover import reroute
-from agents.online.follow import apply_log, apply_stored, catch_up, multi_writer, next_decision_seq
+from agents.online.follow import apply_log, catch_up, multi_writer, next_decision_seq, replay
 from agents.online.learning import (
     Update,
     apply_update,
@@ -50,7 +50,7 @@ from agents.online.learning import (
 )
 from agents.online.monitoring import prometheus_text
 from agents.online.pacing import BudgetPacer
-from agents.online.restore import ROUTER_FEATURIZER, RestoreReport, restore_router
+from agents.online.restore import RestoreReport, restore_router
 from agents.online.sampling import draw, renormalise, uniform
 from agents.online.served import (
     Kind,
@@ -65,6 +65,7 @@ from agents.online.served import (
 )
 from agents.online.stores import open_store
 from agents.online.stores.base import Checkpoint, Decision, DecisionStore, Feedback, Step, StoreCounts
+from agents.online.swap import save_state, swap_in
 from routing_env.errors import ConfigurationError, ModelMismatchError
 from routing_env.policy import load_policy
 
@@ -125,7 +126,7 @@ class OnlineRouter:
         self._lock = threading.RLock()
         self._featurizer_override = featurizer
         self._decision_seq = self.store.max_decision_seq()
-        self._feedback_seq = self.store.max_feedback_seq()
+        self._feedback_seq = self.store.log_position()
         #: Feedback applied live by this process (restore and resync replays are counted in ``n_replayed``).
         self.n_applied = 0
         self.n_replayed = 0
@@ -190,6 +191,11 @@ class OnlineRouter:
             ) from None
 
     def _register_and_checkpoint(self) -> None:
+        """Make the new router's policy the store's: its first checkpoint, or, on a store that served another policy
+        before, a swap at a log position of its own (so routers following the store switch there too)."""
+        if self.store.latest_checkpoint() is not None:
+            swap_in(self, self._served)
+            return
         s = self._served
         self.store.record_policy(
             s.version,
@@ -222,17 +228,12 @@ class OnlineRouter:
         return restore_router(cls, store, kwargs)
 
     def _replay(self, ckpt: Checkpoint) -> list[int]:
-        """Apply the stored feedback logged after ``ckpt`` to the (freshly loaded) policy, in log order, up to the
-        log's end as read; the ``seq`` of the rows skipped because live serving would refuse them now."""
-        self._base, self._since, self._feedback_seq, skipped = ckpt, [], ckpt.last_feedback_seq, []
+        """Apply the log after ``ckpt`` to the (freshly loaded) policy, in log order, up to the log's end as read
+        (its swaps included); the ``seq`` of the rows skipped because live serving would refuse them now."""
+        self._base, self._since, self._feedback_seq = ckpt, [], ckpt.last_feedback_seq
         if self.pacer is not None:
             self.pacer.load(ckpt.path)
-        for fb, d in self.store.feedback(after_seq=ckpt.last_feedback_seq):
-            if apply_stored(self, fb, d):
-                self.n_replayed += 1
-            elif fb.applied:
-                skipped.append(fb.seq)
-            self._feedback_seq = fb.seq
+        skipped = replay(self)
         self._checkpoint_due = max(len(self._since), self.config.checkpoint_every)
         self._prime(self._served)  # as warm as a live router's policy, which has routed since its last update
         return skipped
@@ -272,7 +273,7 @@ class OnlineRouter:
                 )
             self._served = self._load(ckpt)
             self._decision_seq = self.store.max_decision_seq()
-            self._feedback_seq = self.store.max_feedback_seq()
+            self._feedback_seq = self.store.log_position()
             self._counts = self.store.counts()
             self._open.clear()
             self._by_request.clear()
@@ -702,11 +703,7 @@ class OnlineRouter:
         featurizer, when it was given one)."""
         with self._lock:
             path = self.store.checkpoint_path(self.version, self._feedback_seq)
-            self._served.policy.save(path)
-            if self.pacer is not None:
-                self.pacer.save(path)
-            if self._featurizer_override is not None and self._served.featurizer is self._featurizer_override:
-                self._featurizer_override.save(Path(path) / ROUTER_FEATURIZER)
+            save_state(self, self._served, path)
             ckpt = self.store.add_checkpoint(self.version, path, self._feedback_seq)
             self._base, self._since = ckpt, []
             self._checkpoint_due = self.config.checkpoint_every
@@ -715,6 +712,9 @@ class OnlineRouter:
 
     def swap_policy(self, policy: Any, version: str | None = None, *, force: bool = False) -> str:
         """Serve ``policy`` from now on (hot swap) under a new version id, recorded on every later decision.
+
+        The swap is an entry of the store's log (:mod:`agents.online.swap`): routers following the store (other
+        replicas) switch at the same log position, and a restart replays it.
 
         Open decisions of the old version keep their logged propensities; their feedback updates the new policy
         when it routes over the decision's model (route) or the same chain (cascade). Returns the version id.
@@ -737,13 +737,7 @@ class OnlineRouter:
                     "today would fail after the swap; send force: true to swap anyway"
                 )
             self._prime(served)
-            previous = self._served
-            self._served = served
-            try:
-                self._register_and_checkpoint()
-            except BaseException:
-                self._served = previous
-                raise
+            swap_in(self, served)  # a log entry: every router on the store switches at its position
             warning = self.exploration_warning()
             if warning:
                 log.warning(warning)

@@ -18,7 +18,7 @@ be reached: its subclass :class:`~agents.online.errors.StoreUnavailableError`); 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -199,14 +199,16 @@ class PolicyVersion:
 class LogEntry:
     """One entry of a store's log at its position (``1, 2, …``: gap-free, in commit order).
 
-    ``kind`` is ``"feedback"``: ``feedback`` (whose ``seq`` is ``position``) closed ``decision``. The log is
-    designed for more kinds (a policy swap will be one); readers must refuse kinds they do not know.
+    ``kind`` is ``"feedback"``: ``feedback`` (whose ``seq`` is ``position``) closed ``decision``; or ``"swap"``:
+    from this position on the policy saved in ``checkpoint`` serves (its ``last_feedback_seq`` is ``position``),
+    and the feedback after it updates that policy. Readers must refuse kinds they do not know.
     """
 
     position: int
-    kind: Literal["feedback"]
-    feedback: Feedback
-    decision: Decision
+    kind: Literal["feedback", "swap"]
+    feedback: Feedback | None = None
+    decision: Decision | None = None
+    checkpoint: Checkpoint | None = None
 
 
 @dataclass
@@ -279,6 +281,16 @@ class DecisionStore(Protocol):
 
     def add_checkpoint(self, version: str, path: str | Path, last_feedback_seq: int) -> Checkpoint:
         """Record a saved policy directory (committed at once) and return it."""
+        ...
+
+    def append_swap(self, version: str, save: Callable[[int], Path]) -> Checkpoint:
+        """Append a policy swap to the log: the policy of ``version`` serves from the new entry's position on.
+
+        The store holds the log's head (no other writer appends meanwhile), calls ``save(position)`` — the caller
+        applies the log up to ``position - 1`` and saves the new policy's state into a directory it returns — and
+        then records that directory as the checkpoint at ``position`` and the swap entry, in one transaction
+        (committed after any open group). A swap's checkpoint is never pruned: a reader behind it needs it.
+        """
         ...
 
     def latest_checkpoint(self) -> Checkpoint | None:
@@ -365,7 +377,8 @@ class DecisionStore(Protocol):
         ...
 
     def log_position(self) -> int:
-        """The position of the last committed log entry (0 for an empty log): the head of the log."""
+        """The position of the last committed log entry (0 for an empty log): the head of the log (a feedback or
+        a swap)."""
         ...
 
     def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:

@@ -37,31 +37,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from agents.online.errors import DecisionConflictError, StoreUnavailableError
-from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, LogEntry, PolicyVersion, Step
+from agents.online.stores.base import Call, Checkpoint, Decision, PolicyVersion, Step
 from agents.online.stores.calls import CALL_COLUMNS, call_from_row, call_row
 from agents.online.stores.common import (
     SQLStoreBase,
     repeated_call,
     repeated_decision,
-    repeated_feedback,
     repeated_request,
     unknown_decision,
 )
 from agents.online.stores.postgres_checkpoints import CheckpointArchive
 from agents.online.stores.postgres_listen import LogListener
+from agents.online.stores.postgres_log import PostgresLog
 from agents.online.stores.postgres_schema import LOG_CHANNEL, check_current, migrate
 from agents.online.stores.postgres_sql import (
-    APPEND_FEEDBACK,
-    FEEDBACK_OF,
     INSERT_CALL,
     INSERT_DECISION,
     INSERT_STEP,
-    LOG_AFTER,
 )
 from agents.online.stores.postgres_target import Target, driver, refuse_nul
 from agents.online.stores.rollout import SQLRolloutRecords
@@ -71,8 +68,6 @@ from agents.online.stores.sql import (
     STEP_COLUMNS,
     decision_from_row,
     decision_values,
-    feedback_from_row,
-    feedback_values,
     reroute_values,
     step_from_row,
     step_values,
@@ -91,7 +86,7 @@ _Work = Callable[["psycopg.Connection[Any]"], _T]
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
+class PostgresDecisionStore(PostgresLog, SQLStoreBase, SQLRolloutRecords):
     """Decisions, cascade steps, the feedback log and policy checkpoints in a PostgreSQL database.
 
     Args:
@@ -702,89 +697,3 @@ class PostgresDecisionStore(SQLStoreBase, SQLRolloutRecords):
             f"SELECT {CALL_COLUMNS} FROM calls WHERE decision_id = %s ORDER BY idx", (decision_id,)
         )
         return [call_from_row(r) for r in rows]
-
-    # ------------------------------------------------------------------ feedback: the log
-    def insert_feedback(self, fb: Feedback) -> int:
-        """Append feedback to the log and close its decision, in one statement; return its log position.
-
-        ``fb.seq > 0`` is the position the writer expects (its own count + 1): when another writer appended
-        first, nothing is written and :class:`LogConflictError` is raised. ``fb.seq = 0`` takes the next position.
-
-        Raises:
-            DecisionConflictError: the decision already has feedback (the first one stays).
-            DecisionNotFoundError: the store never issued the decision.
-            LogConflictError: the expected position was taken.
-        """
-        if int(fb.seq) < 0:
-            raise ConfigurationError(f"feedback seq must be ≥ 0 (0 = the next log position), got {fb.seq!r}")
-        params = feedback_values(fb)
-
-        def append(conn: psycopg.Connection[Any]) -> int:
-            row = conn.execute(APPEND_FEEDBACK, params).fetchone()
-            if row is None or row[0] is None:
-                raise repeated_feedback(fb.decision_id)
-            return int(row[0])
-
-        # In a group, a stale position undoes this append alone (its savepoint), so the writer can catch up
-        # and append again within the same request.
-        in_group = self._deferring == threading.get_ident()
-        return self._write(append, atomic=in_group, missing=lambda: unknown_decision(fb.decision_id))
-
-    def hold_log_head(self) -> int:
-        """Inside a deferral, lock the log's head in the open group until it commits and return it (no other writer
-        appends meanwhile, so the caller's next append is not stale); outside one, the committed head."""
-        if self._deferring != threading.get_ident():
-            return self.log_position()
-
-        def lock(conn: psycopg.Connection[Any]) -> int:
-            row = conn.execute("SELECT position FROM log_head FOR UPDATE").fetchone()
-            return int(row[0]) if row else 0
-
-        return self._write(lock)
-
-    def mark_expired(self, decision_id: str) -> None:
-        """Close a decision whose wait time expired without applying any reward."""
-        self._write(
-            lambda c: c.execute(
-                "UPDATE decisions SET status = 'expired' WHERE decision_id = %s", (decision_id,)
-            )
-        )
-
-    def get_feedback(self, decision_id: str) -> Feedback | None:
-        row = self._read_one(FEEDBACK_OF, (decision_id,))
-        return None if row is None else feedback_from_row(row)
-
-    def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
-        """Feedback with log position ``> after_seq`` in log order, each with its decision, read page by page."""
-        position = int(after_seq)
-        while True:
-            page = self.log_entries(position, 1000)
-            for entry in page:
-                yield entry.feedback, entry.decision
-            if len(page) < 1000:
-                return
-            position = page[-1].position
-
-    def max_feedback_seq(self) -> int:
-        """The log position of the last feedback (0 for none)."""
-        row = self._read_one("SELECT COALESCE(MAX(position), 0) FROM log WHERE kind = 'feedback'")
-        return int(row[0]) if row else 0
-
-    def log_position(self) -> int:
-        """The position of the last committed log entry (0 for an empty log)."""
-        row = self._read_one("SELECT position FROM log_head")
-        return int(row[0]) if row else 0
-
-    def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
-        """At most ``limit`` committed log entries with ``position > after``, in position order (no gaps)."""
-        rows = self._read(LOG_AFTER, (int(after), max(int(limit), 0)))
-        return [
-            LogEntry(int(r[0]), "feedback", feedback_from_row(r[:10]), self._decision_from_row(r[10:]))
-            for r in rows
-        ]
-
-    def wait_for_log(self, after: int, timeout_s: float) -> int:
-        """Block until the log's head passes ``after`` or ``timeout_s`` seconds have passed; return the head
-        (woken by ``NOTIFY`` on :data:`LOG_CHANNEL`: :class:`~agents.online.stores.postgres_listen.LogListener`)."""
-        self._check_open()
-        return self._listener.wait(after, timeout_s)

@@ -22,6 +22,9 @@ Migration 1 creates the tables of :mod:`agents.online.stores.postgres`:
 Migration 2 adds what the SQLite store gained meanwhile: ``decisions.prompt_chars`` (the length of the prompt the
 caller gave; the stored prompt may be a prefix) and ``calls``, the upstream calls a gateway made for a decision.
 Migration 3 adds ``decision_seq``, the sequence routers on several processes draw decision numbers from.
+Migration 4 adds the rollout tables. Migration 5 makes a policy swap an entry of the log: ``log.kind`` may be
+``'swap'``, whose ``checkpoint_id`` names the checkpoint (the new policy's bytes) serving from that position on, so
+every replica switches at the same position (:meth:`~agents.online.stores.base.DecisionStore.append_swap`).
 """
 
 from __future__ import annotations
@@ -232,12 +235,21 @@ CREATE TABLE serving_events (
 );
 """
 
+# A policy swap is a log entry: the checkpoint it names serves from its position on.
+_V5 = """
+ALTER TABLE log DROP CONSTRAINT log_kind_check;
+ALTER TABLE log ADD CONSTRAINT log_kind_check CHECK (kind IN ('feedback', 'swap'));
+ALTER TABLE log ADD COLUMN checkpoint_id BIGINT UNIQUE REFERENCES checkpoints (id);
+ALTER TABLE log ADD CONSTRAINT log_swap_check CHECK ((kind = 'swap') = (checkpoint_id IS NOT NULL));
+"""
+
 #: Every schema version, in order. Append new ones; never edit one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "decision log", _V1),
     Migration(2, "prompt lengths and upstream calls", _V2),
     Migration(3, "decision sequence numbers", _V3),
     Migration(4, "shadows, gate history and serving events", _V4),
+    Migration(5, "policy swaps in the log", _V5),
 )
 
 

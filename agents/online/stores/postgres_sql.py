@@ -13,10 +13,11 @@ from agents.online.stores.sql import (
 )
 
 D_COLUMNS = qualified(DECISION_COLUMNS, "d")
-# Feedback after a log position, in log order, each with its decision; %s = the position, then the limit.
+# Log entries after a position, in log order: feedback with its decision, or a swap with its checkpoint's id;
+# %s = the position, then the limit.
 LOG_AFTER = (
-    f"SELECT l.position, {qualified(FEEDBACK_COLUMNS, 'f')}, {D_COLUMNS} FROM log l "
-    "JOIN feedback f ON f.decision_id = l.decision_id JOIN decisions d ON d.decision_id = l.decision_id "
+    f"SELECT l.position, l.kind, l.checkpoint_id, {qualified(FEEDBACK_COLUMNS, 'f')}, {D_COLUMNS} FROM log l "
+    "LEFT JOIN feedback f ON f.decision_id = l.decision_id LEFT JOIN decisions d ON d.decision_id = l.decision_id "
     "WHERE l.position > %s ORDER BY l.position LIMIT %s"
 )
 FEEDBACK_OF = (

@@ -30,44 +30,38 @@ the chosen model's row.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError, StoreError
-from agents.online.stores.base import Call, Checkpoint, Decision, Feedback, LogEntry, PolicyVersion, Step
+from agents.online.stores.base import Call, Checkpoint, Decision, PolicyVersion, Step
 from agents.online.stores.calls import CALL_COLUMNS, call_from_row, call_row
 from agents.online.stores.common import (
     SQLStoreBase,
     repeated_call,
     repeated_decision,
-    repeated_feedback,
     repeated_request,
 )
 from agents.online.stores.lockfile import WriterLock
 from agents.online.stores.rollout import ROLLOUT_SCHEMA, SQLRolloutRecords
 from agents.online.stores.sql import (
     DECISION_COLUMNS,
-    FEEDBACK_COLUMNS,
     N_DECISION_COLUMNS,
     REROUTE,
     STEP_COLUMNS,
     decision_from_row,
     decision_values,
-    feedback_from_row,
-    feedback_values,
-    poll_log,
-    qualified,
     reroute_values,
     step_from_row,
     step_values,
 )
+from agents.online.stores.sqlite_log import SQLiteLog
 from agents.online.stores.sqlite_schema import SCHEMA, migrate, run_atomically
 from routing_env.errors import ConfigurationError
 
@@ -75,13 +69,6 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 Statements = Sequence[tuple[str, Sequence[Any]]]
 # Uniqueness failures of a write: (text of the constraint in SQLite's message, the error to raise instead).
 Conflicts = Sequence[tuple[str, DecisionConflictError]]
-
-# Feedback after a log position, in log order, each with its decision.
-_FEEDBACK_AFTER = (
-    f"SELECT f.seq, {qualified(FEEDBACK_COLUMNS, 'f')}, {qualified(DECISION_COLUMNS, 'd')} "
-    "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id WHERE f.seq > ? ORDER BY f.seq"
-)
-_N_FEEDBACK = 1 + len(FEEDBACK_COLUMNS.split(","))
 
 #: Default bound of the write-ahead log file (bytes) before the writer truncates it.
 DEFAULT_WAL_MAX_BYTES = 16 << 20
@@ -91,7 +78,7 @@ _TRUNCATE_WAIT_MS = 200
 
 
 # ---------------------------------------------------------------------------------------------------- the store
-class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
+class SQLiteDecisionStore(SQLiteLog, SQLStoreBase, SQLRolloutRecords):
     """Decisions, cascade steps, feedback and policy checkpoints in one SQLite file (WAL mode).
 
     Writes go through one connection guarded by a lock and are committed before the method returns; reads use one
@@ -167,6 +154,7 @@ class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
         self._deferral_marks = (0, 0)
         self._group_marks = (0, 0)
         self._marks = (0, 0)
+        self._swap_head = 0
         self._local = threading.local()
         self._closed = False
         self._lock: WriterLock | None = None
@@ -214,7 +202,8 @@ class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
         except BaseException:
             self._abandon()
             raise
-        self._marks = (self.max_decision_seq(), self.max_feedback_seq())
+        self._swap_head = self._swap_position()
+        self._marks = (self.max_decision_seq(), self.log_position())
         self._lock.record(*self._marks, sync=True)
 
     def _abandon(self) -> None:
@@ -232,18 +221,25 @@ class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
         if marks is None:
             return
         tables = {r[0] for r in self._writer.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        seqs = [0, 0]
-        for i, table in enumerate(("decisions", "feedback")):
-            if table in tables:
-                seqs[i] = int(
-                    self._writer.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
-                )
-        if seqs[0] >= marks.decision_seq and seqs[1] >= marks.feedback_seq:
+        # Feedback and swaps share the log's positions; a table whose pages were in a lost write-ahead log is
+        # unreadable, which says the same as a short one.
+        seqs, damaged = [0, 0], False
+        sources = (("decisions", "seq"), ("feedback", "seq"), ("swaps", "position"))
+        for i, (table, column) in enumerate(sources):
+            if table not in tables:
+                continue
+            try:
+                top = self._writer.execute(f"SELECT COALESCE(MAX({column}), 0) FROM {table}").fetchone()[0]
+            except sqlite3.DatabaseError:
+                damaged = True
+                continue
+            seqs[min(i, 1)] = max(seqs[min(i, 1)], int(top))
+        if not damaged and seqs[0] >= marks.decision_seq and seqs[1] >= marks.feedback_seq:
             return
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(marks.recorded_at))
         raise ConfigurationError(
-            f"the store {self.path} holds decisions up to seq {seqs[0]} and feedback up to seq {seqs[1]}, but its "
-            f"last writer had committed decisions up to seq {marks.decision_seq} and feedback up to seq "
+            f"the store {self.path} holds decisions up to seq {seqs[0]} and its log up to position {seqs[1]}, but "
+            f"its last writer had committed decisions up to seq {marks.decision_seq} and the log up to position "
             f"{marks.feedback_seq} (recorded in {self._lock.path} at {when}): its write-ahead log "
             f"{self._wal_file.name} was deleted, truncated or zeroed, and what it held is lost. Put back the "
             f"database together with its -wal file; to serve from what remains anyway, delete {self._lock.path}"
@@ -564,12 +560,19 @@ class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
             # Committed at once (with any open group before it): the pruning below reads the committed list.
             flush=True,
         )
-        rows = self._rows("SELECT id, path FROM checkpoints ORDER BY id DESC")
-        for _, old in rows[self.keep_checkpoints :]:
-            _remove_tree(self._resolve(old))
+        self._prune_checkpoints()
         ckpt = self.latest_checkpoint()
         assert ckpt is not None
         return ckpt
+
+    def _prune_checkpoints(self) -> None:
+        """Delete the directories of checkpoints older than the ``keep_checkpoints`` newest, except swaps' (a
+        reader of the log behind a swap loads its policy from there)."""
+        rows = self._rows(
+            "SELECT id, path FROM checkpoints WHERE id NOT IN (SELECT checkpoint_id FROM swaps) ORDER BY id DESC"
+        )
+        for _, old in rows[self.keep_checkpoints :]:
+            _remove_tree(self._resolve(old))
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint recorded (its path resolved for this process, which may not exist), or ``None``."""
@@ -718,74 +721,13 @@ class SQLiteDecisionStore(SQLStoreBase, SQLRolloutRecords):
         )
         return [call_from_row(r) for r in rows.fetchall()]
 
-    # ------------------------------------------------------------------ feedback
-    def insert_feedback(self, fb: Feedback) -> int:
-        """Record feedback and close its decision (``closed``; ``expired`` for a default), in one transaction;
-        return its log position.
-
-        The store has one writer, so ``fb.seq`` (the router's count + 1) is the feedback's log position;
-        ``fb.seq = 0`` takes the next one.
-
-        Raises:
-            DecisionConflictError: the decision already has feedback (or the ``seq`` is taken).
-        """
-        with self._write_lock:
-            if int(fb.seq) == 0:
-                fb = dataclasses.replace(fb, seq=self._next_feedback_seq())
-            self._write(
-                [
-                    (
-                        f"INSERT INTO feedback (seq, {FEEDBACK_COLUMNS}) VALUES ({', '.join('?' * _N_FEEDBACK)})",
-                        feedback_values(fb),
-                    )
-                ],
-                conflicts=[("feedback.decision_id", repeated_feedback(fb.decision_id))],
-                conflict=f"feedback seq {fb.seq} is already logged",
-                marks=(0, fb.seq),
-            )
-        return fb.seq
-
     def _next_feedback_seq(self) -> int:
-        """The position after every feedback written so far (committed, in the open group or this deferral)."""
+        """The position after every log entry written so far (committed, in the open group or this deferral)."""
         return max(self._marks[1], self._group_marks[1], self._deferral_marks[1]) + 1
 
     def mark_expired(self, decision_id: str) -> None:
         """Close a decision whose wait time expired without applying any reward."""
         self._write([("UPDATE decisions SET status = 'expired' WHERE decision_id = ?", (decision_id,))])
-
-    def get_feedback(self, decision_id: str) -> Feedback | None:
-        row = self._one(f"SELECT seq, {FEEDBACK_COLUMNS} FROM feedback WHERE decision_id = ?", (decision_id,))
-        return None if row is None else feedback_from_row(row)
-
-    def feedback(self, after_seq: int = 0) -> Iterator[tuple[Feedback, Decision]]:
-        """Feedback with ``seq > after_seq`` in apply order, each with its decision (for replay and audits)."""
-        for r in self._rows(_FEEDBACK_AFTER, (int(after_seq),)):
-            yield feedback_from_row(r[:_N_FEEDBACK]), self._decision_from_row(r[_N_FEEDBACK:])
-
-    def max_feedback_seq(self) -> int:
-        return int(self._one("SELECT COALESCE(MAX(seq), 0) FROM feedback")[0])
-
-    # ------------------------------------------------------------------ the log (feedback in apply order)
-    def log_position(self) -> int:
-        """The last feedback ``seq`` (the store has one writer, which numbers feedback in commit order)."""
-        return self.max_feedback_seq()
-
-    def log_entries(self, after: int = 0, limit: int = 1000) -> list[LogEntry]:
-        """At most ``limit`` feedback entries with ``seq > after``, in log order."""
-        rows = self._rows(_FEEDBACK_AFTER + " LIMIT ?", (int(after), max(int(limit), 0)))
-        return [
-            LogEntry(
-                int(r[0]),
-                "feedback",
-                feedback_from_row(r[:_N_FEEDBACK]),
-                self._decision_from_row(r[_N_FEEDBACK:]),
-            )
-            for r in rows
-        ]
-
-    def wait_for_log(self, after: int, timeout_s: float) -> int:
-        """Poll the log's head until it passes ``after`` or ``timeout_s`` seconds have passed; return the head."""
-        return poll_log(self.log_position, after, timeout_s)
 
 
 def _max_marks(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:

@@ -12,7 +12,9 @@
 - ``feedback``: one row per closed decision, ``seq`` = the order in which feedback was applied to the policy
   (replayed in that order after a restart), ``source`` = ``client`` or ``default`` (wait time expired);
 - ``checkpoints``: saved policy directories (relative to the database's directory when inside it) with the last
-  feedback ``seq`` they include.
+  log position they include;
+- ``swaps``: policy swaps, each at a log position of its own (feedback ``seq`` and swap positions together are the
+  log's gap-free positions) with the checkpoint that serves from there on.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     policy_version TEXT NOT NULL,
     path TEXT NOT NULL,
     last_feedback_seq INTEGER NOT NULL
+);
+-- A policy swap at a log position (feedback seq and swap positions never coincide): its checkpoint serves from
+-- there on.
+CREATE TABLE IF NOT EXISTS swaps (
+    position INTEGER PRIMARY KEY,
+    checkpoint_id INTEGER NOT NULL UNIQUE REFERENCES checkpoints (id),
+    appended_at REAL NOT NULL
 );
 """
 # The upstream calls a gateway logs per decision (the schema every SQL store shares).

@@ -13,10 +13,12 @@ lower ``--confidence`` bound exceeds ``--margin`` and the diagnostics pass (enou
 explores, no support violation, enough effective sample size). It prints the estimate, the interval and the
 reason, and exits 0 when it promotes, 1 when it refuses (2 on an error).
 
-With ``--store`` no server may be writing the store: the live router is restored from it (checkpoint plus the
-feedback after it), swapped to the candidate and checkpointed, so the next ``routing-env serve`` on the store
-serves the candidate. With ``--url`` the running server runs the gate on its own store and swaps at once
-(``POST /v1/promote``; the admin token comes from $ROUTING_ENV_API_TOKEN). Either way the decision, its evidence
+With ``--store`` the live router is restored from the store (checkpoint plus the log after it) and, when the
+gate passes, the swap is appended to the store's log with the candidate's bytes: servers on a PostgreSQL store
+switch at their next log read (every replica at the same log position), and the next ``routing-env serve`` on
+either store serves the candidate. A SQLite store has one writer, so no server may hold it; promote through a
+running one with ``--url``: it runs the gate on its own store and swaps at once (``POST /v1/promote``; the admin
+token comes from $ROUTING_ENV_API_TOKEN). Either way the decision, its evidence
 and the command are written to the store; ``--history`` lists them (read-only, also beside a running server).
 """
 
@@ -41,7 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         sub, "promote", "promote a candidate policy only if the logged evidence says it is better", __doc__
     )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--store", help="the decision store: a SQLite file (no server writing it)")
+    where.add_argument(
+        "--store",
+        help="the decision store: a SQLite file (no server writing it) or a postgresql:// URL (running servers "
+        "switch at their next log read)",
+    )
     where.add_argument(
         "--url", help="a running server's base URL (its admin endpoint runs the gate and swaps)"
     )

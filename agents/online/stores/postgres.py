@@ -12,7 +12,9 @@ every process writing to the database), so positions follow commit order and a r
 group per commit latency (group commit puts many feedbacks in one transaction); decisions and steps are not
 serialised. Each append notifies :data:`~agents.online.stores.postgres_schema.LOG_CHANNEL` with its position
 (delivered at commit); :meth:`PostgresDecisionStore.wait_for_log` listens on it, and
-:meth:`PostgresDecisionStore.log_entries` reads the log after a position.
+:meth:`PostgresDecisionStore.log_entries` reads the log after a position. A policy swap is an entry too
+(:meth:`PostgresDecisionStore.append_swap`, under the same head lock), naming the checkpoint that serves from there.
+The log's methods live in :mod:`agents.online.stores.postgres_log`.
 
 Exactly-once feedback is the primary key of ``feedback``; a second feedback (or a repeated request id) is refused
 without a database error, so it never spoils an open group. Each deferral (one request) writes inside a savepoint

@@ -26,7 +26,7 @@ from agents.online.stores.sql import DECISION_COLUMNS, N_DECISION_COLUMNS, quali
 
 _D_COLUMNS = qualified(DECISION_COLUMNS, "d")
 
-#: The rollout tables in SQLite (PostgreSQL: migration 3 of :mod:`agents.online.stores.postgres_schema`).
+#: The rollout tables in SQLite (PostgreSQL: migration 4 of :mod:`agents.online.stores.postgres_schema`).
 ROLLOUT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadows (
     name TEXT PRIMARY KEY,

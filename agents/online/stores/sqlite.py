@@ -4,9 +4,9 @@ Every decision, cascade step and feedback is committed before the router acknowl
 each, or, in the HTTP service, one transaction shared by the concurrent requests of an event-loop turn (group
 commit: :meth:`SQLiteDecisionStore.begin_deferred`). It implements the
 :class:`~agents.online.stores.base.DecisionStore` protocol; the tables are described in
-:mod:`agents.online.stores.sqlite_schema`. The store is the log: feedback ``seq`` is its position, assigned by the
-one writer in commit order (:meth:`SQLiteDecisionStore.log_entries` reads it, :meth:`~SQLiteDecisionStore.wait_for_log`
-polls its head).
+:mod:`agents.online.stores.sqlite_schema`. The store is the log: feedback ``seq`` and policy swaps' positions,
+assigned by the one writer in commit order (:mod:`agents.online.stores.sqlite_log`:
+:meth:`SQLiteDecisionStore.log_entries` reads it, :meth:`~SQLiteDecisionStore.wait_for_log` polls its head).
 
 Guards around the file:
 

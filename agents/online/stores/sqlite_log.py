@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.online.errors import DecisionConflictError
+from agents.online.errors import LogConflictError
 from agents.online.stores.base import Checkpoint, Decision, Feedback, LogEntry
 from agents.online.stores.common import repeated_feedback
 from agents.online.stores.sql import (
@@ -75,13 +75,15 @@ class SQLiteLog:
 
         Raises:
             DecisionConflictError: the decision already has feedback (or the ``seq`` is taken).
+            LogConflictError: ``seq`` is not after the last policy swap (nothing is written).
         """
         with self._write_lock:
             if int(fb.seq) == 0:
                 fb = dataclasses.replace(fb, seq=self._next_feedback_seq())
             elif int(fb.seq) <= self._swap_head:
-                raise DecisionConflictError(
-                    f"feedback seq {fb.seq} is not after the policy swap at log position {self._swap_head}"
+                raise LogConflictError(
+                    f"the writer expected to append at log position {fb.seq}, but the policy swap at position "
+                    f"{self._swap_head} comes later; nothing was written"
                 )
             self._write(
                 [

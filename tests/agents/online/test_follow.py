@@ -53,6 +53,39 @@ def test_replicas_apply_every_feedback_in_log_order_and_equal_a_replay(
         r.store.close()
 
 
+def test_a_swap_at_one_replica_switches_every_replica_at_its_log_position(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    a, b, c = _replicas(postgres_url, 3)
+    rng = np.random.default_rng(11)
+
+    def traffic(n: int) -> None:
+        for _ in range(n):
+            d = (a, b, c)[rng.integers(3)].route(rng.normal(size=4).tolist())
+            (a, b, c)[rng.integers(3)].feedback(d.decision_id, float(rng.random()), cost=1e-3)
+
+    traffic(20)
+    open_before = b.route(rng.normal(size=4).tolist())  # routed by v1, closed after the swap
+    version = a.swap_policy(LinUCB(alpha=2.0, epsilon=0.2, models=list(MODELS), seed=3))
+    swap = [e for e in a.store.log_entries(limit=100) if e.kind == "swap"]
+    assert version == "v2" and [e.position for e in swap] == [21] and a.stats()["last_feedback_seq"] == 21
+    # b has not read the swap yet: its checkpoint of v1, before the swap's position, is the store's newest
+    behind = b.checkpoint()
+    assert b.version == behind.policy_version == "v1" and behind.last_feedback_seq < 21
+    c.feedback(open_before.decision_id, 0.9, cost=1e-3)  # c applies the log (the swap) before it appends
+    assert c.version == "v2" and c.store.get_feedback(open_before.decision_id).policy_version == "v2"
+    traffic(20)
+    for r in (a, b, c):
+        apply_log(r)
+        assert r.version == "v2" and r.stats()["last_feedback_seq"] == 42
+    late = OnlineRouter.restore(open_store(postgres_url), seed=1)  # from b's v1 checkpoint, across the swap
+    assert late.restored is not None and late.restored.version == "v1" and late.version == "v2"
+    for i, r in enumerate((a, b, c)):
+        assert_same_state(late.policy, r.policy, tmp_path / str(i))
+    for r in (a, b, c, late):
+        r.store.close()
+
+
 def test_a_second_feedback_is_a_conflict_at_any_replica(postgres_url: str) -> None:
     from agents.online import DecisionConflictError
 

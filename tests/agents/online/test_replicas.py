@@ -102,8 +102,9 @@ def _check_log(url: str, acked: dict[str, int]) -> int:
     """Every acknowledged feedback is in the log once, at the position it was acknowledged with; the head."""
     with PostgresDecisionStore(url, readonly=True) as store:
         logged = {d.decision_id: fb.seq for fb, d in store.feedback()}
+        swaps = [e.position for e in store.log_entries(limit=100_000) if e.kind == "swap"]
         head = store.log_position()
-    assert sorted(logged.values()) == list(range(1, head + 1))  # gap-free, each position once
+    assert sorted([*logged.values(), *swaps]) == list(range(1, head + 1))  # gap-free, each position once
     assert {d: logged.get(d) for d in acked} == acked
     return head
 
@@ -132,6 +133,45 @@ def test_three_replicas_under_load_learn_the_same_policy(postgres_url: str, tmp_
         for s in servers:
             health = _caught_up(s, head)
             assert health["log_lag"] == 0 and health["log_position"] == head, health
+        _same_policies(servers, postgres_url, policy, tmp_path)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_a_swap_at_one_replica_mid_load_switches_every_replica_at_one_log_position(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    policy = _policy(tmp_path)
+    LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
+    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
+    try:
+        acked: dict[str, int] = {}
+        statuses: list[int] = []
+        load = threading.Thread(target=_load, args=([s.url for s in servers], 600, 8, acked, statuses))
+        load.start()
+        while len(acked) < 150 and load.is_alive():
+            time.sleep(0.01)
+        r = httpx.post(
+            servers[1].url + "/v1/policy",
+            json={"path": str(tmp_path / "candidate")},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.json()["version"] == "v2", r.text
+        load.join(120)
+        assert statuses and max(statuses) < 500 and len(acked) == 600
+        head = _check_log(postgres_url, acked)
+        with PostgresDecisionStore(postgres_url, readonly=True) as store:
+            swaps = [e for e in store.log_entries(limit=100_000) if e.kind == "swap"]
+            by_version = {d.decision_id: d.policy_version for d in store.decisions()}
+        assert len(swaps) == 1 and 150 < swaps[0].position < head
+        # feedback after the swap's position was learned by v2 at whichever replica took it
+        after = {d for d, seq in acked.items() if seq > swaps[0].position}
+        assert after and "v2" in {by_version[d] for d in after}
+        for s in servers:
+            health = _caught_up(s, head)
+            assert health["policy_version"] == "v2" and health["log_lag"] == 0, health
         _same_policies(servers, postgres_url, policy, tmp_path)
     finally:
         for s in servers:

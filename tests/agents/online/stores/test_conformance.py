@@ -25,6 +25,7 @@ from agents.online import (
     OnlineRouter,
     open_store,
 )
+from agents.online.errors import LogConflictError
 from agents.online.stores.base import Decision, DecisionStore, Step
 from routing_env.errors import ConfigurationError
 from routing_env.policy import load_policy
@@ -235,6 +236,78 @@ def test_checkpoints_hold_the_policy_and_the_log_position_it_includes(location: 
     assert latest is not None and latest.last_feedback_seq == 3
     assert_same_state(load_policy(latest.path), policies[-1], tmp_path)
     again.close()
+
+
+def test_a_swap_is_a_log_entry_whose_checkpoint_outlives_pruning(location: str, tmp_path: Path) -> None:
+    s = open_store(location, keep_checkpoints=1)
+    register(s)
+    s.record_policy("v2", "tests.FixedPolicy", MODELS, 4, 1_600_000_001.0)
+    logged = [decision(n) for n in range(1, 6)]
+    for d in logged:
+        s.insert_decision(d)
+    for n in (1, 2):
+        s.insert_feedback(feedback(logged[n - 1], n))
+    swapped = FixedPolicy(MODELS, [0.6, 0.3, 0.1], n_features=4)
+    positions = []
+
+    def save(position: int) -> Path:
+        positions.append(position)
+        path = s.checkpoint_path("v2", position)
+        swapped.save(path)
+        return path
+
+    ckpt = s.append_swap("v2", save)
+    assert positions == [3] and (ckpt.policy_version, ckpt.last_feedback_seq) == ("v2", 3)
+    assert s.log_position() == 3 and s.max_feedback_seq() == 2
+    assert s.insert_feedback(feedback(logged[2], 0)) == 4  # seq 0: after the swap
+    with pytest.raises(LogConflictError, match="position 3"):
+        s.insert_feedback(feedback(logged[3], 3))  # the swap's position is taken
+    s.insert_feedback(feedback(logged[3], 5))
+    for _ in range(2):  # newer checkpoints prune older ones, never the swap's
+        path = s.checkpoint_path("v2", 5)
+        FixedPolicy(MODELS, [0.1, 0.1, 0.8], n_features=4).save(path)
+        s.add_checkpoint("v2", path, 5)
+    s.close()
+    again = open_store(location)  # a new process reads the swap and its policy from the store alone
+    entries = again.log_entries(after=1)
+    assert [(e.position, e.kind) for e in entries] == [
+        (2, "feedback"),
+        (3, "swap"),
+        (4, "feedback"),
+        (5, "feedback"),
+    ]
+    swap = entries[1]
+    assert swap.feedback is None and swap.decision is None and swap.checkpoint is not None
+    assert (swap.checkpoint.policy_version, swap.checkpoint.last_feedback_seq) == ("v2", 3)
+    assert_same_state(load_policy(swap.checkpoint.path), swapped, tmp_path)
+    assert [fb.seq for fb, _ in again.feedback()] == [1, 2, 4, 5]  # feedback alone, swaps left out
+    assert [e.position for e in again.log_entries(after=0, limit=3)] == [1, 2, 3]
+    assert again.log_position() == 5
+    again.close()
+
+
+def test_a_restart_replays_the_swaps_in_the_log(location: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    router = OnlineRouter(LearningThresholdCascade(MODELS, n_features=4), open_store(location), seed=2)
+    versions = []
+    for step in range(3):
+        for _ in range(8):
+            d = router.route(rng.normal(size=4).tolist())
+            while router.observe(d.decision_id, float(rng.random())).action == "call":
+                pass
+            router.feedback(d.decision_id, float(rng.random()), cost=1e-4)
+        if step < 2:
+            versions.append(
+                router.swap_policy(LearningThresholdCascade(MODELS, n_features=4, lr=0.2 + 0.1 * step))
+            )
+    assert versions == ["v2", "v3"] and router.stats()["last_feedback_seq"] == 26
+    kinds = [e.kind for e in router.store.log_entries(limit=100)]
+    assert kinds.count("swap") == 2 and kinds[8] == kinds[17] == "swap"
+    router.store.close()
+    restored = OnlineRouter.restore(open_store(location), seed=2)
+    assert restored.version == "v3" and restored.stats()["last_feedback_seq"] == 26
+    assert_same_state(router.policy, restored.policy, tmp_path)
+    restored.store.close()
 
 
 def test_the_router_restores_bit_identically_from_either_store(location: str, tmp_path: Path) -> None:

@@ -420,7 +420,14 @@ class OnlineRouter:
                 max_calls=max_calls,
                 prompt_chars=None if prompt is None else len(prompt),
             )
-            self.store.insert_decision(decision)
+            try:
+                self.store.insert_decision(decision)
+            except DecisionConflictError:
+                # Another replica logged this request id at the same instant: its decision is the answer.
+                previous = None if request_id is None else self.store.find_request(request_id)
+                if previous is None:
+                    raise
+                return previous
             self._decision_seq = max(self._decision_seq, seq)
             for hook in self.decision_hooks:
                 hook(decision)

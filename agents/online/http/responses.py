@@ -2,7 +2,8 @@
 
 Every error a client can cause maps to a 4xx with a message (never a 500): unknown decision 404, a second feedback,
 an expired decision or a swap that changes the request contract 409, invalid input 422; a store that could not
-commit, read or write 503. The FastAPI exception handlers
+commit, read or write 503, as is feedback that lost the race for the log's next position to other replicas too
+often (nothing was written; a retry is safe). The FastAPI exception handlers
 and the lean hot path (:mod:`agents.online.http.hotpath`) both answer through :func:`error_response`.
 """
 
@@ -18,7 +19,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from agents.online.errors import ContractChangeError, DecisionConflictError, DecisionNotFoundError, StoreError
+from agents.online.errors import (
+    ContractChangeError,
+    DecisionConflictError,
+    DecisionNotFoundError,
+    LogConflictError,
+    StoreError,
+)
 from agents.online.http.commit import StoreCommitError
 from routing_env.errors import RoutingEnvError
 
@@ -30,6 +37,8 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (DecisionConflictError, 409),
     (ContractChangeError, 409),
     (StoreError, 503),
+    # Other replicas kept taking the log's next position: nothing was written, the client may retry.
+    (LogConflictError, 503),
     (RoutingEnvError, 422),
     (StoreCommitError, 503),
 )

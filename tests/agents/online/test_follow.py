@@ -4,6 +4,7 @@ reports its position and lag."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -84,6 +85,51 @@ def test_a_swap_at_one_replica_switches_every_replica_at_its_log_position(
         assert_same_state(late.policy, r.policy, tmp_path / str(i))
     for r in (a, b, c, late):
         r.store.close()
+
+
+def test_one_request_id_at_two_replicas_at_once_gets_one_decision(postgres_url: str) -> None:
+    a, b = _replicas(postgres_url, 2)
+    first = b.route([0.1, 0.2, 0.3, 0.4], request_id="req-1")
+    # a looked the id up just before b's decision committed: its own insert meets b's row
+    a.store.find_request = lambda rid, real=a.store.find_request, calls=[]: (  # type: ignore[method-assign]
+        calls.append(rid) or (None if len(calls) <= 2 else real(rid))
+    )
+    again = a.route([0.9, 0.9, 0.9, 0.9], request_id="req-1")
+    assert again.decision_id == first.decision_id and again.seq == first.seq
+    assert [d.decision_id for d in a.store.decisions()] == [first.decision_id]
+    with pytest.raises(
+        Exception, match="already has a decision"
+    ):  # an id clash without a request id stays one
+        a.store.insert_decision(dataclasses.replace(first, decision_id="other", seq=99))
+    for r in (a, b):
+        r.store.close()
+
+
+def test_feedback_that_keeps_losing_the_log_race_is_a_503_that_wrote_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from agents.online.errors import LogConflictError
+    from agents.online.http.responses import error_response
+
+    (a,) = _replicas(postgres_url, 1)
+    d = a.route([0.1, 0.2, 0.3, 0.4])
+    tries = []
+
+    def stale(fb: object) -> int:
+        tries.append(fb)
+        raise LogConflictError("another writer appended at that position first")
+
+    a.store.insert_feedback = stale  # type: ignore[method-assign]
+    with pytest.raises(LogConflictError) as refused:
+        a.feedback(d.decision_id, 0.8, cost=1e-3)
+    assert len(tries) > 1  # it caught up and tried again before giving up
+    assert a.store.get_decision(d.decision_id).status == "open" and a.stats()["applied_updates"] == 0
+    fresh = OnlineRouter.restore(open_store(postgres_url), seed=1)
+    assert_same_state(fresh.policy, a.policy, tmp_path)  # every try was undone: the policy is the store's
+    fresh.store.close()
+    status, body = error_response(refused.value)
+    assert status == 503 and b"another writer" in body  # retryable, not the client's fault
+    a.store.close()
 
 
 def test_a_second_feedback_is_a_conflict_at_any_replica(postgres_url: str) -> None:

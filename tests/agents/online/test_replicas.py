@@ -178,6 +178,40 @@ def test_a_swap_at_one_replica_mid_load_switches_every_replica_at_one_log_positi
             s.stop()
 
 
+def test_one_request_id_sent_to_two_replicas_at_once_gets_one_answer(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    policy = _policy(tmp_path)
+    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
+    try:
+        answers: dict[int, list[tuple[int, str]]] = {}
+        for k in range(30):
+            barrier = threading.Barrier(2)
+            got: list[tuple[int, str]] = []
+
+            def send(url: str, k: int = k, barrier: threading.Barrier = barrier, got: list = got) -> None:
+                body = {"features": [0.1 * k, 0.2, 0.3, 0.4], "request_id": f"retry-{k}"}
+                with httpx.Client(timeout=30) as http:
+                    barrier.wait()
+                    r = http.post(url + "/v1/route", json=body)
+                got.append((r.status_code, r.json().get("decision_id", r.text)))
+
+            threads = [threading.Thread(target=send, args=(s.url,)) for s in servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            answers[k] = got
+        for k, got in answers.items():
+            assert [status for status, _ in got] == [200, 200], (k, got)
+            assert got[0][1] == got[1][1], (k, got)  # the same decision from either replica
+        with PostgresDecisionStore(postgres_url, readonly=True) as store:
+            assert len(store.decisions()) == 30
+    finally:
+        for s in servers:
+            s.stop()
+
+
 def test_a_killed_replica_loses_nothing_and_a_new_one_catches_up(postgres_url: str, tmp_path: Path) -> None:
     policy = _policy(tmp_path)
     servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]

@@ -208,7 +208,7 @@ def build_router(args: argparse.Namespace) -> OnlineRouter:
 
 
 def _start_canary(app: Any, args: argparse.Namespace) -> None:
-    from agents.online.http.rollout import start_canary
+    from agents.online.http.canary import start_canary
     from agents.online.rollout import CanaryConfig, GateConfig
 
     gate = GateConfig(
@@ -218,7 +218,8 @@ def _start_canary(app: Any, args: argparse.Namespace) -> None:
         margin=args.canary_margin,
         plan_decisions=max(10_000, args.canary_min_decisions),
     )
-    canary = start_canary(app.state.service, args.canary_policy, CanaryConfig(split=args.canary, gate=gate))
+    config = CanaryConfig(split=args.canary, gate=gate)
+    canary = start_canary(app.state.service, args.canary_policy, config, at_startup=True)
     _say(
         f"canary {canary.version}: {args.canary_policy} serves {canary.split:.1%} of traffic (GET /v1/canary)"
     )

@@ -258,10 +258,10 @@ def create_gateway_app(
     service = app.state.service
     _register_shadows(service, cfg.shadows)
     if cfg.canary is not None and cfg.canary_policy is not None:
-        from agents.online.http.rollout import start_canary
+        from agents.online.http.canary import start_canary
         from agents.online.rollout import CanaryConfig
 
-        start_canary(service, cfg.canary_policy, CanaryConfig(split=cfg.canary))
+        start_canary(service, cfg.canary_policy, CanaryConfig(split=cfg.canary), at_startup=True)
     gateway = Gateway(cfg, router, service.committer, upstreams, evaluator=evaluator, verifier=verifier)
     app.include_router(gateway_routes(gateway))
     app.state.gateway = gateway

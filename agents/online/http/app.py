@@ -33,13 +33,14 @@ from fastapi import FastAPI
 
 from agents.online.follow import LogFollower, multi_writer
 from agents.online.http.admin import admin_routes
+from agents.online.http.canary import canary_loop, resume_canary
 from agents.online.http.decisions import decision_routes
 from agents.online.http.hotpath import with_hot_paths
 from agents.online.http.metrics import metrics_routes
 from agents.online.http.middleware import BodyLimit
 from agents.online.http.ratelimit import RateLimit
 from agents.online.http.responses import install_error_handlers
-from agents.online.http.rollout import canary_loop, rollout_routes
+from agents.online.http.rollout import rollout_routes
 from agents.online.http.routing import routing_routes
 from agents.online.http.service import DEFAULT_MAX_BODY_BYTES, TOKEN_ENV, Service, ServiceSettings
 from agents.online.router import OnlineRouter
@@ -80,6 +81,7 @@ def build_app(router: OnlineRouter, settings: ServiceSettings) -> FastAPI:
     ``app.state.service`` is the :class:`~agents.online.http.service.Service` its routers share.
     """
     service = Service.create(router, settings)
+    resume_canary(service)  # a canary no serving event ended serves on after a restart
     app = FastAPI(
         title="routing-env online router",
         version="1",

@@ -20,7 +20,6 @@ request path's group transactions meanwhile; the swap itself runs on the loop li
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Annotated, Any
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from agents.online.http.admin import admin_auth
+from agents.online.http.canary import end_canary, log_end, start_canary
 from agents.online.http.policy_files import policy_dir
 from agents.online.http.schemas import ADMIN_ERRORS
 from agents.online.http.service import Service
@@ -40,7 +40,6 @@ from agents.online.rollout.live import LiveCanary, status_view
 from agents.online.rollout.promotion import promote
 from agents.online.rollout.shadows import Shadows, shadow_report
 from agents.online.stores.rollout import GateRecord, ShadowRecord
-from routing_env.errors import ConfigurationError
 from routing_env.policy import Policy
 
 log = logging.getLogger("routing_env.serve")
@@ -85,75 +84,6 @@ class CanaryRequest(BaseModel):
             split=self.split, gate=gate, max_decisions=self.max_decisions,
             min_rollback_decisions=self.min_rollback_decisions,
         )  # fmt: skip
-
-
-def start_canary(
-    service: Service, candidate: str, config: CanaryConfig, interval_s: float = 1.0
-) -> LiveCanary:
-    """Start a canary of ``candidate`` on ``service``'s router and log the event (from a worker thread or before
-    the server starts)."""
-    if service.shadows is None:
-        raise ConfigurationError("a canary needs a decision store that keeps its distributions (a SQL store)")
-    router = service.router
-    canary = LiveCanary(router, candidate, config, service.shadows, interval_s=interval_s)
-    router.decision_hooks.append(canary.on_decision)
-    router.canary = canary
-    canary.event(
-        "canary_start",
-        f"{canary.candidate} serves {canary.split:.1%} of traffic",
-        router.version,
-        canary.split,
-    )
-    return canary
-
-
-def end_canary(service: Service, decision: CanaryDecision) -> LiveCanary | None:
-    """Take the canary out of serving (on the event loop): promoted, its policy is swapped in; otherwise serving
-    returns to the live policy. The event is logged by :func:`log_end` (store work, off the loop)."""
-    router = service.router
-    canary: LiveCanary | None = router.canary
-    if canary is None:
-        return None
-    router.canary = None
-    if canary.on_decision in router.decision_hooks:
-        router.decision_hooks.remove(canary.on_decision)
-    if decision is CanaryDecision.PROMOTE:
-        router.swap_policy(canary.policy)
-    return canary
-
-
-def log_end(service: Service, canary: LiveCanary, decision: CanaryDecision, message: str) -> None:
-    kind = {CanaryDecision.CONTINUE: "canary_stop"}.get(decision, f"canary_{decision.value}")
-    canary.event(kind, message, service.router.version, 0.0)
-
-
-async def canary_loop(service: Service, every: float = 0.25) -> None:
-    """Run the canary's sequential test every ``interval_s`` and act on its decision (the service's lifespan)."""
-    last = 0.0
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(every)
-        canary: LiveCanary | None = service.router.canary
-        if canary is None or loop.time() - last < canary.interval_s:
-            continue
-        last = loop.time()
-        try:
-            if canary.live_version != service.router.version:  # swapped meanwhile: the comparison is void
-                if end_canary(service, CanaryDecision.CONTINUE) is not None:
-                    message = (
-                        f"stopped: the live policy was swapped from {canary.live_version} to another version"
-                    )
-                    await run_in_threadpool(log_end, service, canary, CanaryDecision.CONTINUE, message)
-                continue
-            decision = await run_in_threadpool(canary.evaluate)
-            if decision is CanaryDecision.CONTINUE:
-                continue
-            result = canary.state.result
-            message = result.message if result is not None else decision.value
-            if end_canary(service, decision) is not None:
-                await run_in_threadpool(log_end, service, canary, decision, message)
-        except Exception:  # keep serving; the next round retries
-            log.exception("evaluating the canary failed")
 
 
 def shadow_view(r: ShadowRecord) -> dict[str, Any]:

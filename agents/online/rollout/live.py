@@ -18,22 +18,28 @@ and expires after ``max_decisions``. The service then swaps (promote) or returns
 every change of the serving mix is a :class:`~agents.online.stores.rollout.ServingEvent` in the store, numbered.
 
 The candidate does not learn while it is a canary (it is the fixed policy under test); the live policy keeps
-learning from every decision's feedback, as before. A restart ends a running canary (serving returns to the live
-policy; its decisions stay in the log).
+learning from every decision's feedback, as before.
+
+**Resuming.** The ``canary_start`` event keeps what rebuilds the canary (:meth:`LiveCanary.detail`), so a restart
+resumes a canary that no event ended (:func:`active_canary`, :func:`resumed_canary`), under the same version and
+split; its sequential test starts over from the canary's logged traffic, which the first evaluation reads back.
+Replicas on one store share the mix the same way: each one polls the serving events and joins a canary another
+replica started, or leaves one another replica ended.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agents.online.rollout.canary import Canary, CanaryConfig, CanaryDecision, CanaryState, mixture_feedback
-from agents.online.rollout.gate import GateResult
+from agents.online.rollout.gate import GateConfig, GateResult
 from agents.online.rollout.shadows import Shadows, check_candidate, traffic_feedback
 from agents.online.sampling import renormalise, uniform
 from agents.online.served import Served, inspect_policy, probabilities
@@ -73,6 +79,8 @@ class LiveCanary:
         config: the split and the sequential gate (:class:`~agents.online.rollout.CanaryConfig`).
         shadows: the service's shadows, whose background thread writes the canary's per-decision distributions.
         interval_s: how often the service runs :meth:`evaluate` (s).
+        version: the canary's version, when it resumes one started before (a restart, another replica); ``None``:
+            the next ``canary-<n>``.
 
     Raises:
         ConfigurationError: the candidate cannot be a canary of this router (other models, another feature
@@ -87,6 +95,7 @@ class LiveCanary:
         shadows: Shadows,
         *,
         interval_s: float = 1.0,
+        version: str | None = None,
     ) -> None:
         if router.canary is not None:
             raise ConfigurationError(
@@ -98,9 +107,10 @@ class LiveCanary:
         self.candidate = str(candidate)
         self.policy: Policy = check_candidate(router, load_policy(candidate), "the canary candidate")
         self.interval_s = float(interval_s)
-        known = router.store.policy_versions()
-        n = 1 + sum(v.startswith("canary-") for v in known)
-        self.version = f"canary-{n}"
+        if version is None:  # a new canary; a resumed one keeps its version
+            n = 1 + sum(v.startswith("canary-") for v in router.store.policy_versions())
+            version = f"canary-{n}"
+        self.version = str(version)
         self.served: Served = inspect_policy(self.policy, self.version, router.config, None, strict=False)
         self.live_version = router.version
         self.name = f"canary:{self.version}"
@@ -186,11 +196,57 @@ class LiveCanary:
             result=self.state.result,
         )
 
-    def event(self, kind: str, message: str, live_version: str, split: float) -> ServingEvent:
+    def event(
+        self, kind: str, message: str, live_version: str, split: float, detail: str = ""
+    ) -> ServingEvent:
         """Record a change of the serving mix in the store."""
         return self.shadows.store.record_serving_event(
-            ServingEvent(0, time.time(), kind, live_version, self.version, split, message)
+            ServingEvent(0, time.time(), kind, live_version, self.version, split, message, detail)
         )
+
+    def detail(self) -> str:
+        """What resumes this canary (its ``canary_start`` event's ``detail``): the candidate, settings, interval."""
+        return json.dumps(
+            {"candidate": self.candidate, "config": asdict(self.config), "interval_s": self.interval_s},
+            allow_nan=False,
+        )
+
+
+def active_canary(events: list[ServingEvent]) -> ServingEvent | None:
+    """The ``canary_start`` event of the canary serving now according to ``events`` (oldest first), if any: the
+    newest start that no later event ended."""
+    active = None
+    for e in events:
+        if e.event == "canary_start":
+            active = e
+        elif active is not None and e.candidate_version == active.candidate_version:
+            active = None
+    return active
+
+
+def resumed_canary(router: OnlineRouter, shadows: Shadows, start: ServingEvent) -> LiveCanary:
+    """The canary that ``start`` (a ``canary_start`` event) began, rebuilt from its ``detail``.
+
+    Raises:
+        ConfigurationError: the live policy is no longer the one it was compared with, the event has no detail
+            (written by an older version) or the candidate cannot be loaded.
+    """
+    if start.live_version != router.version:
+        raise ConfigurationError(
+            f"the live policy is {router.version!r}, not {start.live_version!r}, the one the canary was compared with"
+        )
+    try:
+        detail = json.loads(start.detail)
+        raw = dict(detail["config"])
+        config = CanaryConfig(**{**raw, "gate": GateConfig(**raw["gate"])})
+        candidate, interval_s = str(detail["candidate"]), float(detail["interval_s"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(
+            f"the canary's start event holds no settings to resume it from ({exc})"
+        ) from None
+    return LiveCanary(
+        router, candidate, config, shadows, interval_s=interval_s, version=str(start.candidate_version)
+    )
 
 
 def _split_pair(r: ShadowRow) -> tuple[np.ndarray, np.ndarray]:

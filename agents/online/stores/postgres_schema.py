@@ -25,6 +25,7 @@ Migration 3 adds ``decision_seq``, the sequence routers on several processes dra
 Migration 4 adds the rollout tables. Migration 5 makes a policy swap an entry of the log: ``log.kind`` may be
 ``'swap'``, whose ``checkpoint_id`` names the checkpoint (the new policy's bytes) serving from that position on, so
 every replica switches at the same position (:meth:`~agents.online.stores.base.DecisionStore.append_swap`).
+Migration 6 adds ``serving_events.detail``: what resumes a canary after a restart, or on another replica.
 """
 
 from __future__ import annotations
@@ -243,6 +244,11 @@ ALTER TABLE log ADD COLUMN checkpoint_id BIGINT UNIQUE REFERENCES checkpoints (i
 ALTER TABLE log ADD CONSTRAINT log_swap_check CHECK ((kind = 'swap') = (checkpoint_id IS NOT NULL));
 """
 
+# What a restart needs to resume a serving mix (a canary's candidate and settings).
+_V6 = """
+ALTER TABLE serving_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+"""
+
 #: Every schema version, in order. Append new ones; never edit one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "decision log", _V1),
@@ -250,6 +256,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "decision sequence numbers", _V3),
     Migration(4, "shadows, gate history and serving events", _V4),
     Migration(5, "policy swaps in the log", _V5),
+    Migration(6, "serving events keep what resumes them", _V6),
 )
 
 

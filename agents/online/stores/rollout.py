@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS serving_events (
     live_version TEXT NOT NULL,
     candidate_version TEXT,
     split REAL NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -147,6 +148,8 @@ class ServingEvent:
         candidate_version: the canary's version (for the events that end a canary: the one that served).
         split: the candidate's share of traffic after the event (0 when none serves).
         message: why (the gate's message for promote, rollback and expire).
+        detail: what a restart needs to resume the mix, as JSON (for ``canary_start``: the candidate's directory,
+            the canary's settings and its evaluation interval); ``""`` for the other events.
     """
 
     id: int
@@ -156,6 +159,7 @@ class ServingEvent:
     candidate_version: str | None
     split: float
     message: str
+    detail: str = ""
 
 
 @runtime_checkable
@@ -343,13 +347,12 @@ class SQLRolloutRecords:
     def record_serving_event(self, event: ServingEvent) -> ServingEvent:
         """Append a change of the serving mix; the event with its ``id`` (the mix version it starts)."""
         sql = self._sql(
-            "INSERT INTO serving_events (created_at, event, live_version, candidate_version, split, message) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO serving_events (created_at, event, live_version, candidate_version, split, message, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         e = event
-        self._rollout_write(
-            [(sql, (e.created_at, e.event, e.live_version, e.candidate_version, e.split, e.message))], ""
-        )
+        values = (e.created_at, e.event, e.live_version, e.candidate_version, e.split, e.message, e.detail)
+        self._rollout_write([(sql, values)], "")
         last = self._rows(
             self._sql("SELECT MAX(id) FROM serving_events WHERE created_at = ? AND event = ?"),
             (e.created_at, e.event),
@@ -359,7 +362,7 @@ class SQLRolloutRecords:
     def serving_events(self) -> list[ServingEvent]:
         """Every change of the serving mix, oldest first."""
         rows = self._rows(
-            "SELECT id, created_at, event, live_version, candidate_version, split, message FROM serving_events "
-            "ORDER BY id"
+            "SELECT id, created_at, event, live_version, candidate_version, split, message, detail "
+            "FROM serving_events ORDER BY id"
         )
-        return [ServingEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], float(r[5]), r[6]) for r in rows]
+        return [ServingEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], float(r[5]), r[6], r[7]) for r in rows]

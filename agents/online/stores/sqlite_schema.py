@@ -109,6 +109,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
     if "prompt_chars" not in columns:
         conn.execute("ALTER TABLE decisions ADD COLUMN prompt_chars INTEGER")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(serving_events)")}
+    if "detail" not in columns:
+        conn.execute("ALTER TABLE serving_events ADD COLUMN detail TEXT NOT NULL DEFAULT ''")
 
 
 def run_atomically(

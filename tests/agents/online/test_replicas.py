@@ -212,6 +212,49 @@ def test_one_request_id_sent_to_two_replicas_at_once_gets_one_answer(
             s.stop()
 
 
+def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everywhere(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    policy = _policy(tmp_path)
+    LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
+    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+
+    def canary_at(server: ProcessServer) -> str | None:
+        r = httpx.get(server.url + "/v1/canary", headers=admin, timeout=5)
+        return r.json()["version"] if r.status_code == 200 else None
+
+    def wait_for(server: ProcessServer, version: str | None) -> None:
+        deadline = time.monotonic() + 15
+        while canary_at(server) != version:
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.05)
+
+    try:
+        body = {"candidate": str(tmp_path / "candidate"), "split": 0.3, "min_decisions": 100_000}
+        r = httpx.post(servers[0].url + "/v1/canary", json=body, headers=admin, timeout=30)
+        assert r.status_code == 201 and r.json()["version"] == "canary-1", r.text
+        wait_for(servers[1], "canary-1")  # the other replica joins it from the serving events
+        rng = np.random.default_rng(3)
+        for server in servers:  # both arms serve at each replica
+            served = set()
+            for _ in range(60):
+                r = httpx.post(
+                    server.url + "/v1/route", json={"features": rng.normal(size=4).tolist()}, timeout=5
+                )
+                assert r.status_code == 200, r.text
+                served.add(r.json()["policy_version"])
+            assert served == {"v1", "canary-1"}, server.url
+        r = httpx.delete(servers[1].url + "/v1/canary", headers=admin, timeout=30)
+        assert r.status_code == 200, r.text
+        wait_for(servers[0], None)  # and leaves it when that one ends it
+        events = httpx.get(servers[0].url + "/v1/serving-events", headers=admin, timeout=5).json()["events"]
+        assert [e["event"] for e in events] == ["canary_start", "canary_stop"]
+    finally:
+        for s in servers:
+            s.stop()
+
+
 def test_a_killed_replica_loses_nothing_and_a_new_one_catches_up(postgres_url: str, tmp_path: Path) -> None:
     policy = _policy(tmp_path)
     servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]

@@ -15,7 +15,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from agents.online import OnlineRouter, create_app
-from agents.online.rollout.live import mixture_propensities
+from agents.online.rollout.live import active_canary, mixture_propensities
+from agents.online.stores.rollout import ServingEvent
 from tests.agents.online.rollout import policies as P
 
 AUTH = {"Authorization": "Bearer t"}
@@ -141,3 +142,17 @@ def test_a_swap_of_the_live_policy_ends_the_canary(
     assert "the live policy was swapped" in events[1]["message"] and events[1]["live_version"] == "hand-1"
     assert c.post("/v1/route", json={"features": [0.0, 0.0]}).json()["policy_version"] == "hand-1"
     assert router.canary is None
+
+
+def test_the_active_canary_is_the_newest_start_no_later_event_ended() -> None:
+    def e(i: int, kind: str, version: str) -> ServingEvent:
+        return ServingEvent(i, float(i), kind, "v1", version, 0.1 if kind == "canary_start" else 0.0, "")
+
+    assert active_canary([]) is None
+    started = e(1, "canary_start", "canary-1")
+    assert active_canary([started]) == started
+    assert active_canary([started, e(2, "canary_rollback", "canary-1")]) is None
+    again = e(3, "canary_start", "canary-2")
+    assert active_canary([started, e(2, "canary_stop", "canary-1"), again]) == again
+    assert active_canary([again, e(4, "canary_stop", "canary-1")]) == again  # another canary's end: no change
+    assert active_canary([again, e(5, "canary_promote", "canary-2")]) is None

@@ -4,6 +4,7 @@ promote`` — its exit codes, the swap at once through a running server, and its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +168,54 @@ def test_serve_canary_promotes_the_better_and_rolls_back_the_worse(
     finally:
         srv.stop()
     assert "canary canary-1:" in srv.output()
+
+
+def test_a_restart_resumes_the_canary_and_a_start_up_canary_replaces_another(
+    tmp_path: Path, saved: Path
+) -> None:
+    base = ["--policy-root", str(saved)]
+    canary = ["--canary", "0.2", "--canary-policy", str(saved / "worse"), "--canary-min-decisions", "100000"]
+    srv = Server(tmp_path / "store.db", saved / "live", *base, *canary)
+    srv.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+
+    def events() -> list[str]:
+        got = httpx.get(srv.url + "/v1/serving-events", headers=AUTH).json()["events"]
+        return [f"{e['event']} {e['candidate_version']}" for e in got]
+
+    srv.start()
+    try:
+        traffic(srv.url, 150, seed=1)
+        before = httpx.get(srv.url + "/v1/canary", headers=AUTH).json()
+        assert before["version"] == "canary-1" and before["split"] == 0.2
+    finally:
+        srv.kill()  # no clean shutdown: nothing but the store carries the canary over
+    srv.args = [a for a in srv.args if a not in canary]  # restarted without --canary
+    srv.start()
+    try:
+        deadline = time.monotonic() + 10  # the first evaluation reads back the canary's logged traffic
+        while (now := httpx.get(srv.url + "/v1/canary", headers=AUTH).json())["n_decisions"] == 0:
+            assert time.monotonic() < deadline, srv.output()
+            time.sleep(0.1)
+        assert (now["version"], now["split"], now["candidate"]) == ("canary-1", 0.2, str(saved / "worse"))
+        assert now["n_decisions"] >= before["n_decisions"]
+        traffic(srv.url, 50, seed=2)
+        with SQLiteDecisionStore(srv.store, readonly=True) as store:
+            served = {d.policy_version for d in store.decisions()[150:]}
+        assert served == {"v1", "canary-1"}  # both arms serve after the restart
+        assert events() == ["canary_start canary-1"]
+    finally:
+        srv.stop()
+    srv.args += canary  # the same canary at start-up again: kept, not restarted
+    srv.start()
+    try:
+        assert httpx.get(srv.url + "/v1/canary", headers=AUTH).json()["version"] == "canary-1"
+        assert events() == ["canary_start canary-1"]
+    finally:
+        srv.stop()
+    srv.args[srv.args.index(str(saved / "worse"))] = str(saved / "better")  # another candidate replaces it
+    srv.start()
+    try:
+        assert httpx.get(srv.url + "/v1/canary", headers=AUTH).json()["version"] == "canary-2"
+        assert events() == ["canary_start canary-1", "canary_stop canary-1", "canary_start canary-2"]
+    finally:
+        srv.stop()

@@ -93,7 +93,9 @@ def test_gate_history_and_serving_events_are_appended_in_order_with_ids(location
         GateRecord(0, 6.0, "/c2", "POST /v1/promote", True, "promote", "promote", '{"n": 3}', "v2")
     )
     assert (a.id, b.id) == (1, 2)
-    start = store.record_serving_event(ServingEvent(0, 7.0, "canary_start", "v1", "canary-1", 0.1, "go"))
+    start = store.record_serving_event(
+        ServingEvent(0, 7.0, "canary_start", "v1", "canary-1", 0.1, "go", '{"candidate": "/c1"}')
+    )
     end = store.record_serving_event(ServingEvent(0, 8.0, "canary_rollback", "v1", "canary-1", 0.0, "worse"))
     assert (start.id, end.id) == (1, 2)
     store.close()

@@ -498,8 +498,8 @@ def gate_from_store(
         cost_scale: USD per unit of cost weight, or ``"max_mean"`` (the mean logged cost of the most expensive
             model).
         versions: evaluate only decisions of these policy versions (default: all).
-        correct: maps the export to the dataset evaluated (e.g. a canary's mixture propensities:
-            :func:`agents.online.rollout.live.mixture_propensities`).
+        correct: maps the export to the dataset evaluated (the export already carries a canary's mixture
+            propensities: :meth:`~agents.online.stores.rollout.SQLRolloutRecords.canary_propensities`).
 
     A store with no routed decision that received feedback is refused as ``too_few_decisions``.
     """

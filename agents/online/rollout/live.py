@@ -269,24 +269,18 @@ def status_view(status: CanaryStatus) -> dict[str, Any]:
 
 
 def mixture_propensities(store: Any, dataset: LoggedDataset) -> LoggedDataset:
-    """``dataset`` (a store's export) with the propensity of every decision made while a canary served replaced by
-    the mixture ``μ(a|x) = s·π_c(a|x) + (1 − s)·π_l(a|x)`` of the two distributions stored with it.
-
-    The logged product ``s·π_c(a|x)`` (or ``(1 − s)·π_l(a|x)``) is the probability of the arm *and* the model; a
-    policy's importance weight must divide by the probability of the model alone, which is the mixture. Decisions
-    made without a canary keep their propensity. ``store`` is a :class:`~agents.online.stores.rollout.RolloutStore`.
+    """``dataset`` with the propensity of every decision made while a canary served replaced by the mixture
+    ``μ(a|x) = s·π_c(a|x) + (1 − s)·π_l(a|x)`` of the two distributions stored with it
+    (:meth:`~agents.online.stores.rollout.SQLRolloutRecords.canary_propensities`); the other decisions keep theirs.
+    A store's own :meth:`export` already does this, so applying it to an export changes nothing; it is for
+    datasets built from the decisions by other means. ``store`` is a
+    :class:`~agents.online.stores.rollout.RolloutStore`.
     """
-    splits = {e.candidate_version: e.split for e in store.serving_events() if e.event == "canary_start"}
-    if not splits:
+    mixture = store.canary_propensities()
+    if not mixture:
         return dataset
-    row = {str(q): i for i, q in enumerate(dataset.query_ids)}
     propensity = np.array(dataset.propensity, dtype=np.float64, copy=True)
-    for version, split in splits.items():
-        for r in store.shadow_traffic(f"canary:{version}"):
-            i = row.get(r.decision.decision_id)
-            if i is None:
-                continue
-            half = len(r.decision.models)
-            a = r.decision.action
-            propensity[i] = split * r.probabilities[a] + (1.0 - split) * r.probabilities[half + a]
+    for i, q in enumerate(dataset.query_ids):
+        if str(q) in mixture:
+            propensity[i] = mixture[str(q)]
     return replace(dataset, propensity=propensity)

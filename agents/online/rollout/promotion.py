@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal
 
 from agents.online.rollout.gate import GateConfig, GateResult, gate_from_store
-from agents.online.rollout.live import mixture_propensities
 from agents.online.stores.rollout import GateRecord, RolloutStore
 from routing_env.errors import ConfigurationError
 from routing_env.policy import Policy, load_policy
@@ -72,7 +71,6 @@ def promote(
         confidence=confidence,
         config=cfg,
         cost_scale=cost_scale,
-        correct=lambda dataset: mixture_propensities(store, dataset),
     )
     record = GateRecord(
         id=0,

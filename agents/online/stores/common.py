@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from agents.online.errors import DecisionConflictError, DecisionNotFoundError
 from agents.online.stores.base import Decision, PolicyVersion, StoreCounts
@@ -62,6 +63,12 @@ class SQLStoreBase(ABC):
     @abstractmethod
     def location(self) -> str:
         """Where the store lives, for messages."""
+
+    if (
+        TYPE_CHECKING
+    ):  # the rollout records of every SQL store (agents.online.stores.rollout.SQLRolloutRecords)
+
+        def canary_propensities(self) -> dict[str, float]: ...
 
     @abstractmethod
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -202,8 +209,15 @@ class SQLStoreBase(ABC):
                 + ("" if versions is None else f" for versions {list(versions)}")
             )
         n = N_DECISION_COLUMNS
+        decisions = [self._decision_from_row(r[:n]) for r in rows]
+        mixture = self.canary_propensities()
+        if mixture:  # decisions made while a canary served: the probability of the model alone (see there)
+            decisions = [
+                d if d.decision_id not in mixture else replace(d, propensity=mixture[d.decision_id])
+                for d in decisions
+            ]
         return traffic_dataset(
-            [self._decision_from_row(r[:n]) for r in rows],
+            decisions,
             [(r[n], r[n + 1], r[n + 2]) for r in rows],
             known,
             models=models,

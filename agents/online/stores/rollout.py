@@ -207,6 +207,11 @@ class RolloutStore(DecisionStore, Protocol):
         """Every change of the serving mix, oldest first."""
         ...
 
+    def canary_propensities(self) -> dict[str, float]:
+        """Decision id → its logged model's probability under the serving mix, for decisions made while a canary
+        served."""
+        ...
+
 
 _GATE_COLUMNS = "id, created_at, candidate, command, promote, reason, message, evidence, version"
 
@@ -311,6 +316,36 @@ class SQLRolloutRecords:
             )
             for r in rows
         ]
+
+    def canary_propensities(self) -> dict[str, float]:
+        """Decision id → the probability of its logged model under the serving mix, for every decision made while
+        a canary served: ``split·π_c(a|x) + (1 − split)·π_l(a|x)`` from the two distributions stored with it.
+
+        The logged propensity of such a decision is the product ``split·π_c(a|x)`` (or ``(1 − split)·π_l(a|x)``):
+        the probability of the arm *and* the model. Off-policy evaluation of a policy over models must divide by the
+        probability of the model alone, which is this mixture; :meth:`export` uses it.
+        """
+        splits = {e.candidate_version: e.split for e in self.serving_events() if e.event == "canary_start"}
+        if not splits:
+            return {}
+        rows = self._rows(
+            self._sql(
+                "SELECT s.name, s.decision_id, d.action, s.probabilities FROM shadow_probabilities s "
+                "JOIN decisions d ON d.decision_id = s.decision_id WHERE s.name LIKE ?"
+            ),
+            ("canary:%",),
+        )
+        mixture = {}
+        for name, decision_id, action, blob in rows:
+            split = splits.get(str(name).removeprefix("canary:"))
+            if split is None:
+                continue
+            pair = np.frombuffer(bytes(blob), dtype="<f8")  # [π_c | π_l] over the decision's models
+            half = len(pair) // 2
+            mixture[str(decision_id)] = float(
+                split * pair[int(action)] + (1.0 - split) * pair[half + int(action)]
+            )
+        return mixture
 
     # ------------------------------------------------------------------ gate history
     def record_gate(self, record: GateRecord) -> GateRecord:

@@ -84,17 +84,21 @@ def test_a_better_canary_is_promoted_with_logged_product_propensities(
         p = policy.action_probabilities(d.features[None, :])[0]
         assert d.propensity == pytest.approx(share * p[d.action], rel=1e-12)
         assert d.probabilities.sum() == pytest.approx(share)
-    # For off-policy evaluation the export's propensities become the mixture of the two stored distributions.
+    # For off-policy evaluation the export's propensities are the mixture of the two stored distributions.
     exported = router.store.export()
-    mixed = mixture_propensities(router.store, exported)
+    again = mixture_propensities(router.store, exported)
+    np.testing.assert_array_equal(again.propensity, exported.propensity)  # already the mixture
     by_id = {str(q): i for i, q in enumerate(exported.query_ids)}
     for d in during:
         i = by_id[d.decision_id]
         x = d.features[None, :]
         mu = 0.2 * P.better().action_probabilities(x)[0] + 0.8 * P.live().action_probabilities(x)[0]
-        assert mixed.propensity[i] == pytest.approx(mu[exported.logged_action[i]], rel=1e-12)  # type: ignore[index]
-    after = [by_id[d.decision_id] for d in router.store.decisions() if d.policy_version not in served_by]
-    np.testing.assert_array_equal(mixed.propensity[after], exported.propensity[after])  # type: ignore[index]
+        assert exported.propensity[i] == pytest.approx(mu[exported.logged_action[i]], rel=1e-12)  # type: ignore[index]
+    after = [
+        d for d in router.store.decisions() if d.policy_version not in served_by and d.decision_id in by_id
+    ]
+    assert after  # decisions after the canary keep their own propensity
+    assert [exported.propensity[by_id[d.decision_id]] for d in after] == [d.propensity for d in after]  # type: ignore[index]
 
 
 def test_a_worse_canary_is_rolled_back_and_serving_returns_to_live(

@@ -178,7 +178,8 @@ class SQLStoreBase(ABC):
         One query per ``route`` decision that received feedback (cascade decisions are excluded: their propensity
         is over stop/continue draws, not over a single model). Only the chosen model's cell is observed:
         ``quality`` and ``cost`` (USD) as reported, ``latency_s`` when reported; ``logged_action`` is the chosen
-        model and ``propensity`` its probability under the distribution the router sampled from.
+        model and ``propensity`` its probability under the distribution the router sampled from (for a decision
+        made while a canary served, under the serving mix: :meth:`canary_propensities`).
 
         Args:
             versions: export only decisions of these policy versions (default: all).

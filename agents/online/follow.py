@@ -75,9 +75,9 @@ def apply_log(router: OnlineRouter, limit: int = PAGE) -> int:
     """Apply at most ``limit`` committed log entries after the router's position, in order; return how many.
 
     Raises:
-        ConfigurationError: an entry of a kind this router does not know, a gap in the log, or a swap to a policy
-            this router cannot serve (nothing after it is applied).
-        StoreError: the store cannot be read (nothing of the page is applied).
+        ConfigurationError: an entry of a kind this router does not know, or a gap in the log.
+        StoreError: the store cannot be read (nothing of the page is applied), or the log swaps to a policy this
+            router cannot serve (nothing from that entry on is applied).
     """
     with router._lock:
         entries = router.store.log_entries(router._feedback_seq, limit)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from agents.online.errors import StoreError
 from agents.online.restore import ROUTER_FEATURIZER
 from agents.online.stores.base import Checkpoint
+from routing_env.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from agents.online.router import OnlineRouter
@@ -38,7 +39,8 @@ def save_state(router: OnlineRouter, served: Served, path: str | Path) -> None:
 
 def swap_in(router: OnlineRouter, served: Served) -> Checkpoint:
     """Register ``served`` (inspected and primed), append its swap to the log and serve it (caller holds the
-    router's lock); on failure nothing changed, in memory or in the store.
+    router's lock). On failure the router serves what it served (caught up with the log meanwhile) and the log
+    holds no swap; the version stays registered.
 
     Raises:
         StoreError: the store cannot write, or its log is shorter than its head (nothing was written).
@@ -78,9 +80,17 @@ def switch_at(router: OnlineRouter, ckpt: Checkpoint) -> None:
     router's lock; the router has applied every entry before it).
 
     Raises:
-        ConfigurationError: this router cannot serve that policy (its own settings refuse it).
+        StoreError: this router cannot serve that policy (its own settings refuse it, e.g. a budget pacer with a
+            policy that is not cost-aware): it stops at the entry, reports it in its health, and its requests that
+            need the log's end get 503, rather than serve on apart from the other replicas.
     """
-    served = router._load(ckpt)
+    try:
+        served = router._load(ckpt)
+    except ConfigurationError as exc:
+        raise StoreError(
+            f"the log of {router.store.location} swaps to policy version {ckpt.policy_version!r} at position "
+            f"{ckpt.last_feedback_seq}, which this router cannot serve: {exc}"
+        ) from None
     _serve(router, served, ckpt)
     log.info(
         "switched to policy version %r at log position %d, as the store's log says",

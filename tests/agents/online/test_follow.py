@@ -87,6 +87,27 @@ def test_a_swap_at_one_replica_switches_every_replica_at_its_log_position(
         r.store.close()
 
 
+def test_a_replica_that_cannot_serve_the_swapped_policy_stops_there_and_says_so(postgres_url: str) -> None:
+    from agents.online import BudgetPacer
+    from agents.online.errors import StoreError
+    from tests.agents.online.online_policies import FixedPolicy
+
+    a = OnlineRouter(
+        LinUCB(alpha=0.5, epsilon=0.1, models=list(MODELS), seed=0), open_store(postgres_url), seed=1
+    )
+    paced = OnlineRouter.restore(open_store(postgres_url), seed=1, pacer=BudgetPacer(target_per_query=0.01))
+    d = a.route([0.1, 0.2, 0.3, 0.4])
+    a.feedback(d.decision_id, 0.5, cost=1e-3)
+    a.swap_policy(FixedPolicy(MODELS, [0.2, 0.3, 0.5], n_features=4), force=True)  # not cost-aware: no pacing
+    with pytest.raises(
+        StoreError, match="swaps to policy version 'v2' at position 2, which this router cannot"
+    ):
+        apply_log(paced)
+    assert paced.version == "v1" and paced.stats()["last_feedback_seq"] == 1  # it stopped at the swap
+    for r in (a, paced):
+        r.store.close()
+
+
 def test_one_request_id_at_two_replicas_at_once_gets_one_decision(postgres_url: str) -> None:
     a, b = _replicas(postgres_url, 2)
     first = b.route([0.1, 0.2, 0.3, 0.4], request_id="req-1")

@@ -1,4 +1,5 @@
-"""Admin endpoints: ``POST /v1/policy`` (hot swap to a saved policy directory) and ``POST /v1/checkpoint``.
+"""Admin endpoints: ``POST /v1/policy`` (hot swap to a saved policy directory: an entry of the store's log, so every
+replica on a PostgreSQL store switches at its position) and ``POST /v1/checkpoint``.
 
 Admin endpoints need ``Authorization: Bearer <token>`` (:func:`admin_auth`, a FastAPI dependency also used by
 ``GET /v1/export``). Without a token they are closed (403), unless the service was started with

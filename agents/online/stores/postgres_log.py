@@ -93,13 +93,15 @@ class PostgresLog:
         """Feedback with log position ``> after_seq`` in log order, each with its decision, read page by page."""
         position = int(after_seq)
         while True:
-            page = self.log_entries(position, 1000)
-            for entry in page:
-                if entry.feedback is not None and entry.decision is not None:
+            rows = self._read(LOG_AFTER, (position, 1000))
+            for r in rows:
+                if r[1] == "feedback":  # swaps are skipped unread (their checkpoints stay in the database)
+                    entry = self._entry(r)
+                    assert entry.feedback is not None and entry.decision is not None
                     yield entry.feedback, entry.decision
-            if len(page) < 1000:
+            if len(rows) < 1000:
                 return
-            position = page[-1].position
+            position = int(rows[-1][0])
 
     def max_feedback_seq(self) -> int:
         """The log position of the last feedback (0 for none)."""

@@ -1,4 +1,5 @@
-"""The canary's life in the service: start, resume, share with other replicas, evaluate and end.
+"""The canary's life in the service: start, resume, share with other replicas, evaluate and end (and the
+shadows' registry, which replicas share the same way).
 
 - :func:`start_canary` attaches a :class:`~agents.online.rollout.live.LiveCanary` to the router and logs its
   ``canary_start`` event with what resumes it (:meth:`~agents.online.rollout.live.LiveCanary.detail`);
@@ -6,7 +7,8 @@
   resumes it, same version and split) and, through :func:`canary_loop`, when another replica on the store started
   one; a canary another replica ended is left the same way (a promotion reaches every replica as a swap in the log);
 - :func:`canary_loop` (the service's lifespan) runs the sequential test every ``interval_s`` and ends the canary
-  when it decides: promoted (hot swap, a log entry), rolled back or expired, each a serving event.
+  when it decides: promoted (hot swap, a log entry), rolled back or expired, each a serving event; every
+  :data:`SYNC_S` it also follows the store's shadow registry (:meth:`~agents.online.rollout.shadows.Shadows.sync`).
 
 Two replicas deciding in the same second may both log an end; the first swap wins the log and the second replica
 follows it, so the serving mix converges either way.
@@ -156,7 +158,10 @@ async def canary_loop(service: Service, every: float = 0.25) -> None:
 
 
 async def _sync(service: Service, tried: set[int]) -> None:
-    """Leave a canary another replica ended; join one another replica started (or a restart left running)."""
+    """Score the shadows other replicas registered (and stop those they removed); leave a canary another replica
+    ended; join one another replica started (or a restart left running)."""
+    assert service.shadows is not None
+    await run_in_threadpool(service.shadows.sync)
     canary: LiveCanary | None = service.router.canary
     if canary is not None:
         ended = not await run_in_threadpool(_still_active, service, canary)

@@ -126,6 +126,7 @@ class Shadows:
         self._queue: deque[Decision] = deque()
         self._ready: deque[ShadowProbabilities] = deque()  # computed on the request path (a canary's)
         self._busy = False
+        self._unloadable: set[str] = set()  # registered elsewhere, not loadable here (see sync)
         #: Decisions left unscored because the queue was full.
         self.dropped = 0
         self._stop = threading.Event()
@@ -202,6 +203,29 @@ class Shadows:
             if not self.store.remove_shadow(name):
                 raise DecisionNotFoundError(f"no shadow named {name!r} is registered")
 
+    def sync(self) -> None:
+        """Follow the registry in the store, which every replica on it shares: score the shadows registered
+        elsewhere (a shadow this process cannot load is left to the replicas that can, with a warning once), and
+        stop scoring those removed or failed elsewhere."""
+        records = {r.name: r for r in self.store.shadows()}
+        with self._lock:
+            for name, active in list(self._active.items()):
+                r = records.get(name)
+                if r is None or r.status != "active" or r.registered_at != active.record.registered_at:
+                    del self._active[name]  # removed, failed, or replaced under its name
+        for name, record in records.items():
+            if record.status != "active" or name in self._active or name in self._unloadable:
+                continue
+            try:
+                policy = check_candidate(self.router, load_policy(record.path), f"shadow {name!r}")
+            except Exception as exc:
+                log.warning("shadow %r registered in the store cannot be loaded here: %s", name, exc)
+                self._unloadable.add(name)
+                continue
+            with self._lock:
+                self._active.setdefault(name, _Active(record, policy))
+            self._start()
+
     def records(self) -> list[ShadowRecord]:
         """Every registered shadow with its status."""
         return self.store.shadows()
@@ -249,7 +273,8 @@ class Shadows:
                 self._active.pop(name, None)
                 self.store.fail_shadow(name, error)
                 continue
-            rows.extend(ShadowProbabilities(name, d.decision_id, p) for d, p in zip(batch, dists))
+            at = shadow.record.registered_at
+            rows.extend(ShadowProbabilities(name, d.decision_id, p, at) for d, p in zip(batch, dists))
         return rows
 
     @property

@@ -89,11 +89,17 @@ class ShadowRecord:
 
 @dataclass(frozen=True)
 class ShadowProbabilities:
-    """A shadow's ``(K,) float64`` distribution on one decision's query, over the decision's models."""
+    """A shadow's ``(K,) float64`` distribution on one decision's query, over the decision's models.
+
+    ``registered_at``: the registration of the shadow it was computed for; the row is stored only while that
+    registration stands (a replica that has not yet seen the shadow removed, or replaced under the same name,
+    writes nothing). ``None`` (a canary's rows): stored unconditionally.
+    """
 
     name: str
     decision_id: str
     probabilities: np.ndarray
+    registered_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -286,12 +292,20 @@ class SQLRolloutRecords:
         """Log shadows' distributions on decisions, in one transaction (a ``(name, decision)`` is logged once)."""
         if not rows:
             return
-        sql = self._sql(
+        plain = self._sql(
             "INSERT INTO shadow_probabilities (name, decision_id, probabilities) VALUES (?, ?, ?)"
         )
-        statements = [
-            (sql, (r.name, r.decision_id, np.asarray(r.probabilities, dtype="<f8").tobytes())) for r in rows
-        ]
+        registered = self._sql(
+            "INSERT INTO shadow_probabilities (name, decision_id, probabilities) SELECT ?, ?, ? WHERE EXISTS "
+            "(SELECT 1 FROM shadows WHERE name = ? AND registered_at = ? AND status = 'active')"
+        )
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for r in rows:
+            blob = np.asarray(r.probabilities, dtype="<f8").tobytes()
+            if r.registered_at is None:
+                statements.append((plain, (r.name, r.decision_id, blob)))
+            else:
+                statements.append((registered, (r.name, r.decision_id, blob, r.name, r.registered_at)))
         self._rollout_write(statements, "a shadow distribution was already logged for that decision")
 
     def shadow_traffic(self, name: str) -> list[ShadowRow]:

@@ -255,6 +255,59 @@ def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everyw
             s.stop()
 
 
+def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_removed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    policy = _policy(tmp_path)
+    LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
+    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    rng = np.random.default_rng(4)
+
+    def routes(server: ProcessServer, n: int) -> list[str]:
+        got = []
+        for _ in range(n):
+            r = httpx.post(
+                server.url + "/v1/route", json={"features": rng.normal(size=4).tolist()}, timeout=5
+            )
+            assert r.status_code == 200, r.text
+            got.append(r.json()["decision_id"])
+        return got
+
+    def scored(ids: list[str], timeout_s: float = 10) -> set[str]:
+        with PostgresDecisionStore(postgres_url, readonly=True) as store:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                rows = store._read(
+                    "SELECT decision_id FROM shadow_probabilities WHERE name = 'cand' AND decision_id = ANY(%s)",
+                    (ids,),
+                )
+                if len(rows) == len(ids) or time.monotonic() > deadline:
+                    return {str(r[0]) for r in rows}
+                time.sleep(0.1)
+
+    try:
+        body = {"name": "cand", "path": str(tmp_path / "candidate")}
+        r = httpx.post(servers[0].url + "/v1/shadows", json=body, headers=admin, timeout=30)
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 20  # the other replica reads the registry every second
+        while scored(ids := routes(servers[1], 10), timeout_s=1.0) != set(ids):
+            assert time.monotonic() < deadline, servers[1].tail()
+        ids = routes(servers[1], 30)
+        assert scored(ids) == set(ids)  # scored where it was not registered
+        r = httpx.delete(servers[1].url + "/v1/shadows/cand", headers=admin, timeout=30)
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        while scored(later := routes(servers[0], 10), timeout_s=0.5):
+            assert time.monotonic() < deadline, servers[0].tail()
+        later = routes(servers[0], 30)
+        assert scored(later, timeout_s=1.0) == set()  # and no longer where it was registered
+
+    finally:
+        for s in servers:
+            s.stop()
+
+
 def test_a_killed_replica_loses_nothing_and_a_new_one_catches_up(postgres_url: str, tmp_path: Path) -> None:
     policy = _policy(tmp_path)
     servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]

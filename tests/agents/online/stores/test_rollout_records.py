@@ -84,6 +84,35 @@ def test_shadow_traffic_joins_decisions_with_client_feedback_in_decision_order(l
         store.close()
 
 
+def test_a_distribution_is_stored_only_while_the_registration_it_was_computed_for_stands(
+    location: str,
+) -> None:
+    router = OnlineRouter(FixedPolicy(("a", "b", "c"), [0.5, 0.3, 0.2]), location)
+    store = router.store
+    try:
+        assert isinstance(store, RolloutStore)
+        store.add_shadow(ShadowRecord("cand", "/p", ("a", "b", "c"), 1.0))
+        ds = [router.route([0.0, 0.0, float(i)]) for i in range(4)]
+        for d in ds:
+            router.feedback(d.decision_id, 0.5, cost=0.0)
+        p = np.array([0.2, 0.3, 0.5])
+        store.insert_shadow_probabilities([ShadowProbabilities("cand", ds[0].decision_id, p, 1.0)])
+        # computed for an older registration of the name (a replica that has not seen the replacement yet)
+        store.insert_shadow_probabilities([ShadowProbabilities("cand", ds[1].decision_id, p, 0.5)])
+        store.insert_shadow_probabilities([ShadowProbabilities("gone", ds[2].decision_id, p, 1.0)])  # removed
+        store.insert_shadow_probabilities([ShadowProbabilities("canary:canary-1", ds[3].decision_id, p)])
+        assert [r.decision.decision_id for r in store.shadow_traffic("cand")] == [ds[0].decision_id]
+        assert store.shadow_traffic("gone") == []
+        assert [r.decision.decision_id for r in store.shadow_traffic("canary:canary-1")] == [
+            ds[3].decision_id
+        ]
+        store.fail_shadow("cand", "RuntimeError: boom")  # failed elsewhere: no more rows
+        store.insert_shadow_probabilities([ShadowProbabilities("cand", ds[2].decision_id, p, 1.0)])
+        assert len(store.shadow_traffic("cand")) == 1
+    finally:
+        store.close()
+
+
 def test_gate_history_and_serving_events_are_appended_in_order_with_ids(location: str) -> None:
     store = _rollout(location)
     a = store.record_gate(

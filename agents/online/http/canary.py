@@ -82,6 +82,8 @@ def resume_canary(service: Service, tried: set[int] | None = None) -> LiveCanary
     start = active_canary(service.shadows.store.serving_events())
     if start is None or (tried is not None and start.id in tried):
         return None
+    if tried is not None and start.live_version != router.version:
+        return None  # compared with a version this replica has not reached (or left): look again next time
     if tried is not None:
         tried.add(start.id)
     try:

@@ -91,9 +91,10 @@ def resume_canary(service: Service, tried: set[int] | None = None) -> LiveCanary
     except ConfigurationError as exc:
         log.warning("not resuming canary %s (serving event %d): %s", start.candidate_version, start.id, exc)
         return None
-    if router.canary is not None:  # started meanwhile
-        return None
-    _attach(service, canary)
+    with router._lock:  # off the event loop: not between a route's look at the canary and its use of it
+        if router.canary is not None:  # started meanwhile
+            return None
+        _attach(service, canary)
     log.info(
         "resumed canary %s: %s serves %.1f%% of traffic", canary.version, canary.candidate, 100 * canary.split
     )

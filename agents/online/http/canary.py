@@ -10,8 +10,9 @@ shadows' registry, which replicas share the same way).
   when it decides: promoted (hot swap, a log entry), rolled back or expired, each a serving event; every
   :data:`SYNC_S` it also follows the store's shadow registry (:meth:`~agents.online.rollout.shadows.Shadows.sync`).
 
-Two replicas deciding in the same second may both log an end; the first swap wins the log and the second replica
-follows it, so the serving mix converges either way.
+A replica acts on its test's decision only while the serving events still say the canary runs, so one replica ends
+it; two deciding within the same second may both end it (two end events; on a promotion two swap entries of the
+same candidate, which every replica applies in log order, so they still agree).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from agents.online.errors import StoreError
-from agents.online.stores.base import Decision, Feedback
+from agents.online.stores.base import Decision, Feedback, LogEntry
 from agents.online.swap import switch_at
 from routing_env.errors import ConfigurationError
 
@@ -86,18 +86,9 @@ def apply_log(router: OnlineRouter, limit: int = PAGE) -> int:
                 raise ConfigurationError(
                     f"the log of {router.store.location} jumps from position {router._feedback_seq} to {e.position}"
                 )
-            if e.kind == "swap" and e.checkpoint is not None:
-                switch_at(router, e.checkpoint)
-                continue
-            fb, d = e.feedback, e.decision
-            if e.kind != "feedback" or fb is None or d is None:
-                raise ConfigurationError(
-                    f"log position {e.position} holds a {e.kind!r} entry this router cannot apply"
-                )
-            if apply_stored(router, fb, d):
-                router.n_replayed += 1
-            router._feedback_seq = e.position
-            _count(router, fb, d)
+            applied = _apply_entry(router, e)
+            if applied is not None:
+                _count(router, applied[0], applied[1])
         return len(entries)
 
 
@@ -108,21 +99,29 @@ def replay(router: OnlineRouter) -> list[int]:
     while True:
         entries = router.store.log_entries(router._feedback_seq, 1000)
         for e in entries:
-            if e.kind == "swap" and e.checkpoint is not None:
-                switch_at(router, e.checkpoint)
-                continue
-            fb, d = e.feedback, e.decision
-            if e.kind != "feedback" or fb is None or d is None:
-                raise ConfigurationError(
-                    f"log position {e.position} holds a {e.kind!r} entry this router cannot apply"
-                )
-            if apply_stored(router, fb, d):
-                router.n_replayed += 1
-            elif fb.applied:
-                skipped.append(fb.seq)
-            router._feedback_seq = e.position
+            applied = _apply_entry(router, e)
+            if applied is not None and not applied[2] and applied[0].applied:
+                skipped.append(applied[0].seq)
         if len(entries) < 1000:
             return skipped
+
+
+def _apply_entry(router: OnlineRouter, e: LogEntry) -> tuple[Feedback, Decision, bool] | None:
+    """Apply entry ``e`` at the router's next position (caller holds the router's lock): a swap switches the policy
+    (``None``); feedback is applied as a restore replays it (its row, its decision, whether the policy learned)."""
+    if e.kind == "swap" and e.checkpoint is not None:
+        switch_at(router, e.checkpoint)
+        return None
+    fb, d = e.feedback, e.decision
+    if e.kind != "feedback" or fb is None or d is None:
+        raise ConfigurationError(
+            f"log position {e.position} holds a {e.kind!r} entry this router cannot apply"
+        )
+    learned = apply_stored(router, fb, d)
+    if learned:
+        router.n_replayed += 1
+    router._feedback_seq = e.position
+    return fb, d, learned
 
 
 def catch_up(router: OnlineRouter) -> None:

@@ -7,8 +7,9 @@ shadows' registry, which replicas share the same way).
   resumes it, same version and split) and, through :func:`canary_loop`, when another replica on the store started
   one; a canary another replica ended is left the same way (a promotion reaches every replica as a swap in the log);
 - :func:`canary_loop` (the service's lifespan) runs the sequential test every ``interval_s`` and ends the canary
-  when it decides: promoted (hot swap, a log entry), rolled back or expired, each a serving event; every
-  :data:`SYNC_S` it also follows the store's shadow registry (:meth:`~agents.online.rollout.shadows.Shadows.sync`).
+  when it decides: promoted (hot swap, a log entry), rolled back or expired, each a serving event; on a store other
+  replicas write, every :data:`SYNC_S` it follows the serving mix and the shadow registry
+  (:meth:`~agents.online.rollout.shadows.Shadows.sync`).
 
 A replica acts on its test's decision only while the serving events still say the canary runs, so one replica ends
 it; two deciding within the same second may both end it (two end events; on a promotion two swap entries of the
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
+from agents.online.follow import multi_writer
 from agents.online.http.service import Service
 from agents.online.rollout import CanaryConfig, CanaryDecision
 from agents.online.rollout.live import LiveCanary, active_canary, resumed_canary
@@ -83,9 +85,11 @@ def resume_canary(service: Service, tried: set[int] | None = None) -> LiveCanary
     start = active_canary(service.shadows.store.serving_events())
     if start is None or (tried is not None and start.id in tried):
         return None
-    if tried is not None and start.live_version != router.version:
-        return None  # compared with a version this replica has not reached (or left): look again next time
     if tried is not None:
+        if start.live_version != router.version:
+            return (
+                None  # compared with a version this replica has not reached (or left): look again next time
+            )
         tried.add(start.id)
     try:
         canary = resumed_canary(router, service.shadows, start)
@@ -141,15 +145,17 @@ def _still_active(service: Service, canary: LiveCanary) -> bool:
 
 
 async def canary_loop(service: Service, every: float = 0.25) -> None:
-    """Follow the store's serving mix every :data:`SYNC_S` and run the canary's sequential test every
-    ``interval_s``, acting on its decision (the service's lifespan)."""
+    """Run the canary's sequential test every ``interval_s``, acting on its decision, and, on a store other
+    replicas write, follow its serving mix and shadow registry every :data:`SYNC_S` (the service's lifespan)."""
     last = last_sync = 0.0
     tried: set[int] = set()
+    follows = multi_writer(service.router)
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(every)
         try:
-            if service.shadows is not None and loop.time() - last_sync >= SYNC_S:
+            # Only other replicas change the mix behind this one's back (a restart resumes it at start-up).
+            if service.shadows is not None and follows and loop.time() - last_sync >= SYNC_S:
                 last_sync = loop.time()
                 await _sync(service, tried)
             canary: LiveCanary | None = service.router.canary

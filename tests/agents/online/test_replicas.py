@@ -29,6 +29,7 @@ from tests.agents.online.online_policies import assert_same_state
 pytestmark = pytest.mark.slow
 MODELS = ["small", "medium", "large"]
 TOKEN = "replica-test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _policy(tmp_path: Path) -> Path:
@@ -79,6 +80,16 @@ def _load(urls: list[str], pairs: int, clients: int, acked: dict[str, int], stat
         t.join(120)
 
 
+def _routes(server: ProcessServer, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+    """``n`` route answers of ``server`` (each must be a 200) for random queries."""
+    got = []
+    for _ in range(n):
+        r = httpx.post(server.url + "/v1/route", json={"features": rng.normal(size=4).tolist()}, timeout=5)
+        assert r.status_code == 200, r.text
+        got.append(r.json())
+    return got
+
+
 def _caught_up(server: ProcessServer, head: int, timeout_s: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -112,9 +123,7 @@ def _check_log(url: str, acked: dict[str, int]) -> int:
 def _same_policies(servers: list[ProcessServer], url: str, policy: Path, tmp_path: Path) -> None:
     replay = _replayed(url, policy)
     for n, server in enumerate(servers):
-        r = httpx.post(
-            server.url + "/v1/checkpoint", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-        )
+        r = httpx.post(server.url + "/v1/checkpoint", headers=ADMIN, timeout=30)
         assert r.status_code == 200, r.text
         assert_same_state(replay.policy, load_policy(r.json()["path"]), tmp_path / f"cmp{n}")
     replay.store.close()
@@ -155,7 +164,7 @@ def test_a_swap_at_one_replica_mid_load_switches_every_replica_at_one_log_positi
         r = httpx.post(
             servers[1].url + "/v1/policy",
             json={"path": str(tmp_path / "candidate")},
-            headers={"Authorization": f"Bearer {TOKEN}"},
+            headers=ADMIN,
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["version"] == "v2", r.text
@@ -218,10 +227,9 @@ def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everyw
     policy = _policy(tmp_path)
     LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
     servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
-    admin = {"Authorization": f"Bearer {TOKEN}"}
 
     def canary_at(server: ProcessServer) -> str | None:
-        r = httpx.get(server.url + "/v1/canary", headers=admin, timeout=5)
+        r = httpx.get(server.url + "/v1/canary", headers=ADMIN, timeout=5)
         return r.json()["version"] if r.status_code == 200 else None
 
     def wait_for(server: ProcessServer, version: str | None) -> None:
@@ -232,23 +240,17 @@ def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everyw
 
     try:
         body = {"candidate": str(tmp_path / "candidate"), "split": 0.3, "min_decisions": 100_000}
-        r = httpx.post(servers[0].url + "/v1/canary", json=body, headers=admin, timeout=30)
+        r = httpx.post(servers[0].url + "/v1/canary", json=body, headers=ADMIN, timeout=30)
         assert r.status_code == 201 and r.json()["version"] == "canary-1", r.text
         wait_for(servers[1], "canary-1")  # the other replica joins it from the serving events
         rng = np.random.default_rng(3)
         for server in servers:  # both arms serve at each replica
-            served = set()
-            for _ in range(60):
-                r = httpx.post(
-                    server.url + "/v1/route", json={"features": rng.normal(size=4).tolist()}, timeout=5
-                )
-                assert r.status_code == 200, r.text
-                served.add(r.json()["policy_version"])
+            served = {d["policy_version"] for d in _routes(server, rng, 60)}
             assert served == {"v1", "canary-1"}, server.url
-        r = httpx.delete(servers[1].url + "/v1/canary", headers=admin, timeout=30)
+        r = httpx.delete(servers[1].url + "/v1/canary", headers=ADMIN, timeout=30)
         assert r.status_code == 200, r.text
         wait_for(servers[0], None)  # and leaves it when that one ends it
-        events = httpx.get(servers[0].url + "/v1/serving-events", headers=admin, timeout=5).json()["events"]
+        events = httpx.get(servers[0].url + "/v1/serving-events", headers=ADMIN, timeout=5).json()["events"]
         assert [e["event"] for e in events] == ["canary_start", "canary_stop"]
     finally:
         for s in servers:
@@ -261,18 +263,10 @@ def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_rem
     policy = _policy(tmp_path)
     LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
     servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
-    admin = {"Authorization": f"Bearer {TOKEN}"}
     rng = np.random.default_rng(4)
 
     def routes(server: ProcessServer, n: int) -> list[str]:
-        got = []
-        for _ in range(n):
-            r = httpx.post(
-                server.url + "/v1/route", json={"features": rng.normal(size=4).tolist()}, timeout=5
-            )
-            assert r.status_code == 200, r.text
-            got.append(r.json()["decision_id"])
-        return got
+        return [d["decision_id"] for d in _routes(server, rng, n)]
 
     def scored(ids: list[str], timeout_s: float = 10) -> set[str]:
         with PostgresDecisionStore(postgres_url, readonly=True) as store:
@@ -288,14 +282,14 @@ def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_rem
 
     try:
         body = {"name": "cand", "path": str(tmp_path / "candidate")}
-        r = httpx.post(servers[0].url + "/v1/shadows", json=body, headers=admin, timeout=30)
+        r = httpx.post(servers[0].url + "/v1/shadows", json=body, headers=ADMIN, timeout=30)
         assert r.status_code == 201, r.text
         deadline = time.monotonic() + 20  # the other replica reads the registry every second
         while scored(ids := routes(servers[1], 10), timeout_s=1.0) != set(ids):
             assert time.monotonic() < deadline, servers[1].tail()
         ids = routes(servers[1], 30)
         assert scored(ids) == set(ids)  # scored where it was not registered
-        r = httpx.delete(servers[1].url + "/v1/shadows/cand", headers=admin, timeout=30)
+        r = httpx.delete(servers[1].url + "/v1/shadows/cand", headers=ADMIN, timeout=30)
         assert r.status_code == 200, r.text
         deadline = time.monotonic() + 20
         while scored(later := routes(servers[0], 10), timeout_s=0.5):

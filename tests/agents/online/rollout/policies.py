@@ -15,6 +15,8 @@ import numpy as np
 from routing_env.policy import read_policy_dir, register_policy, write_policy_dir
 
 MODELS = ("small", "medium", "large")
+#: ``python -c`` program for a server process that must load these policies: it imports them, then runs the CLI.
+WITH_TEST_POLICIES = "import sys, tests.agents.online.rollout.policies; from agents.cli import main; sys.exit(main(sys.argv[1:]))"
 _SLOPE = np.array([-0.25, 0.05, 0.25])
 _OFFSET = np.array([0.5, 0.55, 0.45])
 

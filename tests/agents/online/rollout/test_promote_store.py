@@ -66,11 +66,10 @@ def test_promote_on_postgresql_switches_a_running_server_at_its_next_log_read(
     router.store.close()
     port = free_port()
     # The server process must know the test policies' classes: import them before the command line runs.
-    with_policies = "import sys, tests.agents.online.rollout.policies; from agents.cli import main; sys.exit(main(sys.argv[1:]))"
     args = [
         sys.executable,
         "-c",
-        with_policies,
+        P.WITH_TEST_POLICIES,
         "serve",
         "--store",
         postgres_url,

@@ -19,9 +19,6 @@ from tests.agents.online.serving import AUTH, Client, Server
 
 pytest.importorskip("uvicorn")
 
-# The server process imports the test policies before running the CLI, so it can load them.
-_WITH_TEST_POLICIES = "import sys, tests.agents.online.rollout.policies; from agents.cli import main; sys.exit(main(sys.argv[1:]))"
-
 
 @pytest.fixture()
 def saved(tmp_path: Path) -> Path:
@@ -36,7 +33,7 @@ def saved(tmp_path: Path) -> Path:
 @pytest.fixture()
 def server(tmp_path: Path, saved: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "store.db", saved / "live", "--policy-root", str(saved))
-    srv.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+    srv.args[1:3] = ["-c", P.WITH_TEST_POLICIES]
     srv.start()
     yield srv
     srv.stop()
@@ -106,7 +103,7 @@ def test_promote_on_a_store_exit_codes_and_history(
     tmp_path: Path, saved: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     srv = Server(tmp_path / "store.db", saved / "live", "--policy-root", str(saved))
-    srv.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+    srv.args[1:3] = ["-c", P.WITH_TEST_POLICIES]
     srv.start()
     try:
         traffic(srv.url, 1100, seed=2)
@@ -137,7 +134,7 @@ def test_promote_on_a_store_exit_codes_and_history(
         assert store.latest_checkpoint().policy_version == "v2"  # type: ignore[union-attr]
     # The next server on the store serves the candidate.
     again = Server(srv.store, None)
-    again.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+    again.args[1:3] = ["-c", P.WITH_TEST_POLICIES]
     again.start()
     try:
         assert httpx.get(again.url + "/healthz").json()["policy_version"] == "v2"
@@ -153,7 +150,7 @@ def test_serve_canary_promotes_the_better_and_rolls_back_the_worse(
         tmp_path / "store.db", saved / "live", "--policy-root", str(saved),
         "--canary", "0.2", "--canary-policy", str(saved / candidate), "--canary-min-decisions", "300",
     )  # fmt: skip
-    srv.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+    srv.args[1:3] = ["-c", P.WITH_TEST_POLICIES]
     srv.start()
     try:
         assert httpx.get(srv.url + "/v1/canary", headers=AUTH).json()["version"] == "canary-1"
@@ -176,7 +173,7 @@ def test_a_restart_resumes_the_canary_and_a_start_up_canary_replaces_another(
     base = ["--policy-root", str(saved)]
     canary = ["--canary", "0.2", "--canary-policy", str(saved / "worse"), "--canary-min-decisions", "100000"]
     srv = Server(tmp_path / "store.db", saved / "live", *base, *canary)
-    srv.args[1:3] = ["-c", _WITH_TEST_POLICIES]
+    srv.args[1:3] = ["-c", P.WITH_TEST_POLICIES]
 
     def events() -> list[str]:
         got = httpx.get(srv.url + "/v1/serving-events", headers=AUTH).json()["events"]

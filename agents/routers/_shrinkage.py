@@ -83,9 +83,14 @@ class Chain:
     offsets: list[np.ndarray] = field(default_factory=list)
     taus: list[np.ndarray] = field(default_factory=list)
 
-    def predict(self, levels: Sequence[np.ndarray]) -> np.ndarray:
-        """``(n, M)`` estimates for rows whose group at each level is ``levels[j] (n,)`` (``-1`` = none)."""
-        n = levels[0].shape[0] if levels else 0
+    def predict(self, levels: Sequence[np.ndarray], n: int) -> np.ndarray:
+        """``(n, M)`` estimates for ``n`` rows whose group at each level is ``levels[j] (n,)`` (``-1`` = none).
+
+        ``n`` is explicit because a chain may have no level at all (one cluster and no task column): every row
+        then gets the global estimate."""
+        for groups in levels:
+            if groups.shape != (n,):
+                raise ValueError(f"a level has groups of shape {groups.shape} for {n} rows")
         out = np.repeat(self.global_[None, :], n, axis=0)
         for groups, table in zip(levels, self.offsets):
             ok = groups >= 0
@@ -191,7 +196,7 @@ def correction_helps(
         own = fit_chain([(g[tr], m) for g, m in levels], y[tr] - place(tr), np.ones((int(tr.sum()), 2)), taus)
         base = y[va] - place(va)
         err[0] += (base**2).sum(axis=0)
-        err[1] += ((base - own.predict([g[va] for g, _ in levels])) ** 2).sum(axis=0)
+        err[1] += ((base - own.predict([g[va] for g, _ in levels], int(va.sum()))) ** 2).sum(axis=0)
     return err[1] < err[0]
 
 

@@ -155,7 +155,7 @@ class _TableRouter(_PredictiveRouter, Tunable):
         return est[:, :k], est[:, k:]
 
     def _estimates(self, x: np.ndarray) -> np.ndarray:
-        return self.chain_.predict(self._levels(x))
+        return self.chain_.predict(self._levels(x), x.shape[0])
 
     @staticmethod
     def _targets(dataset: LoggedDataset, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +175,7 @@ class _TableRouter(_PredictiveRouter, Tunable):
         for f in np.unique(folds):
             tr, va = folds != f, folds == f
             chain = fit_chain([(g[tr], n) for g, n in levels], y[tr], w[tr])
-            out[va] = chain.predict([g[va] for g, _ in levels])
+            out[va] = chain.predict([g[va] for g, _ in levels], int(va.sum()))
         return out
 
     # ------------------------------------------------------------------ onboarding
@@ -572,7 +572,7 @@ class ClusterRouter(_TableRouter):
             def residuals(train: np.ndarray) -> list[np.ndarray]:
                 chain = fit_chain([(g[train], m) for g, m in levels], y[train], w[train])
                 out = np.zeros_like(y)
-                out[train] = y[train] - chain.predict([g[train] for g, _ in levels])
+                out[train] = y[train] - chain.predict([g[train] for g, _ in levels], int(train.sum()))
                 return [out]
 
             (pred,), _ = ridge_oof(z, residuals, folds, alphas, w)
@@ -587,7 +587,7 @@ class ClusterRouter(_TableRouter):
                 self._cv_oof = _split_oof(base_oof + pred[alphas.index(alpha)])
         if alpha is None:
             return
-        resid = y - self.chain_.predict([g for g, _ in levels])
+        resid = y - self.chain_.predict([g for g, _ in levels], y.shape[0])
         self.resid_coef_, self.resid_mean_ = _ridge_fit(z, resid, w, alpha)
         self.residual_ridge_ = alpha
 
@@ -617,10 +617,10 @@ class ClusterRouter(_TableRouter):
         z = self._standardized(x)
         labels = self._assign(z)
         k = int(self.n_clusters_ or 1)
-        est = self.chain_.predict([g for g, _ in self._fit_levels(task, labels, k)])
+        est = self.chain_.predict([g for g, _ in self._fit_levels(task, labels, k)], x.shape[0])
         unknown = task < 0
         if unknown.any() and len(self.categories_):
-            est[unknown] = self.notask_.predict([labels[unknown]])
+            est[unknown] = self.notask_.predict([labels[unknown]] if k > 1 else [], int(unknown.sum()))
         return est + z @ self.resid_coef_ + self.resid_mean_[None, :]
 
     # ------------------------------------------------------------------ onboarding

@@ -202,3 +202,14 @@ def test_onboarding_errors(tasked: LoggedDataset) -> None:
         router.remove_model(m)
     with pytest.raises(ConfigurationError, match="only model left"):
         router.remove_model(router.models[0])
+
+
+def test_cluster_router_on_unnamed_features_without_a_task() -> None:
+    """Features with no task column and one cluster chosen: every query gets the global estimates."""
+    ds = make_synthetic(n_queries=300, models=3, n_features=4, seed=5)
+    bare = ds.with_features(np.asarray(ds.features))  # no names, so no task level
+    router = ClusterRouter(n_clusters=1, seed=0).fit(bare, cost_weight=0.2)
+    probs = router.action_probabilities(bare.features[:7])
+    assert probs.shape == (7, 3) and np.allclose(probs.sum(axis=1), 1.0)
+    tuned = ClusterRouter(seed=0, cv_cost_weights=(0.0, 0.5)).fit(bare)
+    assert tuned.action_probabilities(bare.features[:3]).shape == (3, 3)

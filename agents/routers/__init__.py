@@ -9,6 +9,7 @@
 - :mod:`agents.routers.tables`: the per-task table and the clustering router with empirical-Bayes shrinkage
   (:class:`TaskTableRouter`, :class:`ClusterRouter`, which onboards new models with ``add_model``);
 - :mod:`agents.routers.ensemble`: :class:`EnsembleRouter`, routing on the mean of several routers' estimates;
+- :mod:`agents.routers.cost`: :class:`CostModel`, every model's cost of a query from its features (its length);
 - :mod:`agents.routers.selection`: :func:`select_router`, the cross-validated choice among router families.
 
 Routers with a regularisation or smoothing hyperparameter choose it on ``fit`` by grouped cross-validation on the
@@ -18,6 +19,7 @@ training logs (:mod:`agents.routers._cv`) unless it is given or ``tune=False``.
 from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
 from agents.routers.baselines import BestSingleModel, Cheapest, FixedModel, Oracle, RandomRouter
 from agents.routers.cascades import CascadeBandit, ThresholdCascade, cascade_outcomes
+from agents.routers.cost import CostModel
 from agents.routers.ensemble import EnsembleRouter
 from agents.routers.matrix_factorization import MatrixFactorizationRouter
 from agents.routers.predictive import KNNRouter, LogisticRouter, MLPRouter
@@ -29,6 +31,7 @@ __all__ = [
     "CascadeBandit",
     "Cheapest",
     "ClusterRouter",
+    "CostModel",
     "EnsembleRouter",
     "EpsilonGreedy",
     "FixedModel",

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from routing_env.data.dataset import LoggedDataset
+from routing_env.data.featurizers import COST_FEATURE_PREFIX
 from routing_env.errors import (
     ConfigurationError,
     PolicyFormatError,
@@ -129,10 +130,32 @@ def reading_saved(
         ) from None
 
 
+def cost_only_columns(names: Sequence[str] | None) -> tuple[int, ...]:
+    """Indices of the feature columns that describe a call's size (``length:…``, see
+    :data:`~routing_env.data.featurizers.COST_FEATURE_PREFIX`): the routers' quality estimates do not read them."""
+    return tuple(i for i, n in enumerate(names or ()) if str(n).startswith(COST_FEATURE_PREFIX))
+
+
+def blind(x: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
+    """``x (n, d)`` with the ``columns`` set to 0 (a copy; ``x`` itself when there are none). A constant column
+    standardises to 0 and so takes no part in any distance, cluster, ridge or network: it is as if absent, while
+    the width the router accepts stays the featurizer's."""
+    if not columns:
+        return x
+    out = np.array(x, dtype=np.float64, copy=True)
+    out[..., list(columns)] = 0.0
+    return out
+
+
 def restore_basics(obj: Any, root: Path, config: dict[str, Any]) -> None:
     """Set what a saved router's ``config`` records for every kind: the cost scale, the generator's state (when
-    saved) and the featurizer (when it carries one)."""
+    saved), the featurizer (when it carries one) and the cost-only columns (none in a router saved before them)."""
     obj.cost_scale_ = float(config["cost_scale_"])
+    columns = tuple(int(i) for i in config.get("cost_only_columns", ()))
+    width = config.get("n_features")
+    if any(i < 0 or (width is not None and i >= int(width)) for i in columns):
+        raise ValueError(f"cost_only_columns {list(columns)} out of range for {width} features")
+    obj.cost_only_columns_ = columns
     if "rng_state" in config:
         obj._rng = rng_from_state(config["rng_state"])
     obj.featurizer = load_featurizer_dir(root) if config.get("has_featurizer") else None
@@ -192,6 +215,8 @@ class _BaseRouter:
     models: tuple[str, ...] = field(default=(), init=False)
     n_features: int | None = field(default=None, init=False)
     cost_scale_: float = field(default=1.0, init=False)
+    #: Feature columns the router leaves out (set to 0): the ``length:…`` columns of its training features.
+    cost_only_columns_: tuple[int, ...] = field(default=(), init=False, repr=False)
 
     #: Whether the router reads the features (``False``: any width is accepted, only the row count matters).
     uses_features: ClassVar[bool] = True
@@ -221,6 +246,7 @@ class _BaseRouter:
             self.featurizer = featurizer
         self.models = dataset.models
         self.n_features = dataset.n_features if self.uses_features else None
+        self.cost_only_columns_ = cost_only_columns(dataset.feature_names) if self.uses_features else ()
         self.cost_scale_ = (
             float(self.cost_scale) if self.cost_scale is not None else dataset.resolve_cost_scale("max_mean")
         )
@@ -231,7 +257,11 @@ class _BaseRouter:
 
     def _features(self, features: Any) -> np.ndarray:
         self._require_fitted()
-        return check_features(features, self.n_features)
+        return blind(check_features(features, self.n_features), self.cost_only_columns_)
+
+    def _fit_features(self, dataset: LoggedDataset) -> np.ndarray:
+        """``(n, d) float64`` training features as the router reads them (cost-only columns at 0)."""
+        return blind(np.asarray(dataset.features, dtype=np.float64), self.cost_only_columns_)
 
     def check_dataset(self, dataset: LoggedDataset) -> None:
         """Refuse a dataset over other models (order matters) or with features of another width."""
@@ -276,6 +306,7 @@ class _BaseRouter:
             "hyperparameters": self._hyperparameters(),
             "models": list(self.models),
             "n_features": self.n_features,
+            "cost_only_columns": list(self.cost_only_columns_),
             "cost_scale_": self.cost_scale_,
             "rng_state": rng_state(self._rng),
             "has_featurizer": self.featurizer is not None,

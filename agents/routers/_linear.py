@@ -44,6 +44,8 @@ from agents.routers._common import (
     _finite,
     _scalar_action,
     _scalar_value,
+    blind,
+    cost_only_columns,
     draw,
     featurize_prompts,
     reading_saved,
@@ -130,6 +132,8 @@ class _LinearBandit(Tunable):
     n_updates: int = field(default=0, init=False)
     ridge_: float = field(default=1.0, init=False)
     cv_score_: float | None = field(default=None, init=False)
+    #: Feature columns left out (set to 0): the ``length:…`` columns of the training features (see ``fit``).
+    cost_only_columns_: tuple[int, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.ridge is not None:
@@ -278,6 +282,8 @@ class _LinearBandit(Tunable):
             row = features[0]
         else:
             return None
+        if self.cost_only_columns_:
+            row = blind(row, self.cost_only_columns_)
         if self._unit is not None:
             assert self._shift is not None
             out = self._x1[: self._d]
@@ -296,6 +302,7 @@ class _LinearBandit(Tunable):
         else:
             x = check_features(features, None)
             self._ensure(x.shape[1])
+        x = blind(x, self.cost_only_columns_)
         if self._unit is not None:
             x = (x - self._shift) / self._unit
         if self.fit_intercept:
@@ -553,7 +560,12 @@ class _LinearBandit(Tunable):
         weight = outcome_weights(dataset, max_importance_weight)
         quality = np.nan_to_num(dataset.quality)
         cost = np.nan_to_num(dataset.cost)
-        self._set_standardization(np.asarray(dataset.features, dtype=np.float64))
+        # Columns that describe the call's size (length:…) are left out of the quality and cost ridges: a
+        # CostModel reads them (and they shift between logs more than they predict quality).
+        self.cost_only_columns_ = cost_only_columns(dataset.feature_names)
+        self._set_standardization(
+            blind(np.asarray(dataset.features, dtype=np.float64), self.cost_only_columns_)
+        )
         if self.fit_intercept:
             total = np.maximum(weight.sum(axis=0), 1e-300)
             self._mq, self._mc = (weight * quality).sum(axis=0) / total, (weight * cost).sum(axis=0) / total
@@ -722,6 +734,7 @@ class _LinearBandit(Tunable):
             "hyperparameters": self._hyperparameters(),
             "models": list(self.models),
             "n_features": self.n_features,
+            "cost_only_columns": list(self.cost_only_columns_),
             "mode": self.mode,
             "cost_scale_": self.cost_scale_,
             "n_updates": self.n_updates,

@@ -31,6 +31,7 @@ from agents.routers._common import (
     rng_state,
     save_featurizer_dir,
 )
+from agents.routers.cost import CostModel
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, ModelMismatchError
 from routing_env.policy import check_features, load_policy, register_policy, write_policy_dir
@@ -39,6 +40,8 @@ __all__ = ["EnsembleRouter", "outcome_estimates"]
 
 #: Subdirectory of a saved ensemble holding its members (``members/0``, ``members/1``, …).
 MEMBERS_DIR = "members"
+#: Subdirectory of a saved ensemble holding its cost model, when it has one.
+COST_MODEL_DIR = "cost_model"
 
 
 def outcome_estimates(router: Any, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +73,9 @@ class EnsembleRouter:
         seed: seed of the generator ``act`` breaks ties with.
         featurizer: the featurizer of the members' features (default: the first member's), saved once with the
             ensemble.
+        cost_model: a fitted :class:`~agents.routers.CostModel` over the same models and features whose per-query
+            cost estimates replace the members' (which are means over a group of queries); ``None`` = the
+            members' weighted mean cost.
 
     ``add_model``/``remove_model`` onboard or retire a model in every member (each must support it).
 
@@ -84,6 +90,7 @@ class EnsembleRouter:
     cost_weight: float = 0.0
     seed: int | None = 0
     featurizer: Any = field(default=None, repr=False)
+    cost_model: CostModel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.members = tuple(self.members)
@@ -110,6 +117,8 @@ class EnsembleRouter:
                     f"members must share one cost scale (USD per unit of λ), got {first.cost_scale_!r} and "
                     f"{m.cost_scale_!r}"
                 )
+        if self.cost_model is not None:
+            self._check_cost_model(self.cost_model)
         self.weights = _normalised(self.weights, len(self.members))
         self._w = np.asarray(self.weights, dtype=np.float64)
         self.cost_weight = _finite("cost_weight", self.cost_weight, 0.0)
@@ -118,6 +127,20 @@ class EnsembleRouter:
         if self.featurizer is None:
             self.featurizer = getattr(first, "featurizer", None)
         self._rng = np.random.default_rng(self.seed)
+
+    def _check_cost_model(self, cost_model: Any) -> None:
+        if not isinstance(cost_model, CostModel):
+            raise ConfigurationError(
+                f"cost_model must be a fitted CostModel, got {type(cost_model).__name__}"
+            )
+        if tuple(cost_model.models) != self.models:
+            raise ModelMismatchError(
+                f"the cost model estimates {list(cost_model.models)}, the members route over {list(self.models)}"
+            )
+        if self.n_features is not None and cost_model.n_features != self.n_features:
+            raise ConfigurationError(
+                f"the cost model reads {cost_model.n_features} features, the members {self.n_features}"
+            )
 
     # ------------------------------------------------------------------ what the members share
     @property
@@ -133,20 +156,29 @@ class EnsembleRouter:
         return float(self.members[0].cost_scale_)
 
     def chosen(self) -> dict[str, Any]:
-        """The members (by class) and their weights."""
-        return {
-            "members": "+".join(type(m).__name__ for m in self.members),
-            "weights": "equal"
-            if np.allclose(self._w, self._w[0])
-            else ", ".join(f"{w:.3g}" for w in self._w),
-        }
+        """The members (by class) and their weights; a single member's own choices; the cost model's."""
+        if len(self.members) == 1 and callable(getattr(self.members[0], "chosen", None)):
+            out = dict(self.members[0].chosen())
+        else:
+            out = {
+                "members": "+".join(type(m).__name__ for m in self.members),
+                "weights": "equal"
+                if np.allclose(self._w, self._w[0])
+                else ", ".join(f"{w:.3g}" for w in self._w),
+            }
+        if self.cost_model is not None:
+            out.update(self.cost_model.chosen())
+        return out
 
     # ------------------------------------------------------------------ routing
     def predict_outcomes(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted mean ``quality (n, K)`` and ``cost (n, K)`` USD of the members for ``features (n, d)``."""
+        """Weighted mean ``quality (n, K)`` and ``cost (n, K)`` USD of the members for ``features (n, d)`` (the
+        cost model's estimates for the cost, when the ensemble has one)."""
         x = check_features(features, self.n_features)
         estimates = [outcome_estimates(m, x) for m in self.members]
         quality = np.tensordot(self._w, np.stack([q for q, _ in estimates]), axes=1)
+        if self.cost_model is not None:
+            return quality, self.cost_model.predict(x)
         cost = np.tensordot(self._w, np.stack([c for _, c in estimates]), axes=1)
         return quality, cost
 
@@ -189,7 +221,10 @@ class EnsembleRouter:
         updated = self._each("add_model")
         for m in updated:
             m.add_model(name, dataset)
-        self.members = tuple(updated)
+        costs = copy.deepcopy(self.cost_model)
+        if costs is not None:
+            costs.add_model(name, dataset)
+        self.members, self.cost_model = tuple(updated), costs
         return self
 
     def remove_model(self, name: str) -> EnsembleRouter:
@@ -197,7 +232,10 @@ class EnsembleRouter:
         updated = self._each("remove_model")
         for m in updated:
             m.remove_model(name)
-        self.members = tuple(updated)
+        costs = copy.deepcopy(self.cost_model)
+        if costs is not None:
+            costs.remove_model(name)
+        self.members, self.cost_model = tuple(updated), costs
         return self
 
     # ------------------------------------------------------------------ persistence
@@ -211,11 +249,14 @@ class EnsembleRouter:
             "seed": self.seed,
             "rng_state": rng_state(self._rng),
             "has_featurizer": self.featurizer is not None,
+            "has_cost_model": self.cost_model is not None,
         }
         write_policy_dir(root, type(self), config, {"weights": self._w})
         for i, m in enumerate(self.members):
             with _without_featurizer(m):
                 m.save(root / MEMBERS_DIR / str(i))
+        if self.cost_model is not None:
+            self.cost_model.save(root / COST_MODEL_DIR)
         save_featurizer_dir(self.featurizer, root)
         return root
 
@@ -228,12 +269,15 @@ class EnsembleRouter:
             for m in members:
                 if hasattr(m, "featurizer"):
                     m.featurizer = featurizer
+            # Ensembles saved before cost models existed have no "has_cost_model".
+            costs = CostModel.load(root / COST_MODEL_DIR) if config.get("has_cost_model", False) else None
             obj = cls(
                 members,
                 tuple(float(w) for w in arrays["weights"]),
                 cost_weight=float(config["cost_weight"]),
                 seed=config["seed"],
                 featurizer=featurizer,
+                cost_model=costs,
             )
             obj._rng = rng_from_state(config["rng_state"])
         return obj

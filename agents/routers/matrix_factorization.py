@@ -103,7 +103,7 @@ class MatrixFactorizationRouter(_BaseRouter):
             raise PartialInformationError(
                 "need queries where both the strong and the weak model were observed"
             )
-        x = np.asarray(dataset.features, dtype=np.float64)[rows]
+        x = self._fit_features(dataset)[rows]
         self.mean_, self.scale_ = _standardize(x)
         y = (qs[rows] > qw[rows]).astype(np.float64)
         self._train((x - self.mean_) / self.scale_, y)

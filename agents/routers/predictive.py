@@ -116,7 +116,7 @@ class KNNRouter(_PredictiveRouter, Tunable):
         if dataset.n_features == 0:
             raise ShapeError("KNNRouter needs query features, and the dataset has none (width 0)")
         self._start_fit(dataset, cost_weight, featurizer)
-        x = np.asarray(dataset.features, dtype=np.float64)
+        x = self._fit_features(dataset)
         self.mean_, self.scale_ = _standardize(x)
         self.train_x_ = x
         self.train_quality_ = np.array(dataset.quality)
@@ -264,7 +264,7 @@ class MLPRouter(_PredictiveRouter, Tunable):
         if dataset.n_features == 0:
             raise ShapeError("MLPRouter needs query features, and the dataset has none (width 0)")
         self._start_fit(dataset, cost_weight, featurizer)
-        x = np.asarray(dataset.features, dtype=np.float64)
+        x = self._fit_features(dataset)
         self.mean_, self.scale_ = _standardize(x)
         z = (x - self.mean_) / self.scale_
         quality = np.asarray(dataset.quality)
@@ -408,7 +408,7 @@ class LogisticRouter(_PredictiveRouter, Tunable):
         self, dataset: LoggedDataset, cost_weight: float | None = None, *, featurizer: Any = None
     ) -> LogisticRouter:
         self._start_fit(dataset, cost_weight, featurizer)
-        x = np.asarray(dataset.features, dtype=np.float64)
+        x = self._fit_features(dataset)
         self.mean_: np.ndarray
         self.scale_: np.ndarray
         self.mean_, self.scale_ = _standardize(x) if x.shape[1] else (np.zeros(0), np.ones(0))

@@ -10,6 +10,12 @@ Cross-validation sees the training logs' distribution only, and the routers' sco
 than their noise. So the router kept is the first of (the candidates' average, then the candidates from the
 simplest) whose score is within one standard error of the best: the average unless one router is clearly better.
 
+The candidates estimate a model's cost by its mean over a group of queries (a task, a cluster, neighbours), while a
+call's price follows the prompt's length. So each candidate is also scored with the per-query costs of one
+:class:`~agents.routers.CostModel` (rows ``<name>+cost-model``: an :class:`EnsembleRouter` of the candidate, or of
+the average's members, with that cost model), and each candidate enters the rule with whichever of its two cost
+sources scores higher; where every call of a model has one price, the cost model keeps its mean and nothing changes.
+
 AIQ over linear USD weighs the expensive end of the cost range: a router can win it and still lose to the best
 single model where cost dominates (large λ). So the kept router's out-of-fold reward is also compared with the
 best single model's at every λ of the grid; where it is not higher by one standard error, :class:`GuardedRouter`
@@ -48,6 +54,7 @@ from agents.routers._cv import (
     paired_difference,
 )
 from agents.routers.bandits import EpsilonGreedy, LinearThompsonSampling, LinUCB, SoftmaxBandit
+from agents.routers.cost import CostModel
 from agents.routers.ensemble import EnsembleRouter
 from agents.routers.predictive import KNNRouter, LogisticRouter, MLPRouter
 from agents.routers.tables import ClusterRouter, TaskTableRouter
@@ -338,6 +345,7 @@ def select_router(
     ensemble: bool = True,
     selection_se: float = DEFAULT_SE,
     guard_se: float | None = DEFAULT_SE,
+    cost_model: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Selection:
     """Fit every candidate with its own cross-validation on ``train``; return the router the one-standard-error
@@ -348,12 +356,16 @@ def select_router(
        fold.
     2. With ``ensemble``, the :class:`~agents.routers.ensemble.EnsembleRouter` averaging the candidates' quality
        and cost estimates (equal weights) is scored the same way.
-    3. One-standard-error rule: in the order ensemble, then the candidates as listed (list them from the
-       simplest, as :data:`DEFAULT_CANDIDATES` does), the first whose CV score is within ``selection_se``
-       standard errors (of its paired fold-level difference) of the best score is kept. Cross-validation
+    3. With ``cost_model``, a :class:`~agents.routers.CostModel` (each model's cost of a query from its features)
+       is fitted on the same folds, and every candidate that predicts outcomes, and the ensemble, is scored
+       again with its quality estimates and the cost model's costs (rows ``<name>+cost-model``).
+    4. One-standard-error rule: in the order ensemble, then the candidates as listed (list them from the
+       simplest, as :data:`DEFAULT_CANDIDATES` does), each with the cost source (its own estimates or the cost
+       model's) of the higher CV score, the first whose CV score is within ``selection_se`` standard errors (of
+       its paired fold-level difference) of the best score is kept. Cross-validation
        measures the training logs' distribution; when it cannot separate routers, the average hedges against a
        shift between those logs and the deployed traffic, and a simpler router varies less.
-    4. Guard: at each λ of the grid where the kept router's out-of-fold reward does not beat the best single
+    5. Guard: at each λ of the grid where the kept router's out-of-fold reward does not beat the best single
        model's by ``guard_se`` standard errors, the returned :class:`GuardedRouter` routes as that model.
 
     Args:
@@ -367,6 +379,7 @@ def select_router(
         cost_scale: USD per unit of λ (default: the dataset's ``resolve_cost_scale("max_mean")``).
         featurizer: the featurizer that produced ``train.features``, saved with the chosen router.
         ensemble: also score the average of the candidates (step 2).
+        cost_model: also score the candidates with per-query cost estimates (step 3).
         selection_se: width of the one-standard-error rule (≥ 0; 0 keeps the best CV score).
         guard_se: standard errors of advantage over the best single model the router needs at a λ (≥ 0);
             ``None`` = no guard.
@@ -393,7 +406,7 @@ def select_router(
     )
     from threadpoolctl import threadpool_limits
 
-    rules = _Rules(bool(ensemble), selection_se, guard_se)
+    rules = _Rules(bool(ensemble), selection_se, guard_se, bool(cost_model))
     # The cross-validation multiplies many small matrices, where BLAS threads cost more than they give.
     with threadpool_limits(limits=1, user_api="blas"):
         return _select(train, candidates, weights, scale, cv, seed, cost_scale, featurizer, rules, progress)
@@ -404,6 +417,7 @@ class _Rules:
     ensemble: bool
     selection_se: float
     guard_se: float | None
+    cost_model: bool = True
 
 
 def _select(
@@ -448,6 +462,8 @@ def _select(
             mean.cv_score_ = objective.score(q, c)  # type: ignore[attr-defined]
             rows.append(_row("ensemble", mean, objective, time.perf_counter() - start))
             fitted.append(mean)
+    if rules.cost_model:
+        _pair_with_cost_model(train, folds, cv, seed, featurizer, weights[0], objective, rows, fitted)
     table = pd.DataFrame(
         rows, columns=["router", "kind", "chosen", "cv_score", "cv_gap_closed", "fit_seconds", "note"]
     )
@@ -461,9 +477,7 @@ def _select(
         objective.fold_scores(folds, *r._cv_oof) if r is not None and hasattr(r, "_cv_oof") else None
         for r in fitted
     ]
-    order = ([len(fitted) - 1] if table["router"].iloc[-1] == "ensemble" and rules.ensemble else []) + [
-        i for i in range(len(fitted)) if table["router"].iloc[i] != "ensemble"
-    ]
+    order = _preference(list(table["router"]), scores)
     kept, behind, errors = _one_se(scores, per_fold, order, rules.selection_se)
     table["cv_behind_best"], table["cv_se"] = behind, errors
     table["selected"] = [i == kept for i in range(len(table))]
@@ -474,6 +488,66 @@ def _select(
     columns = ["router", "kind", "chosen", "cv_score", "cv_gap_closed", "cv_behind_best", "cv_se"]
     table = table[[*columns, "fit_seconds", "selected", "note"]]
     return Selection(router, table, weights, objective.metric, tuple(fitted))
+
+
+#: Suffix of a candidate paired with the per-query cost model in the selection table.
+COST_MODEL_SUFFIX = "+cost-model"
+
+
+def _pair_with_cost_model(
+    train: LoggedDataset,
+    folds: np.ndarray,
+    cv: int,
+    seed: int,
+    featurizer: Any,
+    cost_weight: float,
+    objective: Objective,
+    rows: list[dict[str, Any]],
+    fitted: list[Any],
+) -> None:
+    """Append, for every candidate that predicts outcomes (and the ensemble), the same quality estimates with the
+    per-query costs of one :class:`CostModel` fitted on the same folds, scored on their out-of-fold estimates."""
+    bases = [(row["router"], r) for row, r in zip(rows, fitted) if r is not None and _averageable(r)]
+    if not bases:
+        return
+    start = time.perf_counter()
+    try:
+        costs = CostModel(cv=cv, seed=seed).fit(train, folds=folds)
+    except RoutingEnvError as exc:
+        rows.append({"router": "cost-model", "kind": "CostModel", "note": f"skipped: {exc}"})
+        fitted.append(None)
+        return
+    seconds = time.perf_counter() - start
+    assert costs.oof_ is not None
+    for name, router in bases:
+        if isinstance(router, EnsembleRouter):
+            members, w = router.members, router.weights
+        else:
+            members, w = (router,), None
+        paired = EnsembleRouter(
+            members, w, cost_weight=cost_weight, seed=seed, featurizer=featurizer, cost_model=costs
+        )
+        q = router._cv_oof[0]
+        paired._cv_oof = (q, costs.oof_)  # type: ignore[attr-defined]
+        paired.cv_score_ = objective.score(q, costs.oof_)  # type: ignore[attr-defined]
+        rows.append(_row(f"{name}{COST_MODEL_SUFFIX}", paired, objective, seconds))
+        fitted.append(paired)
+
+
+def _preference(names: Sequence[str], scores: np.ndarray) -> list[int]:
+    """Row indices in the one-standard-error rule's order: the ensemble, then the candidates as listed; each
+    represented by its pairing with the cost model where that pairing has the higher CV score.
+
+    The cost model is one estimator, tuned by its own cross-validation, that every candidate can use; it is not
+    a more flexible router family, so the candidate's two cost sources are compared by their scores alone."""
+    paired = {n[: -len(COST_MODEL_SUFFIX)]: i for i, n in enumerate(names) if n.endswith(COST_MODEL_SUFFIX)}
+    bases = [i for i, n in enumerate(names) if not n.endswith(COST_MODEL_SUFFIX)]
+    bases.sort(key=lambda i: (names[i] != "ensemble", i))
+    out = []
+    for i in bases:
+        j = paired.get(names[i])
+        out.append(j if j is not None and scores[j] > scores[i] else i)
+    return out
 
 
 def _row(name: str, router: Any, objective: Objective, seconds: float) -> dict[str, Any]:

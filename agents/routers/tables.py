@@ -108,7 +108,7 @@ class _TableRouter(_PredictiveRouter, Tunable):
     # ------------------------------------------------------------------ features → groups
     def _setup_features(self, dataset: LoggedDataset) -> np.ndarray:
         """Find the category columns and the standardisation of the others; return the raw features."""
-        x = np.asarray(dataset.features, dtype=np.float64)
+        x = self._fit_features(dataset)
         idx, cats, one_hot = category_columns(dataset.feature_names, self.column)
         if not one_hot and idx.size:
             values = np.unique(x[:, idx[0]])
@@ -291,11 +291,11 @@ class _TableRouter(_PredictiveRouter, Tunable):
 
     def _onboarding_features(self, dataset: LoggedDataset) -> np.ndarray:
         if dataset.n_features == self.n_features and self.n_features:
-            return np.asarray(dataset.features, dtype=np.float64)
+            return self._features(dataset.features)
         if self.featurizer is not None and dataset.prompts is not None:
             tasks = None if dataset.tasks is None else list(dataset.tasks)
             prompts = ["" if p is None else str(p) for p in dataset.prompts]
-            return np.asarray(self.featurizer.transform(prompts, tasks), dtype=np.float64)
+            return self._features(self.featurizer.transform(prompts, tasks))
         raise ShapeError(
             f"the onboarding dataset has features of width {dataset.n_features}, but this router was fitted on "
             f"width {self.n_features} (and has no featurizer for its prompts)"

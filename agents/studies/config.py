@@ -151,8 +151,8 @@ def prepare_splits(dataset: LoggedDataset, config: CompareConfig) -> tuple[Logge
         split = split_and_featurize(
             dataset, test_size=config.test_size, seed=config.seed, featurizer=featurizer
         )
-        what = f"{kind} ({split.train.n_features} dims"
-        what += ", incl. task one-hot)" if dataset.tasks is not None else ")"
+        what = f"{kind} ({split.train.n_features} dims, incl. the prompt's length"
+        what += " and task one-hot)" if dataset.tasks is not None else ")"
         return split.train, split.test, what
     if dataset.n_features == 0:
         raise ConfigurationError("the dataset has no features and featurize='never'")

@@ -35,7 +35,9 @@ from routing_env.errors import ConfigurationError, RoutingEnvError, ShapeError
 
 __all__ = [
     "BUNDLED_MODELS",
+    "COST_FEATURE_PREFIX",
     "DEFAULT_EMBEDDING_MODEL",
+    "LENGTH_FEATURE",
     "FeaturizedSplit",
     "Featurizer",
     "FeaturizerFormatError",
@@ -606,21 +608,36 @@ class SentenceEmbeddingFeaturizer:
 
 
 # ---------------------------------------------------------------------------------------------------- combined
+#: Feature columns named ``length:…`` describe the call's size, not the question: routers read them for cost only
+#: (:class:`agents.routers.CostModel`), never for quality (they shift between logs more than they predict quality).
+COST_FEATURE_PREFIX = "length:"
+#: Name of :class:`QueryFeaturizer`'s length column.
+LENGTH_FEATURE = f"{COST_FEATURE_PREFIX}log_chars"
+
+
 @dataclass
 class QueryFeaturizer:
-    """Text features, then task one-hot: ``(n, d_text + T) float32``.
+    """Text features, then the prompt's length, then task one-hot: ``(n, d_text + 1 + T) float32``.
 
-    ``fit(prompts, tasks)`` fits both parts (the task part only when tasks are given and ``use_tasks``);
+    ``fit(prompts, tasks)`` fits every part (the task part only when tasks are given and ``use_tasks``);
     ``transform(prompts, tasks=None)`` gives all-zero task columns where the task is unknown or not given, so the
     online router can featurize a bare prompt with the same width.
+
+    The length column ``length:log_chars`` is ``log(1 + characters)`` of the prompt, not standardised (the raw
+    value lets a cost model recover the length). The text part is length-blind (TF-IDF rows are L2-normalised;
+    embeddings are pooled), while a call's price grows with the prompt's tokens: the column lets
+    :class:`agents.routers.CostModel` estimate what *this* query costs. Routers read ``length:…`` columns for cost
+    only (:data:`COST_FEATURE_PREFIX`), never for quality.
 
     Args:
         text: the text featurizer (default a fresh :class:`TextFeaturizer`).
         use_tasks: append task one-hot columns when tasks are known at fit time.
+        use_length: append the length column.
     """
 
     text: TextFeaturizer | SentenceEmbeddingFeaturizer = field(default_factory=TextFeaturizer)
     use_tasks: bool = True
+    use_length: bool = True
 
     kind: ClassVar[str] = "query"
     task_encoder: TaskOneHot | None = field(default=None, init=False)
@@ -629,12 +646,23 @@ class QueryFeaturizer:
     @property
     def dimension(self) -> int:
         self._check()
-        return self.text.dimension + (self.task_encoder.dimension if self.task_encoder else 0)
+        return (
+            self.text.dimension
+            + int(self.use_length)
+            + (self.task_encoder.dimension if self.task_encoder else 0)
+        )
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         self._check()
-        return self.text.feature_names + (self.task_encoder.feature_names if self.task_encoder else ())
+        length = (LENGTH_FEATURE,) if self.use_length else ()
+        return (
+            self.text.feature_names + length + (self.task_encoder.feature_names if self.task_encoder else ())
+        )
+
+    @staticmethod
+    def _length(texts: list[str]) -> np.ndarray:
+        return np.log1p(np.array([len(t) for t in texts], dtype=np.float64)).astype(np.float32)[:, None]
 
     def _check(self) -> None:
         if not self._fitted:
@@ -656,8 +684,10 @@ class QueryFeaturizer:
         self._check()
         texts = _as_texts(prompts)
         x = self.text.transform(texts)
+        if self.use_length:
+            x = np.hstack([x, self._length(texts)])
         if self.task_encoder is None:
-            return x
+            return x.astype(np.float32)
         if tasks is None:
             t = np.zeros((len(texts), self.task_encoder.dimension), dtype=np.float32)
         else:
@@ -672,7 +702,7 @@ class QueryFeaturizer:
     def save(self, directory: str | Path) -> Path:
         """Write ``featurizer.json`` plus the parts in ``text/`` and ``tasks/``."""
         self._check()
-        path = _write(directory, self.kind, {"use_tasks": self.use_tasks}, {})
+        path = _write(directory, self.kind, {"use_tasks": self.use_tasks, "use_length": self.use_length}, {})
         self.text.save(path / "text")
         if self.task_encoder is not None:
             self.task_encoder.save(path / "tasks")
@@ -686,7 +716,10 @@ class QueryFeaturizer:
             raise FeaturizerFormatError(
                 f"{directory}/text holds a {type(text).__name__}, not a text featurizer"
             )
-        obj = cls(text=text, use_tasks=bool(params["use_tasks"]))
+        # Featurizers saved before the length column existed have no "use_length": they keep their width.
+        obj = cls(
+            text=text, use_tasks=bool(params["use_tasks"]), use_length=bool(params.get("use_length", False))
+        )
         if (Path(directory) / "tasks").is_dir():
             obj.task_encoder = TaskOneHot.load(Path(directory) / "tasks")
         obj._fitted = True

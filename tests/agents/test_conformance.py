@@ -39,6 +39,7 @@ from agents.routers import (
     ThresholdCascade,
 )
 from agents.routers.cascades import CascadeBandit
+from agents.routers.cost import CostModel
 from agents.routers.ensemble import EnsembleRouter
 from agents.routers.selection import GuardedRouter
 from routing_env.data import LoggedDataset, TaskOneHot, make_synthetic
@@ -129,6 +130,14 @@ POLICY_CASES: list[PolicyCase] = [
         "EnsembleRouter",
         lambda ds: EnsembleRouter(
             (TaskTableRouter().fit(ds, cost_weight=0.3), LinUCB(seed=1).fit(ds, cost_weight=0.3)), seed=2
+        ),
+    ),
+    PolicyCase(
+        "EnsembleRouter-cost-model",
+        lambda ds: EnsembleRouter(
+            (ClusterRouter(n_clusters=3, seed=1).fit(ds, cost_weight=0.3),),
+            seed=2,
+            cost_model=CostModel(cv=3).fit(ds),
         ),
     ),
     PolicyCase(

@@ -161,26 +161,44 @@ class TestTaskOneHot:
 
 
 class TestQueryFeaturizer:
-    def test_text_then_tasks(self, tmp_path: Path) -> None:
+    def test_text_then_length_then_tasks(self, tmp_path: Path) -> None:
         tasks = ["math", "math", "code", "code", "knowledge", "knowledge", "writing", "writing"] * 3
         f = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=4)).fit(PROMPTS, tasks)
         x = f.transform(PROMPTS, tasks)
-        assert x.shape == (24, 4 + 4) and f.dimension == 8 and x.dtype == np.float32
-        assert f.feature_names[4:] == ("task=code", "task=knowledge", "task=math", "task=writing")
-        np.testing.assert_array_equal(x[:, 4:].sum(axis=1), 1)
+        assert x.shape == (24, 4 + 1 + 4) and f.dimension == 9 and x.dtype == np.float32
+        assert f.feature_names[4] == featurizers.LENGTH_FEATURE
+        assert f.feature_names[5:] == ("task=code", "task=knowledge", "task=math", "task=writing")
+        np.testing.assert_array_equal(x[:, 5:].sum(axis=1), 1)
         bare = f.transform(PROMPTS[:2])
-        np.testing.assert_array_equal(bare[:, :4], x[:2, :4])
-        np.testing.assert_array_equal(bare[:, 4:], 0)
+        np.testing.assert_array_equal(bare[:, :5], x[:2, :5])
+        np.testing.assert_array_equal(bare[:, 5:], 0)
         back = featurizers.load_featurizer(f.save(tmp_path / "q"))
         assert isinstance(back, featurizers.QueryFeaturizer)
         np.testing.assert_array_equal(back.transform(PROMPTS, tasks), x)
 
+    def test_length_column_is_log_characters(self) -> None:
+        f = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3)).fit(PROMPTS)
+        col = f.transform(PROMPTS)[:, 3].astype(np.float64)
+        np.testing.assert_allclose(col, np.log1p([len(p) for p in PROMPTS]), rtol=1e-6)
+        np.testing.assert_allclose(f.transform(["", "x" * 999])[:, 3], [0.0, np.log(1000.0)], rtol=1e-6)
+
+    def test_featurizer_saved_without_length_keeps_its_width(self, tmp_path: Path) -> None:
+        f = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3), use_length=False)
+        f.fit(PROMPTS, ["a"] * 24)
+        path = f.save(tmp_path / "old")
+        doc = json.loads((path / "featurizer.json").read_text())
+        doc["params"].pop("use_length")  # as written before the length column existed
+        (path / "featurizer.json").write_text(json.dumps(doc))
+        back = featurizers.load_featurizer(path)
+        assert isinstance(back, featurizers.QueryFeaturizer) and not back.use_length and back.dimension == 4
+        np.testing.assert_array_equal(back.transform(PROMPTS, ["a"] * 24), f.transform(PROMPTS, ["a"] * 24))
+
     def test_without_tasks(self) -> None:
         f = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3)).fit(PROMPTS)
-        assert f.task_encoder is None and f.transform(PROMPTS, ["math"] * 24).shape == (24, 3)
-        g = featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=3), use_tasks=False).fit(
-            PROMPTS, ["a"] * 24
-        )
+        assert f.task_encoder is None and f.transform(PROMPTS, ["math"] * 24).shape == (24, 4)
+        g = featurizers.QueryFeaturizer(
+            featurizers.TextFeaturizer(n_components=3), use_tasks=False, use_length=False
+        ).fit(PROMPTS, ["a"] * 24)
         assert g.dimension == 3
 
     def test_errors(self) -> None:
@@ -199,7 +217,7 @@ class TestDatasetHelpers:
             featurizer=featurizers.QueryFeaturizer(featurizers.TextFeaturizer(n_components=6)),
         )
         assert out.train.n_queries + out.test.n_queries == corpus.n_queries
-        assert out.train.n_features == out.test.n_features == 6 + 5
+        assert out.train.n_features == out.test.n_features == 6 + 1 + 5  # text, length, task one-hot
         assert out.train.feature_names == out.featurizer.feature_names
         # Standardised on the training prompts: mean 0 there, not exactly on the test split.
         np.testing.assert_allclose(out.train.features[:, :6].mean(axis=0), 0.0, atol=1e-4)
@@ -210,7 +228,7 @@ class TestDatasetHelpers:
     def test_default_featurizer(self, corpus: LoggedDataset) -> None:
         out = featurizers.split_and_featurize(corpus, seed=4)
         assert isinstance(out.featurizer, featurizers.QueryFeaturizer)
-        assert out.train.n_features == out.test.n_features == 64 + 5
+        assert out.train.n_features == out.test.n_features == 64 + 1 + 5
         np.testing.assert_array_equal(
             featurizers.featurize(out.test, out.featurizer).features, out.test.features
         )
@@ -410,7 +428,7 @@ class TestSentenceEmbeddingsWithTheModel:
         tasks = ["math", "math", "code", "code", "knowledge", "knowledge", "writing", "writing"] * 3
         q = featurizers.QueryFeaturizer(minilm).fit(PROMPTS, tasks)
         x = q.transform(PROMPTS, tasks)
-        assert x.shape == (24, minilm.dimension + 4)
+        assert x.shape == (24, minilm.dimension + 1 + 4)
         path = q.save(tmp_path / "q")
         assert sorted(p.name for p in (path / "text").iterdir()) == ["featurizer.json"]
         back = featurizers.load_featurizer(path)

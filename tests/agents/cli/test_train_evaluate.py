@@ -132,7 +132,7 @@ def test_train_and_evaluate_refuse_bad_requests(
     )
     path = bare.save(tmp_path / "bare.parquet")
     assert main(["evaluate", str(path), "--policy", str(out)]) == 2
-    assert "derives its 69 features from prompts, but the logs have no prompts" in capsys.readouterr().err
+    assert "derives its 70 features from prompts, but the logs have no prompts" in capsys.readouterr().err
     other = narrow.subset_models(narrow.models[:3])
     path = other.save(tmp_path / "other.parquet")
     assert main(["evaluate", str(path), "--policy", str(out)]) == 2

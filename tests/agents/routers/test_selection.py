@@ -25,13 +25,23 @@ def test_select_router_picks_the_family_that_fits_the_structure() -> None:
         train, candidates=candidates, cost_weights=(0.0, 1.0), ensemble=False, selection_se=0
     )
     table = selection.table
-    assert list(table["router"]) == ["task-table", "cluster", "linucb"]
+    assert list(table["router"]) == [
+        "task-table",
+        "cluster",
+        "linucb",
+        "task-table+cost-model",
+        "cluster+cost-model",
+        "linucb+cost-model",
+    ]
     assert {"chosen", "cv_score", "cv_gap_closed", "cv_behind_best", "cv_se", "selected", "note"} <= set(
         table.columns
     )
     assert table["selected"].sum() == 1
     # Four clusters that a linear score cannot separate: the clustering router wins, on CV and on new queries.
+    # Every call has one price, so the cost model keeps each model's mean and its pairing is never preferred.
     assert isinstance(selection.router, ClusterRouter)
+    paired = table.set_index("router")
+    assert paired.loc["cluster+cost-model", "cv_score"] == pytest.approx(paired.loc["cluster", "cv_score"])
     assert selection.metric == "aiq" and selection.cost_weights == (0.0, 1.0)
     best = table.loc[table["selected"], "cv_score"].iloc[0]
     assert best == table["cv_score"].max()
@@ -46,7 +56,10 @@ def test_the_average_is_kept_when_cross_validation_cannot_beat_it() -> None:
     train, test = blobs(seed=10), blobs(seed=11)
     selection = select_router(train, candidates=("task-table", "cluster", "linucb"), cost_weights=(0.0, 1.0))
     table = selection.table.set_index("router")
-    assert list(table.index) == ["task-table", "cluster", "linucb", "ensemble"]
+    assert list(table.index)[:4] == ["task-table", "cluster", "linucb", "ensemble"]
+    assert list(table.index)[4:] == [
+        f"{r}+cost-model" for r in ("task-table", "cluster", "linucb", "ensemble")
+    ]
     assert bool(table.loc["ensemble", "selected"]) and isinstance(selection.router, EnsembleRouter)
     assert table.loc["ensemble", "cv_behind_best"] <= table.loc["ensemble", "cv_se"] + 1e-12
     assert len(selection.router.members) == 3
@@ -90,7 +103,9 @@ def _at(router, lam: float):
 
 
 def test_skipped_candidates_are_reported_and_instances_keep_their_settings(small: LoggedDataset) -> None:
-    selection = select_router(small, candidates=("task-table", LinUCB(ridge=3.0)), cost_weights=0.2, cv=3)
+    selection = select_router(
+        small, candidates=("task-table", LinUCB(ridge=3.0)), cost_weights=0.2, cv=3, cost_model=False
+    )
     table = selection.table.set_index("router")
     assert (
         "skipped" in table.loc["task-table", "note"]

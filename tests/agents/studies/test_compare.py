@@ -115,8 +115,11 @@ def test_prepare_splits_with_embeddings() -> None:
     )
     assert train.tasks is not None  # the task one-hot is fitted on the training split
     n_tasks = len(set(train.tasks))
-    assert train.n_features == test.n_features == 384 + n_tasks
-    assert what == f"all-MiniLM-L6-v2 sentence embeddings ({384 + n_tasks} dims, incl. task one-hot)"
+    assert train.n_features == test.n_features == 384 + 1 + n_tasks
+    assert what == (
+        f"all-MiniLM-L6-v2 sentence embeddings ({384 + 1 + n_tasks} dims, incl. the prompt's length and task "
+        "one-hot)"
+    )
     assert train.feature_names is not None and train.feature_names[-n_tasks:][0].startswith("task=")
     # Unit-variance scaling: mean squared embedding coordinate 1, like the standardised text features.
     np.testing.assert_allclose((train.features[:, :384] ** 2).mean(axis=1), 1.0, rtol=1e-4)

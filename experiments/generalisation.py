@@ -374,7 +374,10 @@ def markdown(frames: dict[str, pd.DataFrame], args: argparse.Namespace, seconds:
         "5-fold cross-validation there; the figures are on the test side. Gap closed: RouterBench's AIQ over the single "
         "models' cost range (hull anchored at the cheapest model), 95% bootstrap intervals over test queries; "
         "`minus_task-table` with its paired interval; `chosen`: the hyperparameters cross-validation chose; "
-        "`fit_seconds`: fitting with that cross-validation (on a 2-core machine shared with other jobs).",
+        "`fit_seconds`: fitting with that cross-validation (on a 2-core machine shared with other jobs). "
+        "`<router>+cost-model`: the same quality estimates with every model's cost of each query from "
+        "`CostModel` (fitted on the same folds; `cost=` says how many models it estimates by which mode) instead of "
+        "the router's group means; `select_router` compares each candidate's two cost sources by CV score.",
     ]
     if "heldout" in frames:
         h = frames["heldout"]

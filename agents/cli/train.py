@@ -16,7 +16,8 @@
   Logs without prompts use their own features.
 - ``--router auto`` (default): :func:`agents.select_router` fits every candidate family with its own grouped
   cross-validation and keeps the best by cross-validated AIQ over the λ range (mean reward for one
-  ``--cost-weight``); a family name fits that family alone (its hyperparameters still chosen by CV).
+  ``--cost-weight``), each candidate also with per-query costs from :class:`agents.routers.CostModel`; a family
+  name fits that family alone (its hyperparameters still chosen by CV, its own cost estimates).
 - Print the CV table and the test-split figures; write the policy, ``training.json`` (the split, the λ grid, the
   choice) and ``cv_table.csv`` into ``DIR``. ``routing-env evaluate LOGS --policy DIR`` scores the same split.
 """
@@ -130,7 +131,14 @@ def _select(
         candidates = tuple(c.strip() for c in str(args.candidates).split(",") if c.strip())
     else:
         candidates = DEFAULT_CANDIDATES
-    options = {"seed": args.seed, "featurizer": featurizer, "progress": step}
+    # A named family is fitted alone, as asked: no pairing with the cost model, so a bandit stays a bandit that
+    # keeps learning when served.
+    options = {
+        "seed": args.seed,
+        "featurizer": featurizer,
+        "progress": step,
+        "cost_model": args.router == "auto",
+    }
     return select_router(train, candidates, weights, args.cv, **options)
 
 

@@ -199,3 +199,42 @@ def test_train_on_llmrouter_and_evaluate_on_its_test_file(
     stdout = capsys.readouterr().out
     # Another file than the training run's: every row of it is scored.
     assert "held-out split" not in stdout and "gap_closed" in stdout
+
+
+def test_auto_keeps_per_query_costs_where_they_pay_and_serves_them(tmp_path: Path) -> None:
+    """Logs whose cost follows the prompt's length: `train` keeps a candidate with the cost model's costs, the saved
+    policy carries the featurizer and the cost model, and `serve` routes a bare prompt with them."""
+    pytest.importorskip("fastapi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
+    from agents.routers import EnsembleRouter
+    from tests.agents.routers.test_cost import priced_logs
+
+    priced = priced_logs(n=900, seed=3, noise=0.05)
+    raw = LoggedDataset(
+        models=priced.models,
+        query_ids=priced.query_ids,
+        quality=priced.quality,
+        cost=priced.cost,
+        prompts=priced.prompts,
+        tasks=priced.tasks,
+    )
+    path = raw.save(tmp_path / "priced.parquet")
+    out = tmp_path / "auto"
+    args = ["--candidates", "task-table,cluster", "--cost-weight-range", "0", "3", "--quiet"]
+    assert main(["train", str(path), "--out", str(out), *args]) == 0
+    policy = load_policy(out)
+    inner = getattr(policy, "router", policy)
+    assert isinstance(inner, EnsembleRouter) and inner.cost_model is not None
+    policy.cost_weight = (
+        1.0  # a λ where price matters (the policy serves the smallest of its grid until told)
+    )
+    with TestClient(create_app(OnlineRouter(policy, SQLiteDecisionStore(tmp_path / "d.db")))) as client:
+        short = client.post("/v1/route", json={"prompt": "alpha beta"})
+        long = client.post("/v1/route", json={"prompt": "alpha beta " * 800})
+        assert short.status_code == long.status_code == 200, (short.text, long.text)
+    # The same request priced by its length: a long prompt is not routed to a dearer model than a short one.
+    order = {m: i for i, m in enumerate(policy.models)}
+    assert order[long.json()["model"]] < order[short.json()["model"]], (short.json(), long.json())

@@ -41,6 +41,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from agents.routers._common import cost_only_columns
 from agents.training.ppo_config import DEFAULT_CONDITIONED_SAMPLING, PPOConfig, PPOTrainConfig
 from agents.training.sb3_env import CostWeightInput, SB3VecEnv
 from agents.training.sb3_policy import SB3Policy, build_sb3_policy
@@ -459,6 +460,10 @@ def _feature_stats(ds: LoggedDataset) -> tuple[np.ndarray, np.ndarray]:
     std = x.std(axis=0) if x.shape[0] else np.ones(x.shape[1])
     # Constant features (e.g. a task absent from the split) keep scale 1 instead of blowing up.
     std = np.where(std > 1e-6, std, 1.0)
+    # Columns that describe the call's size (length:…) are read for cost only, as the routers do: an infinite
+    # scale flattens them to 0 for the network (with them, PPO generalised worse to LLMRouter's test file).
+    cols = list(cost_only_columns(ds.feature_names))
+    mean[cols], std[cols] = 0.0, np.inf
     return mean.astype(np.float32), std.astype(np.float32)
 
 

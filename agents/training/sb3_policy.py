@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -70,6 +70,9 @@ class SB3Policy(ActsFromProbabilities):
             the policy is given features only.
     """
 
+    # +inf in feature_std marks a column the network ignores (a cost-only length column).
+    nonfinite_arrays: ClassVar[tuple[str, ...]] = ("feature_std",)
+
     def __init__(
         self,
         network: ActorCriticPolicy,
@@ -98,8 +101,10 @@ class SB3Policy(ActsFromProbabilities):
                 f"feature_mean and feature_std must be (d,) arrays of one length, got "
                 f"{self.feature_mean.shape} and {self.feature_std.shape}"
             )
-        if (self.feature_std <= 0).any():
-            raise ConfigurationError("feature_std must be > 0 in every entry")
+        if (self.feature_std <= 0).any() or np.isnan(self.feature_std).any():
+            raise ConfigurationError(
+                "feature_std must be > 0 in every entry (+inf: a column the network ignores)"
+            )
         self.conditioned = bool(conditioned)
         self.cost_weight_range = None if cost_weight_range is None else tuple(map(float, cost_weight_range))
         self.cost_weight = float(cost_weight)

@@ -354,3 +354,26 @@ def test_a_checkpoint_replaces_the_best_only_by_a_significant_margin(data: Logge
     assert callback._beats_best(start + 0.01 + rng.normal(0.0, 0.01, 400))
     with pytest.raises(ConfigurationError, match="eval_significance must be a number ≥ 0, got -1"):
         PPOTrainConfig(eval_significance=-1)
+
+
+def test_the_network_ignores_the_length_column(data: LoggedDataset, tmp_path: Path) -> None:
+    """A ``length:…`` column is read for cost only: its scale is +inf, so the policy's probabilities do not move
+    with it, and the saved policy keeps that."""
+    rng = np.random.default_rng(0)
+    x = np.hstack([np.asarray(data.features), rng.uniform(2, 8, size=(data.n_queries, 1))])
+    names = [*(data.feature_names or [f"x{i}" for i in range(data.n_features)]), "length:log_chars"]
+    ds = data.with_features(x.astype(np.float32), names=names)
+    result = train_ppo(ds, 0.5, total_timesteps=256, n_envs=2, config=TINY, validation=None)
+    policy = result.policy
+    assert policy is not None and np.isinf(policy.feature_std[-1]) and policy.feature_mean[-1] == 0
+    moved = x.copy()
+    moved[:, -1] = rng.uniform(0, 12, size=data.n_queries)
+    np.testing.assert_array_equal(
+        policy.action_probabilities(x[:20]), policy.action_probabilities(moved[:20])
+    )
+    back = load_policy(policy.save(tmp_path / "ppo"))
+    np.testing.assert_array_equal(back.action_probabilities(moved[:20]), policy.action_probabilities(x[:20]))
+    with pytest.raises(ConfigurationError, match="feature_std must be > 0"):
+        SB3Policy(
+            policy.network, policy.models, policy.feature_mean, np.full_like(policy.feature_std, np.nan)
+        )

@@ -17,6 +17,9 @@ Every router's hull is anchored at the cheapest single model (each router family
 cheapest model"), so AIQ is defined on the whole common cost range.
 
 Router families (:data:`ROUTERS`): ``random``, ``best-single`` (the best model on the training split at each λ),
+``task-table`` (the best model per task: the floor every learned router must clear), ``cluster`` (the clustering
+router with empirical-Bayes shrinkage), ``select-router`` (:func:`agents.select_router` over its default candidates;
+these three get the task one-hot appended when the features lack it, and cross-validate over the study's λ grid),
 ``knn``, ``mlp``, ``logistic`` (RouterBench-style predictive routers), ``matrix-factorization`` (RouteLLM's MF
 router, two-model sets only; a threshold sweep instead of λ), the cost-aware bandits ``linucb``, ``thompson``,
 ``epsilon-greedy``, ``softmax`` (warm-started on the full-information training split, then λ is set at decision

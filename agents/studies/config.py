@@ -32,6 +32,8 @@ DEFAULT_COST_WEIGHTS: tuple[float, ...] = (
 ROUTERS: tuple[str, ...] = (
     "random",
     "best-single",
+    "task-table",
+    "cluster",
     "knn",
     "mlp",
     "logistic",
@@ -40,6 +42,7 @@ ROUTERS: tuple[str, ...] = (
     "thompson",
     "epsilon-greedy",
     "softmax",
+    "select-router",
     "ppo",
     "ppo-conditioned",
 )

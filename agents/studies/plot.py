@@ -26,7 +26,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "bandits": ("linucb", "thompson", "epsilon-greedy", "softmax"),
     "predictive": ("knn", "mlp", "logistic", "matrix-factorization"),
     "PPO": ("ppo", "ppo-conditioned"),
-    "table / cluster": ("task-table", "cluster"),
+    "table / cluster": ("task-table", "cluster", "select-router"),
     "cascades": ("threshold-cascade", "cascade-bandit"),
     "PPO cascades": ("ppo-cascade", "ppo-free"),
     "single-shot": ("router-linucb", "router-ppo"),

@@ -89,6 +89,8 @@ def run_router(
     """Fit the family ``name`` on ``train`` and score it on ``test`` (``None`` when it does not apply)."""
     if name in _SWEPT:
         return _run_swept(name, train, test, config)
+    if name in _BY_TASK:
+        return _run_by_task(name, train, test, config)
     runners: dict[str, Callable[[str, LoggedDataset, LoggedDataset, CompareConfig, Log], Run | None]] = {
         "best-single": _run_best_single,
         "matrix-factorization": _run_matrix_factorization,
@@ -104,6 +106,49 @@ def _run_swept(name: str, train: LoggedDataset, test: LoggedDataset, config: Com
     run = Run(name)
     start = time.perf_counter()
     policy = _fit_once(name)(train, config)
+    run.seconds = time.perf_counter() - start
+    for lam in config.cost_weights:
+        run.add(lam, evaluate_policy(test, _at(policy, lam), lam))
+    return run
+
+
+#: Families that read the task (the table, the clusters' task level, the selection among them): fitted with the
+#: task one-hot appended when the features lack it, and cross-validated over the study's λ grid.
+_BY_TASK = ("task-table", "cluster", "select-router")
+
+
+def _with_task_columns(train: LoggedDataset, test: LoggedDataset) -> tuple[LoggedDataset, LoggedDataset]:
+    """Both splits with the task one-hot (fitted on ``train``'s tasks) appended, unless their features have one
+    or the logs have no tasks."""
+    from routing_env.data import TaskOneHot
+
+    names = list(train.feature_names or ())
+    if train.tasks is None or any(str(n).startswith("task=") for n in names):
+        return train, test
+    enc = TaskOneHot().fit(list(train.tasks))
+
+    def add(ds: LoggedDataset) -> LoggedDataset:
+        tasks = None if ds.tasks is None else list(ds.tasks)
+        onehot = enc.transform(tasks if tasks is not None else [None] * ds.n_queries)
+        x = np.hstack([np.asarray(ds.features, dtype=np.float32), onehot])
+        return ds.with_features(
+            x, names=[*(ds.feature_names or [f"x{i}" for i in range(ds.n_features)]), *enc.feature_names]
+        )
+
+    return add(train), add(test)
+
+
+def _run_by_task(name: str, train: LoggedDataset, test: LoggedDataset, config: CompareConfig) -> Run:
+    from agents.routers.selection import make_router, select_router
+
+    train, test = _with_task_columns(train, test)
+    grid = tuple(float(w) for w in config.cost_weights)
+    run = Run(name)
+    start = time.perf_counter()
+    if name == "select-router":
+        policy = select_router(train, cost_weights=grid, seed=config.seed).router
+    else:
+        policy = make_router(name, cv_cost_weights=grid, seed=config.seed).fit(train)
     run.seconds = time.perf_counter() - start
     for lam in config.cost_weights:
         run.add(lam, evaluate_policy(test, _at(policy, lam), lam))

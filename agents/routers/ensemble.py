@@ -223,9 +223,20 @@ class EnsembleRouter:
             m.add_model(name, dataset)
         costs = copy.deepcopy(self.cost_model)
         if costs is not None:
-            costs.add_model(name, dataset)
+            costs.add_model(name, self._with_own_features(dataset))
         self.members, self.cost_model = tuple(updated), costs
         return self
+
+    def _with_own_features(self, dataset: LoggedDataset) -> LoggedDataset:
+        """``dataset`` with the ensemble's features: its own when they have the width, else the featurizer's
+        features of its prompts (as the members onboard from prompts)."""
+        if dataset.n_features == self.n_features or self.featurizer is None or dataset.prompts is None:
+            return dataset
+        tasks = None if dataset.tasks is None else list(dataset.tasks)
+        prompts = ["" if p is None else str(p) for p in dataset.prompts]
+        return dataset.with_features(
+            self.featurizer.transform(prompts, tasks), names=getattr(self.featurizer, "feature_names", None)
+        )
 
     def remove_model(self, name: str) -> EnsembleRouter:
         """Stop routing to ``name`` in every member. Returns ``self``."""

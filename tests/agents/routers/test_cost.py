@@ -339,3 +339,31 @@ def test_a_router_saved_before_cost_only_columns_loads_with_none(
     doc["config"].pop("cost_only_columns")
     (path / "policy.json").write_text(json.dumps(doc))
     assert load_policy(path).cost_only_columns_ == ()
+
+
+def test_ensemble_onboards_from_prompts_alone(tmp_path: Path) -> None:
+    """The labelled set of a new model may come without features: the ensemble's featurizer makes them for its
+    members and for its cost model alike."""
+    logs = priced_logs(n=600, seed=4)
+    featurizer = QueryFeaturizer(TextFeaturizer(n_components=4)).fit(list(logs.prompts), list(logs.tasks))
+    feats = featurize(logs, featurizer)
+    two = feats.subset_models(("small", "medium"))
+    paired = EnsembleRouter(
+        (ClusterRouter(n_clusters=2, seed=0).fit(two, cost_weight=0.3, featurizer=featurizer),),
+        cost_model=CostModel().fit(two),
+        featurizer=featurizer,
+    )
+    labelled = logs.select(np.arange(200))
+    bare = LoggedDataset(
+        models=labelled.models,
+        query_ids=labelled.query_ids,
+        quality=labelled.quality,
+        cost=labelled.cost,
+        prompts=labelled.prompts,
+        tasks=labelled.tasks,
+    )
+    paired.add_model("large", bare)
+    assert paired.models == ("small", "medium", "large")
+    pred = paired.predict_outcomes(feats.features)[1][:, 2]
+    truth = np.asarray(feats.cost)[:, 2]
+    assert np.abs(pred - truth).mean() < 0.1 * truth.mean()

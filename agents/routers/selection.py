@@ -99,7 +99,8 @@ class Selection:
             (set ``router.cost_weight`` or pass ``cost_weight=`` to ``action_probabilities``).
         table: one row per candidate: ``router`` (name), ``kind`` (class), ``chosen`` (its hyperparameters after
             fitting), ``cv_score`` (AIQ over ``cost_weights``, or mean reward for one λ), ``cv_gap_closed`` (share
-            of the gap between the single models and the oracle closed, on full-information logs), ``fit_seconds``,
+            of the gap between the single models and the oracle closed, on full-information logs), ``fit_seconds``
+            (for a ``+cost-model`` row: fitting the cost model, the candidate's own time is on its row),
             ``selected``, and ``note`` (why a candidate was skipped).
         cost_weights: the λ values the candidates were scored at.
         metric: ``"aiq"`` or ``"mean_reward"``.

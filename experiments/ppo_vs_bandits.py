@@ -70,7 +70,7 @@ def load_splits(args: argparse.Namespace, config: CompareConfig) -> tuple[Logged
     return (
         train,
         test,
-        f"text featurizer fitted on the train file ({train.n_features} dims, incl. task one-hot)",
+        f"text featurizer fitted on the train file ({train.n_features} dims, incl. the prompt's length and task one-hot)",
     )
 
 

@@ -48,10 +48,6 @@ from agents.routers._common import (
     cost_only_columns,
     draw,
     featurize_prompts,
-    reading_saved,
-    restore_basics,
-    rng_state,
-    write_router_dir,
 )
 from agents.routers._cv import (
     Objective,
@@ -68,7 +64,6 @@ from agents.routers._kernels import (
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import (
     ConfigurationError,
-    PolicyFormatError,
     ShapeError,
 )
 from routing_env.policy import (
@@ -282,18 +277,19 @@ class _LinearBandit(Tunable):
             row = features[0]
         else:
             return None
-        if self.cost_only_columns_:
-            row = blind(row, self.cost_only_columns_)
         if self._unit is not None:
             assert self._shift is not None
             out = self._x1[: self._d]
             np.subtract(row, self._shift, out=out)
             out /= self._unit
-            return self._x1
-        if self.fit_intercept:
+        elif self.fit_intercept or self.cost_only_columns_:
             self._x1[: self._d] = row
-            return self._x1
-        return row
+        else:
+            return row
+        if self.cost_only_columns_:
+            # Cost-only columns standardise to 0 (they were 0 in training): zeroed in the buffer, no copy per call.
+            self._x1[list(self.cost_only_columns_)] = 0.0
+        return self._x1 if self.fit_intercept else self._x1[: self._d]
 
     def _batch(self, features: Any) -> np.ndarray:
         """``(n, p)`` float64 design rows for ``features (n, d)``."""
@@ -729,78 +725,13 @@ class _LinearBandit(Tunable):
         Everything that determines future behaviour is saved — weights, exact sums, the pending buffer and the
         generator state — so loading and replaying the same calls reproduces the same state bit for bit.
         """
-        root = Path(path)
-        config: dict[str, Any] = {
-            "hyperparameters": self._hyperparameters(),
-            "models": list(self.models),
-            "n_features": self.n_features,
-            "cost_only_columns": list(self.cost_only_columns_),
-            "mode": self.mode,
-            "cost_scale_": self.cost_scale_,
-            "n_updates": self.n_updates,
-            "rng_state": rng_state(self._rng),
-            "w_cached": None if math.isnan(self._w_cached) else self._w_cached,
-            "has_featurizer": self.featurizer is not None,
-            "chosen": {"ridge_": self.ridge_, "cv_score_": self.cv_score_, **self._chosen()},
-        }
-        arrays: dict[str, np.ndarray] = {"prior_q": self._mq, "prior_c": self._mc}
-        if self._unit is not None:
-            assert self._shift is not None
-            arrays.update(shift=self._shift, unit=self._unit)
-        if self._alloc_done:
-            n = self._buf_n
-            arrays |= {
-                "A": self._A,
-                "Ainv": self._Ainv,
-                "bq": self._bq,
-                "bc": self._bc,
-                "tq": self._tq,
-                "tc": self._tc,
-                "teff": self._teff,
-                "counts": self._counts,
-                "buf_x": self._buf_x[:n],
-                "buf_a": self._buf_a[:n],
-                "buf_q": self._buf_q[:n],
-                "buf_c": self._buf_c[:n],
-            }
-        return write_router_dir(root, self, config, arrays)
+        from agents.routers._linear_io import save_bandit
+
+        return save_bandit(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
         """Restore a policy written by :meth:`save` (also reachable through ``routing_env.policy.load_policy``)."""
-        with reading_saved(path, cls) as (root, config, arrays):
-            obj = cls(**config["hyperparameters"], models=tuple(config["models"]))
-            restore_basics(obj, root, config)
-            chosen = dict(config.get("chosen", {}))
-            obj.ridge_ = float(chosen.pop("ridge_", obj.ridge_))
-            score = chosen.pop("cv_score_", None)
-            obj.cv_score_ = None if score is None else float(score)
-            obj._restore_chosen(chosen)
-            if "unit" in arrays:
-                obj._shift, obj._unit = np.asarray(arrays["shift"]), np.asarray(arrays["unit"])
-            if "prior_q" in arrays:
-                obj._mq, obj._mc = np.array(arrays["prior_q"]), np.array(arrays["prior_c"])
-            if config["n_features"] is not None:
-                obj._allocate(int(config["n_features"]))
-                obj.mode = config["mode"]
-                for name in ("A", "Ainv", "bq", "bc", "tq", "tc", "counts"):
-                    # In reward-only mode θ is the stacked score weights, so this also fills them.
-                    target = getattr(obj, "_" + name)
-                    if arrays[name].shape != target.shape:
-                        raise PolicyFormatError(
-                            f"array {name!r} has shape {arrays[name].shape}, expected {target.shape}"
-                        )
-                    target[...] = arrays[name]
-                if obj.mode == "outcomes":
-                    obj._tq = np.array(arrays["tq"], dtype=np.float64)
-                    obj._teff[...] = arrays["teff"]
-                n = int(arrays["buf_x"].shape[0])
-                obj._buf_x[:n] = arrays["buf_x"]
-                obj._buf_a[:n] = arrays["buf_a"]
-                obj._buf_q[:n] = arrays["buf_q"]
-                obj._buf_c[:n] = arrays["buf_c"]
-                obj._buf_n = n
-                w = config.get("w_cached")
-                obj._w_cached = math.nan if w is None else float(w)
-            obj.n_updates = int(config["n_updates"])
-        return obj
+        from agents.routers._linear_io import load_bandit
+
+        return load_bandit(cls, path)

@@ -210,18 +210,9 @@ def test_auto_keeps_per_query_costs_where_they_pay_and_serves_them(tmp_path: Pat
         from fastapi.testclient import TestClient
     from agents.online import OnlineRouter, SQLiteDecisionStore, create_app
     from agents.routers import EnsembleRouter
-    from tests.agents.routers.test_cost import priced_logs
+    from tests.agents.routers.test_cost import priced_logs, without_features
 
-    priced = priced_logs(n=900, seed=3, noise=0.05)
-    raw = LoggedDataset(
-        models=priced.models,
-        query_ids=priced.query_ids,
-        quality=priced.quality,
-        cost=priced.cost,
-        prompts=priced.prompts,
-        tasks=priced.tasks,
-    )
-    path = raw.save(tmp_path / "priced.parquet")
+    path = without_features(priced_logs(n=900, seed=3, noise=0.05)).save(tmp_path / "priced.parquet")
     out = tmp_path / "auto"
     args = ["--candidates", "task-table,cluster", "--cost-weight-range", "0", "3", "--quiet"]
     assert main(["train", str(path), "--out", str(out), *args]) == 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,18 @@ def _replica(url: str, tmp_path: Path, policy: Path, n: int) -> ProcessServer:
     args = [sys.executable, "-m", "agents.cli", "serve", "--store", url, "--policy", str(policy)]
     args += ["--port", str(port), "--checkpoint-every", "100", "--seed", "1"]
     return ProcessServer(args, port, tmp_path / f"replica{n}.log", {"ROUTING_ENV_API_TOKEN": TOKEN})
+
+
+@contextmanager
+def _replicas(url: str, tmp_path: Path, policy: Path, count: int) -> Iterator[list[ProcessServer]]:
+    """``count`` replicas started on ``url``; every server in the list when the block ends is stopped (a test may
+    replace one)."""
+    servers = [_replica(url, tmp_path, policy, n).start() for n in range(count)]
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def _load(urls: list[str], pairs: int, clients: int, acked: dict[str, int], statuses: list[int]) -> None:
@@ -131,9 +145,7 @@ def _same_policies(servers: list[ProcessServer], url: str, policy: Path, tmp_pat
 
 def test_three_replicas_under_load_learn_the_same_policy(postgres_url: str, tmp_path: Path) -> None:
     policy = _policy(tmp_path)
-    servers = [_replica(postgres_url, tmp_path, policy, 0).start()]
-    servers += [_replica(postgres_url, tmp_path, policy, n).start() for n in (1, 2)]
-    try:
+    with _replicas(postgres_url, tmp_path, policy, 3) as servers:
         acked: dict[str, int] = {}
         statuses: list[int] = []
         _load([s.url for s in servers], 1000, 16, acked, statuses)
@@ -143,9 +155,6 @@ def test_three_replicas_under_load_learn_the_same_policy(postgres_url: str, tmp_
             health = _caught_up(s, head)
             assert health["log_lag"] == 0 and health["log_position"] == head, health
         _same_policies(servers, postgres_url, policy, tmp_path)
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_a_swap_at_one_replica_mid_load_switches_every_replica_at_one_log_position(
@@ -153,8 +162,7 @@ def test_a_swap_at_one_replica_mid_load_switches_every_replica_at_one_log_positi
 ) -> None:
     policy = _policy(tmp_path)
     LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
-    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
-    try:
+    with _replicas(postgres_url, tmp_path, policy, 2) as servers:
         acked: dict[str, int] = {}
         statuses: list[int] = []
         load = threading.Thread(target=_load, args=([s.url for s in servers], 600, 8, acked, statuses))
@@ -182,17 +190,13 @@ def test_a_swap_at_one_replica_mid_load_switches_every_replica_at_one_log_positi
             health = _caught_up(s, head)
             assert health["policy_version"] == "v2" and health["log_lag"] == 0, health
         _same_policies(servers, postgres_url, policy, tmp_path)
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_one_request_id_sent_to_two_replicas_at_once_gets_one_answer(
     postgres_url: str, tmp_path: Path
 ) -> None:
     policy = _policy(tmp_path)
-    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
-    try:
+    with _replicas(postgres_url, tmp_path, policy, 2) as servers:
         answers: dict[int, list[tuple[int, str]]] = {}
         for k in range(30):
             barrier = threading.Barrier(2)
@@ -216,9 +220,6 @@ def test_one_request_id_sent_to_two_replicas_at_once_gets_one_answer(
             assert got[0][1] == got[1][1], (k, got)  # the same decision from either replica
         with PostgresDecisionStore(postgres_url, readonly=True) as store:
             assert len(store.decisions()) == 30
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everywhere(
@@ -226,7 +227,6 @@ def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everyw
 ) -> None:
     policy = _policy(tmp_path)
     LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
-    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
 
     def canary_at(server: ProcessServer) -> str | None:
         r = httpx.get(server.url + "/v1/canary", headers=ADMIN, timeout=5)
@@ -238,7 +238,7 @@ def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everyw
             assert time.monotonic() < deadline, server.tail()
             time.sleep(0.05)
 
-    try:
+    with _replicas(postgres_url, tmp_path, policy, 2) as servers:
         body = {"candidate": str(tmp_path / "candidate"), "split": 0.3, "min_decisions": 100_000}
         r = httpx.post(servers[0].url + "/v1/canary", json=body, headers=ADMIN, timeout=30)
         assert r.status_code == 201 and r.json()["version"] == "canary-1", r.text
@@ -252,9 +252,6 @@ def test_a_canary_started_at_one_replica_serves_at_every_replica_and_ends_everyw
         wait_for(servers[0], None)  # and leaves it when that one ends it
         events = httpx.get(servers[0].url + "/v1/serving-events", headers=ADMIN, timeout=5).json()["events"]
         assert [e["event"] for e in events] == ["canary_start", "canary_stop"]
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_removed(
@@ -262,7 +259,6 @@ def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_rem
 ) -> None:
     policy = _policy(tmp_path)
     LinUCB(alpha=1.5, epsilon=0.2, models=MODELS, seed=5).save(tmp_path / "candidate")
-    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
     rng = np.random.default_rng(4)
 
     def routes(server: ProcessServer, n: int) -> list[str]:
@@ -280,7 +276,7 @@ def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_rem
                     return {str(r[0]) for r in rows}
                 time.sleep(0.1)
 
-    try:
+    with _replicas(postgres_url, tmp_path, policy, 2) as servers:
         body = {"name": "cand", "path": str(tmp_path / "candidate")}
         r = httpx.post(servers[0].url + "/v1/shadows", json=body, headers=ADMIN, timeout=30)
         assert r.status_code == 201, r.text
@@ -297,15 +293,10 @@ def test_a_shadow_registered_at_one_replica_is_scored_at_every_replica_until_rem
         later = routes(servers[0], 30)
         assert scored(later, timeout_s=1.0) == set()  # and no longer where it was registered
 
-    finally:
-        for s in servers:
-            s.stop()
-
 
 def test_a_killed_replica_loses_nothing_and_a_new_one_catches_up(postgres_url: str, tmp_path: Path) -> None:
     policy = _policy(tmp_path)
-    servers = [_replica(postgres_url, tmp_path, policy, n).start() for n in (0, 1)]
-    try:
+    with _replicas(postgres_url, tmp_path, policy, 2) as servers:
         acked: dict[str, int] = {}
         statuses: list[int] = []
         load = threading.Thread(target=_load, args=([s.url for s in servers], 600, 8, acked, statuses))
@@ -318,9 +309,6 @@ def test_a_killed_replica_loses_nothing_and_a_new_one_catches_up(postgres_url: s
         health = _caught_up(servers[1], head)
         assert health["log_lag"] == 0 and health["log_position"] == head, health
         _same_policies(servers, postgres_url, policy, tmp_path)
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_requests_get_503_while_the_database_is_down_and_service_resumes(
@@ -334,8 +322,7 @@ def test_requests_get_503_while_the_database_is_down_and_service_resumes(
         admin.execute('CREATE DATABASE "replicas"')
     url = with_database(own_cluster.url, "replicas")
     policy = _policy(tmp_path)
-    servers = [_replica(url, tmp_path, policy, n).start() for n in (0, 1)]
-    try:
+    with _replicas(url, tmp_path, policy, 2) as servers:
         with httpx.Client(timeout=30) as http:
             d = http.post(servers[0].url + "/v1/route", json={"features": [0.0] * 4}).json()["decision_id"]
             own_cluster.stop("immediate")
@@ -365,6 +352,3 @@ def test_requests_get_503_while_the_database_is_down_and_service_resumes(
         for s in servers:
             assert _caught_up(s, head)["log_lag"] == 0
         _same_policies(servers, url, policy, tmp_path)
-    finally:
-        for s in servers:
-            s.stop()

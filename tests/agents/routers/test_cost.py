@@ -73,6 +73,18 @@ def priced_logs(n: int = 600, seed: int = 0, noise: float = 0.0) -> LoggedDatase
     return featurize(raw, featurizer)
 
 
+def without_features(ds: LoggedDataset) -> LoggedDataset:
+    """``ds``'s outcomes, prompts and tasks, without features (as logs arrive before featurizing)."""
+    return LoggedDataset(
+        models=ds.models,
+        query_ids=ds.query_ids,
+        quality=ds.quality,
+        cost=ds.cost,
+        prompts=ds.prompts,
+        tasks=ds.tasks,
+    )
+
+
 @pytest.fixture(scope="module")
 def priced() -> LoggedDataset:
     return priced_logs()
@@ -323,6 +335,13 @@ def test_routers_read_the_length_column_for_nothing(
             without.action_probabilities(np.asarray(test.features)[:, keep], cost_weight=lam),
             atol=1e-9,
         )
+    # One row at a time too (the bandits' per-request path zeroes the column in its buffer).
+    row = np.asarray(test.features[0], dtype=np.float64)
+    np.testing.assert_allclose(
+        with_length.action_probabilities(row, cost_weight=0.5),
+        without.action_probabilities(row[keep], cost_weight=0.5),
+        atol=1e-9,
+    )
     back = load_policy(with_length.save(tmp_path / "r"))
     assert back.cost_only_columns_ == (at,)
     np.testing.assert_array_equal(
@@ -354,15 +373,7 @@ def test_ensemble_onboards_from_prompts_alone(tmp_path: Path) -> None:
         featurizer=featurizer,
     )
     labelled = logs.select(np.arange(200))
-    bare = LoggedDataset(
-        models=labelled.models,
-        query_ids=labelled.query_ids,
-        quality=labelled.quality,
-        cost=labelled.cost,
-        prompts=labelled.prompts,
-        tasks=labelled.tasks,
-    )
-    paired.add_model("large", bare)
+    paired.add_model("large", without_features(labelled))
     assert paired.models == ("small", "medium", "large")
     pred = paired.predict_outcomes(feats.features)[1][:, 2]
     truth = np.asarray(feats.cost)[:, 2]

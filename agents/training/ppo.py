@@ -9,12 +9,16 @@
 - λ-conditioned training: with ``cost_weight_range=(low, high)`` the environment draws the cost weight λ per
   episode (log-uniformly by default, see ``cost_weight_sampling``) and shows it to the policy (on a log scale,
   :class:`~agents.training.sb3_env.CostWeightInput`), so one network serves the whole cost–quality frontier; set
-  :attr:`SB3Policy.cost_weight` at inference time to move along it.
-- Warm start (default, :mod:`agents.training.warm_start`): before PPO, the policy network is fitted to the
-  full-information training rewards (denoised by a cross-validated ridge teacher), and its critic to that
-  policy's value; PPO then fine-tunes at a small learning rate, and the validation callback keeps whichever
-  parameters score best, the warm start's included. PPO alone learns from one sampled model per step and needs
-  far more steps than a bandit warm-started on the same logs; this puts them on an equal footing.
+  :attr:`SB3Policy.cost_weight` at inference time to move along it. The network also reads the products of λ and
+  the features (:class:`~agents.training.sb3_networks.CostWeightInteractions`; ``cost_weight_interactions``).
+- Warm start (default, :mod:`agents.training.warm_start`): before PPO, the actor is set to a ridge teacher's
+  policy on the full-information training rewards (one ridge per model over every training query, its penalty
+  chosen by grouped cross-validation of the routing reward, as the bandits choose theirs): exactly, through the
+  default network's linear skip path (:mod:`agents.training.sb3_networks`; ``PPOConfig.linear_skip``), or by
+  behaviour cloning without it; the critic is fitted to that policy's value. PPO then fine-tunes at a small
+  learning rate, and the validation callback keeps whichever parameters score best, the warm start's included.
+  PPO alone learns from one sampled model per step and needs far more steps than a bandit warm-started on the
+  same logs; this puts them on an equal footing.
 - :class:`~agents.training.sb3_policy.SB3Policy` adapts the trained network to the
   :class:`~routing_env.policy.Policy` protocol with exact action probabilities, and saves/loads without pickle.
 
@@ -42,10 +46,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents.routers._common import cost_only_columns
+from agents.routers._cv import make_folds
 from agents.training.ppo_config import DEFAULT_CONDITIONED_SAMPLING, PPOConfig, PPOTrainConfig
 from agents.training.sb3_env import CostWeightInput, SB3VecEnv
-from agents.training.sb3_policy import SB3Policy, build_sb3_policy
-from agents.training.warm_start import WarmStartRecord, warm_start
+from agents.training.sb3_networks import CostWeightInteractions, build_sb3_policy, has_skip, policy_class
+from agents.training.sb3_policy import SB3Policy
+from agents.training.warm_start import TeacherData, WarmStartRecord, warm_start
 from routing_env.data.dataset import LoggedDataset
 from routing_env.errors import ConfigurationError, PartialInformationError, ShapeError
 from routing_env.metrics import PolicyEvaluation, evaluate_policy
@@ -299,13 +305,17 @@ def train_ppo(
     with _torch_threads(cfg.torch_threads):
         try:
             lr = cfg.warm_start.fine_tune_learning_rate if warming and cfg.warm_start else None
-            model, algorithm = _make_model(env, cfg, learning_rate=lr)
+            model, algorithm = _make_model(
+                env, cfg, learning_rate=lr, interactions=_interactions(cfg, lam_input)
+            )
 
             def make_policy() -> SB3Policy:
                 return _policy(model.policy, models, mean, std, algorithm, cfg, featurizer, lam_input)  # type: ignore[arg-type]
 
             if warming:
-                warm = _warm_start(model, env, make_policy, train, valid, mean, std, cfg, lam_input)
+                warm = _warm_start(
+                    model, env, make_policy, train, valid, mean, std, cfg, lam_input, data, env_kwargs
+                )
             callback = None
             if valid is not None and routing:
                 callback = _make_callback(make_policy, valid, cfg)
@@ -344,6 +354,8 @@ def _detached(policy: SB3Policy, algorithm: str, cfg: PPOTrainConfig) -> SB3Poli
         int(source.action_space.n),  # type: ignore[attr-defined]
         cfg.ppo.net_arch,
         cfg.ppo.activation,
+        policy.interactions,
+        skip=has_skip(source),
     )
     network.load_state_dict(source.state_dict())
     network.set_training_mode(False)
@@ -522,21 +534,37 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def _interactions(cfg: PPOTrainConfig, lam_input: CostWeightInput | None) -> dict[str, float] | None:
+    """The :class:`CostWeightInteractions` keyword arguments of a conditioned network (``None`` otherwise)."""
+    if lam_input is None or cfg.cost_weight_range is None or not cfg.cost_weight_interactions:
+        return None
+    return CostWeightInteractions.kwargs_for(lam_input, cfg.cost_weight_range[1])
+
+
 def _make_model(
-    env: SB3VecEnv, cfg: PPOTrainConfig, learning_rate: float | None = None
+    env: SB3VecEnv,
+    cfg: PPOTrainConfig,
+    learning_rate: float | None = None,
+    interactions: dict[str, float] | None = None,
 ) -> tuple[BaseAlgorithm, str]:
     """``(SB3 algorithm, its name)``: MaskablePPO when the env serves action masks, PPO otherwise
-    (``learning_rate`` in place of the PPOConfig's, when given)."""
+    (``learning_rate`` in place of the PPOConfig's, when given; ``interactions``: the conditioned network's
+    :class:`CostWeightInteractions` input layer)."""
     algo_kwargs = cfg.ppo.sb3_kwargs()
     algo_kwargs["batch_size"] = min(cfg.ppo.batch_size, cfg.ppo.n_steps * cfg.n_envs)
     if learning_rate is not None:
         algo_kwargs["learning_rate"] = learning_rate
+    if interactions is not None:
+        algo_kwargs["policy_kwargs"]["features_extractor_class"] = CostWeightInteractions
+        algo_kwargs["policy_kwargs"]["features_extractor_kwargs"] = interactions
     if env.has_attr("action_masks"):
         from sb3_contrib import MaskablePPO
 
-        masked = MaskablePPO("MlpPolicy", env, seed=cfg.seed, verbose=0, device="cpu", **algo_kwargs)
+        network = policy_class("MaskablePPO", cfg.ppo.linear_skip)
+        masked = MaskablePPO(network, env, seed=cfg.seed, verbose=0, device="cpu", **algo_kwargs)
         return masked, "MaskablePPO"
-    return PPO("MlpPolicy", env, seed=cfg.seed, verbose=0, device="cpu", **algo_kwargs), "PPO"
+    network = policy_class("PPO", cfg.ppo.linear_skip)
+    return PPO(network, env, seed=cfg.seed, verbose=0, device="cpu", **algo_kwargs), "PPO"
 
 
 def _policy(
@@ -564,6 +592,7 @@ def _policy(
         seed=cfg.seed,
         featurizer=featurizer,
         cost_weight_input=lam_input,
+        interactions=_interactions(cfg, lam_input),
     )
 
 
@@ -602,14 +631,31 @@ def _warm_start(
     std: np.ndarray,
     cfg: PPOTrainConfig,
     lam_input: CostWeightInput | None,
+    teacher: LoggedDataset,
+    env_kwargs: Mapping[str, Any],
 ) -> WarmStartRecord:
     """Fit the model's networks to the training rewards before PPO (scored on the validation split, or on the
-    training queries without one)."""
+    training queries without one). The ridge teacher is fitted on ``teacher``: all the training logs, the
+    queries held out for validation included (its penalty is chosen by leave-one-out, so it needs no held-out
+    data; the validation split still chooses the temperature and PPO's checkpoints)."""
+    import routing_env.envs  # noqa: F401  (registers the env ids)
     from routing_env.envs import draw_cost_weights
 
     assert cfg.warm_start is not None
-    table = env.venv.unwrapped.reward_table
+    unwrapped = env.venv.unwrapped
+    table = unwrapped.reward_table
     features = ((train.features - mean) / std).astype(np.float32)
+    # The rewards of every training query at the training env's own cost scale (not the full data's).
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "autoreset_mode"}
+    teacher_env = gym.make(
+        ROUTING_ENV_ID, dataset=teacher, **{**kwargs, "cost_scale": float(unwrapped.cost_scale)}
+    )
+    teacher_table = teacher_env.unwrapped.reward_table  # type: ignore[attr-defined]
+    teacher_features = ((teacher.features - mean) / std).astype(np.float32)
+
+    def teacher_rewards(lams: np.ndarray | None) -> np.ndarray:
+        return teacher_table(cfg.cost_weight if lams is None else lams)
+
     weights = cfg.validation_cost_weights()
     scored = valid if valid is not None else train
 
@@ -635,7 +681,19 @@ def _warm_start(
         draw_lambdas=draw,
         lambda_input=lam_input,
         seed=cfg.seed,
+        teacher_data=TeacherData(
+            teacher_features, teacher_rewards, _folds(teacher, cfg.seed), tuple(weights)
+        ),
     )
+
+
+def _folds(data: LoggedDataset, seed: int) -> np.ndarray | None:
+    """Grouped K-fold ids of ``data`` for the teacher's penalty (``None`` with fewer than two distinct prompts:
+    the teacher falls back to leave-one-out penalties)."""
+    try:
+        return make_folds(data, seed=seed)
+    except ConfigurationError:
+        return None
 
 
 def evaluate_cascade_model(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from agents.training.rllib_env import env_kwargs_with_cost_weight
-from agents.training.sb3_policy import ACTIVATIONS
+from agents.training.sb3_networks import ACTIVATIONS
 from agents.training.warm_start import WarmStartConfig
 from routing_env.errors import ConfigurationError
 
@@ -39,6 +39,9 @@ class PPOConfig:
         max_grad_norm: gradient clipping.
         net_arch: hidden layer widths of the (separate) policy and value networks.
         activation: ``"tanh"``, ``"relu"`` or ``"elu"``.
+        linear_skip: the actor's head reads the network's input features as well as its last hidden layer
+            (:class:`~agents.training.sb3_networks.SkipMlpExtractor`), so that the actor can represent a linear
+            reward model's policy exactly (what the warm start sets it to) and PPO learns the nonlinear rest.
     """
 
     learning_rate: float = 1e-3
@@ -53,6 +56,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     net_arch: tuple[int, ...] = (128, 128)
     activation: str = "tanh"
+    linear_skip: bool = True
 
     def __post_init__(self) -> None:
         positive = {
@@ -117,6 +121,9 @@ class PPOTrainConfig:
             small λ where the frontier bends most are trained on as much as the large ones; with ``low = 0``
             log(λ + 1e-3·high) is uniform) or ``"uniform"``. Only with ``cost_weight_range``; ``None`` picks the
             default.
+        cost_weight_interactions: a λ-conditioned network reads the products of λ and the features too
+            (:class:`~agents.training.sb3_policy.CostWeightInteractions`), so that its first layer can represent
+            a reward linear in the query at every λ; ``False``: the features and λ only.
         cascade: train on ``routing_env/Cascade-v0`` instead (MaskablePPO when the env exposes action masks).
         total_timesteps: environment steps (queries routed) to train for.
         n_envs: copies stepped together by the batched vector env.
@@ -144,6 +151,7 @@ class PPOTrainConfig:
     cost_weight: float = 0.0
     cost_weight_range: tuple[float, float] | None = None
     cost_weight_sampling: str | None = None
+    cost_weight_interactions: bool = True
     cascade: bool = False
     total_timesteps: int = 100_000
     n_envs: int = 8

@@ -10,42 +10,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents.routers._common import load_featurizer_dir, rng_from_state, rng_state, save_featurizer_dir
 from agents.training._acting import ActsFromProbabilities
 from agents.training.sb3_env import CostWeightInput
+from agents.training.sb3_networks import ACTIVATIONS, build_sb3_policy, has_skip
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
+# ACTIVATIONS and build_sb3_policy live in sb3_networks; re-exported for the callers that import them from here.
 __all__ = ["ACTIVATIONS", "SB3Policy", "build_sb3_policy"]
-
-#: The activations a policy network may use, by the name ``PPOConfig.activation`` and ``policy.json`` record.
-ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
-    "tanh": torch.nn.Tanh,
-    "relu": torch.nn.ReLU,
-    "elu": torch.nn.ELU,
-}
-
-
-def build_sb3_policy(
-    algorithm: str, obs_dim: int, n_actions: int, net_arch: Sequence[int], activation: str
-) -> ActorCriticPolicy:
-    """A fresh (untrained) SB3 actor-critic network of this architecture, for ``obs_dim`` inputs and
-    ``n_actions`` actions (``"MaskablePPO"`` builds sb3-contrib's maskable variant)."""
-    obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-    act_space: spaces.Discrete = spaces.Discrete(n_actions)
-    kwargs: dict[str, Any] = {
-        "net_arch": {"pi": list(net_arch), "vf": list(net_arch)},
-        "activation_fn": ACTIVATIONS[activation],
-    }
-    if algorithm == "MaskablePPO":
-        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-
-        masked: ActorCriticPolicy = MaskableActorCriticPolicy(obs_space, act_space, lambda _: 0.0, **kwargs)  # type: ignore[assignment]
-        return masked
-    return ActorCriticPolicy(obs_space, act_space, lambda _: 0.0, **kwargs)
 
 
 @register_policy
@@ -65,6 +40,9 @@ class SB3Policy(ActsFromProbabilities):
         cost_weight_range: the λ range a conditioned network was trained on (``None`` otherwise).
         cost_weight_input: how a conditioned network sees λ (:class:`~agents.training.sb3_env.CostWeightInput`;
             ``None``: the raw λ).
+        interactions: the keyword arguments of the network's
+            :class:`~agents.training.sb3_networks.CostWeightInteractions` input layer (``None``: the network reads
+            its observations as they are).
         featurizer: what turns prompts into the ``d`` features (``transform(prompts) -> (n, d)``, ``save(dir)``),
             saved with the policy under ``featurizer/``, so a server can route ``{"prompt": …}``; ``None`` when
             the policy is given features only.
@@ -89,8 +67,10 @@ class SB3Policy(ActsFromProbabilities):
         seed: int | None = 0,
         featurizer: Any = None,
         cost_weight_input: CostWeightInput | None = None,
+        interactions: dict[str, float] | None = None,
     ) -> None:
         self.network = network
+        self.interactions = None if interactions is None else {k: float(v) for k, v in interactions.items()}
         self.featurizer = featurizer
         self.cost_weight_input = cost_weight_input
         self._models = tuple(str(m) for m in models)
@@ -106,6 +86,8 @@ class SB3Policy(ActsFromProbabilities):
                 "feature_std must be > 0 in every entry (+inf: a column the network ignores)"
             )
         self.conditioned = bool(conditioned)
+        if self.interactions is not None and not self.conditioned:
+            raise ConfigurationError("interactions need a λ-conditioned network (conditioned=True)")
         self.cost_weight_range = None if cost_weight_range is None else tuple(map(float, cost_weight_range))
         self.cost_weight = float(cost_weight)
         self.algorithm = algorithm
@@ -196,6 +178,8 @@ class SB3Policy(ActsFromProbabilities):
             "torch_dtypes": {k: str(v.dtype) for k, v in self.network.state_dict().items()},
             "has_featurizer": self.featurizer is not None,
             "cost_weight_input": None if self.cost_weight_input is None else self.cost_weight_input.to_json(),
+            "interactions": self.interactions,
+            "skip": has_skip(self.network),
         }
         arrays = {"feature_mean": self.feature_mean, "feature_std": self.feature_std, **state}
         root = write_policy_dir(path, SB3Policy, config, arrays)
@@ -217,9 +201,19 @@ class SB3Policy(ActsFromProbabilities):
             raise PolicyFormatError(f"{path}: saved SB3Policy lacks {exc}") from None
         if algorithm not in ("PPO", "MaskablePPO") or activation not in ACTIVATIONS:
             raise PolicyFormatError(f"{path}: unknown algorithm {algorithm!r} or activation {activation!r}")
-        network = build_sb3_policy(
-            algorithm, int(mean.shape[0]) + int(conditioned), len(models), net_arch, activation
-        )
+        interactions = config.get("interactions")  # absent from policies saved before it existed
+        try:
+            network = build_sb3_policy(
+                algorithm,
+                int(mean.shape[0]) + int(conditioned),
+                len(models),
+                net_arch,
+                activation,
+                interactions,
+                skip=bool(config.get("skip", False)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PolicyFormatError(f"{path}: interactions {interactions!r} are malformed: {exc}") from None
         expected = network.state_dict()
         state = {k[len("param/") :]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("param/")}
         if set(state) != set(expected):
@@ -253,6 +247,7 @@ class SB3Policy(ActsFromProbabilities):
             seed=config.get("seed"),
             featurizer=load_featurizer_dir(Path(path)) if config.get("has_featurizer") else None,
             cost_weight_input=lam_input,
+            interactions=interactions,
         )
         if "rng_state" in config:
             # The sampler continues where the saved policy stopped.

@@ -4,6 +4,13 @@ A one-step routing episode is a contextual bandit, and full-information logs sho
 training query. PPO alone learns from one sampled model per step, so it needs many more steps than a bandit
 warm-started on the same logs to reach the same policy. Here the policy network is first fitted to the logs:
 
+0. **Exact start** (the default network, :mod:`agents.training.sb3_networks`): when the actor has the linear skip
+   path (and, λ-conditioned, the λ interactions), its logits are *set* to the ridge teacher's rewards in units of
+   their spread — no fitting, the teacher's policy itself. The ridge (one per model) is fitted on every training
+   query, the validation split's included, its penalty the one of the bandits' grid whose out-of-fold greedy
+   routing earns the most reward in a grouped K-fold (``teacher_data``, :class:`TeacherData`; per-model
+   leave-one-out penalties without folds). With the ``"ridge"`` teacher that is the whole actor fit; with
+   ``"oracle"`` behaviour cloning starts from it.
 1. **Behaviour cloning of the oracle's soft labels** ``softmax(R(x)/τ)`` in their high-temperature limit, logit
    matching: the actor's logits are regressed (mean squared error, centred per query, in units of the rewards'
    spread at that λ) onto the centred rewards ``R(x, a)`` of every model, so that ``logits/τ`` is a reward model and
@@ -31,9 +38,10 @@ import numpy as np
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from agents.training.sb3_networks import CostWeightInteractions, has_skip, set_linear_actor
 from routing_env.errors import ConfigurationError
 
-__all__ = ["TEACHERS", "WarmStartConfig", "WarmStartRecord", "warm_start"]
+__all__ = ["TEACHERS", "TeacherData", "WarmStartConfig", "WarmStartRecord", "warm_start"]
 
 #: What the warm start can regress the policy's logits onto (see :attr:`WarmStartConfig.teacher`).
 TEACHERS = ("ridge", "oracle")
@@ -44,9 +52,9 @@ class WarmStartConfig:
     """Settings of the supervised warm start (see the module docstring).
 
     Attributes:
-        teacher: what the actor's logits are regressed onto: ``"ridge"``, the rewards predicted by a ridge
-            regression per model on the features (penalty by leave-one-out cross-validation: denoised targets, so
-            the network starts from a linear reward model's policy, as a warm-started bandit does), or
+        teacher: what the actor's logits are set or regressed onto: ``"ridge"``, the rewards predicted by a ridge
+            regression per model on the features (penalty by cross-validation: denoised targets, so the network
+            starts from a linear reward model's policy, as a warm-started bandit does), or
             ``"oracle"``, the logged rewards themselves (the oracle's soft labels).
         max_epochs: passes over the training queries at most.
         patience: stop after this many epochs without a better validation reward.
@@ -108,13 +116,15 @@ class WarmStartRecord:
     """What the warm start did.
 
     Attributes:
-        epochs: epochs run (the best one is kept).
-        best_epoch: the epoch whose parameters were kept.
+        epochs: behaviour-cloning epochs run (the best one is kept; 0: the exact start alone).
+        best_epoch: the epoch whose parameters were kept (0: the exact start).
         temperature: the chosen τ (units of the rewards' spread).
         reward_scale: the rewards' spread (standard deviation of the centred rewards), the unit of τ (at λ = 0
             when conditioned, where the unit varies with λ).
         validation_reward: the warm policy's expected reward on the validation split.
         seconds: wall time.
+        teacher_penalty: the ridge teacher's penalty chosen by cross-validation (``None``: per-model
+            leave-one-out penalties).
     """
 
     epochs: int
@@ -123,6 +133,7 @@ class WarmStartRecord:
     reward_scale: float
     validation_reward: float
     seconds: float
+    teacher_penalty: float | None = None
 
 
 #: ``rewards(lams)``: ``(n, K)`` rewards of the training queries at ``lams`` (``(n, 1)``, one λ per query) or at
@@ -140,6 +151,7 @@ def warm_start(
     draw_lambdas: Callable[[np.random.Generator, int], np.ndarray] | None = None,
     lambda_input: Callable[[np.ndarray], np.ndarray] | None = None,
     seed: int = 0,
+    teacher_data: TeacherData | None = None,
 ) -> WarmStartRecord:
     """Fit ``policy``'s actor and critic to full-information rewards in place (see the module docstring).
 
@@ -154,6 +166,9 @@ def warm_start(
             draws them; the network then observes ``[features, lambda_input(λ)]`` (the raw λ without
             ``lambda_input``).
         seed: seeds the minibatch order and the λ draws.
+        teacher_data: what the ridge teacher is fitted on (:class:`TeacherData`), when not the training queries
+            with leave-one-out penalties (e.g. these with the validation queries, and grouped folds that choose
+            the penalty: it needs no held-out data then, and the more queries it sees the better it is).
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -161,20 +176,28 @@ def warm_start(
     if n == 0:
         raise ConfigurationError("the warm start needs at least one training query")
     conditioned = draw_lambdas is not None
-    targets = rewards if config.teacher == "oracle" else _ridge_teacher(features, rewards, conditioned)
+    ridge = _RidgeTeacher(teacher_data or TeacherData(features, rewards), conditioned, predict_on=features)
+    targets = rewards if config.teacher == "oracle" else ridge
     spread = _reward_spread(targets, n, conditioned=conditioned)
     head = policy.action_net
     assert isinstance(head, torch.nn.Linear)  # SB3's categorical head
-    actor = [*policy.mlp_extractor.policy_net.parameters(), *head.parameters()]
-    optimizer = torch.optim.Adam(actor, lr=config.learning_rate, weight_decay=config.weight_decay)
     coldest = config.temperatures[0]
     best_reward, best_epoch, best_state, epoch = -np.inf, 0, None, 0
-    for epoch in range(1, config.max_epochs + 1):
+    exact = _set_exactly(policy, ridge, float(spread(None if not conditioned else np.zeros((1, 1)))[0, 0]))
+    if exact:
+        # The actor is the ridge teacher's policy itself: the starting candidate, and the end of it for that
+        # teacher (behaviour cloning could only approximate what it already is).
+        with _temperature(head, coldest):
+            best_reward, best_state = score(), copy.deepcopy(policy.state_dict())
+    actor = [*policy.mlp_extractor.policy_net.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(actor, lr=config.learning_rate, weight_decay=config.weight_decay)
+    epochs = 0 if exact and config.teacher == "ridge" else config.max_epochs
+    for epoch in range(1, epochs + 1):
         obs, r, lams = _batch(features, targets, draw_lambdas, lambda_input, rng)
         target = (r - r.mean(dim=1, keepdim=True)) / torch.as_tensor(spread(lams), dtype=torch.float32)
         policy.set_training_mode(True)
         for chunk in torch.split(torch.as_tensor(rng.permutation(n)), config.batch_size):
-            logits = head(policy.mlp_extractor.forward_actor(obs[chunk]))
+            logits = head(policy.mlp_extractor.forward_actor(_features(policy, obs[chunk])))
             loss = torch.mean((logits - logits.mean(dim=1, keepdim=True) - target[chunk]) ** 2)
             optimizer.zero_grad()
             loss.backward()
@@ -198,28 +221,119 @@ def warm_start(
         reward_scale=float(spread(None if draw_lambdas is None else np.zeros((1, 1)))[0, 0]),
         validation_reward=validation_reward,
         seconds=time.perf_counter() - start,
+        teacher_penalty=ridge.alpha,
     )
 
 
-def _ridge_teacher(features: np.ndarray, rewards: RewardFn, conditioned: bool) -> RewardFn:
-    """The rewards predicted by a ridge regression of each model's reward on the features (its penalty chosen by
-    leave-one-out cross-validation per output): a denoised teacher whose greedy policy is a linear reward model's,
-    as the bandits' warm start is. Conditioned: one ridge for ``base`` and one for ``per_lambda``."""
-    from sklearn.linear_model import RidgeCV
+@dataclass(frozen=True)
+class TeacherData:
+    """What the ridge teacher is fitted on, when not the training queries the network is fitted on.
 
-    n = features.shape[0]
-    alphas = np.logspace(-2, 4, 13)
-    if not conditioned:
-        fitted = RidgeCV(alphas=alphas, alpha_per_target=True).fit(features, rewards(None)).predict(features)
-        return lambda lams: fitted
-    base = rewards(np.zeros((n, 1)))
-    per = base - rewards(np.ones((n, 1)))
-    k = base.shape[1]
-    both = (
-        RidgeCV(alphas=alphas, alpha_per_target=True).fit(features, np.hstack([base, per])).predict(features)
-    )
-    base_hat, per_hat = both[:, :k], both[:, k:]
-    return lambda lams: base_hat - (0.0 if lams is None else lams) * per_hat
+    Attributes:
+        features: ``(m, d) float32`` observations as the network sees them (without λ).
+        rewards: their rewards (a :data:`RewardFn` over these ``m`` queries).
+        folds: ``(m,)`` fold ids of a grouped K-fold (:func:`agents.routers._cv.make_folds`): the ridge penalty is
+            then the one whose out-of-fold greedy routing earns the most mean reward over ``cost_weights``, as the
+            bandits choose theirs; ``None``: per-model penalties by leave-one-out squared error.
+        cost_weights: the λ values that score (the fixed λ alone when unconditioned).
+    """
+
+    features: np.ndarray
+    rewards: RewardFn
+    folds: np.ndarray | None = None
+    cost_weights: tuple[float, ...] = (0.0,)
+
+
+class _RidgeTeacher:
+    """The rewards predicted by a ridge regression of each model's reward on the features: a denoised teacher
+    whose greedy policy is a linear reward model's, as the bandits' warm start is. Conditioned: one ridge for
+    ``base`` and one for ``per_lambda`` (``R(λ) = base − λ·per_lambda``). Called as a :data:`RewardFn` on the
+    queries of ``predict_on`` (the network's training queries).
+
+    Attributes:
+        base, base_intercept: ``(K, d)``, ``(K,)``: the fitted reward (at λ = 0 when conditioned).
+        per, per_intercept: ``(K, d)``, ``(K,)``: the fitted reward lost per unit of λ (zeros unconditioned).
+        alpha: the penalty chosen by cross-validation (``None``: per-model leave-one-out penalties).
+    """
+
+    def __init__(self, data: TeacherData, conditioned: bool, predict_on: np.ndarray) -> None:
+        x = np.asarray(data.features, dtype=np.float64)
+        n = x.shape[0]
+        if conditioned:
+            base = data.rewards(np.zeros((n, 1)))
+            per = base - data.rewards(np.ones((n, 1)))
+        else:
+            base, per = data.rewards(None), None
+        k = base.shape[1]
+        self.conditioned = conditioned
+        self.alpha: float | None = None
+        if data.folds is not None and len(np.unique(data.folds)) > 1:
+            self.alpha = _cv_penalty(x, data, base, per)
+            coef, intercept = _ridge(x, base if per is None else np.hstack([base, per]), self.alpha)
+        else:
+            from sklearn.linear_model import RidgeCV
+
+            fit = RidgeCV(alphas=np.logspace(-2, 4, 13), alpha_per_target=True)
+            fit.fit(x, base if per is None else np.hstack([base, per]))
+            coef, intercept = np.atleast_2d(fit.coef_), np.atleast_1d(fit.intercept_)
+        self.base, self.base_intercept = coef[:k], intercept[:k]
+        self.per = coef[k:] if conditioned else np.zeros_like(coef)
+        self.per_intercept = intercept[k:] if conditioned else np.zeros(k)
+        z = np.asarray(predict_on, dtype=np.float64)
+        self._base_hat = z @ self.base.T + self.base_intercept
+        self._per_hat = z @ self.per.T + self.per_intercept
+
+    def __call__(self, lams: np.ndarray | None) -> np.ndarray:
+        return self._base_hat - (0.0 if lams is None else lams) * self._per_hat
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(coef (T, d), intercept (T,))`` of ``θ = (α·I + XᵀX)⁻¹ Xᵀ(y − ȳ)``, intercept ``ȳ``: the penalty shrinks
+    each target toward its mean, as :func:`agents.routers._cv.ridge_oof` (which scores the penalties) fits."""
+    mean = y.mean(axis=0)
+    gram = x.T @ x + alpha * np.eye(x.shape[1])
+    coef = np.linalg.solve(gram, x.T @ (y - mean)).T
+    return coef, mean
+
+
+def _cv_penalty(x: np.ndarray, data: TeacherData, base: np.ndarray, per: np.ndarray | None) -> float:
+    """The penalty of the bandits' grid (``n × RIDGE_GRID``) whose out-of-fold greedy routing has the highest
+    mean reward averaged over ``data.cost_weights`` (ties to the larger penalty)."""
+    from agents.routers._cv import ridge_oof
+    from agents.routers._linear import RIDGE_GRID
+
+    assert data.folds is not None
+    alphas = [max(x.shape[0], 1) * r for r in sorted(RIDGE_GRID, reverse=True)]
+    targets = [base] if per is None else [base, per]
+    oof, _ = ridge_oof(x, targets, data.folds, alphas)
+    rows = np.arange(x.shape[0])
+    scores = []
+    for i in range(len(alphas)):
+        values = []
+        for lam in data.cost_weights if per is not None else (None,):
+            lams = None if lam is None else np.full((x.shape[0], 1), lam)
+            guess = oof[0][i] if per is None else oof[0][i] - lam * oof[1][i]
+            values.append(float(data.rewards(lams)[rows, np.argmax(guess, axis=1)].mean()))
+        scores.append(float(np.mean(values)))
+    best = max(scores)
+    return float(alphas[next(i for i, v in enumerate(scores) if v >= best - 1e-9)])
+
+
+def _set_exactly(policy: ActorCriticPolicy, ridge: _RidgeTeacher, unit: float) -> bool:
+    """Set ``policy``'s actor to the ridge teacher's logits (in units of ``unit``, the rewards' spread) when its
+    architecture represents them exactly: a linear skip path, and λ interactions when conditioned. Returns whether
+    it did."""
+    if not has_skip(policy):
+        return False
+    if not ridge.conditioned:
+        set_linear_actor(policy, ridge.base / unit, ridge.base_intercept / unit)
+        return True
+    extractor = policy.features_extractor
+    if not isinstance(extractor, CostWeightInteractions):
+        return False
+    weight, bias = extractor.linear_weights(ridge.base, ridge.base_intercept, ridge.per, ridge.per_intercept)
+    set_linear_actor(policy, weight / unit, bias / unit)
+    return True
 
 
 def _reward_spread(rewards: RewardFn, n: int, conditioned: bool) -> Callable[[np.ndarray | None], np.ndarray]:
@@ -267,6 +381,13 @@ def _batch(
         torch.as_tensor(rewards(lams), dtype=torch.float32),
         lams,
     )
+
+
+def _features(policy: ActorCriticPolicy, obs: torch.Tensor, which: int = 0) -> torch.Tensor:
+    """The features extractor's output (the actor's, ``which=0``, or the critic's, ``1``) for ``obs``: what the
+    MLP extractor reads (a conditioned network's λ interactions included)."""
+    features = policy.extract_features(obs)
+    return features[which] if isinstance(features, tuple) else features
 
 
 class _temperature:
@@ -322,7 +443,7 @@ def _fit_critic(
             probs = policy.get_distribution(obs).distribution.probs  # type: ignore[union-attr]
             target = (probs * r).sum(dim=1, keepdim=True)
         for chunk in torch.split(torch.as_tensor(rng.permutation(n)), config.batch_size):
-            value = policy.value_net(policy.mlp_extractor.forward_critic(obs[chunk]))
+            value = policy.value_net(policy.mlp_extractor.forward_critic(_features(policy, obs[chunk], 1)))
             loss = torch.mean((value - target[chunk]) ** 2)
             optimizer.zero_grad()
             loss.backward()

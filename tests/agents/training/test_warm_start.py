@@ -3,11 +3,14 @@ short run routes about as well as a bandit warm-started on the same logs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from agents.routers import LinUCB
-from agents.training.ppo import PPOConfig, train_ppo
+from agents.routers._linear import RIDGE_GRID
+from agents.training.ppo import PPOConfig, SB3Policy, train_ppo
 from agents.training.warm_start import WarmStartConfig
 from routing_env.data import LoggedDataset, make_synthetic
 from routing_env.envs import RoutingEnv, RoutingVectorEnv
@@ -32,12 +35,55 @@ def test_a_short_run_routes_about_as_well_as_a_warm_started_bandit(
     target = evaluate_policy(test, bandit, 0.3).mean_reward
     # train_ppo's defaults, 1,024 steps: PPO alone is still near its random start here.
     result = train_ppo(train, 0.3, total_timesteps=1024, seed=0)
-    assert result.warm_start is not None and result.warm_start.best_epoch >= 1
+    # The default network starts exactly at the ridge teacher's policy: no behaviour-cloning epoch.
+    assert result.warm_start is not None and result.warm_start.epochs == 0
     assert result.policy is not None
     assert evaluate_policy(test, result.policy, 0.3).mean_reward >= target - 0.01
     cold = train_ppo(train, 0.3, total_timesteps=1024, seed=0, warm_start=None)
     assert cold.warm_start is None and cold.policy is not None
     assert evaluate_policy(test, cold.policy, 0.3).mean_reward < target - 0.02
+
+
+def _ridge_choices(train: LoggedDataset, test: LoggedDataset, policy: SB3Policy, alpha: float, lam: float):
+    """Greedy choices on ``test`` of a ridge fitted on every query of ``train`` (the network's standardisation,
+    the training split's cost scale) with penalty ``alpha``: what the exact start should be."""
+    x = ((train.features - policy.feature_mean) / policy.feature_std).astype(np.float64)
+    fitted, _ = train.split(test_size=0.15, seed=0)  # train_ppo's validation split: its env's cost scale
+    y = np.hstack([train.quality, train.cost / float(fitted.mean_cost().max())])
+    mean = y.mean(axis=0)
+    theta = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (y - mean))
+    both = (test.features - policy.feature_mean) / policy.feature_std @ theta + mean
+    k = train.n_models
+    return (both[:, :k] - lam * both[:, k:]).argmax(axis=1)
+
+
+def test_the_exact_start_is_the_ridge_teacher_fitted_on_every_training_query(
+    splits: tuple[LoggedDataset, LoggedDataset],
+) -> None:
+    train, test = splits
+    cold = WarmStartConfig(temperatures=(0.01,))
+    # Conditioned: one network whose greedy choice is the ridge's at every λ of the range.
+    result = train_ppo(
+        train, cost_weight_range=(0.0, 3.0), total_timesteps=128, n_envs=2, seed=0, ppo=SMALL, warm_start=cold
+    )
+    policy, record = result.policy, result.warm_start
+    assert policy is not None and record is not None and record.epochs == 0
+    # Its penalty is one of the bandits' grid, chosen by grouped cross-validation of the routing reward.
+    assert record.teacher_penalty is not None
+    assert any(np.isclose(record.teacher_penalty, train.n_queries * r) for r in RIDGE_GRID)
+    assert result.best_timesteps == 0  # 128 PPO steps did not beat it significantly
+    for lam in (0.0, 0.5, 3.0):
+        # The teacher saw the 15% held out for validation too.
+        expected = _ridge_choices(train, test, policy, record.teacher_penalty, lam)
+        chosen = policy.with_cost_weight(lam).action_probabilities(test.features).argmax(axis=1)
+        assert np.mean(chosen == expected) > 0.97, lam
+    # Without the skip path the network is behaviour-cloned instead, and stays close to the teacher.
+    plain = replace(SMALL, linear_skip=False)
+    cloned = train_ppo(train, 0.5, total_timesteps=128, n_envs=2, seed=0, ppo=plain, warm_start=cold)
+    assert cloned.warm_start is not None and cloned.warm_start.best_epoch >= 1
+    assert cloned.policy is not None and cloned.warm_start.teacher_penalty is not None
+    expected = _ridge_choices(train, test, cloned.policy, cloned.warm_start.teacher_penalty, 0.5)
+    assert np.mean(cloned.policy.action_probabilities(test.features).argmax(axis=1) == expected) > 0.8
 
 
 def test_the_warm_start_is_seeded_and_scored_first(splits: tuple[LoggedDataset, LoggedDataset]) -> None:

@@ -307,13 +307,14 @@ def _cv_penalty(x: np.ndarray, data: TeacherData, base: np.ndarray, per: np.ndar
     targets = [base] if per is None else [base, per]
     oof, _ = ridge_oof(x, targets, data.folds, alphas)
     rows = np.arange(x.shape[0])
+    lams: tuple[float | None, ...] = data.cost_weights if per is not None else (None,)
+    tables = [data.rewards(None if lam is None else np.full((x.shape[0], 1), lam)) for lam in lams]
     scores = []
     for i in range(len(alphas)):
         values = []
-        for lam in data.cost_weights if per is not None else (None,):
-            lams = None if lam is None else np.full((x.shape[0], 1), lam)
-            guess = oof[0][i] if per is None else oof[0][i] - lam * oof[1][i]
-            values.append(float(data.rewards(lams)[rows, np.argmax(guess, axis=1)].mean()))
+        for lam, table in zip(lams, tables):
+            guess = oof[0][i] if lam is None else oof[0][i] - lam * oof[1][i]
+            values.append(float(table[rows, np.argmax(guess, axis=1)].mean()))
         scores.append(float(np.mean(values)))
     best = max(scores)
     return float(alphas[next(i for i, v in enumerate(scores) if v >= best - 1e-9)])

@@ -592,7 +592,6 @@ def _policy(
         seed=cfg.seed,
         featurizer=featurizer,
         cost_weight_input=lam_input,
-        interactions=_interactions(cfg, lam_input),
     )
 
 
@@ -636,8 +635,8 @@ def _warm_start(
 ) -> WarmStartRecord:
     """Fit the model's networks to the training rewards before PPO (scored on the validation split, or on the
     training queries without one). The ridge teacher is fitted on ``teacher``: all the training logs, the
-    queries held out for validation included (its penalty is chosen by leave-one-out, so it needs no held-out
-    data; the validation split still chooses the temperature and PPO's checkpoints)."""
+    queries held out for validation included (its penalty is chosen by grouped K-fold on them, so it needs no
+    held-out data; the validation split still chooses the temperature and PPO's checkpoints)."""
     import routing_env.envs  # noqa: F401  (registers the env ids)
     from routing_env.envs import draw_cost_weights
 

@@ -122,7 +122,7 @@ class PPOTrainConfig:
             log(λ + 1e-3·high) is uniform) or ``"uniform"``. Only with ``cost_weight_range``; ``None`` picks the
             default.
         cost_weight_interactions: a λ-conditioned network reads the products of λ and the features too
-            (:class:`~agents.training.sb3_policy.CostWeightInteractions`), so that its first layer can represent
+            (:class:`~agents.training.sb3_networks.CostWeightInteractions`), so that its first layer can represent
             a reward linear in the query at every λ; ``False``: the features and λ only.
         cascade: train on ``routing_env/Cascade-v0`` instead (MaskablePPO when the env exposes action masks).
         total_timesteps: environment steps (queries routed) to train for.

@@ -78,6 +78,10 @@ class CostWeightInteractions(BaseFeaturesExtractor):
             "high": high,
         }
 
+    def settings(self) -> dict[str, float]:
+        """The keyword arguments that rebuild this layer (JSON-able)."""
+        return {"offset": self.offset, "center": self.center, "scale": self.scale, "high": self.high}
+
     def linear_weights(
         self, base: np.ndarray, base_intercept: np.ndarray, per: np.ndarray, per_intercept: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

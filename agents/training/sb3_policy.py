@@ -15,7 +15,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from agents.routers._common import load_featurizer_dir, rng_from_state, rng_state, save_featurizer_dir
 from agents.training._acting import ActsFromProbabilities
 from agents.training.sb3_env import CostWeightInput
-from agents.training.sb3_networks import ACTIVATIONS, build_sb3_policy, has_skip
+from agents.training.sb3_networks import ACTIVATIONS, CostWeightInteractions, build_sb3_policy, has_skip
 from routing_env.errors import ConfigurationError, PolicyFormatError, ShapeError
 from routing_env.policy import check_features, read_policy_dir, register_policy, write_policy_dir
 
@@ -41,8 +41,8 @@ class SB3Policy(ActsFromProbabilities):
         cost_weight_input: how a conditioned network sees λ (:class:`~agents.training.sb3_env.CostWeightInput`;
             ``None``: the raw λ).
         interactions: the keyword arguments of the network's
-            :class:`~agents.training.sb3_networks.CostWeightInteractions` input layer (``None``: the network reads
-            its observations as they are).
+            :class:`~agents.training.sb3_networks.CostWeightInteractions` input layer, read off the network
+            (``None``: the network reads its observations as they are).
         featurizer: what turns prompts into the ``d`` features (``transform(prompts) -> (n, d)``, ``save(dir)``),
             saved with the policy under ``featurizer/``, so a server can route ``{"prompt": …}``; ``None`` when
             the policy is given features only.
@@ -67,10 +67,8 @@ class SB3Policy(ActsFromProbabilities):
         seed: int | None = 0,
         featurizer: Any = None,
         cost_weight_input: CostWeightInput | None = None,
-        interactions: dict[str, float] | None = None,
     ) -> None:
         self.network = network
-        self.interactions = None if interactions is None else {k: float(v) for k, v in interactions.items()}
         self.featurizer = featurizer
         self.cost_weight_input = cost_weight_input
         self._models = tuple(str(m) for m in models)
@@ -87,7 +85,9 @@ class SB3Policy(ActsFromProbabilities):
             )
         self.conditioned = bool(conditioned)
         if self.interactions is not None and not self.conditioned:
-            raise ConfigurationError("interactions need a λ-conditioned network (conditioned=True)")
+            raise ConfigurationError(
+                "the network's input layer reads λ interactions, which need a λ-conditioned policy (conditioned=True)"
+            )
         self.cost_weight_range = None if cost_weight_range is None else tuple(map(float, cost_weight_range))
         self.cost_weight = float(cost_weight)
         self.algorithm = algorithm
@@ -105,6 +105,13 @@ class SB3Policy(ActsFromProbabilities):
         n_actions = int(network.action_space.n)  # type: ignore[attr-defined]
         if n_actions != len(self._models):
             raise ShapeError(f"the network has {n_actions} actions for {len(self._models)} models")
+
+    @property
+    def interactions(self) -> dict[str, float] | None:
+        """The :class:`~agents.training.sb3_networks.CostWeightInteractions` settings of the network's input layer
+        (``None`` without one): what rebuilding the network on load needs."""
+        extractor = getattr(self.network, "features_extractor", None)
+        return extractor.settings() if isinstance(extractor, CostWeightInteractions) else None
 
     # ------------------------------------------------------------------ Policy protocol
     @property
@@ -247,7 +254,6 @@ class SB3Policy(ActsFromProbabilities):
             seed=config.get("seed"),
             featurizer=load_featurizer_dir(Path(path)) if config.get("has_featurizer") else None,
             cost_weight_input=lam_input,
-            interactions=interactions,
         )
         if "rng_state" in config:
             # The sampler continues where the saved policy stopped.

@@ -134,15 +134,13 @@ def test_a_policy_saved_before_the_skip_path_existed_loads(data: LoggedDataset, 
     )
 
 
-def test_interactions_need_a_conditioned_network(data: LoggedDataset) -> None:
+def test_interactions_need_a_conditioned_policy(data: LoggedDataset) -> None:
     result = train_ppo(data, 0.5, total_timesteps=128, n_envs=2, ppo=TINY, validation=None)
     policy = result.policy
     assert policy is not None and policy.interactions is None
-    with pytest.raises(ConfigurationError, match="interactions need a λ-conditioned network"):
-        SB3Policy(
-            policy.network,
-            policy.models,
-            policy.feature_mean,
-            policy.feature_std,
-            interactions={"offset": 0.0, "center": 0.0, "scale": 1.0, "high": 1.0},
-        )
+    settings = {"offset": 0.0, "center": 0.0, "scale": 1.0, "high": 1.0}
+    network = build_sb3_policy("PPO", 5, 3, (8,), "tanh", settings)
+    # Five unconditioned features fit the network's width, but its input layer reads the last one as λ.
+    with pytest.raises(ConfigurationError, match="reads λ interactions, which need a λ-conditioned policy"):
+        SB3Policy(network, data.models, np.zeros(5), np.ones(5))
+    assert SB3Policy(network, data.models, np.zeros(4), np.ones(4), conditioned=True).interactions == settings

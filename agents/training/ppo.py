@@ -650,6 +650,7 @@ def _warm_start(
         ROUTING_ENV_ID, dataset=teacher, **{**kwargs, "cost_scale": float(unwrapped.cost_scale)}
     )
     teacher_table = teacher_env.unwrapped.reward_table  # type: ignore[attr-defined]
+    teacher_env.close()  # only its reward table is read
     teacher_features = ((teacher.features - mean) / std).astype(np.float32)
 
     def teacher_rewards(lams: np.ndarray | None) -> np.ndarray:

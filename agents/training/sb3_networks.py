@@ -165,11 +165,10 @@ def has_skip(policy: ActorCriticPolicy) -> bool:
 
 
 def policy_class(algorithm: str, skip: bool) -> Any:
-    """The SB3 policy (a class, or ``"MlpPolicy"``, SB3's name for its default) of ``algorithm`` (``"PPO"`` or
-    ``"MaskablePPO"``)."""
-    if not skip:
-        return "MlpPolicy"
-    return MaskableSkipActorCriticPolicy if algorithm == "MaskablePPO" else SkipActorCriticPolicy
+    """The SB3 policy class of ``algorithm`` (``"PPO"`` or ``"MaskablePPO"``), with the skip path or without."""
+    if algorithm == "MaskablePPO":
+        return MaskableSkipActorCriticPolicy if skip else MaskableActorCriticPolicy
+    return SkipActorCriticPolicy if skip else ActorCriticPolicy
 
 
 def build_sb3_policy(
@@ -198,8 +197,5 @@ def build_sb3_policy(
     if interactions is not None:
         kwargs["features_extractor_class"] = CostWeightInteractions
         kwargs["features_extractor_kwargs"] = dict(interactions)
-    cls = policy_class(algorithm, skip)
-    if isinstance(cls, str):
-        cls = MaskableActorCriticPolicy if algorithm == "MaskablePPO" else ActorCriticPolicy
-    network: ActorCriticPolicy = cls(obs_space, act_space, lambda _: 0.0, **kwargs)
+    network: ActorCriticPolicy = policy_class(algorithm, skip)(obs_space, act_space, lambda _: 0.0, **kwargs)
     return network

@@ -176,14 +176,21 @@ def warm_start(
     if n == 0:
         raise ConfigurationError("the warm start needs at least one training query")
     conditioned = draw_lambdas is not None
-    ridge = _RidgeTeacher(teacher_data or TeacherData(features, rewards), conditioned, predict_on=features)
-    targets = rewards if config.teacher == "oracle" else ridge
+    # The ridge is the targets, or the exact start (an oracle teacher on a network without the skip path needs
+    # neither).
+    ridge = None
+    if config.teacher == "ridge" or has_skip(policy):
+        ridge = _RidgeTeacher(
+            teacher_data or TeacherData(features, rewards), conditioned, predict_on=features
+        )
+    targets = ridge if config.teacher == "ridge" and ridge is not None else rewards
     spread = _reward_spread(targets, n, conditioned=conditioned)
+    unit = float(spread(np.zeros((1, 1)) if conditioned else None)[0, 0])
     head = policy.action_net
     assert isinstance(head, torch.nn.Linear)  # SB3's categorical head
     coldest = config.temperatures[0]
     best_reward, best_epoch, best_state, epoch = -np.inf, 0, None, 0
-    exact = _set_exactly(policy, ridge, float(spread(None if not conditioned else np.zeros((1, 1)))[0, 0]))
+    exact = ridge is not None and _set_exactly(policy, ridge, unit)
     if exact:
         # The actor is the ridge teacher's policy itself: the starting candidate, and the end of it for that
         # teacher (behaviour cloning could only approximate what it already is).
@@ -218,10 +225,10 @@ def warm_start(
         epochs=epoch,
         best_epoch=best_epoch,
         temperature=temperature,
-        reward_scale=float(spread(None if draw_lambdas is None else np.zeros((1, 1)))[0, 0]),
+        reward_scale=unit,
         validation_reward=validation_reward,
         seconds=time.perf_counter() - start,
-        teacher_penalty=ridge.alpha,
+        teacher_penalty=None if ridge is None else ridge.alpha,
     )
 
 
@@ -265,16 +272,16 @@ class _RidgeTeacher:
         else:
             base, per = data.rewards(None), None
         k = base.shape[1]
+        y = base if per is None else np.hstack([base, per])
         self.conditioned = conditioned
         self.alpha: float | None = None
         if data.folds is not None and len(np.unique(data.folds)) > 1:
             self.alpha = _cv_penalty(x, data, base, per)
-            coef, intercept = _ridge(x, base if per is None else np.hstack([base, per]), self.alpha)
+            coef, intercept = _ridge(x, y, self.alpha)
         else:
             from sklearn.linear_model import RidgeCV
 
-            fit = RidgeCV(alphas=np.logspace(-2, 4, 13), alpha_per_target=True)
-            fit.fit(x, base if per is None else np.hstack([base, per]))
+            fit = RidgeCV(alphas=np.logspace(-2, 4, 13), alpha_per_target=True).fit(x, y)
             coef, intercept = np.atleast_2d(fit.coef_), np.atleast_1d(fit.intercept_)
         self.base, self.base_intercept = coef[:k], intercept[:k]
         self.per = coef[k:] if conditioned else np.zeros_like(coef)

@@ -10,6 +10,11 @@
 3. **RouteLLM MMLU with default settings** (70/30 split by prompt, the default text featurizer, ``select_router``
    defaults): the least GPT-4 call share that reaches 95% of GPT-4's accuracy.
 
+Features are the default pipeline's (``routing-env train``'s): the default text featurizer fitted on the training
+prompts, with the text-residual columns of :func:`routing_env.data.stack_text_residual` stacked on them (out of
+fold on the training side; ``--no-text-residual`` leaves them out). The onboarding study uses the dense features
+only: a left-out model's stacked column would carry its outcomes into the router that must not have seen it.
+
 Every router is fitted on the training side only; all hyperparameters are chosen by cross-validation there. Each
 router is scored at 48 λ values log-spaced over the λ range it was cross-validated on (routers set λ at decision
 time), its cost–quality hull anchored at the cheapest single model.
@@ -39,7 +44,7 @@ from agents import select_router
 from agents.cli.evaluate import dense_grid, sweep
 from agents.routers import BestSingleModel, ClusterRouter
 from agents.routers._cv import default_cost_weights
-from routing_env.data import LoggedDataset, load_dataset, load_llmrouter
+from routing_env.data import LoggedDataset, load_dataset, load_llmrouter, stack_text_residual
 from routing_env.data import featurizers as feat
 from routing_env.errors import DataWarning
 from routing_env.metrics import DEFAULT_ORACLE_WEIGHTS, aiq, cpt, gap_closed
@@ -57,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=1000, help="replicates of the intervals")
+    p.add_argument(
+        "--no-text-residual",
+        action="store_true",
+        help="route on the dense text features alone (no stacked text-residual columns)",
+    )
     p.add_argument("--datasets", nargs="+", default=list(HELDOUT), choices=list(HELDOUT))
     p.add_argument(
         "--only",
@@ -78,9 +88,12 @@ def subsample(ds: LoggedDataset, n: int | None, seed: int) -> LoggedDataset:
 
 
 def heldout_split(
-    name: str, root: Path, args: argparse.Namespace
+    name: str, root: Path, args: argparse.Namespace, stack: bool | None = None
 ) -> tuple[LoggedDataset, LoggedDataset, str]:
-    """Train and test sides with features from the default text featurizer fitted on the training prompts."""
+    """Train and test sides with features from the default text featurizer fitted on the training prompts, and
+    the text-residual columns stacked on them (as ``routing-env train`` does) when ``stack`` (default: unless
+    ``--no-text-residual``)."""
+    stack = not args.no_text_residual if stack is None else stack
     if name == "llmrouter":
         with warnings.catch_warnings():
             warnings.simplefilter(
@@ -95,11 +108,12 @@ def heldout_split(
         n_comp = int(max(1, min(64, train.n_queries // 4)))
         featurizer = feat.QueryFeaturizer(feat.TextFeaturizer(n_components=n_comp, seed=args.seed))
         featurizer.fit([str(p) for p in train.prompts], list(train.tasks))
-        return (
-            feat.featurize(train, featurizer),
-            feat.featurize(test, featurizer),
-            "LLMRouter's own train and test files",
+        split = feat.FeaturizedSplit(
+            feat.featurize(train, featurizer), feat.featurize(test, featurizer), featurizer
         )
+        if stack:
+            split = stack_text_residual(split, seed=args.seed)
+        return split.train, split.test, "LLMRouter's own train and test files"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         if name == "llmrouter-split":
@@ -108,6 +122,8 @@ def heldout_split(
             data = load_dataset(name, root=root)
     data = subsample(data, args.max_queries, args.seed)
     split = feat.split_and_featurize(data, test_size=0.25, seed=args.seed)
+    if stack:
+        split = stack_text_residual(split, seed=args.seed)
     what = (
         "a 75/25 split by prompt of LLMRouter's train file"
         if name == "llmrouter-split"
@@ -231,7 +247,9 @@ def study_heldout(root: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, p
 def study_onboarding(root: Path, args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for name in [d for d in ONBOARDING if d in args.datasets]:
-        train, test, how = heldout_split(name, root, args)
+        # Base features only: the stacked columns of the model left out would carry its outcomes into the
+        # router that is meant never to have seen it.
+        train, test, how = heldout_split(name, root, args, stack=False)
         weights = default_cost_weights(train, train.resolve_cost_scale("max_mean"))
         full = ClusterRouter(seed=args.seed, cv_cost_weights=weights).fit(train)
         grid = dense_grid(weights)
@@ -306,6 +324,8 @@ def study_mmlu(root: Path, args: argparse.Namespace) -> pd.DataFrame:
             warnings.simplefilter("ignore", DataWarning)
             ds = subsample(load_dataset("routellm-mmlu", root=root, cost=cost), args.max_queries, args.seed)
         split = feat.split_and_featurize(ds, test_size=0.3, seed=args.seed)
+        if not args.no_text_residual:
+            split = stack_text_residual(split, seed=args.seed)
         frame = _mmlu_shares(split.train, split.test, args.seed)
         frame.insert(0, "cost_model", label)
         frames.append(frame)
@@ -369,8 +389,16 @@ def markdown(frames: dict[str, pd.DataFrame], args: argparse.Namespace, seconds:
     out = [
         "# Routers that generalise: held-out figures",
         "",
-        f"`python experiments/generalisation.py --seed {args.seed} --bootstrap {args.bootstrap}` "
-        f"({seconds:.0f} s). Every router is fitted on the training side with its hyperparameters chosen by grouped "
+        f"`python experiments/generalisation.py --seed {args.seed} --bootstrap {args.bootstrap}"
+        f"{' --no-text-residual' if args.no_text_residual else ''}` ({seconds:.0f} s). Features: the default text "
+        "featurizer fitted on the training prompts"
+        + (
+            ""
+            if args.no_text_residual
+            else ", with one text-residual column per model stacked on them (`stack_text_residual`: out of fold on "
+            "the training side; not in the onboarding study)"
+        )
+        + ". Every router is fitted on the training side with its hyperparameters chosen by grouped "
         "5-fold cross-validation there; the figures are on the test side. Gap closed: RouterBench's AIQ over the single "
         "models' cost range (hull anchored at the cheapest model), 95% bootstrap intervals over test queries; "
         "`minus_task-table` with its paired interval; `chosen`: the hyperparameters cross-validation chose; "

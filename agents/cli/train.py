@@ -4,7 +4,8 @@
 
     routing-env train LOGS --out DIR [--router auto|task-table|cluster|linucb|…] [--candidates a,b,…]
                       [--cost-weight λ | --cost-weight-range LO HI] [--featurizer text|embeddings]
-                      [--features auto|prompts|logs] [--test-size 0.25] [--cv 5] [--seed 0]
+                      [--features auto|prompts|logs] [--text-residual auto|off] [--test-size 0.25] [--cv 5]
+                      [--seed 0]
                       [--root DIR] [--format FORMAT --split S --task T] [--force] [--quiet]
 
 - Load ``LOGS``: a dataset name of :func:`routing_env.data.load_dataset` (with ``--root``), a canonical
@@ -12,8 +13,10 @@
 - Split off a test share by prompt (a duplicated prompt never straddles the split; tasks keep their shares).
 - Features: with ``--features auto`` (default) and prompts in the logs, the ``--featurizer`` (TF-IDF + SVD
   ``text``, or ``embeddings``: all-MiniLM-L6-v2, needs the embeddings extra) fitted on the training prompts plus
-  the task one-hot; the policy carries it, so ``routing-env serve --policy DIR`` routes ``{"prompt": …}``.
-  Logs without prompts use their own features.
+  the task one-hot; on full-information logs (``--text-residual auto``, default) one more column per model, its
+  quality predicted from the prompt's sparse TF-IDF (:func:`routing_env.data.stack_text_residual`: out of fold on
+  the training split). The policy carries the featurizer, so ``routing-env serve --policy DIR`` routes
+  ``{"prompt": …}``. Logs without prompts use their own features.
 - ``--router auto`` (default): :func:`agents.select_router` fits every candidate family with its own grouped
   cross-validation and keeps the best by cross-validated AIQ over the λ range (mean reward for one
   ``--cost-weight``), each candidate also with per-query costs from :class:`agents.routers.CostModel`; a family
@@ -31,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agents.cli.common import print_table
 from agents.cli.evaluate import (
@@ -80,6 +83,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="derive features from the prompts (prompts), keep the logs' own (logs), or prompts when the logs "
         "have them (auto)",
     )
+    p.add_argument(
+        "--text-residual",
+        default="auto",
+        choices=("auto", "off"),
+        help="auto: on full-information logs, stack one column per model predicting its quality from the "
+        "prompt's sparse TF-IDF (out of fold on the training split); off: the featurizer's columns alone",
+    )
     p.add_argument("--test-size", type=float, default=0.25, help="held-out share of the queries")
     p.add_argument("--cv", type=int, default=5, help="folds of the grouped cross-validation")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the folds and the routers")
@@ -92,7 +102,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------- steps
 def _features(dataset: Any, args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     """``(train, test, featurizer, description)`` after the split and the featurization."""
-    from routing_env.data import QueryFeaturizer, SentenceEmbeddingFeaturizer, split_and_featurize
+    from routing_env.data import (
+        QueryFeaturizer,
+        SentenceEmbeddingFeaturizer,
+        TextResidualFeaturizer,
+        split_and_featurize,
+        stack_text_residual,
+    )
 
     use_prompts = args.features == "prompts" or (args.features == "auto" and dataset.prompts is not None)
     if use_prompts:
@@ -107,6 +123,14 @@ def _features(dataset: Any, args: argparse.Namespace) -> tuple[Any, Any, Any, st
         what = (
             f"{args.featurizer} featurizer fitted on the training prompts ({split.train.n_features} features)"
         )
+        if args.text_residual == "auto" and split.train.is_full_information:
+            split = stack_text_residual(split, n_splits=max(2, args.cv), seed=args.seed)
+            stacker = cast(TextResidualFeaturizer, split.featurizer)
+            off = "; inf: no residual" if stacker.penalty_ == float("inf") else ""
+            what += (
+                f", and {len(stacker.models_)} text-residual columns (ridge penalty {stacker.penalty_:g}, chosen "
+                f"by {max(2, args.cv)}-fold CV{off})"
+            )
         return split.train, split.test, split.featurizer, what
     if dataset.n_features == 0:
         raise ConfigurationError(

@@ -22,6 +22,7 @@ from routing_env.data.loaders import (
     load_routerarena,
     load_routerbench,
 )
+from routing_env.data.residual import TextResidualFeaturizer, stack_text_residual
 from routing_env.data.sample import SAMPLE_CONFIG, load_sample, write_sample
 from routing_env.data.schema import ModelCard
 from routing_env.data.synthetic import DEFAULT_MODELS, SyntheticModel, make_synthetic
@@ -40,6 +41,7 @@ __all__ = [
     "SyntheticModel",
     "TaskOneHot",
     "TextFeaturizer",
+    "TextResidualFeaturizer",
     "estimate_tokens",
     "featurize",
     "load_dataset",
@@ -53,5 +55,6 @@ __all__ = [
     "make_synthetic",
     "oracle_from_arrays",
     "split_and_featurize",
+    "stack_text_residual",
     "write_sample",
 ]

@@ -13,8 +13,7 @@ Every featurizer follows scikit-learn's ``fit`` / ``transform`` / ``fit_transfor
 pickle. :func:`load_featurizer` restores whichever kind was saved. A policy saved with
 :func:`routing_env.policy.write_policy_dir` keeps its featurizer in its ``featurizer/`` sub-directory.
 
-Helpers :func:`featurize` and :func:`split_and_featurize` attach features to a
-:class:`~routing_env.data.dataset.LoggedDataset` with :meth:`~LoggedDataset.with_features`.
+Helpers :func:`featurize` and :func:`split_and_featurize` attach features to a ``LoggedDataset``.
 """
 
 from __future__ import annotations
@@ -304,6 +303,10 @@ class TextFeaturizer:
 
     def fit_transform(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
         return self.fit(prompts).transform(prompts)
+
+    def tfidf(self, prompts: Sequence[str]) -> Any:
+        """``prompts (n,)`` → L2-normalised TF-IDF rows, sparse CSR ``(n, n_buckets) float64`` (the SVD's input)."""
+        return self._tfidf(_as_texts(prompts), self._fitted()["buckets"], self._fitted()["idf"])
 
     def save(self, directory: str | Path) -> Path:
         """Write ``featurizer.json`` + ``arrays.npz`` to ``directory`` (created if needed)."""
@@ -734,19 +737,14 @@ _KINDS: dict[str, Any] = {
 }
 
 
-def load_featurizer(
-    directory: str | Path,
-) -> TextFeaturizer | TaskOneHot | SentenceEmbeddingFeaturizer | QueryFeaturizer:
-    """Restore the featurizer saved in ``directory``, whatever its kind."""
+def load_featurizer(directory: str | Path) -> Any:
+    """Restore the :class:`Featurizer` saved in ``directory``, whatever its kind (the kinds other modules add to
+    the registry too: :class:`routing_env.data.residual.TextResidualFeaturizer`)."""
     kind, _, _ = _read(directory)
     if kind not in _KINDS:
-        raise FeaturizerFormatError(
-            f"{directory} holds an unknown featurizer kind {kind!r}; known: {sorted(_KINDS)}"
-        )
-    loaded: TextFeaturizer | TaskOneHot | SentenceEmbeddingFeaturizer | QueryFeaturizer = _KINDS[kind].load(
-        directory
-    )
-    return loaded
+        known = sorted(_KINDS)
+        raise FeaturizerFormatError(f"{directory} holds an unknown featurizer kind {kind!r}; known: {known}")
+    return _KINDS[kind].load(directory)
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -755,7 +753,7 @@ class FeaturizedSplit(NamedTuple):
 
     train: LoggedDataset
     test: LoggedDataset
-    featurizer: QueryFeaturizer | TextFeaturizer | SentenceEmbeddingFeaturizer
+    featurizer: Featurizer
 
 
 def _prompts_of(dataset: LoggedDataset) -> list[str]:
@@ -764,9 +762,7 @@ def _prompts_of(dataset: LoggedDataset) -> list[str]:
     return ["" if p is None else str(p) for p in dataset.prompts]
 
 
-def featurize(
-    dataset: LoggedDataset, featurizer: QueryFeaturizer | TextFeaturizer | SentenceEmbeddingFeaturizer
-) -> LoggedDataset:
+def featurize(dataset: LoggedDataset, featurizer: Featurizer) -> LoggedDataset:
     """A copy of ``dataset`` whose features are ``featurizer.transform(prompts, tasks)`` (already fitted)."""
     tasks = None if dataset.tasks is None else list(dataset.tasks)
     x = featurizer.transform(_prompts_of(dataset), tasks)

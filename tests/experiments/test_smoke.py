@@ -192,6 +192,7 @@ def test_generalisation_script_on_the_sample(tmp_path: Path) -> None:
     assert len(onboarding) == 14 and (onboarding["labelled_queries"] == 60).all()
     report = (tmp_path / "generalisation.md").read_text()
     assert "## 1. select_router against the per-task table" in report and "## 2. Onboarding" in report
+    assert "one text-residual column per model stacked on them" in report
     assert (tmp_path / "generalisation_heldout.csv").is_file()
 
 

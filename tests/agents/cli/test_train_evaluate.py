@@ -44,6 +44,20 @@ def test_train_prints_the_cv_table_and_the_test_figures(trained: tuple[Path, str
     assert record["logs"] == "sample" and record["n_train"] + record["n_test"] == 4000
     assert record["metric"] == "aiq" and len(record["cost_weights"]) == 17
     assert np.isfinite(record["test"]["gap_closed"])
+    assert "7 text-residual columns" in record["features"]
+    assert load_policy(out).featurizer.feature_names[-1] == "text_residual:frontier-reasoning"
+
+
+def test_text_residual_off_keeps_the_featurizer_columns(tmp_path: Path) -> None:
+    data = load_sample().select(np.arange(600))
+    path = data.save(tmp_path / "logs.parquet")
+    out = tmp_path / "off"
+    args = ["--router", "task-table", "--text-residual", "off", "--quiet"]
+    assert main(["train", str(path), "--out", str(out), *args]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert "text-residual" not in record["features"]
+    names = load_policy(out).featurizer.feature_names
+    assert not any(n.startswith("text_residual:") for n in names) and len(names) == 64 + 1 + 5
 
 
 def test_the_saved_policy_routes_prompts_in_process_and_over_http(
@@ -132,7 +146,8 @@ def test_train_and_evaluate_refuse_bad_requests(
     )
     path = bare.save(tmp_path / "bare.parquet")
     assert main(["evaluate", str(path), "--policy", str(out)]) == 2
-    assert "derives its 70 features from prompts, but the logs have no prompts" in capsys.readouterr().err
+    # 64 text + length + 5 tasks, then one text-residual column per model (7).
+    assert "derives its 77 features from prompts, but the logs have no prompts" in capsys.readouterr().err
     other = narrow.subset_models(narrow.models[:3])
     path = other.save(tmp_path / "other.parquet")
     assert main(["evaluate", str(path), "--policy", str(out)]) == 2

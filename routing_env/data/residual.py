@@ -2,16 +2,17 @@
 
 The dense text features (:class:`~routing_env.data.TextFeaturizer`'s 64 SVD directions) keep what most prompts
 share and drop the rest: the words that mark *this* question, its passage or its template. A ridge on the full
-sparse TF-IDF keeps them, and they often say which model gets a query right (on RouteLLM's MMLU the GPT-4 share
-that reaches 95% of GPT-4's accuracy falls from 0.47 with the per-subject table to 0.43 with the table plus such a
-ridge, while no router on the 64 directions goes below 0.455). Routers work on dense features, so the ridge's
+sparse TF-IDF keeps them, and they often say which model gets a query right (near-duplicate questions, a shared
+passage, a template some model fails on). Routers work on dense features, so the ridge's
 predictions become columns: :class:`TextResidualFeaturizer` appends, to a base featurizer's columns, one column per
 model — the predicted deviation of that model's quality from its mean on the query's task.
 
 Stacking rules: on the training logs the columns are **out-of-fold** predictions (the same grouped folds as the
 routers' cross-validation, :func:`routing_env.data.folds.make_folds`), so a router fitted on them sees how good they
 are on queries they were not fitted on; :meth:`TextResidualFeaturizer.transform` (test logs, served requests) uses
-the ridge fitted on every training query. The ridge's penalty is chosen by the same grouped cross-validation (mean
+the ridge fitted on every training query. In a router's cross-validation a held-out query's column never saw its
+own outcome, though the columns of the queries the router is fitted on came from ridges that did (nested folds
+would remove that second-order optimism, at five times the fitting). The ridge's penalty is chosen by the same grouped cross-validation (mean
 squared error of quality, every model) with the one-standard-error rule: the most regularised penalty whose error is
 within one standard error (paired over queries) of the lowest. ``inf`` — no residual, all-zero columns — is the most
 regularised, so where the words do not clearly help the columns carry nothing.
@@ -180,9 +181,9 @@ class TextResidualFeaturizer:
         """``prompts (n,)`` (and ``tasks`` for the base featurizer) → ``(n, d_base + K) float32``."""
         vocabulary, coef, intercept = self._check()
         texts = _as_texts(prompts)
-        dense = np.asarray(self.base.transform(texts, tasks), dtype=np.float32)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        dense = np.asarray(self.base.transform(texts, tasks), dtype=np.float32)
         residual = np.asarray(vocabulary.tfidf(texts) @ coef.T) + intercept
         return np.hstack([dense, residual.astype(np.float32)])
 

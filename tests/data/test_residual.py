@@ -126,6 +126,7 @@ def test_save_load_round_trip(tmp_path, split, stacked) -> None:
     )
     # A served request: one bare prompt, no task.
     assert back.transform(["fix this recursion"]).shape == (1, back.dimension)
+    assert back.transform([]).shape == (0, back.dimension)
 
 
 def test_no_residual_penalty_gives_zero_columns(tmp_path, split) -> None:

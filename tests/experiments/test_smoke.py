@@ -172,6 +172,20 @@ def test_routerarena_headroom_script(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "RouterArena, 809 queries" in capsys.readouterr().out
 
 
+@pytest.mark.datasets
+def test_mmlu_text_headroom_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = shared_dataset("routellm")
+    out = tmp_path / "headroom.csv"
+    load_script("mmlu_text_headroom").main(
+        ["--data", str(data), "--max-queries", "2000", "--dense", "16", "--out", str(out)]
+    )
+    table = pd.read_csv(out)
+    shares = table["strong_share_at_95pct"].dropna()
+    assert ((shares >= 0.0) & (shares <= 1.0)).all() and len(shares) == 1 + 1 + 7
+    assert table["ranking"].iloc[-1] == "penalty TextResidualFeaturizer's CV chooses"
+    assert "RouteLLM MMLU, 2000 queries" in capsys.readouterr().out
+
+
 def test_generalisation_script_on_the_sample(tmp_path: Path) -> None:
     frames = load_script("generalisation").main(
         [

@@ -42,7 +42,6 @@ from routing_env.data.featurizers import (
     _prompts_of,
     _read_kind,
     _write,
-    featurize,
     load_featurizer,
 )
 from routing_env.data.folds import DEFAULT_FOLDS, make_folds
@@ -123,9 +122,10 @@ class TextResidualFeaturizer:
         return tuple(self.base.feature_names) + tuple(RESIDUAL_PREFIX + m for m in self.models_)
 
     # -- fit
-    def fit_stack(self, train: LoggedDataset) -> LoggedDataset:
+    def fit_stack(self, train: LoggedDataset, *, dense: np.ndarray | None = None) -> LoggedDataset:
         """Fit on full-information ``train`` (with prompts) and return it carrying the stacked features: the base
-        featurizer's columns (fitted here unless it already is) and the **out-of-fold** residual columns.
+        featurizer's columns (fitted here unless it already is; ``dense (n, d_base)`` when already computed) and
+        the **out-of-fold** residual columns.
 
         Raises:
             ConfigurationError: ``train`` has no prompts or fewer than two distinct prompts.
@@ -173,19 +173,26 @@ class TextResidualFeaturizer:
         else:
             self._coef = np.zeros((y.shape[1], x.shape[1]))
             self._intercept = np.zeros(y.shape[1], dtype=np.float64)
-        dense = np.asarray(self.base.transform(prompts, tasks), dtype=np.float32)
-        stacked = np.hstack([dense, oof[self.penalty_].astype(np.float32)])
+        if dense is None:
+            dense = self.base.transform(prompts, tasks)
+        stacked = np.hstack([np.asarray(dense, dtype=np.float32), oof[self.penalty_].astype(np.float32)])
         return train.with_features(stacked, names=self.feature_names)
 
     def transform(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
         """``prompts (n,)`` (and ``tasks`` for the base featurizer) → ``(n, d_base + K) float32``."""
-        vocabulary, coef, intercept = self._check()
         texts = _as_texts(prompts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         dense = np.asarray(self.base.transform(texts, tasks), dtype=np.float32)
-        residual = np.asarray(vocabulary.tfidf(texts) @ coef.T) + intercept
-        return np.hstack([dense, residual.astype(np.float32)])
+        return np.hstack([dense, self.residuals(texts)])
+
+    def residuals(self, prompts: Sequence[str]) -> np.ndarray:
+        """The residual columns alone: ``prompts (n,)`` → ``(n, K) float32`` (ridge fitted on every training query)."""
+        vocabulary, coef, intercept = self._check()
+        texts = _as_texts(prompts)
+        if not texts:
+            return np.zeros((0, len(self.models_)), dtype=np.float32)
+        return (np.asarray(vocabulary.tfidf(texts) @ coef.T) + intercept).astype(np.float32)
 
     # -- persistence
     def save(self, directory: str | Path) -> Path:
@@ -254,16 +261,21 @@ def stack_text_residual(
 
     Raises:
         PartialInformationError: the training split lacks some outcome (stacking needs every model's quality).
-        ShapeError: the split's training features are not the featurizer's.
+        ShapeError: the split's features are not the featurizer's.
     """
-    if split.train.n_features and split.train.n_features != split.featurizer.dimension:
-        raise ShapeError(
-            f"the split's training features have width {split.train.n_features}, its featurizer makes "
-            f"{split.featurizer.dimension}"
-        )
+    for side, data in (("training", split.train), ("test", split.test)):
+        if data.n_features != split.featurizer.dimension:
+            raise ShapeError(
+                f"the split's {side} features have width {data.n_features}, its featurizer makes "
+                f"{split.featurizer.dimension}"
+            )
     stacker = TextResidualFeaturizer(split.featurizer, n_splits=n_splits, seed=seed)
-    train = stacker.fit_stack(split.train)
-    return FeaturizedSplit(train, featurize(split.test, stacker), stacker)
+    # Both sides already carry the base featurizer's columns: only the residual columns are computed here.
+    train = stacker.fit_stack(split.train, dense=split.train.features)
+    test = np.hstack(
+        [np.asarray(split.test.features, dtype=np.float32), stacker.residuals(_prompts_of(split.test))]
+    )
+    return FeaturizedSplit(train, split.test.with_features(test, names=stacker.feature_names), stacker)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
